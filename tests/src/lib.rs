@@ -1,0 +1,26 @@
+//! The Calico-like lab: network namespaces, veths, VTEPs and routes built the way Calico builds
+//! a node, with RAII teardown. Used by `cargo xtask lab`, the demo and the integration tests.
+//!
+//! Design note: the crate is split into a pure half and a system half. [`spec`] turns a
+//! [`LabSpec`] into a deterministic [`Topology`] (names, addresses, blocks), [`script`] turns a
+//! topology into `ip`/`bridge` batch lines and sysctl writes; both are unit-tested without
+//! root. [`Lab`] (module `build`) executes the scripts with a handful of processes, [`netns`]
+//! provides the namespace plumbing (also for tests that generate traffic from inside pods), and
+//! [`status`] keeps `/run/tracer-lab/{prefix}.json` so that `lab status` can describe a lab
+//! left running by `lab up`. Everything is keyed by the prefix, so labs with different
+//! prefixes can coexist (parallel tests).
+
+mod build;
+pub mod cidr;
+pub mod netns;
+pub mod script;
+pub mod spec;
+pub mod status;
+pub mod topology;
+
+pub use build::{down_prefix, Lab};
+pub use cidr::Cidr;
+pub use netns::{exec_in, in_netns, netns_inode};
+pub use spec::{Encap, LabSpec};
+pub use status::status;
+pub use topology::{Node, Pod, Topology, Underlay, Vtep};

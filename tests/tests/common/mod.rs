@@ -1,0 +1,197 @@
+//! Shared harness of the privileged integration tests: root check (a test that cannot run fails
+//! saying why, it is never skipped), the tracer binary, and a running tracer that is stopped
+//! (and its output collected) also when a test fails.
+
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Fails the test (never skips it) when not root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(
+        uid, 0,
+        "this test attaches eBPF programs and creates network namespaces: it must run as root \
+         (run `cargo xtask test` as root)"
+    );
+}
+
+/// The tracer binary: `TRACER_BIN` (set by `cargo xtask test`), else target/release/tracer.
+pub fn tracer_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TRACER_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/tracer");
+    assert!(
+        p.exists(),
+        "tracer binary not found at {}: run the tests with `cargo xtask test` (it builds it and sets TRACER_BIN)",
+        p.display()
+    );
+    p
+}
+
+/// A tracer process; killed on drop if still running.
+pub struct Tracer {
+    child: Option<Child>,
+    ready: PathBuf,
+}
+
+/// What a finished tracer printed.
+pub struct TracerOutput {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl TracerOutput {
+    /// JSON objects printed one per line (traces, then the summary).
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    pub fn traces(&self) -> Vec<Value> {
+        self.json_lines().into_iter().filter(|v| v.get("packet").is_some()).collect()
+    }
+
+    pub fn summary(&self) -> Value {
+        self.json_lines()
+            .into_iter()
+            .find_map(|v| v.get("summary").cloned())
+            .unwrap_or_else(|| panic!("no summary line in tracer output:\n{}", self.stdout))
+    }
+}
+
+impl Tracer {
+    /// Starts `tracer trace ARGS --ready-file F` and waits until it is attached.
+    pub fn start(args: &[String]) -> Tracer {
+        let ready = std::env::temp_dir().join(format!(
+            "tracer-test-{}-{}.ready",
+            std::process::id(),
+            args.join("_").len() + rand_suffix()
+        ));
+        let _ = std::fs::remove_file(&ready);
+        let child = Command::new(tracer_bin())
+            .arg("trace")
+            .args(args)
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the tracer");
+        let mut t = Tracer { child: Some(child), ready };
+        t.wait_ready();
+        t
+    }
+
+    fn wait_ready(&mut self) {
+        let started = Instant::now();
+        while !self.ready.exists() {
+            let child = self.child.as_mut().expect("tracer running");
+            if let Ok(Some(_)) = child.try_wait() {
+                let out = self.child.take().expect("child").wait_with_output().expect("output");
+                panic!(
+                    "the tracer exited before it was ready ({}):\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "the tracer was not ready after 60 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends `signal` and collects the output.
+    pub fn stop_with(mut self, signal: i32) -> TracerOutput {
+        let child = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let out = wait_with_timeout(child, Duration::from_secs(30));
+        let _ = std::fs::remove_file(&self.ready);
+        out
+    }
+
+    /// SIGINT (Ctrl-C) and collect the output.
+    pub fn stop(self) -> TracerOutput {
+        self.stop_with(libc::SIGINT)
+    }
+}
+
+fn wait_with_timeout(mut child: Child, timeout: Duration) -> TracerOutput {
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("tracer output");
+    TracerOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn rand_suffix() -> usize {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as usize)
+        .unwrap_or(0)
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.ready);
+    }
+}
+
+/// Runs the tracer to completion with `args` (for error cases) and returns its output.
+pub fn run_tracer(args: &[&str]) -> TracerOutput {
+    let out = Command::new(tracer_bin()).args(args).stdin(Stdio::null()).output().expect("run tracer");
+    TracerOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// (node, ifname, dir) of each hop of a JSON trace.
+pub fn hop_path(trace: &Value) -> Vec<(String, String, String)> {
+    trace["hops"]
+        .as_array()
+        .expect("hops array")
+        .iter()
+        .map(|h| {
+            (
+                h["node"].as_str().expect("node").to_string(),
+                h["ifname"].as_str().expect("ifname").to_string(),
+                h["dir"].as_str().expect("dir").to_string(),
+            )
+        })
+        .collect()
+}

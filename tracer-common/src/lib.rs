@@ -1,0 +1,153 @@
+//! Wire types shared by the kernel programs (`tracer-ebpf`) and user space (`tracer`).
+//!
+//! Design notes:
+//! - Every record that crosses the ring buffer starts with an [`EventHeader`]; the body that
+//!   follows depends on `kind`. User space checks `kind` and `len` before it reads a body, so a
+//!   record written by a different build is rejected, never misread.
+//! - `#[repr(C)]`, explicit padding, `u8`/`u32` flags instead of `bool`, and a size assertion
+//!   beside each type: the two sides cannot disagree silently.
+//! - Addresses are kept as the four bytes seen on the wire; ports, IP IDs and sequence numbers
+//!   are converted to host order in the kernel.
+//! - Nothing here is specific to one kernel build.
+#![no_std]
+
+pub mod filter;
+
+/// Record kinds (`EventHeader::kind`).
+pub const EVENT_HOP: u16 = 1;
+
+/// Direction of a tc hop (`Hop::dir`).
+pub const DIR_INGRESS: u8 = 0;
+pub const DIR_EGRESS: u8 = 1;
+
+/// Encapsulation of a packet seen at a hop (`Encap::kind`).
+pub const ENCAP_NONE: u8 = 0;
+pub const ENCAP_VXLAN: u8 = 1;
+pub const ENCAP_IPIP: u8 = 2;
+
+/// `Hop::flags`: the inner packet is an IPv4 fragment other than the first (no L4 header).
+pub const HOP_F_FRAGMENT: u8 = 1 << 0;
+/// `Hop::flags`: the L4 header could not be read (truncated packet).
+pub const HOP_F_L4_TRUNCATED: u8 = 1 << 1;
+
+/// The VXLAN UDP port used by Calico (IANA 4789).
+pub const VXLAN_PORT: u16 = 4789;
+
+/// Per-CPU counters kept by the kernel programs (index into the `COUNTERS` map).
+pub const CTR_EVENTS: u32 = 0;
+/// Ring buffer reservation failed: an event the tracer itself lost.
+pub const CTR_RINGBUF_FULL: u32 = 1;
+/// Packet parsed but did not match the flow filter.
+pub const CTR_FILTERED: u32 = 2;
+/// Not IPv4 (ARP, IPv6, ...), or encapsulating something that is not IPv4.
+pub const CTR_NOT_IPV4: u32 = 3;
+/// Malformed or truncated headers.
+pub const CTR_MALFORMED: u32 = 4;
+/// Number of counter slots (some reserved for later hooks).
+pub const N_COUNTERS: u32 = 8;
+
+/// Header at the start of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// One of `EVENT_*`.
+    pub kind: u16,
+    /// Length of the whole record, header included.
+    pub len: u16,
+    /// CPU that produced the record.
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC of the node that produced it.
+    pub ts_ns: u64,
+    /// Inode number of the network namespace the hook ran in.
+    pub netns: u32,
+    /// Interface index (in `netns`) of the hop.
+    pub ifindex: u32,
+}
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 24);
+
+/// The (inner) IPv4 packet and the fields that identify it across hops.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ipv4Packet {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// TCP/UDP ports, host order; 0 for other protocols.
+    pub sport: u16,
+    pub dport: u16,
+    /// IPv4 identification, host order.
+    pub ip_id: u16,
+    /// IPv4 total length, host order.
+    pub tot_len: u16,
+    pub proto: u8,
+    pub ttl: u8,
+    /// TCP flags byte (FIN=0x01 SYN=0x02 RST=0x04 PSH=0x08 ACK=0x10).
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    /// IPv4 flags and fragment offset, host order.
+    pub frag_off: u16,
+    /// ICMP echo identifier and sequence, host order; 0 otherwise.
+    pub icmp_id: u16,
+    pub icmp_seq: u16,
+    pub _pad: u16,
+    /// TCP sequence number, host order; 0 otherwise.
+    pub tcp_seq: u32,
+}
+const _: () = assert!(core::mem::size_of::<Ipv4Packet>() == 32);
+
+/// The outer headers of an encapsulated packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Encap {
+    /// One of `ENCAP_*`; the other fields are zero for `ENCAP_NONE`.
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    /// VXLAN network identifier (24 bits).
+    pub vni: u32,
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// Outer UDP ports (VXLAN), host order.
+    pub sport: u16,
+    pub dport: u16,
+    /// Outer IPv4 identification and total length, host order.
+    pub ip_id: u16,
+    pub tot_len: u16,
+}
+const _: () = assert!(core::mem::size_of::<Encap>() == 24);
+
+/// Body of an `EVENT_HOP` record: one packet seen by a tc program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hop {
+    /// `DIR_INGRESS` or `DIR_EGRESS`.
+    pub dir: u8,
+    /// `HOP_F_*` bits.
+    pub flags: u8,
+    pub _pad: u16,
+    /// `skb->len`: bytes of the whole skb (all segments of a GSO packet).
+    pub skb_len: u32,
+    /// `skb->mark`.
+    pub mark: u32,
+    /// `skb->gso_segs`-like hint: number of MSS-sized segments if known, else 0.
+    pub gso_segs: u32,
+    pub encap: Encap,
+    pub pkt: Ipv4Packet,
+}
+const _: () = assert!(core::mem::size_of::<Hop>() == 72);
+
+/// An `EVENT_HOP` record as written to the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HopEvent {
+    pub header: EventHeader,
+    pub hop: Hop,
+}
+const _: () = assert!(core::mem::size_of::<HopEvent>() == 96);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all these types are `#[repr(C)]`, `Copy`, made only of integers and byte arrays,
+    // with explicit padding, so every bit pattern is valid.
+    unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::HopEvent {}
+    unsafe impl aya::Pod for super::filter::FilterProgram {}
+}

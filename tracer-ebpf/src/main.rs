@@ -1,0 +1,26 @@
+//! Kernel side of the tracer: tc programs on the pod veths, the tunnel devices and the uplink.
+//!
+//! Design notes:
+//! - One file per hook under `programs/`; shared bounded parsing in `parse.rs`; maps and the
+//!   emit helper in `maps.rs`.
+//! - Every tc program returns `TC_ACT_UNSPEC` (tcx: "next"), on every path, errors included:
+//!   the tracer never changes what happens to a packet, nor skips another tcx program.
+//! - Settings that differ per load (netns inode, VXLAN port) are read-only globals that user
+//!   space sets before loading; the flow filter lives in a map.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod parse;
+mod programs;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach this; it is never executed.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

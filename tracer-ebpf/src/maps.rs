@@ -1,0 +1,51 @@
+//! Maps shared by the programs, the per-load globals, and the emit/count helpers.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, PerCpuArray, RingBuf},
+};
+use tracer_common::{filter::FilterProgram, N_COUNTERS};
+
+/// Default ring buffer size; user space may resize it before loading.
+const RINGBUF_BYTES: u32 = 8 << 20;
+
+/// `BPF_RB_NO_WAKEUP`: user space drains on a timer; a wakeup per event is too expensive.
+pub const RB_NO_WAKEUP: u64 = 1;
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(N_COUNTERS, 0);
+
+#[map]
+pub static FILTER: Array<FilterProgram> = Array::with_max_entries(1, 0);
+
+/// Inode of the network namespace these programs are attached in (set by user space).
+#[unsafe(no_mangle)]
+static NETNS_INO: u32 = 0;
+
+/// UDP destination port that marks VXLAN (Felix `vxlanPort`, default 4789).
+#[unsafe(no_mangle)]
+static VXLAN_PORT: u16 = tracer_common::VXLAN_PORT;
+
+#[inline(always)]
+pub fn netns_ino() -> u32 {
+    // SAFETY: a plain read of a global that user space patched before loading; volatile so that
+    // the compiler does not fold in the default.
+    unsafe { core::ptr::read_volatile(&NETNS_INO) }
+}
+
+#[inline(always)]
+pub fn vxlan_port() -> u16 {
+    // SAFETY: as for `netns_ino`.
+    unsafe { core::ptr::read_volatile(&VXLAN_PORT) }
+}
+
+#[inline(always)]
+pub fn count(counter: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *slot += 1 };
+    }
+}

@@ -1,0 +1,114 @@
+//! tc (tcx) programs: one hop event per matching packet on ingress and egress of the pod veths,
+//! `vxlan.calico`, `tunl0` and the uplink.
+//!
+//! Four entry points differ only in direction and in whether the device has an Ethernet header
+//! (`*_l3` for tunl0-like devices). All return `TC_ACT_UNSPEC` (tcx "next") on every path.
+
+use core::ptr;
+
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    macros::classifier,
+    programs::TcContext,
+};
+use tracer_common::{
+    filter::FilterInput, EventHeader, Hop, HopEvent, CTR_EVENTS, CTR_FILTERED, CTR_MALFORMED,
+    CTR_NOT_IPV4, CTR_RINGBUF_FULL, DIR_EGRESS, DIR_INGRESS, EVENT_HOP,
+};
+
+use crate::{
+    maps::{count, netns_ino, vxlan_port, EVENTS, FILTER, RB_NO_WAKEUP},
+    parse::{parse, Packet, Skip},
+};
+
+/// Direct packet access when the bytes are in the linear area, `bpf_skb_load_bytes` otherwise.
+struct Skb<'a>(&'a TcContext);
+
+impl Packet for Skb<'_> {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        let start = self.0.data();
+        let end = self.0.data_end();
+        if start + off + core::mem::size_of::<T>() <= end {
+            // SAFETY: the bounds were checked against data_end just above.
+            Some(unsafe { ptr::read_unaligned((start + off) as *const T) })
+        } else {
+            self.0.load::<T>(off).ok()
+        }
+    }
+}
+
+#[classifier]
+pub fn hop_ingress(ctx: TcContext) -> i32 {
+    hop(&ctx, DIR_INGRESS, true);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn hop_egress(ctx: TcContext) -> i32 {
+    hop(&ctx, DIR_EGRESS, true);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn hop_ingress_l3(ctx: TcContext) -> i32 {
+    hop(&ctx, DIR_INGRESS, false);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn hop_egress_l3(ctx: TcContext) -> i32 {
+    hop(&ctx, DIR_EGRESS, false);
+    TC_ACT_UNSPEC
+}
+
+#[inline(always)]
+fn hop(ctx: &TcContext, dir: u8, l2: bool) {
+    let parsed = match parse(&Skb(ctx), l2, vxlan_port()) {
+        Ok(p) => p,
+        Err(Skip::NotIpv4) => return count(CTR_NOT_IPV4),
+        Err(Skip::Malformed) => return count(CTR_MALFORMED),
+    };
+    let pkt = &parsed.pkt;
+    if let Some(filter) = FILTER.get(0) {
+        let input = FilterInput {
+            saddr: u32::from_ne_bytes(pkt.saddr),
+            daddr: u32::from_ne_bytes(pkt.daddr),
+            proto: pkt.proto,
+            sport: pkt.sport,
+            dport: pkt.dport,
+        };
+        if !filter.matches(&input) {
+            return count(CTR_FILTERED);
+        }
+    }
+    let Some(mut entry) = EVENTS.reserve::<HopEvent>(0) else {
+        return count(CTR_RINGBUF_FULL);
+    };
+    // SAFETY: `skb` is the context pointer the kernel handed to this program.
+    let skb = unsafe { &*ctx.skb.skb };
+    entry.write(HopEvent {
+        header: EventHeader {
+            kind: EVENT_HOP,
+            len: core::mem::size_of::<HopEvent>() as u16,
+            // SAFETY: helper calls without arguments that are valid in tc programs.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            netns: netns_ino(),
+            ifindex: skb.ifindex,
+        },
+        hop: Hop {
+            dir,
+            flags: parsed.flags,
+            _pad: 0,
+            skb_len: skb.len,
+            mark: skb.mark,
+            gso_segs: skb.gso_segs,
+            encap: parsed.encap,
+            pkt: parsed.pkt,
+        },
+    });
+    entry.submit(RB_NO_WAKEUP);
+    count(CTR_EVENTS);
+}

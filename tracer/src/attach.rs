@@ -1,0 +1,188 @@
+//! The loader: checks what the machine can do, loads the embedded eBPF object once per traced
+//! network namespace (the namespace's inode and VXLAN port are patched in as read-only globals),
+//! installs the flow filter and attaches the tc programs (tcx on >= 6.6) to every discovered
+//! interface, from a thread that has entered that namespace.
+//!
+//! Attachments are bpf links owned by file descriptors in this process: dropping an
+//! [`AttachedNode`], exiting, or being killed detaches everything; nothing is pinned.
+
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{SchedClassifier, TcAttachType},
+    Ebpf, EbpfLoader,
+};
+use tracer_common::{filter::FilterProgram, N_COUNTERS};
+
+use crate::{
+    discover::{discover, NodePlan},
+    netns::Netns,
+    topology::IfaceKind,
+};
+
+/// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+
+const PROGRAMS: [&str; 4] = ["hop_ingress", "hop_egress", "hop_ingress_l3", "hop_egress_l3"];
+
+/// Checks the prerequisites that every mode needs; each failure is one line saying what to do.
+pub fn preflight() -> Result<()> {
+    if EBPF_OBJECT.is_empty() {
+        bail!("this tracer binary was built without its eBPF object (AYA_BUILD_SKIP); rebuild with `cargo build --release -p tracer`");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("tracer must run as root (it needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON): run it with sudo");
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): a kernel built with CONFIG_DEBUG_INFO_BTF=y is required");
+    }
+    raise_memlock();
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use memcg. Raising the
+/// limit may be refused (it is on some locked-down machines): warn only where it matters.
+fn raise_memlock() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid, initialised struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        let old_kernel = aya::util::KernelVersion::current()
+            .map(|v| v < aya::util::KernelVersion::new(5, 11, 0))
+            .unwrap_or(false);
+        if old_kernel {
+            log::warn!(
+                "cannot raise RLIMIT_MEMLOCK ({}); on this pre-5.11 kernel loading may fail with EPERM",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// The programs attached in one network namespace, with their maps.
+pub struct AttachedNode {
+    pub plan: NodePlan,
+    pub events: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Interfaces that disappeared between discovery and attach (pods deleted meanwhile).
+    pub skipped: Vec<String>,
+    /// Owns the programs and their links: dropping it detaches everything.
+    _ebpf: Ebpf,
+}
+
+impl AttachedNode {
+    /// Sum over CPUs of each counter (`CTR_*`).
+    pub fn counters(&self) -> Result<[u64; N_COUNTERS as usize]> {
+        let mut out = [0u64; N_COUNTERS as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let per_cpu = self.counters.get(&(i as u32), 0)?;
+            *slot = per_cpu.iter().sum();
+        }
+        Ok(out)
+    }
+
+    pub fn links(&self) -> usize {
+        self.plan.targets.len() * 2 - self.skipped.len() * 2
+    }
+}
+
+/// Options of one attach.
+pub struct AttachOptions<'a> {
+    pub extra_ifaces: &'a [String],
+    pub filter: &'a FilterProgram,
+    pub ringbuf_bytes: u32,
+}
+
+/// Discovers, loads and attaches in `netns`.
+pub fn attach_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<AttachedNode> {
+    let name = netns.name.clone();
+    let inode = netns.inode;
+    let plan = netns.run(|| discover(&name, inode, opts.extra_ifaces))?;
+    for note in &plan.notes {
+        log::warn!("{note}");
+    }
+
+    let mut ebpf = EbpfLoader::new()
+        .override_global("NETNS_INO", &inode, true)
+        .override_global("VXLAN_PORT", &plan.vxlan_port, true)
+        .map_max_entries("EVENTS", opts.ringbuf_bytes)
+        .load(EBPF_OBJECT)
+        .context("loading the eBPF object")?;
+    {
+        let mut filter: Array<&mut MapData, FilterProgram> = Array::try_from(
+            ebpf.map_mut("FILTER").ok_or_else(|| anyhow!("eBPF object has no FILTER map"))?,
+        )?;
+        filter.set(0, opts.filter, 0)?;
+    }
+    for prog in PROGRAMS {
+        let p: &mut SchedClassifier = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| anyhow!("eBPF object has no program {prog}"))?
+            .try_into()?;
+        p.load().with_context(|| format!("loading tc program {prog} (verifier)"))?;
+    }
+
+    let targets = plan.targets.clone();
+    let skipped = netns.run(|| {
+        let mut skipped = Vec::new();
+        for t in &targets {
+            let (ingress, egress) = if t.l2 {
+                ("hop_ingress", "hop_egress")
+            } else {
+                ("hop_ingress_l3", "hop_egress_l3")
+            };
+            match attach_pair(&mut ebpf, &t.name, ingress, egress) {
+                Ok(()) => {}
+                Err(e) if t.kind == IfaceKind::PodVeth && !iface_exists(&t.name) => {
+                    log::warn!("{}: {} vanished before attach ({e:#}); skipped", name, t.name);
+                    skipped.push(t.name.clone());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((skipped, ebpf))
+    })?;
+    let (skipped, mut ebpf) = skipped;
+
+    let events = RingBuf::try_from(
+        ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("eBPF object has no EVENTS map"))?,
+    )?;
+    let counters = PerCpuArray::try_from(
+        ebpf.take_map("COUNTERS").ok_or_else(|| anyhow!("eBPF object has no COUNTERS map"))?,
+    )?;
+    Ok(AttachedNode { plan, events, counters, skipped, _ebpf: ebpf })
+}
+
+fn attach_pair(ebpf: &mut Ebpf, ifname: &str, ingress: &str, egress: &str) -> Result<()> {
+    for (prog, dir) in [(ingress, TcAttachType::Ingress), (egress, TcAttachType::Egress)] {
+        let p: &mut SchedClassifier = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| anyhow!("eBPF object has no program {prog}"))?
+            .try_into()?;
+        p.attach(ifname, dir)
+            .with_context(|| format!("attaching {prog} to {ifname} {dir:?}"))?;
+    }
+    Ok(())
+}
+
+fn iface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: if_nametoindex reads a valid NUL-terminated string.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// One line per node for stderr: what was attached where.
+pub fn describe(node: &AttachedNode) -> String {
+    let mut s = format!("{}: {} programs on", node.plan.node.name, node.links());
+    for t in &node.plan.targets {
+        if node.skipped.contains(&t.name) {
+            continue;
+        }
+        let _ = write!(s, " {}", t.name);
+    }
+    s
+}

@@ -1,0 +1,1154 @@
+//! Correlation: hop records in, one [`Trace`] per packet out.
+//!
+//! Stage 3 of the pipeline (collect -> decode -> **correlate** -> render). Pure: no I/O and no
+//! clock. The caller passes "now" to [`Correlator::expire`], so the same code runs live and on
+//! recorded files, and is unit-tested with synthetic records.
+//!
+//! Design notes:
+//! - **Identity.** Hops belong to one trace when their [`PacketId`] is equal and the trace's
+//!   hops, this one included, span at most `window_ns`. A hop equal to one already in the
+//!   trace in (netns, ifindex, direction, ts) is a duplicate (dropped, counted). A hop at a
+//!   (netns, ifindex, direction) the trace already has, at another time, is another packet
+//!   that reused the identity (a retransmission): it never joins that trace. When several open
+//!   traces share the identity, the hop joins the one closest to it in time.
+//! - **Hot path.** `push` makes no allocation of its own beyond the trace's hop `Vec` (and,
+//!   about once a millisecond, an expiry bucket). Open traces live in a slab (`Vec<Slot>` + free list);
+//!   the identity index maps a packed 184-bit identity to the newest open trace with it, and
+//!   traces with the same identity are chained through the slab. Interfaces are resolved once
+//!   per `(netns, ifindex)` into an interned table, so a hop stores a `u32`, not names.
+//!   Names are copied into [`TraceHop`]s only when a trace is emitted.
+//! - **Expiry.** Each open trace is filed under the ~1 ms bucket (`ts >> 20`) of its newest
+//!   hop in an ordered map; when its newest hop moves to a later bucket it is filed again and
+//!   the old entry goes stale (detected by slot generation and bucket, skipped lazily). So
+//!   `push` touches the map at most once per new trace or bucket change, and `expire` visits
+//!   only buckets at or before the cut-off, checking the boundary bucket hop by hop: it emits
+//!   exactly the traces whose newest hop is older than `now - linger_ns`.
+//! - **Memory.** At most `max_open` traces are open. Opening one more first emits the oldest
+//!   (oldest newest hop, to bucket precision) early; it is counted in `evicted` and handed out
+//!   by the next `expire`/`finish`.
+//! - **Outcome.** Decided when a trace is emitted, from its last hop by time (see
+//!   [`Outcome`]). Flow summaries count emitted traces only: call `finish` before reading
+//!   them for a complete picture.
+//! - **Limits.** A hop that arrives after its trace was emitted (later than the linger) starts
+//!   a new trace, and a duplicate of an emitted hop is not recognised. Two packets with one
+//!   identity whose hops interleave in time can be mixed up; the per-hop conflict rule keeps
+//!   that to the rare case of out-of-order arrival within one window.
+//! - The identity hash is a fast multiplicative hash, not a keyed one: the tracer trades hash
+//!   flooding resistance (an identity-crafting pod can only slow its own chain) for speed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use crate::event::{Direction, Encap, FlowKey, HopRecord, PacketId};
+use crate::topology::{IfaceKind, Topology};
+
+/// Tuning of the correlator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CorrelateConfig {
+    /// Maximum spread (first to last hop) of one packet's hops.
+    pub window_ns: u64,
+    /// How long a trace stays open after its newest hop before it is emitted.
+    pub linger_ns: u64,
+    /// Maximum number of open traces; beyond it the oldest is emitted early.
+    pub max_open: usize,
+}
+
+impl Default for CorrelateConfig {
+    fn default() -> Self {
+        CorrelateConfig {
+            window_ns: 1_000_000_000,
+            linger_ns: 300_000_000,
+            max_open: 1 << 20,
+        }
+    }
+}
+
+/// What became of a traced packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The last hop hands the packet to a pod (egress on a pod veth), or the packet is for a
+    /// traced node and its last hop is an ingress on that node.
+    Delivered,
+    /// Anything else: the packet was last seen somewhere on the way.
+    Incomplete,
+}
+
+impl Outcome {
+    /// Lower-case name, as in the JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// One hop of a trace, with names resolved through the topology.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceHop {
+    /// Node name, or `netns:<inode>` for a namespace the topology does not know.
+    pub node: String,
+    pub netns: u32,
+    pub ifindex: u32,
+    /// Interface name, or `if<ifindex>` for an interface the topology does not know.
+    pub ifname: String,
+    /// `None` for an interface the topology does not know.
+    pub kind: Option<IfaceKind>,
+    pub dir: Direction,
+    pub ts_ns: u64,
+    pub len: u32,
+    pub encap: Option<Encap>,
+}
+
+/// All hops of one packet, sorted by time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trace {
+    pub packet: PacketId,
+    /// TCP flags byte and ICMP type of the packet (constant along the path).
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub hops: Vec<TraceHop>,
+    pub outcome: Outcome,
+}
+
+impl Trace {
+    /// Time of the first hop (0 for a trace without hops).
+    pub fn first_ts_ns(&self) -> u64 {
+        self.hops.first().map_or(0, |h| h.ts_ns)
+    }
+
+    /// Time of the last hop (0 for a trace without hops).
+    pub fn last_ts_ns(&self) -> u64 {
+        self.hops.last().map_or(0, |h| h.ts_ns)
+    }
+
+    /// `skb->len` at the first hop (0 for a trace without hops).
+    pub fn len(&self) -> u32 {
+        self.hops.first().map_or(0, |h| h.len)
+    }
+}
+
+/// The correlator's own counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CorrelateStats {
+    /// Every hop pushed, duplicates included.
+    pub hops_seen: u64,
+    /// Exact duplicates dropped.
+    pub duplicates: u64,
+    /// Hops on a `(netns, ifindex)` the topology does not know (kept).
+    pub unknown_iface_hops: u64,
+    /// Traces emitted (by `expire`, `finish` or eviction).
+    pub traces_emitted: u64,
+    /// Traces emitted early because too many were open.
+    pub evicted: u64,
+}
+
+/// Per 5-tuple totals over emitted traces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowSummary {
+    /// Packets (traces).
+    pub packets: u64,
+    /// Sum of `skb->len` at each trace's first hop.
+    pub bytes: u64,
+    /// Hops over all traces.
+    pub hops: u64,
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+    pub delivered: u64,
+    pub incomplete: u64,
+}
+
+impl FlowSummary {
+    fn record(&mut self, t: &Trace) {
+        if self.packets == 0 {
+            self.first_ts_ns = t.first_ts_ns();
+        }
+        self.first_ts_ns = self.first_ts_ns.min(t.first_ts_ns());
+        self.last_ts_ns = self.last_ts_ns.max(t.last_ts_ns());
+        self.packets += 1;
+        self.bytes += u64::from(t.len());
+        self.hops += t.hops.len() as u64;
+        match t.outcome {
+            Outcome::Delivered => self.delivered += 1,
+            Outcome::Incomplete => self.incomplete += 1,
+        }
+    }
+}
+
+/// End of a chain of open traces sharing an identity.
+const NIL: u32 = u32::MAX;
+/// Expiry buckets are `ts >> BUCKET_SHIFT` (about 1 ms).
+const BUCKET_SHIFT: u32 = 20;
+
+/// Multiply-rotate hash with a final avalanche; fast on the few `u64` words of our keys.
+#[derive(Clone, Copy, Default)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(26) ^ v).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.add(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^ (h >> 33)
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// A [`PacketId`] packed losslessly into three words (32+32 | 8+16+16+16 | 32+16+16 bits).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PackedId([u64; 3]);
+
+impl PackedId {
+    fn new(p: &PacketId) -> Self {
+        PackedId([
+            (u64::from(u32::from(p.src)) << 32) | u64::from(u32::from(p.dst)),
+            (u64::from(p.proto) << 48)
+                | (u64::from(p.sport) << 32)
+                | (u64::from(p.dport) << 16)
+                | u64::from(p.ip_id),
+            (u64::from(p.tcp_seq) << 32) | (u64::from(p.icmp_id) << 16) | u64::from(p.icmp_seq),
+        ])
+    }
+}
+
+impl Hash for PackedId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.iter().for_each(|&w| state.write_u64(w));
+    }
+}
+
+/// An interned interface: what a hop's `(netns, ifindex)` resolves to.
+struct IfaceInfo {
+    netns: u32,
+    ifindex: u32,
+    node: String,
+    ifname: String,
+    /// `None` when the topology does not know the interface.
+    kind: Option<IfaceKind>,
+}
+
+/// A hop as stored while its trace is open.
+#[derive(Clone, Copy)]
+struct RawHop {
+    ts_ns: u64,
+    len: u32,
+    iface: u32,
+    dir: Direction,
+    encap: Option<Encap>,
+}
+
+struct OpenTrace {
+    packet: PacketId,
+    key: PackedId,
+    tcp_flags: u8,
+    icmp_type: u8,
+    first_ts: u64,
+    last_ts: u64,
+    /// Expiry bucket of `last_ts`: where the trace's live entry is filed.
+    bucket: u64,
+    /// Next open trace with the same identity, or `NIL`.
+    next: u32,
+    hops: Vec<RawHop>,
+}
+
+/// How a hop relates to an open trace with the same identity.
+enum Fit {
+    Duplicate,
+    /// Joins; the value is its distance in time from the trace's span.
+    Joins(u64),
+    /// Another packet (same hop at another time, or out of the window).
+    Other,
+}
+
+impl OpenTrace {
+    fn fit(&self, hop: &RawHop, window_ns: u64) -> Fit {
+        let mut conflict = false;
+        for h in &self.hops {
+            if h.iface == hop.iface && h.dir == hop.dir {
+                if h.ts_ns == hop.ts_ns {
+                    return Fit::Duplicate;
+                }
+                conflict = true;
+            }
+        }
+        let first = self.first_ts.min(hop.ts_ns);
+        let last = self.last_ts.max(hop.ts_ns);
+        if conflict || last - first > window_ns {
+            return Fit::Other;
+        }
+        Fit::Joins(
+            (self.first_ts.saturating_sub(hop.ts_ns)).max(hop.ts_ns.saturating_sub(self.last_ts)),
+        )
+    }
+}
+
+struct Slot {
+    /// Bumped whenever the slot's trace is removed, so old expiry entries go stale.
+    gen: u32,
+    trace: Option<OpenTrace>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    slot: u32,
+    gen: u32,
+}
+
+/// Groups hop records into per-packet traces (see the module notes).
+pub struct Correlator {
+    topology: Topology,
+    cfg: CorrelateConfig,
+    ifaces: Vec<IfaceInfo>,
+    iface_index: FastMap<u64, u32>,
+    by_id: FastMap<PackedId, u32>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    open: usize,
+    buckets: BTreeMap<u64, Vec<Entry>>,
+    /// Traces evicted early, handed out by the next `expire`/`finish`.
+    ready: Vec<Trace>,
+    stats: CorrelateStats,
+    flows: BTreeMap<FlowKey, FlowSummary>,
+}
+
+impl Correlator {
+    pub fn new(topology: Topology, cfg: CorrelateConfig) -> Self {
+        let mut ifaces = Vec::new();
+        let mut iface_index = FastMap::default();
+        for node in &topology.nodes {
+            for iface in &node.ifaces {
+                let key = iface_key(node.netns, iface.ifindex);
+                iface_index.entry(key).or_insert_with(|| {
+                    ifaces.push(IfaceInfo {
+                        netns: node.netns,
+                        ifindex: iface.ifindex,
+                        node: node.name.clone(),
+                        ifname: iface.name.clone(),
+                        kind: Some(iface.kind),
+                    });
+                    ifaces.len() as u32 - 1
+                });
+            }
+        }
+        Correlator {
+            topology,
+            cfg,
+            ifaces,
+            iface_index,
+            by_id: FastMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            buckets: BTreeMap::new(),
+            ready: Vec::new(),
+            stats: CorrelateStats::default(),
+            flows: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one hop record (any order, duplicates allowed).
+    pub fn push(&mut self, hop: HopRecord) {
+        self.stats.hops_seen += 1;
+        let raw = RawHop {
+            ts_ns: hop.ts_ns,
+            len: hop.len,
+            iface: self.iface_id(hop.netns, hop.ifindex),
+            dir: hop.dir,
+            encap: hop.encap,
+        };
+        let key = PackedId::new(&hop.packet);
+        let mut best: Option<(u64, u32)> = None;
+        let mut cur = self.by_id.get(&key).copied().unwrap_or(NIL);
+        while cur != NIL {
+            let Some(t) = self.slots[cur as usize].trace.as_ref() else {
+                break;
+            };
+            match t.fit(&raw, self.cfg.window_ns) {
+                Fit::Duplicate => {
+                    self.stats.duplicates += 1;
+                    return;
+                }
+                Fit::Joins(d) if best.is_none_or(|(bd, _)| d < bd) => best = Some((d, cur)),
+                Fit::Joins(_) | Fit::Other => {}
+            }
+            cur = t.next;
+        }
+        match best {
+            Some((_, slot)) => self.join(slot, raw),
+            None => self.open_trace(key, &hop, raw),
+        }
+    }
+
+    /// Emits the traces whose newest hop is older than `now_ns - linger_ns`, plus any evicted
+    /// early, ordered by first-hop time.
+    pub fn expire(&mut self, now_ns: u64) -> Vec<Trace> {
+        let cutoff = now_ns.saturating_sub(self.cfg.linger_ns);
+        let cutoff_bucket = cutoff >> BUCKET_SHIFT;
+        let mut out = std::mem::take(&mut self.ready);
+        while let Some(first) = self.buckets.first_entry() {
+            let bucket = *first.key();
+            if bucket > cutoff_bucket {
+                break;
+            }
+            let entries = first.remove();
+            let mut keep = Vec::new();
+            for e in entries {
+                if !is_current(&self.slots, e, bucket) {
+                    continue;
+                }
+                // In buckets before the cut-off's, every current trace has expired.
+                let last = self.slots[e.slot as usize]
+                    .trace
+                    .as_ref()
+                    .map_or(0, |t| t.last_ts);
+                if bucket < cutoff_bucket || last < cutoff {
+                    out.push(self.emit(e.slot));
+                } else {
+                    keep.push(e);
+                }
+            }
+            if !keep.is_empty() {
+                self.buckets.insert(bucket, keep);
+            }
+        }
+        sort_traces(&mut out);
+        out
+    }
+
+    /// Emits every trace still open (and any evicted early), ordered by first-hop time.
+    pub fn finish(&mut self) -> Vec<Trace> {
+        let mut out = std::mem::take(&mut self.ready);
+        for slot in 0..self.slots.len() as u32 {
+            if self.slots[slot as usize].trace.is_some() {
+                out.push(self.emit(slot));
+            }
+        }
+        self.buckets.clear();
+        sort_traces(&mut out);
+        out
+    }
+
+    pub fn stats(&self) -> &CorrelateStats {
+        &self.stats
+    }
+
+    /// Per 5-tuple totals over the traces emitted so far, ordered by flow.
+    pub fn flows(&self) -> impl Iterator<Item = (&FlowKey, &FlowSummary)> {
+        self.flows.iter()
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Number of traces currently open.
+    pub fn open_traces(&self) -> usize {
+        self.open
+    }
+
+    /// Interns `(netns, ifindex)`, counting hops on interfaces the topology does not know.
+    fn iface_id(&mut self, netns: u32, ifindex: u32) -> u32 {
+        let key = iface_key(netns, ifindex);
+        let id = match self.iface_index.get(&key) {
+            Some(&id) => id,
+            None => self.intern_unknown(netns, ifindex),
+        };
+        if self.ifaces[id as usize].kind.is_none() {
+            self.stats.unknown_iface_hops += 1;
+        }
+        id
+    }
+
+    #[cold]
+    fn intern_unknown(&mut self, netns: u32, ifindex: u32) -> u32 {
+        let node = match self.topology.node(netns) {
+            Some(n) => n.name.clone(),
+            None => format!("netns:{netns}"),
+        };
+        self.ifaces.push(IfaceInfo {
+            netns,
+            ifindex,
+            node,
+            ifname: format!("if{ifindex}"),
+            kind: None,
+        });
+        let id = self.ifaces.len() as u32 - 1;
+        self.iface_index.insert(iface_key(netns, ifindex), id);
+        id
+    }
+
+    fn join(&mut self, slot: u32, hop: RawHop) {
+        let Some(t) = self.slots[slot as usize].trace.as_mut() else {
+            return;
+        };
+        t.hops.push(hop);
+        t.first_ts = t.first_ts.min(hop.ts_ns);
+        if hop.ts_ns > t.last_ts {
+            t.last_ts = hop.ts_ns;
+            let bucket = hop.ts_ns >> BUCKET_SHIFT;
+            if bucket > t.bucket {
+                t.bucket = bucket;
+                let gen = self.slots[slot as usize].gen;
+                self.file(bucket, Entry { slot, gen });
+            }
+        }
+    }
+
+    fn open_trace(&mut self, key: PackedId, rec: &HopRecord, hop: RawHop) {
+        if self.open >= self.cfg.max_open.max(1) {
+            self.evict_oldest();
+        }
+        let mut hops = Vec::with_capacity(8);
+        hops.push(hop);
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(Slot {
+                    gen: 0,
+                    trace: None,
+                });
+                self.slots.len() as u32 - 1
+            }
+        };
+        let next = self.by_id.insert(key, slot).unwrap_or(NIL);
+        let bucket = hop.ts_ns >> BUCKET_SHIFT;
+        let s = &mut self.slots[slot as usize];
+        s.trace = Some(OpenTrace {
+            packet: rec.packet,
+            key,
+            tcp_flags: rec.tcp_flags,
+            icmp_type: rec.icmp_type,
+            first_ts: hop.ts_ns,
+            last_ts: hop.ts_ns,
+            bucket,
+            next,
+            hops,
+        });
+        let gen = s.gen;
+        self.file(bucket, Entry { slot, gen });
+        self.open += 1;
+    }
+
+    /// Files an expiry entry under `bucket`.
+    fn file(&mut self, bucket: u64, e: Entry) {
+        self.buckets.entry(bucket).or_default().push(e);
+    }
+
+    /// Emits the open trace with the oldest newest hop (to bucket precision) into `ready`.
+    fn evict_oldest(&mut self) {
+        while let Some(mut first) = self.buckets.first_entry() {
+            let bucket = *first.key();
+            let mut victim = None;
+            while let Some(e) = first.get_mut().pop() {
+                if is_current(&self.slots, e, bucket) {
+                    victim = Some(e.slot);
+                    break;
+                }
+            }
+            if first.get().is_empty() {
+                first.remove();
+            }
+            if let Some(slot) = victim {
+                let trace = self.emit(slot);
+                self.ready.push(trace);
+                self.stats.evicted += 1;
+                return;
+            }
+        }
+    }
+
+    /// Removes an open trace from the slab and the identity index.
+    fn remove(&mut self, slot: u32) -> Option<OpenTrace> {
+        let s = &mut self.slots[slot as usize];
+        let t = s.trace.take()?;
+        s.gen = s.gen.wrapping_add(1);
+        self.free.push(slot);
+        self.open -= 1;
+        if let Some(head) = self.by_id.get_mut(&t.key) {
+            if *head == slot {
+                if t.next == NIL {
+                    self.by_id.remove(&t.key);
+                } else {
+                    *head = t.next;
+                }
+            } else {
+                let mut cur = *head;
+                while let Some(c) = self.slots[cur as usize].trace.as_mut() {
+                    if c.next == slot {
+                        c.next = t.next;
+                        break;
+                    }
+                    cur = c.next;
+                    if cur == NIL {
+                        break;
+                    }
+                }
+            }
+        }
+        Some(t)
+    }
+
+    /// Removes an open trace and turns it into a [`Trace`], updating stats and flows.
+    fn emit(&mut self, slot: u32) -> Trace {
+        let Some(open) = self.remove(slot) else {
+            unreachable!("emit is only called on open slots")
+        };
+        let mut raw = open.hops;
+        raw.sort_unstable_by_key(|h| (h.ts_ns, h.iface, h.dir));
+        let outcome = self.outcome(&open.packet, &raw);
+        let hops = raw
+            .iter()
+            .map(|h| {
+                let i = &self.ifaces[h.iface as usize];
+                TraceHop {
+                    node: i.node.clone(),
+                    netns: i.netns,
+                    ifindex: i.ifindex,
+                    ifname: i.ifname.clone(),
+                    kind: i.kind,
+                    dir: h.dir,
+                    ts_ns: h.ts_ns,
+                    len: h.len,
+                    encap: h.encap,
+                }
+            })
+            .collect();
+        let trace = Trace {
+            packet: open.packet,
+            tcp_flags: open.tcp_flags,
+            icmp_type: open.icmp_type,
+            hops,
+            outcome,
+        };
+        self.stats.traces_emitted += 1;
+        self.flows
+            .entry(trace.packet.flow())
+            .or_default()
+            .record(&trace);
+        trace
+    }
+
+    fn outcome(&self, packet: &PacketId, hops: &[RawHop]) -> Outcome {
+        let Some(last) = hops.last() else {
+            return Outcome::Incomplete;
+        };
+        let iface = &self.ifaces[last.iface as usize];
+        let to_pod = last.dir == Direction::Egress && iface.kind == Some(IfaceKind::PodVeth);
+        let to_node = last.dir == Direction::Ingress
+            && (self.topology.owner_of(packet.dst)).is_some_and(|n| n.netns == iface.netns);
+        if to_pod || to_node {
+            Outcome::Delivered
+        } else {
+            Outcome::Incomplete
+        }
+    }
+}
+
+fn iface_key(netns: u32, ifindex: u32) -> u64 {
+    (u64::from(netns) << 32) | u64::from(ifindex)
+}
+
+/// Whether `e`, filed under `bucket`, is the live expiry entry of an open trace.
+fn is_current(slots: &[Slot], e: Entry, bucket: u64) -> bool {
+    let s = &slots[e.slot as usize];
+    s.gen == e.gen && s.trace.as_ref().is_some_and(|t| t.bucket == bucket)
+}
+
+fn sort_traces(traces: &mut [Trace]) {
+    traces.sort_by(|a, b| (a.first_ts_ns(), a.packet).cmp(&(b.first_ts_ns(), b.packet)));
+}
+
+/// Synthetic topology and records shared by the unit tests of this module and `render`.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::net::Ipv4Addr;
+
+    use crate::event::{Direction, Encap, EncapKind, HopRecord, PacketId};
+    use crate::topology::{Iface, IfaceKind, Node, Topology};
+
+    pub const NS1: u32 = 4_026_532_001;
+    pub const NS2: u32 = 4_026_532_002;
+    pub const ETH0: u32 = 2;
+    pub const VXLAN: u32 = 3;
+    /// Pod A on node1 (10.244.0.1), pod B on node1 (10.244.0.2), pod C on node2 (10.244.4.1).
+    pub const CALI_A: u32 = 10;
+    pub const CALI_B: u32 = 11;
+    pub const CALI_C: u32 = 10;
+
+    fn node(name: &str, netns: u32, addr: Ipv4Addr, cali: &[(u32, &str)]) -> Node {
+        let mut ifaces = vec![
+            Iface {
+                ifindex: ETH0,
+                name: "eth0".into(),
+                kind: IfaceKind::Uplink,
+            },
+            Iface {
+                ifindex: VXLAN,
+                name: "vxlan.calico".into(),
+                kind: IfaceKind::Vxlan,
+            },
+        ];
+        for &(ifindex, name) in cali {
+            ifaces.push(Iface {
+                ifindex,
+                name: name.into(),
+                kind: IfaceKind::PodVeth,
+            });
+        }
+        Node {
+            name: name.into(),
+            netns,
+            addrs: vec![addr],
+            ifaces,
+        }
+    }
+
+    pub fn topology() -> Topology {
+        Topology {
+            nodes: vec![
+                node(
+                    "node1",
+                    NS1,
+                    Ipv4Addr::new(10, 10, 0, 1),
+                    &[(CALI_A, "cali3f2a9b0c1d4"), (CALI_B, "cali77aa00bb11c")],
+                ),
+                node(
+                    "node2",
+                    NS2,
+                    Ipv4Addr::new(10, 10, 0, 2),
+                    &[(CALI_C, "calie0e1e2e3e4f")],
+                ),
+            ],
+        }
+    }
+
+    /// An ICMP echo request from pod A to pod C.
+    pub fn icmp(ip_id: u16) -> PacketId {
+        PacketId {
+            src: Ipv4Addr::new(10, 244, 0, 1),
+            dst: Ipv4Addr::new(10, 244, 4, 1),
+            proto: 1,
+            sport: 0,
+            dport: 0,
+            ip_id,
+            tcp_seq: 0,
+            icmp_id: 1234,
+            icmp_seq: 1,
+        }
+    }
+
+    pub fn hop(
+        packet: PacketId,
+        netns: u32,
+        ifindex: u32,
+        dir: Direction,
+        ts_ns: u64,
+    ) -> HopRecord {
+        HopRecord {
+            ts_ns,
+            cpu: 0,
+            netns,
+            ifindex,
+            dir,
+            len: 84,
+            mark: 0,
+            flags: 0,
+            packet,
+            ttl: 64,
+            tcp_flags: 0,
+            icmp_type: 8,
+            ip_len: 84,
+            encap: None,
+        }
+    }
+
+    pub fn vxlan_encap() -> Encap {
+        Encap {
+            kind: EncapKind::Vxlan,
+            vni: 4096,
+            outer_src: Ipv4Addr::new(10, 10, 0, 1),
+            outer_dst: Ipv4Addr::new(10, 10, 0, 2),
+            outer_sport: 51234,
+            outer_dport: 4789,
+            outer_ip_id: 7,
+        }
+    }
+
+    /// The six hops of pod A -> pod C over VXLAN, starting at `t0`.
+    pub fn vxlan_path(packet: PacketId, t0: u64) -> Vec<HopRecord> {
+        use Direction::{Egress, Ingress};
+        let mut hops = vec![
+            hop(packet, NS1, CALI_A, Ingress, t0),
+            hop(packet, NS1, VXLAN, Egress, t0 + 8_412),
+            hop(packet, NS1, ETH0, Egress, t0 + 11_920),
+            hop(packet, NS2, ETH0, Ingress, t0 + 19_001),
+            hop(packet, NS2, VXLAN, Ingress, t0 + 25_500),
+            hop(packet, NS2, CALI_C, Egress, t0 + 31_250),
+        ];
+        for h in &mut hops[2..4] {
+            h.encap = Some(vxlan_encap());
+            h.len = 134;
+        }
+        hops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use crate::event::Direction::{Egress, Ingress};
+
+    fn correlator() -> Correlator {
+        Correlator::new(topology(), CorrelateConfig::default())
+    }
+
+    fn run(hops: &[HopRecord]) -> (Vec<Trace>, CorrelateStats) {
+        let mut c = correlator();
+        hops.iter().for_each(|h| c.push(*h));
+        let traces = c.finish();
+        (traces, c.stats().clone())
+    }
+
+    fn places(t: &Trace) -> Vec<(&str, &str, Direction)> {
+        t.hops
+            .iter()
+            .map(|h| (h.node.as_str(), h.ifname.as_str(), h.dir))
+            .collect()
+    }
+
+    #[test]
+    fn vxlan_path_in_order_is_one_delivered_trace() {
+        let (traces, stats) = run(&vxlan_path(icmp(1), 1_000_000));
+        assert_eq!(traces.len(), 1);
+        let t = &traces[0];
+        assert_eq!(t.outcome, Outcome::Delivered);
+        assert_eq!(
+            places(t),
+            [
+                ("node1", "cali3f2a9b0c1d4", Ingress),
+                ("node1", "vxlan.calico", Egress),
+                ("node1", "eth0", Egress),
+                ("node2", "eth0", Ingress),
+                ("node2", "vxlan.calico", Ingress),
+                ("node2", "calie0e1e2e3e4f", Egress),
+            ]
+        );
+        let encaps: Vec<_> = t.hops.iter().map(|h| h.encap).collect();
+        assert_eq!(
+            encaps,
+            [
+                None,
+                None,
+                Some(vxlan_encap()),
+                Some(vxlan_encap()),
+                None,
+                None
+            ]
+        );
+        assert_eq!(t.hops[0].kind, Some(IfaceKind::PodVeth));
+        assert_eq!(t.hops[3].netns, NS2);
+        assert_eq!((t.icmp_type, t.len()), (8, 84));
+        assert_eq!(stats.hops_seen, 6);
+        assert_eq!(stats.traces_emitted, 1);
+        assert_eq!(stats.duplicates, 0);
+    }
+
+    /// Calls `f` with every permutation of `v` (Heap's algorithm).
+    fn permutations<T: Copy>(v: &mut [T], k: usize, f: &mut impl FnMut(&[T])) {
+        if k <= 1 {
+            f(v);
+            return;
+        }
+        for i in 0..k {
+            permutations(v, k - 1, f);
+            v.swap(if k % 2 == 0 { i } else { 0 }, k - 1);
+        }
+    }
+
+    #[test]
+    fn every_arrival_order_gives_the_same_trace() {
+        let mut hops = vxlan_path(icmp(1), 1_000_000);
+        let (expected, _) = run(&hops);
+        let mut n = 0;
+        permutations(&mut hops.clone(), 6, &mut |p| {
+            assert_eq!(
+                run(p).0,
+                expected,
+                "order {:?}",
+                p.iter().map(|h| h.ts_ns).collect::<Vec<_>>()
+            );
+            n += 1;
+        });
+        assert_eq!(n, 720);
+        hops.reverse();
+        assert_eq!(run(&hops).0, expected);
+    }
+
+    #[test]
+    fn duplicates_are_dropped_and_counted() {
+        let path = vxlan_path(icmp(1), 1_000_000);
+        let mut hops = path.clone();
+        hops.extend_from_slice(&path[1..4]);
+        hops.push(path[0]);
+        let (traces, stats) = run(&hops);
+        assert_eq!(traces, run(&path).0);
+        assert_eq!(stats.duplicates, 4);
+        assert_eq!(stats.hops_seen, 10);
+    }
+
+    #[test]
+    fn missing_middle_hop_still_delivered() {
+        let mut hops = vxlan_path(icmp(1), 1_000_000);
+        hops.remove(3);
+        let (traces, _) = run(&hops);
+        assert_eq!(traces.len(), 1);
+        assert_eq!(traces[0].hops.len(), 5);
+        assert_eq!(traces[0].outcome, Outcome::Delivered);
+    }
+
+    #[test]
+    fn missing_last_hops_is_incomplete() {
+        let mut hops = vxlan_path(icmp(1), 1_000_000);
+        hops.truncate(3);
+        let (traces, _) = run(&hops);
+        assert_eq!(traces.len(), 1);
+        assert_eq!(traces[0].outcome, Outcome::Incomplete);
+        assert_eq!(places(&traces[0])[2], ("node1", "eth0", Egress));
+    }
+
+    #[test]
+    fn interleaved_packets_are_separate_traces() {
+        let a = vxlan_path(icmp(1), 1_000_000);
+        let b = vxlan_path(icmp(2), 1_005_000);
+        let hops: Vec<_> = a.iter().zip(&b).flat_map(|(x, y)| [*y, *x]).collect();
+        let (traces, _) = run(&hops);
+        assert_eq!(traces.len(), 2);
+        assert_eq!(traces[0].packet.ip_id, 1);
+        assert_eq!(traces[1].packet.ip_id, 2);
+        for t in &traces {
+            assert_eq!(t.hops.len(), 6);
+            assert_eq!(t.outcome, Outcome::Delivered);
+        }
+    }
+
+    #[test]
+    fn same_identity_again_is_another_trace() {
+        // Beyond the window.
+        let mut hops = vxlan_path(icmp(1), 1_000_000);
+        hops.extend(vxlan_path(icmp(1), 2_001_000_000));
+        let (traces, stats) = run(&hops);
+        assert_eq!(traces.len(), 2);
+        assert!(traces.iter().all(|t| t.hops.len() == 6));
+        assert_eq!(stats.duplicates, 0);
+        // Within the window: the repeated hop starts a new trace instead of merging.
+        let p = icmp(1);
+        let (traces, _) = run(&[
+            hop(p, NS1, CALI_A, Ingress, 1_000),
+            hop(p, NS1, CALI_A, Ingress, 200_000_000),
+            hop(p, NS1, CALI_B, Egress, 200_001_000),
+        ]);
+        assert_eq!(
+            traces.iter().map(|t| t.hops.len()).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(traces[1].outcome, Outcome::Delivered);
+    }
+
+    #[test]
+    fn same_node_pair_is_two_hop_delivered() {
+        let mut p = icmp(9);
+        p.dst = std::net::Ipv4Addr::new(10, 244, 0, 2);
+        let (traces, _) = run(&[
+            hop(p, NS1, CALI_B, Egress, 5_000),
+            hop(p, NS1, CALI_A, Ingress, 1_000),
+        ]);
+        assert_eq!(traces.len(), 1);
+        assert_eq!(
+            places(&traces[0]),
+            [
+                ("node1", "cali3f2a9b0c1d4", Ingress),
+                ("node1", "cali77aa00bb11c", Egress)
+            ]
+        );
+        assert_eq!(traces[0].outcome, Outcome::Delivered);
+    }
+
+    #[test]
+    fn packet_for_a_node_ending_at_its_ingress_is_delivered() {
+        let mut p = icmp(3);
+        p.dst = std::net::Ipv4Addr::new(10, 10, 0, 2);
+        let hops = [
+            hop(p, NS1, CALI_A, Ingress, 1_000),
+            hop(p, NS1, ETH0, Egress, 2_000),
+            hop(p, NS2, ETH0, Ingress, 3_000),
+        ];
+        assert_eq!(run(&hops).0[0].outcome, Outcome::Delivered);
+        // Ingress on the wrong node is not delivery.
+        assert_eq!(run(&hops[..2]).0[0].outcome, Outcome::Incomplete);
+        p.dst = std::net::Ipv4Addr::new(10, 10, 0, 1);
+        let hops = [hop(p, NS2, ETH0, Ingress, 3_000)];
+        assert_eq!(run(&hops).0[0].outcome, Outcome::Incomplete);
+    }
+
+    #[test]
+    fn expire_honours_linger_and_orders_by_first_hop() {
+        let ms = 1_000_000;
+        let mut c = correlator();
+        let mut a = vxlan_path(icmp(1), 90 * ms);
+        a[5].ts_ns = 120 * ms;
+        let b = vxlan_path(icmp(2), 100 * ms);
+        b.iter().chain(&a[..5]).for_each(|h| c.push(*h));
+        assert!(c.expire(390 * ms).is_empty());
+        // A late hop keeps `a` open past the linger of its earlier hops.
+        c.push(a[5]);
+        // `b`'s newest hop is exactly `linger` old: not yet older than it.
+        assert!(c.expire(400 * ms + 31_250).is_empty());
+        assert_eq!(c.open_traces(), 2);
+        let out = c.expire(420 * ms + 1);
+        assert_eq!(
+            out.iter().map(|t| t.packet.ip_id).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert!(out
+            .iter()
+            .all(|t| t.hops.len() == 6 && t.outcome == Outcome::Delivered));
+        assert_eq!(c.open_traces(), 0);
+        assert!(c.finish().is_empty());
+        assert_eq!(c.stats().traces_emitted, 2);
+    }
+
+    #[test]
+    fn expire_is_exact_inside_a_bucket() {
+        let mut c = correlator();
+        let p = icmp(1);
+        let q = icmp(2);
+        let t0 = 10 << BUCKET_SHIFT;
+        c.push(hop(p, NS1, CALI_A, Ingress, t0 + 10));
+        c.push(hop(q, NS1, CALI_A, Ingress, t0 + 20));
+        let linger = CorrelateConfig::default().linger_ns;
+        assert!(c.expire(t0 + 10 + linger).is_empty());
+        let out = c.expire(t0 + 11 + linger);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].packet, p);
+        assert_eq!(c.expire(t0 + 21 + linger)[0].packet, q);
+        // A hop arriving after its trace left starts a new one.
+        c.push(hop(p, NS1, VXLAN, Egress, t0 + 30));
+        assert_eq!(c.expire(t0 + 31 + linger).len(), 1);
+    }
+
+    #[test]
+    fn unknown_interfaces_are_kept_and_counted() {
+        let p = icmp(1);
+        let (traces, stats) = run(&[
+            hop(p, NS1, CALI_A, Ingress, 1_000),
+            hop(p, NS1, 42, Egress, 2_000),
+            hop(p, 77, 5, Ingress, 3_000),
+            hop(p, 77, 5, Egress, 4_000),
+        ]);
+        assert_eq!(stats.unknown_iface_hops, 3);
+        let t = &traces[0];
+        assert_eq!(
+            places(t)[1..],
+            [
+                ("node1", "if42", Egress),
+                ("netns:77", "if5", Ingress),
+                ("netns:77", "if5", Egress)
+            ]
+        );
+        assert_eq!(
+            (t.hops[2].kind, t.hops[2].netns, t.hops[2].ifindex),
+            (None, 77, 5)
+        );
+        assert_eq!(t.outcome, Outcome::Incomplete);
+    }
+
+    #[test]
+    fn flow_summary_counts() {
+        let mut c = correlator();
+        let mut tcp = icmp(5);
+        (tcp.proto, tcp.sport, tcp.dport, tcp.icmp_id, tcp.icmp_seq) = (6, 40000, 5201, 0, 0);
+        for h in vxlan_path(icmp(1), 1_000)
+            .iter()
+            .chain(&vxlan_path(icmp(2), 2_000_000)[..3])
+        {
+            c.push(*h);
+        }
+        for (i, h) in vxlan_path(tcp, 3_000_000).iter().enumerate() {
+            c.push(*h);
+            if i == 0 {
+                c.push(*h);
+            }
+        }
+        assert_eq!(c.finish().len(), 3);
+        let flows: Vec<_> = c.flows().collect();
+        assert_eq!(flows.len(), 2);
+        let (key, icmp_flow) = flows[0];
+        assert_eq!((key.proto, key.sport), (1, 0));
+        assert_eq!(
+            *icmp_flow,
+            FlowSummary {
+                packets: 2,
+                bytes: 168,
+                hops: 9,
+                first_ts_ns: 1_000,
+                last_ts_ns: 2_011_920,
+                delivered: 1,
+                incomplete: 1,
+            }
+        );
+        let (key, tcp_flow) = flows[1];
+        assert_eq!((key.proto, key.sport, key.dport), (6, 40000, 5201));
+        assert_eq!(
+            (tcp_flow.packets, tcp_flow.hops, tcp_flow.delivered),
+            (1, 6, 1)
+        );
+        assert_eq!(c.stats().duplicates, 1);
+    }
+
+    #[test]
+    fn open_traces_are_bounded() {
+        let cfg = CorrelateConfig {
+            max_open: 2,
+            ..CorrelateConfig::default()
+        };
+        let mut c = Correlator::new(topology(), cfg);
+        for id in 0..5u16 {
+            c.push(hop(
+                icmp(id),
+                NS1,
+                CALI_A,
+                Ingress,
+                u64::from(id) << (BUCKET_SHIFT + 1),
+            ));
+        }
+        assert_eq!(c.open_traces(), 2);
+        assert_eq!(c.stats().evicted, 3);
+        let early = c.expire(0);
+        assert_eq!(
+            early.iter().map(|t| t.packet.ip_id).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(c.finish().len(), 2);
+        assert_eq!(c.stats().traces_emitted, 5);
+    }
+}

@@ -1,0 +1,183 @@
+//! Finds, inside one network namespace, the interfaces Calico's data path uses: the pod veths
+//! (`cali*`), `vxlan.calico`, `tunl0`, and the uplink (the device the tunnel is bound to or
+//! sources from, else the default route's device). `--iface` adds interfaces; a named
+//! interface that does not exist is an error. Runs inside the namespace (see `netns::Netns::run`).
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use anyhow::{bail, Result};
+
+use crate::{
+    netlink::{dump_links, Link},
+    topology::{Iface, IfaceKind, Node},
+};
+
+/// Where to attach, and how.
+#[derive(Clone, Debug)]
+pub struct AttachTarget {
+    pub ifindex: u32,
+    pub name: String,
+    pub kind: IfaceKind,
+    /// The device carries Ethernet frames (else the programs start at the IP header).
+    pub l2: bool,
+}
+
+/// What was found in one namespace.
+#[derive(Clone, Debug)]
+pub struct NodePlan {
+    pub node: Node,
+    pub targets: Vec<AttachTarget>,
+    /// UDP port that marks VXLAN on this node (from vxlan.calico, default 4789).
+    pub vxlan_port: u16,
+    /// Things worth telling the user (no uplink found, ...).
+    pub notes: Vec<String>,
+}
+
+/// Discovers the interfaces of the calling thread's namespace.
+pub fn discover(name: &str, netns: u32, extra_ifaces: &[String]) -> Result<NodePlan> {
+    let links = dump_links()?;
+    let addrs = local_addrs()?;
+    let by_name: BTreeMap<&str, &Link> = links.iter().map(|l| (l.name.as_str(), l)).collect();
+    let mut notes = Vec::new();
+    let mut chosen: BTreeMap<u32, (IfaceKind, &Link)> = BTreeMap::new();
+
+    let mut vxlan_port = tracer_common::VXLAN_PORT;
+    let mut uplink: Option<&Link> = None;
+    for link in &links {
+        let kind = IfaceKind::from_name(&link.name);
+        match kind {
+            IfaceKind::PodVeth | IfaceKind::Vxlan | IfaceKind::Ipip => {
+                chosen.insert(link.ifindex, (kind, link));
+            }
+            _ => continue,
+        }
+        if kind == IfaceKind::Vxlan {
+            if let Some(port) = link.vxlan_port {
+                vxlan_port = port;
+            }
+        }
+        if matches!(kind, IfaceKind::Vxlan | IfaceKind::Ipip) && uplink.is_none() {
+            uplink = tunnel_uplink(link, &links, &addrs);
+        }
+    }
+    if uplink.is_none() {
+        if let Some(dev) = default_route_dev()? {
+            uplink = by_name.get(dev.as_str()).copied();
+        }
+    }
+    match uplink {
+        Some(link) => {
+            chosen.insert(link.ifindex, (IfaceKind::Uplink, link));
+        }
+        None => notes.push(format!(
+            "{name}: no uplink found (no tunnel bound to a device, no default route); \
+             use --iface to name it"
+        )),
+    }
+    for want in extra_ifaces {
+        let Some(link) = by_name.get(want.as_str()) else {
+            bail!("{name}: interface '{want}' does not exist (see `ip link` in that namespace)");
+        };
+        let kind = match IfaceKind::from_name(&link.name) {
+            IfaceKind::Other if uplink.is_some_and(|u| u.ifindex == link.ifindex) => {
+                IfaceKind::Uplink
+            }
+            k => k,
+        };
+        chosen.insert(link.ifindex, (kind, link));
+    }
+    if chosen.is_empty() {
+        bail!("{name}: no interface to trace (no cali*, vxlan.calico, tunl0 or uplink); use --iface");
+    }
+
+    let targets: Vec<AttachTarget> = chosen
+        .values()
+        .map(|(kind, link)| AttachTarget {
+            ifindex: link.ifindex,
+            name: link.name.clone(),
+            kind: *kind,
+            l2: link.has_ethernet_header(),
+        })
+        .collect();
+    let node = Node {
+        name: name.to_string(),
+        netns,
+        addrs: addrs.iter().map(|(_, a)| *a).collect(),
+        ifaces: targets
+            .iter()
+            .map(|t| Iface { ifindex: t.ifindex, name: t.name.clone(), kind: t.kind })
+            .collect(),
+    };
+    Ok(NodePlan { node, targets, vxlan_port, notes })
+}
+
+/// The device a tunnel sends through: its bound device, else the device holding its local
+/// address.
+fn tunnel_uplink<'a>(tunnel: &Link, links: &'a [Link], addrs: &[(String, Ipv4Addr)]) -> Option<&'a Link> {
+    if tunnel.tunnel_link != 0 {
+        return links.iter().find(|l| l.ifindex == tunnel.tunnel_link);
+    }
+    let local = tunnel.tunnel_local?;
+    let (dev, _) = addrs.iter().find(|(_, a)| *a == local)?;
+    links.iter().find(|l| &l.name == dev)
+}
+
+/// IPv4 addresses of the calling thread's namespace, with their device names.
+fn local_addrs() -> Result<Vec<(String, Ipv4Addr)>> {
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `ifap` with a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        bail!("getifaddrs: {}", std::io::Error::last_os_error());
+    }
+    let mut cur = ifap;
+    while !cur.is_null() {
+        // SAFETY: `cur` walks the list returned by getifaddrs, which stays valid until freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr is non-null and points to a sockaddr of the family it declares.
+            let family = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+            if family == libc::AF_INET {
+                // SAFETY: family is AF_INET, so the sockaddr is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+                let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+                out.push((
+                    name.to_string_lossy().into_owned(),
+                    Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                ));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: freeing the list obtained above, exactly once.
+    unsafe { libc::freeifaddrs(ifap) };
+    Ok(out)
+}
+
+/// The device of the IPv4 default route, from the calling thread's `/proc/thread-self/net/route`.
+fn default_route_dev() -> Result<Option<String>> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/route")?;
+    Ok(parse_default_route(&text))
+}
+
+fn parse_default_route(text: &str) -> Option<String> {
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() >= 8 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_route_from_proc() {
+        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                    eth0\t00000000\tFE000A0A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                    eth0\t00000A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(parse_default_route(text).as_deref(), Some("eth0"));
+        assert_eq!(parse_default_route("Iface\tDestination\n"), None);
+    }
+}

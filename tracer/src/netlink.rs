@@ -1,0 +1,271 @@
+//! A minimal rtnetlink client: one `RTM_GETLINK` dump, decoded just enough to know each
+//! interface's index, name, link type, MTU and, for tunnels, the underlying device, the local
+//! address and (VXLAN) the UDP port. It runs in the calling thread's network namespace.
+//!
+//! Attributes are walked with explicit bounds checks; a malformed reply is an error, not a panic.
+
+use std::{io, net::Ipv4Addr};
+
+use thiserror::Error;
+
+const NETLINK_ROUTE: i32 = 0;
+const RTM_GETLINK: u16 = 18;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_HDRLEN: usize = 16;
+const IFINFOMSG_LEN: usize = 16;
+
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const IFLA_VXLAN_ID: u16 = 1;
+const IFLA_VXLAN_LINK: u16 = 3;
+const IFLA_VXLAN_LOCAL: u16 = 4;
+const IFLA_VXLAN_PORT: u16 = 15;
+const IFLA_IPTUN_LINK: u16 = 1;
+const IFLA_IPTUN_LOCAL: u16 = 2;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// `ARPHRD_ETHER`: the device carries Ethernet frames.
+pub const ARPHRD_ETHER: u16 = 1;
+
+#[derive(Debug, Error)]
+pub enum NetlinkError {
+    #[error("netlink socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("netlink error reply: {0}")]
+    Reply(io::Error),
+    #[error("malformed netlink reply: {0}")]
+    Malformed(&'static str),
+}
+
+/// One interface as the kernel describes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    pub ifindex: u32,
+    pub name: String,
+    /// `ARPHRD_*` link type.
+    pub link_type: u16,
+    pub mtu: u32,
+    /// `IFLA_INFO_KIND`: "veth", "vxlan", "ipip", "bridge", ...
+    pub kind: String,
+    /// Tunnels: the underlying device (0 when not bound to one).
+    pub tunnel_link: u32,
+    /// Tunnels: the local (source) address, if set.
+    pub tunnel_local: Option<Ipv4Addr>,
+    /// VXLAN: destination UDP port and VNI.
+    pub vxlan_port: Option<u16>,
+    pub vxlan_id: Option<u32>,
+}
+
+impl Link {
+    pub fn has_ethernet_header(&self) -> bool {
+        self.link_type == ARPHRD_ETHER
+    }
+}
+
+/// Lists every interface of the calling thread's network namespace.
+pub fn dump_links() -> Result<Vec<Link>, NetlinkError> {
+    // SAFETY: plain socket(2); the fd is wrapped in OwnedFd right away.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_ROUTE) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    // SAFETY: fd is a fresh, valid descriptor owned by nobody else.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
+
+    let mut req = [0u8; NLMSG_HDRLEN + IFINFOMSG_LEN];
+    let len = req.len() as u32;
+    req[0..4].copy_from_slice(&len.to_ne_bytes());
+    req[4..6].copy_from_slice(&RTM_GETLINK.to_ne_bytes());
+    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    // SAFETY: sending a fully initialised buffer of the given length.
+    let sent = unsafe { libc::send(raw, req.as_ptr().cast(), req.len(), 0) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+
+    let mut links = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: receiving into a buffer we own, bounded by its length.
+        let n = unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        let mut msgs = &buf[..n as usize];
+        while msgs.len() >= NLMSG_HDRLEN {
+            let mlen = u32::from_ne_bytes(msgs[0..4].try_into().unwrap_or_default()) as usize;
+            let mtype = u16::from_ne_bytes([msgs[4], msgs[5]]);
+            if mlen < NLMSG_HDRLEN || mlen > msgs.len() {
+                return Err(NetlinkError::Malformed("message length"));
+            }
+            let body = &msgs[NLMSG_HDRLEN..mlen];
+            match mtype {
+                NLMSG_DONE => return Ok(links),
+                NLMSG_ERROR => {
+                    let errno = body
+                        .get(0..4)
+                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        .ok_or(NetlinkError::Malformed("short error message"))?;
+                    return Err(NetlinkError::Reply(io::Error::from_raw_os_error(-errno)));
+                }
+                _ => links.push(parse_link(body)?),
+            }
+            msgs = &msgs[align4(mlen).min(msgs.len())..];
+        }
+    }
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// Iterates over the attributes in `buf` as (type, payload).
+fn attrs(mut buf: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), NetlinkError>> {
+    std::iter::from_fn(move || {
+        if buf.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
+        let ty = u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK;
+        if len < 4 || len > buf.len() {
+            buf = &[];
+            return Some(Err(NetlinkError::Malformed("attribute length")));
+        }
+        let payload = &buf[4..len];
+        buf = &buf[align4(len).min(buf.len())..];
+        Some(Ok((ty, payload)))
+    })
+}
+
+fn u32_of(p: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(p.get(0..4)?.try_into().ok()?))
+}
+
+fn parse_link(body: &[u8]) -> Result<Link, NetlinkError> {
+    if body.len() < IFINFOMSG_LEN {
+        return Err(NetlinkError::Malformed("short ifinfomsg"));
+    }
+    let mut link = Link {
+        link_type: u16::from_ne_bytes([body[2], body[3]]),
+        ifindex: u32::from_ne_bytes([body[4], body[5], body[6], body[7]]),
+        ..Link::default()
+    };
+    for attr in attrs(&body[IFINFOMSG_LEN..]) {
+        let (ty, p) = attr?;
+        match ty {
+            IFLA_IFNAME => {
+                let end = p.iter().position(|&b| b == 0).unwrap_or(p.len());
+                link.name = String::from_utf8_lossy(&p[..end]).into_owned();
+            }
+            IFLA_MTU => link.mtu = u32_of(p).unwrap_or(0),
+            IFLA_LINKINFO => parse_linkinfo(p, &mut link)?,
+            _ => {}
+        }
+    }
+    Ok(link)
+}
+
+fn parse_linkinfo(p: &[u8], link: &mut Link) -> Result<(), NetlinkError> {
+    let mut data: &[u8] = &[];
+    for attr in attrs(p) {
+        let (ty, v) = attr?;
+        match ty {
+            IFLA_INFO_KIND => {
+                let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+                link.kind = String::from_utf8_lossy(&v[..end]).into_owned();
+            }
+            IFLA_INFO_DATA => data = v,
+            _ => {}
+        }
+    }
+    let ipv4 = |v: &[u8]| -> Option<Ipv4Addr> {
+        let b: [u8; 4] = v.get(0..4)?.try_into().ok()?;
+        (b != [0; 4]).then(|| Ipv4Addr::from(b))
+    };
+    match link.kind.as_str() {
+        "vxlan" => {
+            for attr in attrs(data) {
+                let (ty, v) = attr?;
+                match ty {
+                    IFLA_VXLAN_ID => link.vxlan_id = u32_of(v),
+                    IFLA_VXLAN_LINK => link.tunnel_link = u32_of(v).unwrap_or(0),
+                    IFLA_VXLAN_LOCAL => link.tunnel_local = ipv4(v),
+                    IFLA_VXLAN_PORT => {
+                        link.vxlan_port = v.get(0..2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        "ipip" => {
+            for attr in attrs(data) {
+                let (ty, v) = attr?;
+                match ty {
+                    IFLA_IPTUN_LINK => link.tunnel_link = u32_of(v).unwrap_or(0),
+                    IFLA_IPTUN_LOCAL => link.tunnel_local = ipv4(v),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(ty: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+        v.extend_from_slice(&ty.to_ne_bytes());
+        v.extend_from_slice(payload);
+        while v.len() % 4 != 0 {
+            v.push(0);
+        }
+        v
+    }
+
+    #[test]
+    fn parses_a_vxlan_link() {
+        let mut body = vec![0u8; IFINFOMSG_LEN];
+        body[2..4].copy_from_slice(&ARPHRD_ETHER.to_ne_bytes());
+        body[4..8].copy_from_slice(&7i32.to_ne_bytes());
+        body.extend(attr(IFLA_IFNAME, b"vxlan.calico\0"));
+        body.extend(attr(IFLA_MTU, &1450u32.to_ne_bytes()));
+        let mut data = attr(IFLA_VXLAN_ID, &4096u32.to_ne_bytes());
+        data.extend(attr(IFLA_VXLAN_LINK, &2u32.to_ne_bytes()));
+        data.extend(attr(IFLA_VXLAN_LOCAL, &[10, 10, 0, 1]));
+        data.extend(attr(IFLA_VXLAN_PORT, &4789u16.to_be_bytes()));
+        let mut info = attr(IFLA_INFO_KIND, b"vxlan\0");
+        info.extend(attr(IFLA_INFO_DATA, &data));
+        body.extend(attr(IFLA_LINKINFO, &info));
+        let link = parse_link(&body).unwrap();
+        assert_eq!(link.ifindex, 7);
+        assert_eq!(link.name, "vxlan.calico");
+        assert_eq!(link.mtu, 1450);
+        assert_eq!(link.kind, "vxlan");
+        assert_eq!(link.vxlan_id, Some(4096));
+        assert_eq!(link.tunnel_link, 2);
+        assert_eq!(link.tunnel_local, Some(Ipv4Addr::new(10, 10, 0, 1)));
+        assert_eq!(link.vxlan_port, Some(4789));
+        assert!(link.has_ethernet_header());
+    }
+
+    #[test]
+    fn rejects_truncated_attributes() {
+        let mut body = vec![0u8; IFINFOMSG_LEN];
+        body.extend_from_slice(&[40, 0, 3, 0, b'e', b't']);
+        assert!(matches!(parse_link(&body), Err(NetlinkError::Malformed(_))));
+        assert!(matches!(parse_link(&[0; 8]), Err(NetlinkError::Malformed(_))));
+    }
+}

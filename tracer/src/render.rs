@@ -1,0 +1,652 @@
+//! Render: traces and summaries as text for people and JSON lines for programs.
+//!
+//! Stage 4 of the pipeline (collect -> decode -> correlate -> **render**). Formatting only:
+//! every number printed here was computed upstream (the correlator's traces, flows and stats,
+//! and the loss counters the caller read from the kernel and the decoder).
+//!
+//! Design notes:
+//! - Text: one header line per trace (the packet and its outcome), then one line per hop with
+//!   columns aligned within the trace and the time relative to the first hop in µs (exact
+//!   integer arithmetic, 3 decimals). An incomplete trace names the last place it was seen.
+//! - JSON: one object per line, built from private `#[derive(Serialize)]` view structs that
+//!   borrow from the trace, so the wire names are spelled out in one place and the domain
+//!   types need no serde. Field names are a contract: later versions add fields, never rename.
+//! - The summary keeps three kinds of numbers apart: what happened to packets (per flow and
+//!   totals), what the tracer itself lost (ring buffer full, decode errors: gaps in the data,
+//!   not kernel drops), and what it chose not to trace (filtered, not IPv4, malformed).
+
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use crate::correlate::{Correlator, Outcome, Trace, TraceHop};
+use crate::event::{proto_name, Encap, FlowKey, PacketId};
+use crate::topology::IfaceKind;
+
+/// Counters of the tracer's own losses and exclusions, filled by the caller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LossCounters {
+    /// Events lost because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Records the decoder rejected.
+    pub decode_errors: u64,
+    /// Packets that did not match the flow filter.
+    pub filtered: u64,
+    /// Packets that were not IPv4.
+    pub not_ipv4: u64,
+    /// Packets with malformed or truncated headers.
+    pub malformed: u64,
+}
+
+/// Writes one trace as text: a header line and one line per hop.
+pub fn write_trace_text(w: &mut impl Write, t: &Trace) -> io::Result<()> {
+    let outcome = match (t.outcome, t.hops.last()) {
+        (Outcome::Incomplete, Some(h)) => {
+            format!(
+                "INCOMPLETE (last seen {} {} {})",
+                h.node,
+                h.ifname,
+                h.dir.as_str()
+            )
+        }
+        (Outcome::Incomplete, None) => "INCOMPLETE (no hops)".to_string(),
+        (Outcome::Delivered, _) => Outcome::Delivered.as_str().to_string(),
+    };
+    writeln!(w, "{}   {outcome}", packet_text(t))?;
+    let first = t.first_ts_ns();
+    let times: Vec<String> = t
+        .hops
+        .iter()
+        .map(|h| micros(h.ts_ns.saturating_sub(first)))
+        .collect();
+    let node_w = t.hops.iter().map(|h| h.node.len()).max().unwrap_or(0);
+    let if_w = t.hops.iter().map(|h| h.ifname.len()).max().unwrap_or(0);
+    let time_w = times.iter().map(String::len).max().unwrap_or(0);
+    for (h, time) in t.hops.iter().zip(&times) {
+        let (node, ifname, dir) = (&h.node, &h.ifname, h.dir.as_str());
+        write!(
+            w,
+            "  {node:<node_w$}  {ifname:<if_w$}  {dir:<7}  {time:>time_w$} us"
+        )?;
+        match h.encap {
+            Some(e) => writeln!(w, "  {}", encap_text(&e))?,
+            None => writeln!(w)?,
+        }
+    }
+    Ok(())
+}
+
+/// Writes one trace as a JSON object on its own line.
+pub fn write_trace_json(w: &mut impl Write, t: &Trace) -> io::Result<()> {
+    let first = t.first_ts_ns();
+    let view = TraceJson {
+        packet: PacketJson::new(&t.packet),
+        hops: t.hops.iter().map(|h| HopJson::new(h, first)).collect(),
+        outcome: t.outcome.as_str(),
+    };
+    serde_json::to_writer(&mut *w, &view)?;
+    writeln!(w)
+}
+
+/// Writes the per-flow table, the totals and the tracer's own counters as text.
+pub fn write_summary_text(
+    w: &mut impl Write,
+    c: &Correlator,
+    loss: &LossCounters,
+) -> io::Result<()> {
+    let mut rows = vec![row([
+        "proto",
+        "flow",
+        "packets",
+        "bytes",
+        "hops",
+        "delivered",
+        "incomplete",
+    ])];
+    let mut total = Totals::default();
+    for (key, f) in c.flows() {
+        total.add(f);
+        rows.push([
+            proto_name(key.proto).to_uppercase(),
+            flow_text(key),
+            f.packets.to_string(),
+            f.bytes.to_string(),
+            f.hops.to_string(),
+            f.delivered.to_string(),
+            f.incomplete.to_string(),
+        ]);
+    }
+    let flows = rows.len() - 1;
+    rows.push([
+        "total".into(),
+        format!("{flows} flow{}", if flows == 1 { "" } else { "s" }),
+        total.packets.to_string(),
+        total.bytes.to_string(),
+        total.hops.to_string(),
+        total.delivered.to_string(),
+        total.incomplete.to_string(),
+    ]);
+    let mut widths = [0; 7];
+    for r in &rows {
+        for (wd, cell) in widths.iter_mut().zip(r) {
+            *wd = (*wd).max(cell.len());
+        }
+    }
+    writeln!(w, "flows:")?;
+    for r in &rows {
+        write!(w, "  {:<2$}  {:<3$}", r[0], r[1], widths[0], widths[1])?;
+        for (cell, wd) in r.iter().zip(widths).skip(2) {
+            write!(w, "  {cell:>wd$}")?;
+        }
+        writeln!(w)?;
+    }
+    let s = c.stats();
+    writeln!(
+        w,
+        "correlator: {} hops seen, {} duplicates dropped, {} on unknown interfaces, \
+         {} traces emitted ({} early: too many open), {} still open",
+        s.hops_seen,
+        s.duplicates,
+        s.unknown_iface_hops,
+        s.traces_emitted,
+        s.evicted,
+        c.open_traces()
+    )?;
+    writeln!(
+        w,
+        "tracer lost (not kernel drops): {} events (ring buffer full), {} decode errors",
+        loss.ringbuf_full, loss.decode_errors
+    )?;
+    writeln!(
+        w,
+        "not traced: {} filtered, {} not IPv4, {} malformed",
+        loss.filtered, loss.not_ipv4, loss.malformed
+    )
+}
+
+/// Writes the summary as one JSON object `{"summary": {...}}` on its own line.
+pub fn write_summary_json(
+    w: &mut impl Write,
+    c: &Correlator,
+    loss: &LossCounters,
+) -> io::Result<()> {
+    let mut total = Totals::default();
+    let flows = c
+        .flows()
+        .map(|(key, f)| {
+            total.add(f);
+            FlowJson {
+                flow: flow_id(key),
+                proto: proto_json(key.proto),
+                src: key.src,
+                dst: key.dst,
+                sport: key.sport,
+                dport: key.dport,
+                packets: f.packets,
+                bytes: f.bytes,
+                hops: f.hops,
+                delivered: f.delivered,
+                incomplete: f.incomplete,
+                first_ts_ns: f.first_ts_ns,
+                last_ts_ns: f.last_ts_ns,
+            }
+        })
+        .collect();
+    let s = c.stats();
+    let view = SummaryLine {
+        summary: SummaryJson {
+            flows,
+            traces: s.traces_emitted,
+            hops: total.hops,
+            bytes: total.bytes,
+            delivered: total.delivered,
+            incomplete: total.incomplete,
+            lost_events: loss.ringbuf_full,
+            decode_errors: loss.decode_errors,
+            filtered: loss.filtered,
+            not_ipv4: loss.not_ipv4,
+            malformed: loss.malformed,
+            hops_seen: s.hops_seen,
+            duplicates: s.duplicates,
+            unknown_iface_hops: s.unknown_iface_hops,
+            evicted: s.evicted,
+            open_traces: c.open_traces() as u64,
+        },
+    };
+    serde_json::to_writer(&mut *w, &view)?;
+    writeln!(w)
+}
+
+/// Sums of the per-flow counters.
+#[derive(Default)]
+struct Totals {
+    packets: u64,
+    bytes: u64,
+    hops: u64,
+    delivered: u64,
+    incomplete: u64,
+}
+
+impl Totals {
+    fn add(&mut self, f: &crate::correlate::FlowSummary) {
+        self.packets += f.packets;
+        self.bytes += f.bytes;
+        self.hops += f.hops;
+        self.delivered += f.delivered;
+        self.incomplete += f.incomplete;
+    }
+}
+
+fn row(cells: [&str; 7]) -> [String; 7] {
+    cells.map(String::from)
+}
+
+/// `+12.345` for 12 345 ns.
+fn micros(ns: u64) -> String {
+    format!("+{}.{:03}", ns / 1000, ns % 1000)
+}
+
+fn has_ports(proto: u8, sport: u16, dport: u16) -> bool {
+    matches!(proto, 6 | 17 | 132) || sport != 0 || dport != 0
+}
+
+/// `10.0.0.1:80 > 10.0.0.2:4000`, or without ports for port-less protocols.
+fn flow_text(k: &FlowKey) -> String {
+    if has_ports(k.proto, k.sport, k.dport) {
+        format!("{}:{} > {}:{}", k.src, k.sport, k.dst, k.dport)
+    } else {
+        format!("{} > {}", k.src, k.dst)
+    }
+}
+
+/// tcpdump's notation for TCP flags: `[S.]` is SYN+ACK.
+fn tcp_flags_text(flags: u8) -> String {
+    const NAMES: [(u8, char); 8] = [
+        (0x01, 'F'),
+        (0x02, 'S'),
+        (0x04, 'R'),
+        (0x08, 'P'),
+        (0x10, '.'),
+        (0x20, 'U'),
+        (0x40, 'E'),
+        (0x80, 'W'),
+    ];
+    let s: String = NAMES
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|&(_, c)| c)
+        .collect();
+    if s.is_empty() {
+        "[none]".into()
+    } else {
+        format!("[{s}]")
+    }
+}
+
+/// The header line of a trace, without the outcome.
+fn packet_text(t: &Trace) -> String {
+    let p = &t.packet;
+    let proto = proto_name(p.proto).to_uppercase();
+    let flow = flow_text(&p.flow());
+    let detail = match p.proto {
+        1 => match t.icmp_type {
+            8 => format!(" echo id {} seq {}", p.icmp_id, p.icmp_seq),
+            0 => format!(" echo reply id {} seq {}", p.icmp_id, p.icmp_seq),
+            other => format!(" type {other}"),
+        },
+        6 => format!(" seq {} flags {}", p.tcp_seq, tcp_flags_text(t.tcp_flags)),
+        _ => String::new(),
+    };
+    format!(
+        "{proto} {flow}{detail} ipid {:#06x} len {}",
+        p.ip_id,
+        t.len()
+    )
+}
+
+fn encap_text(e: &Encap) -> String {
+    match e.kind {
+        crate::event::EncapKind::Vxlan => format!(
+            "vxlan vni {} {}:{} > {}:{}",
+            e.vni, e.outer_src, e.outer_sport, e.outer_dst, e.outer_dport
+        ),
+        crate::event::EncapKind::Ipip => format!("ipip {} > {}", e.outer_src, e.outer_dst),
+    }
+}
+
+/// `icmp`, `tcp`, `udp`, or the protocol number.
+fn proto_json(proto: u8) -> String {
+    match proto {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `<src>:<sport>><dst>:<dport>/<proto>`, the flow's stable identifier in JSON.
+fn flow_id(k: &FlowKey) -> String {
+    format!(
+        "{}:{}>{}:{}/{}",
+        k.src,
+        k.sport,
+        k.dst,
+        k.dport,
+        proto_json(k.proto)
+    )
+}
+
+#[derive(Serialize)]
+struct TraceJson<'a> {
+    packet: PacketJson,
+    hops: Vec<HopJson<'a>>,
+    outcome: &'static str,
+}
+
+#[derive(Serialize)]
+struct PacketJson {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: String,
+    sport: u16,
+    dport: u16,
+    ip_id: u16,
+    tcp_seq: u32,
+    icmp_id: u16,
+    icmp_seq: u16,
+    flow: String,
+}
+
+impl PacketJson {
+    fn new(p: &PacketId) -> Self {
+        PacketJson {
+            src: p.src,
+            dst: p.dst,
+            proto: proto_json(p.proto),
+            sport: p.sport,
+            dport: p.dport,
+            ip_id: p.ip_id,
+            tcp_seq: p.tcp_seq,
+            icmp_id: p.icmp_id,
+            icmp_seq: p.icmp_seq,
+            flow: flow_id(&p.flow()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HopJson<'a> {
+    node: &'a str,
+    netns: u32,
+    ifname: &'a str,
+    ifindex: u32,
+    kind: Option<IfaceKind>,
+    dir: &'static str,
+    ts_ns: u64,
+    delta_ns: u64,
+    len: u32,
+    encap: Option<EncapJson>,
+}
+
+impl<'a> HopJson<'a> {
+    fn new(h: &'a TraceHop, first_ts: u64) -> Self {
+        HopJson {
+            node: &h.node,
+            netns: h.netns,
+            ifname: &h.ifname,
+            ifindex: h.ifindex,
+            kind: h.kind,
+            dir: h.dir.as_str(),
+            ts_ns: h.ts_ns,
+            delta_ns: h.ts_ns.saturating_sub(first_ts),
+            len: h.len,
+            encap: h.encap.map(|e| EncapJson {
+                kind: e.kind.as_str(),
+                vni: e.vni,
+                outer_src: e.outer_src,
+                outer_dst: e.outer_dst,
+                outer_sport: e.outer_sport,
+                outer_dport: e.outer_dport,
+            }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EncapJson {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    vni: u32,
+    outer_src: Ipv4Addr,
+    outer_dst: Ipv4Addr,
+    outer_sport: u16,
+    outer_dport: u16,
+}
+
+#[derive(Serialize)]
+struct SummaryLine {
+    summary: SummaryJson,
+}
+
+#[derive(Serialize)]
+struct SummaryJson {
+    flows: Vec<FlowJson>,
+    traces: u64,
+    hops: u64,
+    bytes: u64,
+    delivered: u64,
+    incomplete: u64,
+    lost_events: u64,
+    decode_errors: u64,
+    filtered: u64,
+    not_ipv4: u64,
+    malformed: u64,
+    hops_seen: u64,
+    duplicates: u64,
+    unknown_iface_hops: u64,
+    evicted: u64,
+    open_traces: u64,
+}
+
+#[derive(Serialize)]
+struct FlowJson {
+    flow: String,
+    proto: String,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    packets: u64,
+    bytes: u64,
+    hops: u64,
+    delivered: u64,
+    incomplete: u64,
+    first_ts_ns: u64,
+    last_ts_ns: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::correlate::fixtures::*;
+    use crate::correlate::CorrelateConfig;
+    use crate::event::Direction::{Egress, Ingress};
+    use crate::event::HopRecord;
+
+    fn traces(hops: &[HopRecord]) -> (Vec<Trace>, Correlator) {
+        let mut c = Correlator::new(topology(), CorrelateConfig::default());
+        hops.iter().for_each(|h| c.push(*h));
+        (c.finish(), c)
+    }
+
+    fn text(t: &Trace) -> String {
+        let mut out = Vec::new();
+        write_trace_text(&mut out, t).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn json_line(f: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> Value {
+        let mut out = Vec::new();
+        f(&mut out).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(s.matches('\n').count(), 1, "one line: {s}");
+        assert!(s.ends_with('\n'));
+        serde_json::from_str(&s).unwrap()
+    }
+
+    #[test]
+    fn vxlan_trace_as_text() {
+        let (t, _) = traces(&vxlan_path(icmp(0x1a2b), 5_000_000));
+        let expected = "\
+ICMP 10.244.0.1 > 10.244.4.1 echo id 1234 seq 1 ipid 0x1a2b len 84   delivered
+  node1  cali3f2a9b0c1d4  ingress   +0.000 us
+  node1  vxlan.calico     egress    +8.412 us
+  node1  eth0             egress   +11.920 us  vxlan vni 4096 10.10.0.1:51234 > 10.10.0.2:4789
+  node2  eth0             ingress  +19.001 us  vxlan vni 4096 10.10.0.1:51234 > 10.10.0.2:4789
+  node2  vxlan.calico     ingress  +25.500 us
+  node2  calie0e1e2e3e4f  egress   +31.250 us
+";
+        assert_eq!(text(&t[0]), expected);
+    }
+
+    #[test]
+    fn incomplete_tcp_trace_as_text() {
+        let mut p = icmp(7);
+        (p.proto, p.sport, p.dport, p.tcp_seq, p.icmp_id, p.icmp_seq) = (6, 40000, 5201, 99, 0, 0);
+        let mut hops = vec![
+            hop(p, NS1, CALI_A, Ingress, 1_000),
+            hop(p, NS1, 42, Egress, 1_500),
+        ];
+        hops.iter_mut().for_each(|h| h.tcp_flags = 0x12);
+        let (t, _) = traces(&hops);
+        let s = text(&t[0]);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "TCP 10.244.0.1:40000 > 10.244.4.1:5201 seq 99 flags [S.] ipid 0x0007 len 84   \
+                 INCOMPLETE (last seen node1 if42 egress)",
+                "  node1  cali3f2a9b0c1d4  ingress  +0.000 us",
+                "  node1  if42             egress   +0.500 us",
+            ]
+        );
+        assert_eq!(tcp_flags_text(0), "[none]");
+        assert_eq!(tcp_flags_text(0x19), "[FP.]");
+    }
+
+    #[test]
+    fn trace_json_has_the_contract_fields() {
+        let (t, _) = traces(&vxlan_path(icmp(0x1a2b), 5_000_000));
+        let v = json_line(|w| write_trace_json(w, &t[0]));
+        assert_eq!(
+            v["packet"],
+            json!({"src": "10.244.0.1", "dst": "10.244.4.1", "proto": "icmp", "sport": 0,
+                   "dport": 0, "ip_id": 0x1a2b, "tcp_seq": 0, "icmp_id": 1234, "icmp_seq": 1,
+                   "flow": "10.244.0.1:0>10.244.4.1:0/icmp"})
+        );
+        assert_eq!(v["outcome"], "delivered");
+        let hops = v["hops"].as_array().unwrap();
+        assert_eq!(hops.len(), 6);
+        assert_eq!(
+            hops[3],
+            json!({"node": "node2", "netns": NS2, "ifname": "eth0", "ifindex": ETH0,
+                   "kind": "uplink", "dir": "ingress", "ts_ns": 5_019_001, "delta_ns": 19_001,
+                   "len": 134, "encap": {"type": "vxlan", "vni": 4096, "outer_src": "10.10.0.1",
+                   "outer_dst": "10.10.0.2", "outer_sport": 51234, "outer_dport": 4789}})
+        );
+        assert_eq!(hops[0]["kind"], "pod-veth");
+        assert_eq!(hops[0]["delta_ns"], 0);
+        assert!(hops[0]["encap"].is_null());
+        assert_eq!(hops[1]["kind"], "vxlan");
+    }
+
+    #[test]
+    fn json_proto_and_unknown_kind() {
+        let mut p = icmp(1);
+        (p.proto, p.sport, p.dport) = (132, 1, 2);
+        let (t, _) = traces(&[hop(p, 9, 4, Ingress, 1)]);
+        let v = json_line(|w| write_trace_json(w, &t[0]));
+        assert_eq!(v["packet"]["proto"], "132");
+        assert_eq!(v["packet"]["flow"], "10.244.0.1:1>10.244.4.1:2/132");
+        assert_eq!(v["hops"][0]["kind"], Value::Null);
+        assert_eq!(v["hops"][0]["node"], "netns:9");
+        assert_eq!(v["outcome"], "incomplete");
+    }
+
+    fn summary_correlator() -> Correlator {
+        let mut udp = icmp(3);
+        (udp.proto, udp.sport, udp.dport, udp.icmp_id, udp.icmp_seq) = (17, 5353, 53, 0, 0);
+        let mut hops = vxlan_path(icmp(1), 1_000);
+        hops.extend(vxlan_path(icmp(2), 2_000_000));
+        hops.extend(&vxlan_path(udp, 3_000_000)[..2]);
+        hops.push(hops[0]);
+        traces(&hops).1
+    }
+
+    #[test]
+    fn summary_as_text() {
+        let c = summary_correlator();
+        let loss = LossCounters {
+            ringbuf_full: 7,
+            decode_errors: 2,
+            filtered: 5,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        write_summary_text(&mut out, &c, &loss).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(
+            lines[..5],
+            [
+                "flows:",
+                "  proto  flow                          packets  bytes  hops  delivered  incomplete",
+                "  ICMP   10.244.0.1 > 10.244.4.1             2    168    12          2           0",
+                "  UDP    10.244.0.1:5353 > 10.244.4.1:53       1     84     2          0           1",
+                "  total  2 flows                             3    252    14          2           1",
+            ]
+        );
+        assert!(lines[5].starts_with("correlator: 15 hops seen, 1 duplicates dropped"));
+        assert_eq!(
+            lines[6],
+            "tracer lost (not kernel drops): 7 events (ring buffer full), 2 decode errors"
+        );
+        assert_eq!(lines[7], "not traced: 5 filtered, 0 not IPv4, 0 malformed");
+    }
+
+    #[test]
+    fn summary_as_json() {
+        let c = summary_correlator();
+        let loss = LossCounters {
+            ringbuf_full: 7,
+            decode_errors: 2,
+            ..Default::default()
+        };
+        let v = json_line(|w| write_summary_json(w, &c, &loss));
+        let s = &v["summary"];
+        assert_eq!(
+            (s["traces"].as_u64(), s["hops"].as_u64()),
+            (Some(3), Some(14))
+        );
+        assert_eq!(
+            (s["lost_events"].as_u64(), s["decode_errors"].as_u64()),
+            (Some(7), Some(2))
+        );
+        assert_eq!(s["duplicates"], 1);
+        let flows = s["flows"].as_array().unwrap();
+        assert_eq!(flows.len(), 2);
+        assert_eq!(flows[1]["flow"], "10.244.0.1:5353>10.244.4.1:53/udp");
+        assert_eq!(
+            (
+                &flows[0]["packets"],
+                &flows[0]["bytes"],
+                &flows[0]["delivered"]
+            ),
+            (&json!(2), &json!(168), &json!(2))
+        );
+        assert_eq!(flows[1]["incomplete"], 1);
+    }
+}

@@ -1,0 +1,83 @@
+//! What the tracer knows about the nodes it traces: for each traced network namespace, a node
+//! name, its local addresses and the interfaces the programs were attached to.
+//!
+//! Built by the loader (attach side) and handed to the correlator and the renderers, which use
+//! it only to turn `(netns, ifindex)` into names and roles. Pure data: no I/O here.
+
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+/// The role of an interface in Calico's data path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IfaceKind {
+    /// Host side of a pod's veth (`cali*`).
+    PodVeth,
+    /// The VXLAN VTEP (`vxlan.calico`).
+    Vxlan,
+    /// The IPIP tunnel (`tunl0`).
+    Ipip,
+    /// The node's uplink (the underlay NIC).
+    Uplink,
+    /// Anything added with `--iface` that is none of the above.
+    Other,
+}
+
+impl IfaceKind {
+    /// Classifies an interface by Calico's naming conventions.
+    pub fn from_name(name: &str) -> IfaceKind {
+        if name.starts_with("cali") {
+            IfaceKind::PodVeth
+        } else if name == "vxlan.calico" {
+            IfaceKind::Vxlan
+        } else if name == "tunl0" {
+            IfaceKind::Ipip
+        } else {
+            IfaceKind::Other
+        }
+    }
+}
+
+/// One traced interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Iface {
+    pub ifindex: u32,
+    pub name: String,
+    pub kind: IfaceKind,
+}
+
+/// One traced node (network namespace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// Display name: the netns name, or the host name when tracing the current namespace.
+    pub name: String,
+    /// Network namespace inode.
+    pub netns: u32,
+    /// IPv4 addresses configured on the node (any interface).
+    pub addrs: Vec<Ipv4Addr>,
+    pub ifaces: Vec<Iface>,
+}
+
+/// All traced nodes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Topology {
+    pub nodes: Vec<Node>,
+}
+
+impl Topology {
+    pub fn node(&self, netns: u32) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.netns == netns)
+    }
+
+    pub fn iface(&self, netns: u32, ifindex: u32) -> Option<(&Node, &Iface)> {
+        let node = self.node(netns)?;
+        let iface = node.ifaces.iter().find(|i| i.ifindex == ifindex)?;
+        Some((node, iface))
+    }
+
+    /// The node that owns `addr`, if it is one of the traced nodes.
+    pub fn owner_of(&self, addr: Ipv4Addr) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.addrs.contains(&addr))
+    }
+}

@@ -1,0 +1,262 @@
+//! `tracer trace`: attach on every traced node, then drain the ring buffers on a short timer,
+//! decode, correlate and print traces as they complete; stop on Ctrl-C / SIGTERM, after
+//! `--duration`, or after `--count` traces, and print the per-flow summary with the tracer's own
+//! losses reported apart from anything the kernel did.
+//!
+//! Ring buffers are written with BPF_RB_NO_WAKEUP, so there is no epoll wakeup per event: a
+//! 50 ms timer drains them (see PLATFORM.md for what per-event wakeups cost).
+
+use std::{
+    io::{self, BufWriter, Write},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use tracer_common::{filter::FilterProgram, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_RINGBUF_FULL};
+
+use crate::{
+    attach::{attach_node, describe, preflight, AttachOptions, AttachedNode},
+    correlate::{CorrelateConfig, Correlator, Trace},
+    event::{decode, Event},
+    filter::Filter,
+    netns::Netns,
+    render::{self, LossCounters},
+    topology::Topology,
+};
+
+const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    /// Network namespace to trace (name in /run/netns or a path); repeat for several nodes.
+    /// Without it, the current namespace is traced.
+    #[arg(long = "netns", value_name = "NAME|PATH")]
+    pub netns: Vec<String>,
+    /// Also attach to this interface (in every traced namespace that has it).
+    #[arg(long = "iface", value_name = "IFNAME")]
+    pub iface: Vec<String>,
+    /// Flow filter, tcpdump-like: host, src/dst host, net CIDR, port, src/dst port, tcp, udp,
+    /// icmp, and/or/not, parentheses. Applied in the kernel to the inner header.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Stop after this many packet traces.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after this long (e.g. 10s, 500ms, 2m; plain number = seconds).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Written once every program is attached (tests start traffic only then).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// Ring buffer size per node, in MiB (power of two).
+    #[arg(long, default_value_t = 8, value_name = "MIB")]
+    pub ringbuf_mib: u32,
+    /// How long a packet's trace stays open after its latest hop, in ms.
+    #[arg(long, default_value_t = 300, value_name = "MS")]
+    pub linger_ms: u64,
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1h` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration '{s}' (try 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit '{unit}' in '{s}' (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration '{s}'"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` uses.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn run(args: TraceArgs) -> Result<()> {
+    let filter = match &args.filter {
+        Some(expr) => Filter::parse(expr).map_err(|e| anyhow::anyhow!("{}", e.render(expr)))?,
+        None => Filter::parse("").map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    let program: FilterProgram = filter.compile().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !args.ringbuf_mib.is_power_of_two() {
+        anyhow::bail!("--ringbuf-mib must be a power of two (got {})", args.ringbuf_mib);
+    }
+    preflight()?;
+
+    let namespaces = if args.netns.is_empty() {
+        vec![Netns::current()?]
+    } else {
+        args.netns.iter().map(|n| Netns::open(n)).collect::<Result<Vec<_>>>()?
+    };
+    let opts = AttachOptions {
+        extra_ifaces: &args.iface,
+        filter: &program,
+        ringbuf_bytes: args.ringbuf_mib << 20,
+    };
+    let started = Instant::now();
+    let mut nodes = Vec::new();
+    for ns in &namespaces {
+        let node = attach_node(ns, &opts).with_context(|| format!("node {}", ns.name))?;
+        eprintln!("tracer: {}", describe(&node));
+        nodes.push(node);
+    }
+    eprintln!(
+        "tracer: attached in {:.0} ms; filter: {}",
+        started.elapsed().as_secs_f64() * 1000.0,
+        if filter.is_match_all() { "none".to_string() } else { filter.to_string() }
+    );
+    let topology = Topology { nodes: nodes.iter().map(|n| n.plan.node.clone()).collect() };
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, b"ready\n")
+            .with_context(|| format!("writing ready file {}", path.display()))?;
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(trace_loop(&args, nodes, topology))
+}
+
+async fn trace_loop(args: &TraceArgs, mut nodes: Vec<AttachedNode>, topology: Topology) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let cfg = CorrelateConfig { linger_ns: args.linger_ms * 1_000_000, ..CorrelateConfig::default() };
+    let mut pipe = Pipeline {
+        correlator: Correlator::new(topology, cfg),
+        out: BufWriter::new(io::stdout().lock()),
+        output: args.output,
+        decode_errors: 0,
+        printed: 0,
+        limit: args.count,
+    };
+
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(far_future)).await }, if deadline.is_some() => break,
+            _ = tick.tick() => {
+                pipe.drain(&mut nodes)?;
+                let done = pipe.emit_expired(monotonic_ns())?;
+                if done {
+                    break;
+                }
+            }
+        }
+    }
+    // Final drain: what is already in the ring buffers, then every open trace.
+    pipe.drain(&mut nodes)?;
+    let rest = pipe.correlator.finish();
+    pipe.emit(rest)?;
+
+    let mut loss = LossCounters { decode_errors: pipe.decode_errors, ..LossCounters::default() };
+    for node in &nodes {
+        let c = node.counters()?;
+        loss.ringbuf_full += c[CTR_RINGBUF_FULL as usize];
+        loss.filtered += c[CTR_FILTERED as usize];
+        loss.not_ipv4 += c[CTR_NOT_IPV4 as usize];
+        loss.malformed += c[CTR_MALFORMED as usize];
+    }
+    // Detach before printing the summary: nothing stays attached longer than needed.
+    drop(nodes);
+    match pipe.output {
+        Output::Text => render::write_summary_text(&mut pipe.out, &pipe.correlator, &loss)?,
+        Output::Json => render::write_summary_json(&mut pipe.out, &pipe.correlator, &loss)?,
+    }
+    pipe.out.flush()?;
+    Ok(())
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
+}
+
+struct Pipeline<W: Write> {
+    correlator: Correlator,
+    out: W,
+    output: Output,
+    decode_errors: u64,
+    printed: u64,
+    limit: Option<u64>,
+}
+
+impl<W: Write> Pipeline<W> {
+    /// Moves every record waiting in the ring buffers into the correlator.
+    fn drain(&mut self, nodes: &mut [AttachedNode]) -> Result<()> {
+        for node in nodes.iter_mut() {
+            while let Some(item) = node.events.next() {
+                match decode(&item) {
+                    Ok(Event::Hop(hop)) => self.correlator.push(hop),
+                    Err(e) => {
+                        self.decode_errors += 1;
+                        if self.decode_errors <= 5 {
+                            log::warn!("undecodable record from {}: {e}", node.plan.node.name);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Prints the traces that completed; returns true once `--count` is reached.
+    fn emit_expired(&mut self, now_ns: u64) -> Result<bool> {
+        let traces = self.correlator.expire(now_ns);
+        self.emit(traces)
+    }
+
+    fn emit(&mut self, traces: Vec<Trace>) -> Result<bool> {
+        for t in traces {
+            if self.limit.is_some_and(|l| self.printed >= l) {
+                break;
+            }
+            match self.output {
+                Output::Text => render::write_trace_text(&mut self.out, &t)?,
+                Output::Json => render::write_trace_json(&mut self.out, &t)?,
+            }
+            self.printed += 1;
+        }
+        self.out.flush()?;
+        Ok(self.limit.is_some_and(|l| self.printed >= l))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("3x").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! Prerequisites: installs what is missing and is quick when everything is there.
+//!
+//! - Debian packages: LLVM 22 (for bpf-linker), iproute2, nftables, iptables, ping, tcpdump,
+//!   iperf3, bpftool;
+//! - rust-src for the nightly toolchain (the eBPF crate builds core with -Z build-std);
+//! - bpf-linker built against LLVM 22 (`LLVM_PREFIX=/usr/lib/llvm-22`; without it, cargo finds
+//!   an older llvm-config and fails with `unable to find library -lLLVM`).
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages and a file each one provides (checked before calling apt).
+const PACKAGES: &[(&str, &str)] = &[
+    ("llvm-22-dev", "/usr/lib/llvm-22/bin/llvm-config"),
+    ("libclang-22-dev", "/usr/lib/llvm-22/lib/libclang.so"),
+    ("iproute2", "/usr/sbin/ip"),
+    ("nftables", "/usr/sbin/nft"),
+    ("iptables", "/usr/sbin/iptables"),
+    ("iputils-ping", "/usr/bin/ping"),
+    ("tcpdump", "/usr/bin/tcpdump"),
+    ("iperf3", "/usr/bin/iperf3"),
+    ("bpftool", "/usr/sbin/bpftool"),
+];
+
+pub fn run(quiet: bool) -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, file)| !Path::new(file).exists())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!(
+                "missing packages {}: run `sudo apt-get update && sudo apt-get install -y {}`",
+                missing.join(", "),
+                missing.join(" ")
+            );
+        }
+        eprintln!("xtask: installing {}", missing.join(" "));
+        sh(Command::new("apt-get").arg("update").arg("-q"), "apt-get update")?;
+        sh(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            "apt-get install",
+        )?;
+    }
+
+    let has_src = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src")))
+        .unwrap_or(false);
+    if !has_src {
+        eprintln!("xtask: adding rust-src to the nightly toolchain");
+        sh(
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+            "rustup component add rust-src --toolchain nightly (is the nightly toolchain installed? `rustup toolchain install nightly`)",
+        )?;
+    }
+
+    if which("bpf-linker").is_none() {
+        eprintln!("xtask: building bpf-linker against LLVM 22 (about a minute)");
+        sh(
+            Command::new("cargo")
+                .args(["install", "bpf-linker", "--locked", "--no-default-features", "--features", "llvm-22"])
+                .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
+            "LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --no-default-features --features llvm-22",
+        )?;
+    }
+
+    ensure_tracefs();
+    if !quiet {
+        eprintln!("xtask: prerequisites present");
+    }
+    Ok(())
+}
+
+/// Tracepoints need tracefs; mount it if it is not (harmless when already mounted).
+fn ensure_tracefs() {
+    let mounted = Command::new("mountpoint")
+        .args(["-q", "/sys/kernel/tracing"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted && is_root() {
+        let _ = Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]).status();
+    }
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+pub fn which(bin: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    let mut dirs: Vec<_> = std::env::split_paths(&path).collect();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cargo/bin"));
+    }
+    dirs.into_iter().map(|d| d.join(bin)).find(|p| p.is_file())
+}
+
+/// Runs a command with inherited output; on failure, says which step failed.
+pub fn sh(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
