@@ -60,8 +60,7 @@ impl Lab {
         };
         let timings = std::env::var_os("TRACER_LAB_TIMINGS").is_some_and(|v| v != "0");
         let started = Instant::now();
-        let result = build(&topo, &mut guard.created, timings)
-            .and_then(|()| write_state(&topo));
+        let result = build(&topo, &mut guard.created, timings).and_then(|()| write_state(&topo));
         if let Err(e) = result {
             let created = guard.created.len();
             let cleanup = guard.cleanup();
@@ -150,7 +149,9 @@ fn delete_all(names: &[String]) -> Result<()> {
 fn ensure_root() -> Result<()> {
     // SAFETY: geteuid has no failure modes.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("the lab needs root (it creates network namespaces and mounts them under /run/netns)");
+        bail!(
+            "the lab needs root (it creates network namespaces and mounts them under /run/netns)"
+        );
     }
     Ok(())
 }
@@ -206,15 +207,25 @@ fn build(t: &Topology, created: &mut Vec<String>, timings: bool) -> Result<()> {
     phase.done(&format!("create {} netns", names.len()));
 
     let mut sysctls = vec![(t.underlay.netns.clone(), script::leaf_sysctls())];
-    sysctls.extend(t.nodes.iter().map(|n| (n.netns.clone(), script::node_sysctls())));
-    sysctls.extend(t.pods.iter().map(|p| (p.netns.clone(), script::leaf_sysctls())));
+    sysctls.extend(
+        t.nodes
+            .iter()
+            .map(|n| (n.netns.clone(), script::node_sysctls())),
+    );
+    sysctls.extend(
+        t.pods
+            .iter()
+            .map(|p| (p.netns.clone(), script::leaf_sysctls())),
+    );
     write_sysctls(sysctls)?;
     phase.done("base sysctls");
 
     run_batch("ip", &t.underlay.netns, &script::underlay_script(t))?;
     phase.done("underlay");
 
-    run_pool(&t.nodes, |n| run_batch("ip", &n.netns, &script::node_script(t, n)))?;
+    run_pool(&t.nodes, |n| {
+        run_batch("ip", &n.netns, &script::node_script(t, n))
+    })?;
     phase.done("nodes");
 
     let jobs: Vec<Job<'_>> = t

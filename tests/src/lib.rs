@@ -6,9 +6,9 @@
 //! topology into `ip`/`bridge` batch lines and sysctl writes; both are unit-tested without
 //! root. [`Lab`] (module `build`) executes the scripts with a handful of processes, [`netns`]
 //! provides the namespace plumbing (also for tests that generate traffic from inside pods), and
-//! [`status`] keeps `/run/tracer-lab/{prefix}.json` so that `lab status` can describe a lab
-//! left running by `lab up`. Everything is keyed by the prefix, so labs with different
-//! prefixes can coexist (parallel tests).
+//! [`mod@status`] keeps `/run/tracer-lab/{prefix}.json` so that `lab status` can describe a lab
+//! left running by `lab up`; [`traffic`] generates pod-to-pod traffic. Everything is keyed by
+//! the prefix, so labs with different prefixes can coexist (parallel tests).
 
 mod build;
 pub mod cidr;
@@ -17,6 +17,7 @@ pub mod script;
 pub mod spec;
 pub mod status;
 pub mod topology;
+pub mod traffic;
 
 pub use build::{down_prefix, Lab};
 pub use cidr::Cidr;

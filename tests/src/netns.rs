@@ -179,7 +179,9 @@ fn prepare_run_dir() -> Result<()> {
             )
         };
         if rc != 0 {
-            return Err(os_err(|| format!("mount --rbind {NETNS_RUN_DIR} {NETNS_RUN_DIR}")));
+            return Err(os_err(|| {
+                format!("mount --rbind {NETNS_RUN_DIR} {NETNS_RUN_DIR}")
+            }));
         }
         made_mount = true;
     }
@@ -226,7 +228,9 @@ pub(crate) fn create_netns(names: &[String]) -> (Vec<String>, Result<()>) {
                         )
                     };
                     if rc != 0 {
-                        return Err(os_err(|| format!("bind-mount netns onto {}", path.display())));
+                        return Err(os_err(|| {
+                            format!("bind-mount netns onto {}", path.display())
+                        }));
                     }
                 }
                 Ok(())

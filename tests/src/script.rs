@@ -248,12 +248,23 @@ mod tests {
             &s,
             "neigh add 10.244.4.0 lladdr 66:00:00:00:00:02 dev vxlan.calico nud permanent"
         ));
-        assert!(has(&s, "route add 10.244.4.0/26 via 10.244.4.0 dev vxlan.calico onlink"));
-        assert!(has(&s, "route add 10.244.4.64/26 via 10.244.4.0 dev vxlan.calico onlink"));
-        assert!(has(&s, "route add 10.244.8.64/26 via 10.244.8.0 dev vxlan.calico onlink"));
+        assert!(has(
+            &s,
+            "route add 10.244.4.0/26 via 10.244.4.0 dev vxlan.calico onlink"
+        ));
+        assert!(has(
+            &s,
+            "route add 10.244.4.64/26 via 10.244.4.0 dev vxlan.calico onlink"
+        ));
+        assert!(has(
+            &s,
+            "route add 10.244.8.64/26 via 10.244.8.0 dev vxlan.calico onlink"
+        ));
         let routes = remote_routes(&t, n1);
         assert_eq!(routes.len(), 4, "2 remote nodes x 2 blocks: {routes:?}");
-        assert!(routes.iter().all(|r| r.ends_with("dev vxlan.calico onlink")));
+        assert!(routes
+            .iter()
+            .all(|r| r.ends_with("dev vxlan.calico onlink")));
         let p = t.pod("n1p0").unwrap();
         assert!(has(
             &s,
@@ -263,7 +274,10 @@ mod tests {
                 p.cali
             )
         ));
-        assert!(has(&s, &format!("route add 10.244.0.1/32 dev {} scope link", p.cali)));
+        assert!(has(
+            &s,
+            &format!("route add 10.244.0.1/32 dev {} scope link", p.cali)
+        ));
         // Pods of other nodes are not created here.
         assert!(!s.iter().any(|l| l.contains("tlab-n2p0")));
         let fdb = fdb_script(&t, n1);
@@ -293,7 +307,9 @@ mod tests {
         );
         assert!(fdb_script(&t, n2).is_empty());
         let p = t.pod("n2p0").unwrap();
-        assert!(s.iter().any(|l| l.starts_with(&format!("link add {} mtu 1500 ", p.cali))));
+        assert!(s
+            .iter()
+            .any(|l| l.starts_with(&format!("link add {} mtu 1500 ", p.cali))));
     }
 
     #[test]
@@ -312,7 +328,10 @@ mod tests {
         );
         let u = underlay_script(&t);
         assert!(has(&u, "link add br0 type bridge"));
-        assert!(has(&u, "link add n2 mtu 1500 type veth peer name eth0 netns tlab-node2 mtu 1500"));
+        assert!(has(
+            &u,
+            "link add n2 mtu 1500 type veth peer name eth0 netns tlab-node2 mtu 1500"
+        ));
         assert!(has(&u, "link set n3 master br0 up"));
     }
 

@@ -253,10 +253,7 @@ pub fn underlay_netns(prefix: &str) -> String {
 /// `{prefix}-node<N>` or `{prefix}-n<N>p<M>`. Stricter than `{prefix}-*` so that removing lab
 /// `a` never touches lab `a-b`.
 pub fn is_lab_netns(prefix: &str, name: &str) -> bool {
-    let Some(rest) = name
-        .strip_prefix(prefix)
-        .and_then(|r| r.strip_prefix('-'))
-    else {
+    let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
         return false;
     };
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -377,12 +374,23 @@ mod tests {
             assert_eq!(b.mtu, 1500);
         }
         assert!(n.nodes.iter().all(|node| node.vtep.is_none()));
-        assert_eq!(n.node("node3").unwrap().blocks[0].to_string(), "10.244.8.0/26");
+        assert_eq!(
+            n.node("node3").unwrap().blocks[0].to_string(),
+            "10.244.8.0/26"
+        );
     }
 
     #[test]
     fn block_math() {
-        for (pods, blocks) in [(0, 1), (1, 1), (63, 1), (64, 2), (127, 2), (128, 3), (500, 8)] {
+        for (pods, blocks) in [
+            (0, 1),
+            (1, 1),
+            (63, 1),
+            (64, 2),
+            (127, 2),
+            (128, 3),
+            (500, 8),
+        ] {
             assert_eq!(blocks_needed(pods).unwrap(), blocks, "{pods} pods");
         }
         assert_eq!(blocks_needed(1023).unwrap(), 16);

@@ -41,7 +41,10 @@ pub(crate) fn write_state(t: &Topology) -> Result<()> {
     let path = state_path(&t.prefix);
     let tmp = path.with_extension("json.tmp");
     fs::write(&tmp, t.to_json()).with_context(|| format!("write {}", tmp.display()))?;
-    fs::rename(&tmp, &path).with_context(|| format!("rename to {}", path.display()))
+    fs::rename(&tmp, &path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        anyhow::Error::new(e).context(format!("rename {} to {}", tmp.display(), path.display()))
+    })
 }
 
 /// Remove the state file of a lab (missing is fine).

@@ -20,11 +20,26 @@ const IO_TIMEOUT: Duration = Duration::from_secs(3);
 pub fn ping(netns: &str, dst: Ipv4Addr, count: u32, must_answer: bool) -> Result<String> {
     let out = exec_in(
         netns,
-        &["ping", "-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "1", &dst.to_string()],
+        &[
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            &dst.to_string(),
+        ],
     )?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if must_answer && !out.status.success() {
-        bail!("ping {dst} from {netns} failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "ping {dst} from {netns} failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(text)
 }
@@ -79,9 +94,14 @@ pub fn tcp_exchange(
         conn.write_all(&payload)?;
         let mut back = vec![0u8; payload.len()];
         conn.read_exact(&mut back).context("reading the TCP echo")?;
-        Ok(Exchange { client: v4(conn.local_addr()?)?, server: v4(dst)? })
+        Ok(Exchange {
+            client: v4(conn.local_addr()?)?,
+            server: v4(dst)?,
+        })
     })??;
-    server.join().map_err(|_| anyhow!("TCP server thread panicked"))???;
+    server
+        .join()
+        .map_err(|_| anyhow!("TCP server thread panicked"))???;
     Ok(exchange)
 }
 
@@ -116,13 +136,19 @@ pub fn udp_exchange(
         let dst = SocketAddr::from((server_ip, port));
         sock.send_to(&payload, dst)?;
         let mut buf = vec![0u8; payload.len() + 1];
-        sock.recv_from(&mut buf).context("waiting for the UDP reply")?;
+        sock.recv_from(&mut buf)
+            .context("waiting for the UDP reply")?;
         let local = v4(sock.local_addr()?)?;
         // The socket is bound to 0.0.0.0; the source the kernel picked is the pod's address.
         let client = SocketAddrV4::new(source_addr_for(dst)?, local.port());
-        Ok(Exchange { client, server: v4(dst)? })
+        Ok(Exchange {
+            client,
+            server: v4(dst)?,
+        })
     })??;
-    server.join().map_err(|_| anyhow!("UDP server thread panicked"))???;
+    server
+        .join()
+        .map_err(|_| anyhow!("UDP server thread panicked"))???;
     Ok(exchange)
 }
 

@@ -5,13 +5,21 @@ mod common;
 
 use std::process::Command;
 
+use aya::programs::{SchedClassifier, TcAttachType};
 use common::{require_root, run_tracer, Tracer};
 use lab::{Encap, Lab, LabSpec};
 
 fn one_line_error(out: &common::TracerOutput, needle: &str) {
-    assert!(!out.status.success(), "expected a failure, got success: {}", out.stdout);
+    assert!(
+        !out.status.success(),
+        "expected a failure, got success: {}",
+        out.stdout
+    );
     let err = out.stderr.trim();
-    assert!(err.contains(needle), "stderr should mention '{needle}':\n{err}");
+    assert!(
+        err.contains(needle),
+        "stderr should mention '{needle}':\n{err}"
+    );
     assert!(!err.contains("panicked"), "the tracer panicked:\n{err}");
 }
 
@@ -29,11 +37,24 @@ fn missing_namespace_and_interface_are_clear_errors() {
     let out = run_tracer(&["trace", "--netns", "tt-no-such-netns", "--duration", "1s"]);
     one_line_error(&out, "tt-no-such-netns");
 
-    let spec = LabSpec { prefix: "tt-cli".into(), nodes: 2, pods_per_node: 1, encap: Encap::Vxlan };
+    let spec = LabSpec {
+        prefix: "tt-cli".into(),
+        nodes: 2,
+        pods_per_node: 1,
+        encap: Encap::Vxlan,
+    };
     lab::down_prefix(&spec.prefix).expect("clean leftovers");
     let lab = Lab::up(&spec).expect("lab up");
     let node = &lab.topology().nodes[0].netns;
-    let out = run_tracer(&["trace", "--netns", node, "--iface", "nosuchif0", "--duration", "1s"]);
+    let out = run_tracer(&[
+        "trace",
+        "--netns",
+        node,
+        "--iface",
+        "nosuchif0",
+        "--duration",
+        "1s",
+    ]);
     one_line_error(&out, "nosuchif0");
     lab.down().expect("lab down");
 }
@@ -51,44 +72,65 @@ fn not_root_is_a_clear_error() {
         .expect("setpriv (util-linux) is needed for this test");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("root"), "stderr should say root is needed:\n{stderr}");
+    assert!(
+        stderr.contains("root"),
+        "stderr should say root is needed:\n{stderr}"
+    );
 }
 
-/// Number of tcx programs attached in `netns` (bpftool lists them per device).
-fn tcx_attachments(netns: &str) -> usize {
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, "bpftool", "-j", "net", "show"])
-        .output()
-        .expect("bpftool (installed by `cargo xtask setup`)");
-    assert!(out.status.success(), "bpftool net show failed: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    let mut n = 0;
-    for entry in v.as_array().into_iter().flatten() {
-        for key in ["tcx", "tc"] {
-            n += entry.get(key).and_then(|a| a.as_array()).map_or(0, |a| a.len());
+/// Number of tcx programs attached to `ifaces` in `netns` (BPF_PROG_QUERY from inside it).
+fn tcx_attachments(netns: &str, ifaces: &[String]) -> usize {
+    let ifaces = ifaces.to_vec();
+    lab::in_netns(netns, move || {
+        let mut n = 0;
+        for ifname in &ifaces {
+            for dir in [TcAttachType::Ingress, TcAttachType::Egress] {
+                let (_, progs) = SchedClassifier::query_tcx(ifname, dir)
+                    .unwrap_or_else(|e| panic!("querying tcx on {ifname}: {e}"));
+                n += progs.len();
+            }
         }
-    }
-    n
+        n
+    })
+    .expect("query inside the node namespace")
 }
 
 #[test]
 fn killed_or_stopped_tracer_leaves_nothing_attached() {
     require_root();
-    let spec = LabSpec { prefix: "tt-kill".into(), nodes: 2, pods_per_node: 1, encap: Encap::Vxlan };
+    let spec = LabSpec {
+        prefix: "tt-kill".into(),
+        nodes: 2,
+        pods_per_node: 1,
+        encap: Encap::Vxlan,
+    };
     lab::down_prefix(&spec.prefix).expect("clean leftovers");
     let lab = Lab::up(&spec).expect("lab up");
-    let node = lab.topology().nodes[0].netns.clone();
-    assert_eq!(tcx_attachments(&node), 0, "attachments before the tracer started");
+    let topo = lab.topology().clone();
+    let node = topo.nodes[0].netns.clone();
+    let mut ifaces: Vec<String> = topo
+        .pods_on(&topo.nodes[0].name)
+        .iter()
+        .map(|p| p.cali.clone())
+        .collect();
+    ifaces.extend(["vxlan.calico".to_string(), topo.nodes[0].uplink.clone()]);
+    let count = || tcx_attachments(&node, &ifaces);
+    assert_eq!(count(), 0, "attachments before the tracer started");
 
     for signal in [libc::SIGKILL, libc::SIGTERM, libc::SIGINT] {
         let tracer = Tracer::start(&["--netns".into(), node.clone()]);
         // cali (1 pod), vxlan.calico, eth0: ingress and egress each.
-        assert_eq!(tcx_attachments(&node), 6, "attachments while tracing");
+        assert_eq!(count(), 6, "attachments while tracing");
         let out = tracer.stop_with(signal);
         if signal != libc::SIGKILL {
-            assert!(out.status.success(), "signal {signal}: {}\n{}", out.status, out.stderr);
+            assert!(
+                out.status.success(),
+                "signal {signal}: {}\n{}",
+                out.status,
+                out.stderr
+            );
         }
-        assert_eq!(tcx_attachments(&node), 0, "attachments left after signal {signal}");
+        assert_eq!(count(), 0, "attachments left after signal {signal}");
     }
     lab.down().expect("lab down");
 }

@@ -41,11 +41,16 @@ fn cross_node_path(topo: &Topology, src: &Pod, dst: &Pod) -> Path {
 
 fn same_node_path(topo: &Topology, src: &Pod, dst: &Pod) -> Path {
     let n = topo.node(&src.node).expect("node");
-    vec![hop(&n.netns, &src.cali, "ingress"), hop(&n.netns, &dst.cali, "egress")]
+    vec![
+        hop(&n.netns, &src.cali, "ingress"),
+        hop(&n.netns, &dst.cali, "egress"),
+    ]
 }
 
 fn ip_of(v: &Value) -> Ipv4Addr {
-    v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not an address: {v}"))
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an address: {v}"))
 }
 
 /// Traces of packets from `src` to `dst` with protocol `proto` (and optional dport / sport).
@@ -92,8 +97,14 @@ fn assert_paths(what: &str, traces: &[&Value], want: &Path, topo: &Topology, src
                     assert_eq!(e["vni"], topo.vni, "{what}: VNI of {h}");
                     assert_eq!(ip_of(&e["outer_src"]), sn.ip, "{what}: outer src of {h}");
                     assert_eq!(ip_of(&e["outer_dst"]), dn.ip, "{what}: outer dst of {h}");
-                    assert_eq!(e["outer_dport"], topo.vxlan_port, "{what}: outer dport of {h}");
-                    assert!(e["outer_sport"].as_u64().is_some_and(|p| p > 0), "{what}: outer sport of {h}");
+                    assert_eq!(
+                        e["outer_dport"], topo.vxlan_port,
+                        "{what}: outer dport of {h}"
+                    );
+                    assert!(
+                        e["outer_sport"].as_u64().is_some_and(|p| p > 0),
+                        "{what}: outer sport of {h}"
+                    );
                 }
                 _ => assert!(h["encap"].is_null(), "{what}: unexpected encap on {h}"),
             }
@@ -103,7 +114,12 @@ fn assert_paths(what: &str, traces: &[&Value], want: &Path, topo: &Topology, src
 
 fn run_suite(encap: Encap, prefix: &str) {
     require_root();
-    let spec = LabSpec { prefix: prefix.into(), nodes: 2, pods_per_node: 2, encap };
+    let spec = LabSpec {
+        prefix: prefix.into(),
+        nodes: 2,
+        pods_per_node: 2,
+        encap,
+    };
     lab::down_prefix(prefix).expect("clean leftovers");
     let lab = Lab::up(&spec).expect("lab up");
     let topo = lab.topology().clone();
@@ -114,7 +130,12 @@ fn run_suite(encap: Encap, prefix: &str) {
     for n in &topo.nodes {
         args.extend(["--netns".into(), n.netns.clone()]);
     }
-    args.extend(["--filter".into(), format!("host {}", a.ip), "--output".into(), "json".into()]);
+    args.extend([
+        "--filter".into(),
+        format!("host {}", a.ip),
+        "--output".into(),
+        "json".into(),
+    ]);
     args.extend(["--linger-ms".into(), "100".into()]);
     let tracer = Tracer::start(&args);
 
@@ -125,7 +146,12 @@ fn run_suite(encap: Encap, prefix: &str) {
     traffic::ping(&a.netns, b.ip, 1, true).expect("ping on the same node");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let out = tracer.stop();
-    assert!(out.status.success(), "tracer failed: {}\n{}", out.status, out.stderr);
+    assert!(
+        out.status.success(),
+        "tracer failed: {}\n{}",
+        out.status,
+        out.stderr
+    );
     let traces = out.traces();
 
     let fwd = cross_node_path(&topo, &a, &c);
@@ -142,12 +168,19 @@ fn run_suite(encap: Encap, prefix: &str) {
     assert_paths("TCP client->server", &tcp_fwd, &fwd, &topo, &a, &c);
     assert_paths("TCP server->client", &tcp_rev, &rev, &topo, &c, &a);
     assert!(
-        tcp_fwd.iter().all(|t| t["packet"]["sport"] == tcp.client.port()),
+        tcp_fwd
+            .iter()
+            .all(|t| t["packet"]["sport"] == tcp.client.port()),
         "TCP traces carry the client's port {}",
         tcp.client.port()
     );
     // SYN, data, FIN and ACKs: a connection is several packets each way.
-    assert!(tcp_fwd.len() >= 3 && tcp_rev.len() >= 2, "TCP packets: {} fwd, {} rev", tcp_fwd.len(), tcp_rev.len());
+    assert!(
+        tcp_fwd.len() >= 3 && tcp_rev.len() >= 2,
+        "TCP packets: {} fwd, {} rev",
+        tcp_fwd.len(),
+        tcp_rev.len()
+    );
 
     let udp_fwd = select(&traces, a.ip, c.ip, "udp", Some(("dport", 5353)));
     let udp_rev = select(&traces, c.ip, a.ip, "udp", Some(("sport", 5353)));
@@ -158,17 +191,42 @@ fn run_suite(encap: Encap, prefix: &str) {
 
     let same_req = select(&traces, a.ip, b.ip, "icmp", None);
     let same_rep = select(&traces, b.ip, a.ip, "icmp", None);
-    assert_paths("same-node request", &same_req, &same_node_path(&topo, &a, &b), &topo, &a, &b);
-    assert_paths("same-node reply", &same_rep, &same_node_path(&topo, &b, &a), &topo, &b, &a);
+    assert_paths(
+        "same-node request",
+        &same_req,
+        &same_node_path(&topo, &a, &b),
+        &topo,
+        &a,
+        &b,
+    );
+    assert_paths(
+        "same-node reply",
+        &same_rep,
+        &same_node_path(&topo, &b, &a),
+        &topo,
+        &b,
+        &a,
+    );
 
     for t in &traces {
         let p = &t["packet"];
         let ends = [ip_of(&p["src"]), ip_of(&p["dst"])];
-        assert!(ends.contains(&a.ip), "a trace outside the filter was reported: {t}");
-        assert!(!ends.contains(&d.ip), "traffic between {} and {} was reported: {t}", b.name, d.name);
+        assert!(
+            ends.contains(&a.ip),
+            "a trace outside the filter was reported: {t}"
+        );
+        assert!(
+            !ends.contains(&d.ip),
+            "traffic between {} and {} was reported: {t}",
+            b.name,
+            d.name
+        );
     }
     let summary = out.summary();
-    assert_eq!(summary["lost_events"], 0, "the tracer lost events: {summary}");
+    assert_eq!(
+        summary["lost_events"], 0,
+        "the tracer lost events: {summary}"
+    );
     assert_eq!(summary["decode_errors"], 0, "{summary}");
 
     lab.down().expect("lab down");

@@ -6,7 +6,9 @@
 //! access with a `bpf_skb_load_bytes` fallback) and, later, hooks that read an skb from kernel
 //! memory. Nothing here writes to the packet.
 
-use tracer_common::{Encap, Ipv4Packet, ENCAP_IPIP, ENCAP_VXLAN, HOP_F_FRAGMENT, HOP_F_L4_TRUNCATED};
+use tracer_common::{
+    Encap, Ipv4Packet, ENCAP_IPIP, ENCAP_VXLAN, HOP_F_FRAGMENT, HOP_F_L4_TRUNCATED,
+};
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_8021Q: u16 = 0x8100;
@@ -152,7 +154,11 @@ pub fn parse<P: Packet>(p: &P, l2: bool, vxlan_port: u16) -> Result<Parsed, Skip
         0
     };
     let (outer, l4) = ipv4(p, l3)?;
-    let mut parsed = Parsed { pkt: Ipv4Packet::default(), encap: Encap::default(), flags: 0 };
+    let mut parsed = Parsed {
+        pkt: Ipv4Packet::default(),
+        encap: Encap::default(),
+        flags: 0,
+    };
     let first_fragment = be16(outer.frag_off) & 0x1fff == 0;
 
     if first_fragment && outer.proto == IPPROTO_UDP {

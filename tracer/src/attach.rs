@@ -25,7 +25,12 @@ use crate::{
 /// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
-const PROGRAMS: [&str; 4] = ["hop_ingress", "hop_egress", "hop_ingress_l3", "hop_egress_l3"];
+const PROGRAMS: [&str; 4] = [
+    "hop_ingress",
+    "hop_egress",
+    "hop_ingress_l3",
+    "hop_egress_l3",
+];
 
 /// Checks the prerequisites that every mode needs; each failure is one line saying what to do.
 pub fn preflight() -> Result<()> {
@@ -46,7 +51,10 @@ pub fn preflight() -> Result<()> {
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use memcg. Raising the
 /// limit may be refused (it is on some locked-down machines): warn only where it matters.
 fn raise_memlock() {
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit with a valid, initialised struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
         let old_kernel = aya::util::KernelVersion::current()
@@ -112,7 +120,8 @@ pub fn attach_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<AttachedNo
         .context("loading the eBPF object")?;
     {
         let mut filter: Array<&mut MapData, FilterProgram> = Array::try_from(
-            ebpf.map_mut("FILTER").ok_or_else(|| anyhow!("eBPF object has no FILTER map"))?,
+            ebpf.map_mut("FILTER")
+                .ok_or_else(|| anyhow!("eBPF object has no FILTER map"))?,
         )?;
         filter.set(0, opts.filter, 0)?;
     }
@@ -121,7 +130,8 @@ pub fn attach_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<AttachedNo
             .program_mut(prog)
             .ok_or_else(|| anyhow!("eBPF object has no program {prog}"))?
             .try_into()?;
-        p.load().with_context(|| format!("loading tc program {prog} (verifier)"))?;
+        p.load()
+            .with_context(|| format!("loading tc program {prog} (verifier)"))?;
     }
 
     let targets = plan.targets.clone();
@@ -136,7 +146,11 @@ pub fn attach_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<AttachedNo
             match attach_pair(&mut ebpf, &t.name, ingress, egress) {
                 Ok(()) => {}
                 Err(e) if t.kind == IfaceKind::PodVeth && !iface_exists(&t.name) => {
-                    log::warn!("{}: {} vanished before attach ({e:#}); skipped", name, t.name);
+                    log::warn!(
+                        "{}: {} vanished before attach ({e:#}); skipped",
+                        name,
+                        t.name
+                    );
                     skipped.push(t.name.clone());
                 }
                 Err(e) => return Err(e),
@@ -147,16 +161,27 @@ pub fn attach_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<AttachedNo
     let (skipped, mut ebpf) = skipped;
 
     let events = RingBuf::try_from(
-        ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("eBPF object has no EVENTS map"))?,
+        ebpf.take_map("EVENTS")
+            .ok_or_else(|| anyhow!("eBPF object has no EVENTS map"))?,
     )?;
     let counters = PerCpuArray::try_from(
-        ebpf.take_map("COUNTERS").ok_or_else(|| anyhow!("eBPF object has no COUNTERS map"))?,
+        ebpf.take_map("COUNTERS")
+            .ok_or_else(|| anyhow!("eBPF object has no COUNTERS map"))?,
     )?;
-    Ok(AttachedNode { plan, events, counters, skipped, _ebpf: ebpf })
+    Ok(AttachedNode {
+        plan,
+        events,
+        counters,
+        skipped,
+        _ebpf: ebpf,
+    })
 }
 
 fn attach_pair(ebpf: &mut Ebpf, ifname: &str, ingress: &str, egress: &str) -> Result<()> {
-    for (prog, dir) in [(ingress, TcAttachType::Ingress), (egress, TcAttachType::Egress)] {
+    for (prog, dir) in [
+        (ingress, TcAttachType::Ingress),
+        (egress, TcAttachType::Egress),
+    ] {
         let p: &mut SchedClassifier = ebpf
             .program_mut(prog)
             .ok_or_else(|| anyhow!("eBPF object has no program {prog}"))?

@@ -87,7 +87,9 @@ pub fn discover(name: &str, netns: u32, extra_ifaces: &[String]) -> Result<NodeP
         chosen.insert(link.ifindex, (kind, link));
     }
     if chosen.is_empty() {
-        bail!("{name}: no interface to trace (no cali*, vxlan.calico, tunl0 or uplink); use --iface");
+        bail!(
+            "{name}: no interface to trace (no cali*, vxlan.calico, tunl0 or uplink); use --iface"
+        );
     }
 
     let targets: Vec<AttachTarget> = chosen
@@ -105,15 +107,28 @@ pub fn discover(name: &str, netns: u32, extra_ifaces: &[String]) -> Result<NodeP
         addrs: addrs.iter().map(|(_, a)| *a).collect(),
         ifaces: targets
             .iter()
-            .map(|t| Iface { ifindex: t.ifindex, name: t.name.clone(), kind: t.kind })
+            .map(|t| Iface {
+                ifindex: t.ifindex,
+                name: t.name.clone(),
+                kind: t.kind,
+            })
             .collect(),
     };
-    Ok(NodePlan { node, targets, vxlan_port, notes })
+    Ok(NodePlan {
+        node,
+        targets,
+        vxlan_port,
+        notes,
+    })
 }
 
 /// The device a tunnel sends through: its bound device, else the device holding its local
 /// address.
-fn tunnel_uplink<'a>(tunnel: &Link, links: &'a [Link], addrs: &[(String, Ipv4Addr)]) -> Option<&'a Link> {
+fn tunnel_uplink<'a>(
+    tunnel: &Link,
+    links: &'a [Link],
+    addrs: &[(String, Ipv4Addr)],
+) -> Option<&'a Link> {
     if tunnel.tunnel_link != 0 {
         return links.iter().find(|l| l.ifindex == tunnel.tunnel_link);
     }
@@ -174,7 +189,8 @@ mod tests {
 
     #[test]
     fn default_route_from_proc() {
-        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let text =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                     eth0\t00000000\tFE000A0A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
                     eth0\t00000A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
         assert_eq!(parse_default_route(text).as_deref(), Some("eth0"));

@@ -8,8 +8,7 @@ use std::net::Ipv4Addr;
 
 use thiserror::Error;
 use tracer_common::{
-    EventHeader, HopEvent, DIR_EGRESS, DIR_INGRESS, ENCAP_IPIP, ENCAP_NONE, ENCAP_VXLAN,
-    EVENT_HOP,
+    EventHeader, HopEvent, DIR_EGRESS, DIR_INGRESS, ENCAP_IPIP, ENCAP_NONE, ENCAP_VXLAN, EVENT_HOP,
 };
 
 /// Why a record could not be decoded.
@@ -18,7 +17,11 @@ pub enum DecodeError {
     #[error("record of {got} bytes is shorter than the {need}-byte event header")]
     ShortHeader { got: usize, need: usize },
     #[error("record kind {kind} declares {declared} bytes but {got} were read")]
-    LengthMismatch { kind: u16, declared: usize, got: usize },
+    LengthMismatch {
+        kind: u16,
+        declared: usize,
+        got: usize,
+    },
     #[error("record kind {kind} has {got} bytes, expected {need}")]
     BadBodyLength { kind: u16, got: usize, need: usize },
     #[error("unknown record kind {0}")]
@@ -143,14 +146,6 @@ pub enum Event {
     Hop(HopRecord),
 }
 
-impl Event {
-    pub fn ts_ns(&self) -> u64 {
-        match self {
-            Event::Hop(h) => h.ts_ns,
-        }
-    }
-}
-
 fn read_pod<T: Copy>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < std::mem::size_of::<T>() {
         return None;
@@ -168,7 +163,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     })?;
     let declared = header.len as usize;
     if declared > bytes.len() {
-        return Err(DecodeError::LengthMismatch { kind: header.kind, declared, got: bytes.len() });
+        return Err(DecodeError::LengthMismatch {
+            kind: header.kind,
+            declared,
+            got: bytes.len(),
+        });
     }
     let record = &bytes[..declared];
     match header.kind {
@@ -180,7 +179,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
 fn decode_hop(record: &[u8]) -> Result<HopRecord, DecodeError> {
     let need = std::mem::size_of::<HopEvent>();
     if record.len() != need {
-        return Err(DecodeError::BadBodyLength { kind: EVENT_HOP, got: record.len(), need });
+        return Err(DecodeError::BadBodyLength {
+            kind: EVENT_HOP,
+            got: record.len(),
+            need,
+        });
     }
     let ev: HopEvent = read_pod(record).ok_or(DecodeError::BadBodyLength {
         kind: EVENT_HOP,
@@ -196,7 +199,11 @@ fn decode_hop(record: &[u8]) -> Result<HopRecord, DecodeError> {
     let encap = match e.kind {
         ENCAP_NONE => None,
         ENCAP_VXLAN | ENCAP_IPIP => Some(Encap {
-            kind: if e.kind == ENCAP_VXLAN { EncapKind::Vxlan } else { EncapKind::Ipip },
+            kind: if e.kind == ENCAP_VXLAN {
+                EncapKind::Vxlan
+            } else {
+                EncapKind::Ipip
+            },
             vni: e.vni,
             outer_src: Ipv4Addr::from(e.saddr),
             outer_dst: Ipv4Addr::from(e.daddr),

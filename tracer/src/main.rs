@@ -11,6 +11,7 @@ mod filter;
 mod netlink;
 mod netns;
 mod render;
+mod signals;
 mod topology;
 mod trace;
 
@@ -19,7 +20,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tracer", version, about = "eBPF dataplane tracer for Kubernetes pod networking on Calico")]
+#[command(
+    name = "tracer",
+    version,
+    about = "eBPF dataplane tracer for Kubernetes pod networking on Calico"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -71,7 +71,13 @@ impl Link {
 /// Lists every interface of the calling thread's network namespace.
 pub fn dump_links() -> Result<Vec<Link>, NetlinkError> {
     // SAFETY: plain socket(2); the fd is wrapped in OwnedFd right away.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_ROUTE) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_ROUTE,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error().into());
     }
@@ -266,6 +272,9 @@ mod tests {
         let mut body = vec![0u8; IFINFOMSG_LEN];
         body.extend_from_slice(&[40, 0, 3, 0, b'e', b't']);
         assert!(matches!(parse_link(&body), Err(NetlinkError::Malformed(_))));
-        assert!(matches!(parse_link(&[0; 8]), Err(NetlinkError::Malformed(_))));
+        assert!(matches!(
+            parse_link(&[0; 8]),
+            Err(NetlinkError::Malformed(_))
+        ));
     }
 }

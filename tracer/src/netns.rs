@@ -16,7 +16,6 @@ use anyhow::{bail, Context, Result};
 pub struct Netns {
     /// Display name: the name given, or the host name for the current namespace.
     pub name: String,
-    pub path: PathBuf,
     file: File,
     /// Inode number: what the kernel programs report as `netns`.
     pub inode: u32,
@@ -54,7 +53,7 @@ impl Netns {
         let file = File::open(&path)
             .with_context(|| format!("cannot open network namespace {}", path.display()))?;
         let inode = file.metadata()?.ino() as u32;
-        Ok(Netns { name, path, file, inode })
+        Ok(Netns { name, file, inode })
     }
 
     /// Runs `f` on a new thread that has entered this namespace, and returns its result.

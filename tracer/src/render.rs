@@ -20,8 +20,8 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::correlate::{Correlator, Outcome, Trace, TraceHop};
-use crate::event::{proto_name, Encap, FlowKey, PacketId};
+use crate::correlate::{Correlator, FlowSummary, Outcome, Trace, TraceHop};
+use crate::event::{proto_name, Encap, EncapKind, FlowKey, PacketId};
 use crate::topology::IfaceKind;
 
 /// Counters of the tracer's own losses and exclusions, filled by the caller.
@@ -95,7 +95,7 @@ pub fn write_summary_text(
     c: &Correlator,
     loss: &LossCounters,
 ) -> io::Result<()> {
-    let mut rows = vec![row([
+    let header = [
         "proto",
         "flow",
         "packets",
@@ -103,7 +103,8 @@ pub fn write_summary_text(
         "hops",
         "delivered",
         "incomplete",
-    ])];
+    ];
+    let mut rows = vec![header.map(String::from)];
     let mut total = Totals::default();
     for (key, f) in c.flows() {
         total.add(f);
@@ -229,17 +230,13 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, f: &crate::correlate::FlowSummary) {
+    fn add(&mut self, f: &FlowSummary) {
         self.packets += f.packets;
         self.bytes += f.bytes;
         self.hops += f.hops;
         self.delivered += f.delivered;
         self.incomplete += f.incomplete;
     }
-}
-
-fn row(cells: [&str; 7]) -> [String; 7] {
-    cells.map(String::from)
 }
 
 /// `+12.345` for 12 345 ns.
@@ -301,17 +298,17 @@ fn packet_text(t: &Trace) -> String {
     format!(
         "{proto} {flow}{detail} ipid {:#06x} len {}",
         p.ip_id,
-        t.len()
+        t.first_len()
     )
 }
 
 fn encap_text(e: &Encap) -> String {
     match e.kind {
-        crate::event::EncapKind::Vxlan => format!(
+        EncapKind::Vxlan => format!(
             "vxlan vni {} {}:{} > {}:{}",
             e.vni, e.outer_src, e.outer_sport, e.outer_dst, e.outer_dport
         ),
-        crate::event::EncapKind::Ipip => format!("ipip {} > {}", e.outer_src, e.outer_dst),
+        EncapKind::Ipip => format!("ipip {} > {}", e.outer_src, e.outer_dst),
     }
 }
 
@@ -535,6 +532,11 @@ ICMP 10.244.0.1 > 10.244.4.1 echo id 1234 seq 1 ipid 0x1a2b len 84   delivered
         );
         assert_eq!(tcp_flags_text(0), "[none]");
         assert_eq!(tcp_flags_text(0x19), "[FP.]");
+        let ipip = Encap {
+            kind: EncapKind::Ipip,
+            ..vxlan_encap()
+        };
+        assert_eq!(encap_text(&ipip), "ipip 10.10.0.1 > 10.10.0.2");
     }
 
     #[test]
@@ -603,10 +605,10 @@ ICMP 10.244.0.1 > 10.244.4.1 echo id 1234 seq 1 ipid 0x1a2b len 84   delivered
             lines[..5],
             [
                 "flows:",
-                "  proto  flow                          packets  bytes  hops  delivered  incomplete",
-                "  ICMP   10.244.0.1 > 10.244.4.1             2    168    12          2           0",
-                "  UDP    10.244.0.1:5353 > 10.244.4.1:53       1     84     2          0           1",
-                "  total  2 flows                             3    252    14          2           1",
+                "  proto  flow                             packets  bytes  hops  delivered  incomplete",
+                "  ICMP   10.244.0.1 > 10.244.4.1                2    168    12          2           0",
+                "  UDP    10.244.0.1:5353 > 10.244.4.1:53        1     84     2          0           1",
+                "  total  2 flows                                3    252    14          2           1",
             ]
         );
         assert!(lines[5].starts_with("correlator: 15 hops seen, 1 duplicates dropped"));

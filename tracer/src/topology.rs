@@ -70,12 +70,6 @@ impl Topology {
         self.nodes.iter().find(|n| n.netns == netns)
     }
 
-    pub fn iface(&self, netns: u32, ifindex: u32) -> Option<(&Node, &Iface)> {
-        let node = self.node(netns)?;
-        let iface = node.ifaces.iter().find(|i| i.ifindex == ifindex)?;
-        Some((node, iface))
-    }
-
     /// The node that owns `addr`, if it is one of the traced nodes.
     pub fn owner_of(&self, addr: Ipv4Addr) -> Option<&Node> {
         self.nodes.iter().find(|n| n.addrs.contains(&addr))

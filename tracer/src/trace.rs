@@ -14,7 +14,9 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use tracer_common::{filter::FilterProgram, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_RINGBUF_FULL};
+use tracer_common::{
+    filter::FilterProgram, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_RINGBUF_FULL,
+};
 
 use crate::{
     attach::{attach_node, describe, preflight, AttachOptions, AttachedNode},
@@ -23,6 +25,7 @@ use crate::{
     filter::Filter,
     netns::Netns,
     render::{self, LossCounters},
+    signals::{self, StopFlag},
     topology::Topology,
 };
 
@@ -69,15 +72,23 @@ pub struct TraceArgs {
 /// Parses `10s`, `500ms`, `2m`, `1h` or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration '{s}' (try 10s, 500ms, 2m)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration '{s}' (try 10s, 500ms, 2m)"))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit '{unit}' in '{s}' (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit '{unit}' in '{s}' (use ms, s, m or h)"
+            ))
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("invalid duration '{s}'"));
@@ -87,7 +98,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` uses.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into a valid timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -100,14 +114,21 @@ pub fn run(args: TraceArgs) -> Result<()> {
     };
     let program: FilterProgram = filter.compile().map_err(|e| anyhow::anyhow!("{e}"))?;
     if !args.ringbuf_mib.is_power_of_two() {
-        anyhow::bail!("--ringbuf-mib must be a power of two (got {})", args.ringbuf_mib);
+        anyhow::bail!(
+            "--ringbuf-mib must be a power of two (got {})",
+            args.ringbuf_mib
+        );
     }
     preflight()?;
+    let stop = signals::install()?;
 
     let namespaces = if args.netns.is_empty() {
         vec![Netns::current()?]
     } else {
-        args.netns.iter().map(|n| Netns::open(n)).collect::<Result<Vec<_>>>()?
+        args.netns
+            .iter()
+            .map(|n| Netns::open(n))
+            .collect::<Result<Vec<_>>>()?
     };
     let opts = AttachOptions {
         extra_ifaces: &args.iface,
@@ -124,27 +145,34 @@ pub fn run(args: TraceArgs) -> Result<()> {
     eprintln!(
         "tracer: attached in {:.0} ms; filter: {}",
         started.elapsed().as_secs_f64() * 1000.0,
-        if filter.is_match_all() { "none".to_string() } else { filter.to_string() }
+        if filter.is_match_all() {
+            "none".to_string()
+        } else {
+            filter.to_string()
+        }
     );
-    let topology = Topology { nodes: nodes.iter().map(|n| n.plan.node.clone()).collect() };
+    let topology = Topology {
+        nodes: nodes.iter().map(|n| n.plan.node.clone()).collect(),
+    };
     if let Some(path) = &args.ready_file {
         std::fs::write(path, b"ready\n")
             .with_context(|| format!("writing ready file {}", path.display()))?;
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(trace_loop(&args, nodes, topology))
+    trace_loop(&args, nodes, topology, &stop)
 }
 
-async fn trace_loop(args: &TraceArgs, mut nodes: Vec<AttachedNode>, topology: Topology) -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    let cfg = CorrelateConfig { linger_ns: args.linger_ms * 1_000_000, ..CorrelateConfig::default() };
+fn trace_loop(
+    args: &TraceArgs,
+    mut nodes: Vec<AttachedNode>,
+    topology: Topology,
+    stop: &StopFlag,
+) -> Result<()> {
+    let deadline = args.duration.map(|d| Instant::now() + d);
+    let cfg = CorrelateConfig {
+        linger_ns: args.linger_ms * 1_000_000,
+        ..CorrelateConfig::default()
+    };
     let mut pipe = Pipeline {
         correlator: Correlator::new(topology, cfg),
         out: BufWriter::new(io::stdout().lock()),
@@ -154,18 +182,21 @@ async fn trace_loop(args: &TraceArgs, mut nodes: Vec<AttachedNode>, topology: To
         limit: args.count,
     };
 
+    let mut next_tick = Instant::now();
     loop {
-        tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(far_future)).await }, if deadline.is_some() => break,
-            _ = tick.tick() => {
-                pipe.drain(&mut nodes)?;
-                let done = pipe.emit_expired(monotonic_ns())?;
-                if done {
-                    break;
-                }
-            }
+        if stop.is_set() || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let now = Instant::now();
+        if now < next_tick {
+            // Short naps so that a stop request is seen within a few ms.
+            std::thread::sleep((next_tick - now).min(Duration::from_millis(10)));
+            continue;
+        }
+        next_tick = now + DRAIN_INTERVAL;
+        pipe.drain(&mut nodes)?;
+        if pipe.emit_expired(monotonic_ns())? {
+            break;
         }
     }
     // Final drain: what is already in the ring buffers, then every open trace.
@@ -173,7 +204,10 @@ async fn trace_loop(args: &TraceArgs, mut nodes: Vec<AttachedNode>, topology: To
     let rest = pipe.correlator.finish();
     pipe.emit(rest)?;
 
-    let mut loss = LossCounters { decode_errors: pipe.decode_errors, ..LossCounters::default() };
+    let mut loss = LossCounters {
+        decode_errors: pipe.decode_errors,
+        ..LossCounters::default()
+    };
     for node in &nodes {
         let c = node.counters()?;
         loss.ringbuf_full += c[CTR_RINGBUF_FULL as usize];
@@ -189,10 +223,6 @@ async fn trace_loop(args: &TraceArgs, mut nodes: Vec<AttachedNode>, topology: To
     }
     pipe.out.flush()?;
     Ok(())
-}
-
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
 }
 
 struct Pipeline<W: Write> {

@@ -4,7 +4,6 @@
 //! The lab is removed at the end, also on failure.
 
 use std::{
-    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -50,17 +49,32 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     let bin = build_tracer()?;
     if args.real {
-        let status = Command::new(&bin).arg("trace").args(&args.tracer_args).status()?;
+        let status = Command::new(&bin)
+            .arg("trace")
+            .args(&args.tracer_args)
+            .status()?;
         std::process::exit(status.code().unwrap_or(1));
     }
 
-    let spec = LabSpec { prefix: "tdemo".into(), nodes: 2, pods_per_node: 2, encap: args.encap.into() };
+    let spec = LabSpec {
+        prefix: "tdemo".into(),
+        nodes: 2,
+        pods_per_node: 2,
+        encap: args.encap.into(),
+    };
     // A previous demo killed halfway may have left its namespaces behind.
     lab::down_prefix(&spec.prefix)?;
-    eprintln!("demo: bringing up a {}-node lab ({})", spec.nodes, spec.encap_name());
+    eprintln!(
+        "demo: bringing up a {}-node lab ({})",
+        spec.nodes, spec.encap
+    );
     let lab = Lab::up(&spec)?;
     let topo = lab.topology().clone();
-    let pod = |name: &str| topo.pod(name).cloned().with_context(|| format!("lab has no pod {name}"));
+    let pod = |name: &str| {
+        topo.pod(name)
+            .cloned()
+            .with_context(|| format!("lab has no pod {name}"))
+    };
     let (a, b, c) = (pod("n1p0")?, pod("n1p1")?, pod("n2p0")?);
 
     let ready = std::env::temp_dir().join(format!("tracer-demo-{}.ready", std::process::id()));
@@ -81,7 +95,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let mut tracer = ChildGuard(Some(cmd.spawn().context("starting the tracer")?));
     wait_ready(&ready, &mut tracer)?;
 
-    eprintln!("demo: ping {} ({}) -> {} ({}), across nodes", a.name, a.ip, c.name, c.ip);
+    eprintln!(
+        "demo: ping {} ({}) -> {} ({}), across nodes",
+        a.name, a.ip, c.name, c.ip
+    );
     traffic::ping(&a.netns, c.ip, 2, true)?;
     eprintln!("demo: TCP {} -> {}:8080", a.name, c.ip);
     traffic::tcp_exchange(&c.netns, c.ip, 8080, &a.netns, b"hello over the overlay")?;
@@ -100,7 +117,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
 }
 
-fn wait_ready(path: &PathBuf, tracer: &mut ChildGuard) -> Result<()> {
+fn wait_ready(path: &std::path::Path, tracer: &mut ChildGuard) -> Result<()> {
     let started = Instant::now();
     while !path.exists() {
         if let Some(child) = tracer.0.as_mut() {

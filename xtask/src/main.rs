@@ -114,7 +114,10 @@ fn real_main() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -123,37 +126,104 @@ fn cargo() -> Command {
     c
 }
 
+/// cargo of the nightly toolchain (the eBPF crate needs -Z build-std).
+fn nightly_cargo() -> Command {
+    let mut c = Command::new("rustup");
+    c.args(["run", "nightly", "cargo"])
+        .current_dir(workspace_root());
+    c
+}
+
 /// Builds the release tracer binary and returns its path.
 pub fn build_tracer() -> Result<PathBuf> {
-    setup::sh(cargo().args(["build", "--release", "--package", "tracer"]), "cargo build --release -p tracer")?;
+    setup::sh(
+        cargo().args(["build", "--release", "--package", "tracer"]),
+        "cargo build --release -p tracer",
+    )?;
     Ok(target_dir().join("release/tracer"))
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 fn test(extra: &[String]) -> Result<()> {
     setup::run(true)?;
     if !setup::is_root() {
-        anyhow::bail!("the tests attach eBPF programs and build network namespaces: run `sudo -E cargo xtask test` (as root)");
+        anyhow::bail!(
+            "the tests attach eBPF programs and build network namespaces: run `sudo -E cargo xtask test` (as root)"
+        );
     }
-    setup::sh(cargo().args(["fmt", "--all", "--", "--check"]), "cargo fmt --check (run `cargo fmt --all`)")?;
-    let bin = build_tracer()?;
     setup::sh(
-        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
-        "cargo clippy",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+        "cargo fmt --check (run `cargo fmt --all`)",
+    )?;
+    let bin = build_tracer()?;
+    // The host-side crates are checked and unit-tested without rebuilding the eBPF object
+    // (AYA_BUILD_SKIP); the integration tests run the release binary built above.
+    setup::sh(
+        cargo()
+            .args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "tracer-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .env("AYA_BUILD_SKIP", "1"),
+        "cargo clippy (host crates)",
     )?;
     setup::sh(
-        cargo().args(["test", "--workspace"]).args(extra).env("TRACER_BIN", &bin),
+        nightly_cargo()
+            .args([
+                "clippy",
+                "--package",
+                "tracer-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+            ])
+            .arg("--target-dir")
+            .arg(target_dir().join("ebpf-clippy"))
+            .args(["--", "-D", "warnings"]),
+        "cargo clippy (eBPF crate)",
+    )?;
+    setup::sh(
+        cargo()
+            .args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "tracer-ebpf",
+                "--no-fail-fast",
+            ])
+            .args(extra)
+            .env("AYA_BUILD_SKIP", "1")
+            .env("TRACER_BIN", &bin),
         "cargo test --workspace",
     )
 }
 
 fn lab_cmd(cmd: LabCmd) -> Result<()> {
     match cmd {
-        LabCmd::Up { encap, nodes, pods_per_node, prefix } => {
-            let spec = LabSpec { prefix, nodes, pods_per_node, encap: encap.into() };
+        LabCmd::Up {
+            encap,
+            nodes,
+            pods_per_node,
+            prefix,
+        } => {
+            let spec = LabSpec {
+                prefix,
+                nodes,
+                pods_per_node,
+                encap: encap.into(),
+            };
             let started = std::time::Instant::now();
             let lab = Lab::up(&spec)?;
             let topo = lab.keep();
@@ -163,7 +233,7 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
                 started.elapsed().as_secs_f64(),
                 topo.nodes.len(),
                 topo.pods.len(),
-                spec.encap_name(),
+                spec.encap,
             );
             Ok(())
         }
@@ -179,12 +249,18 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&topo)?);
             } else {
-                println!("lab {} ({})", topo.prefix, serde_json::to_value(&topo.encap)?);
+                println!("lab {} ({})", topo.prefix, topo.encap);
                 for n in &topo.nodes {
-                    println!("  node {:<8} netns {:<16} {} {}", n.name, n.netns, n.uplink, n.ip);
+                    println!(
+                        "  node {:<8} netns {:<16} {} {}",
+                        n.name, n.netns, n.uplink, n.ip
+                    );
                 }
                 for p in &topo.pods {
-                    println!("  pod  {:<8} netns {:<16} {} on {} via {}", p.name, p.netns, p.ip, p.node, p.cali);
+                    println!(
+                        "  pod  {:<8} netns {:<16} {} on {} via {}",
+                        p.name, p.netns, p.ip, p.node, p.cali
+                    );
                 }
             }
             Ok(())

@@ -41,7 +41,10 @@ pub fn run(quiet: bool) -> Result<()> {
             );
         }
         eprintln!("xtask: installing {}", missing.join(" "));
-        sh(Command::new("apt-get").arg("update").arg("-q"), "apt-get update")?;
+        sh(
+            Command::new("apt-get").arg("update").arg("-q"),
+            "apt-get update",
+        )?;
         sh(
             Command::new("apt-get")
                 .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -54,7 +57,11 @@ pub fn run(quiet: bool) -> Result<()> {
     let has_src = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src")))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("rust-src"))
+        })
         .unwrap_or(false);
     if !has_src {
         eprintln!("xtask: adding rust-src to the nightly toolchain");
@@ -89,7 +96,9 @@ fn ensure_tracefs() {
         .map(|s| s.success())
         .unwrap_or(false);
     if !mounted && is_root() {
-        let _ = Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]).status();
+        let _ = Command::new("mount")
+            .args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"])
+            .status();
     }
 }
 

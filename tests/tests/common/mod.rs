@@ -2,7 +2,10 @@
 //! saying why, it is never skipped), the tracer binary, and a running tracer that is stopped
 //! (and its output collected) also when a test fails.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 use std::{
     path::PathBuf,
@@ -61,7 +64,10 @@ impl TracerOutput {
     }
 
     pub fn traces(&self) -> Vec<Value> {
-        self.json_lines().into_iter().filter(|v| v.get("packet").is_some()).collect()
+        self.json_lines()
+            .into_iter()
+            .filter(|v| v.get("packet").is_some())
+            .collect()
     }
 
     pub fn summary(&self) -> Value {
@@ -91,7 +97,10 @@ impl Tracer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start the tracer");
-        let mut t = Tracer { child: Some(child), ready };
+        let mut t = Tracer {
+            child: Some(child),
+            ready,
+        };
         t.wait_ready();
         t
     }
@@ -101,14 +110,22 @@ impl Tracer {
         while !self.ready.exists() {
             let child = self.child.as_mut().expect("tracer running");
             if let Ok(Some(_)) = child.try_wait() {
-                let out = self.child.take().expect("child").wait_with_output().expect("output");
+                let out = self
+                    .child
+                    .take()
+                    .expect("child")
+                    .wait_with_output()
+                    .expect("output");
                 panic!(
                     "the tracer exited before it was ready ({}):\n{}",
                     out.status,
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "the tracer was not ready after 60 s");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the tracer was not ready after 60 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -172,7 +189,11 @@ impl Drop for Tracer {
 
 /// Runs the tracer to completion with `args` (for error cases) and returns its output.
 pub fn run_tracer(args: &[&str]) -> TracerOutput {
-    let out = Command::new(tracer_bin()).args(args).stdin(Stdio::null()).output().expect("run tracer");
+    let out = Command::new(tracer_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tracer");
     TracerOutput {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

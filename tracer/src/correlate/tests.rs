@@ -1,0 +1,293 @@
+//! Unit tests of the correlator.
+
+use std::net::Ipv4Addr;
+
+use super::fixtures::*;
+use super::*;
+use crate::event::Direction::{Egress, Ingress};
+
+fn correlator() -> Correlator {
+    Correlator::new(topology(), CorrelateConfig::default())
+}
+
+fn run(hops: &[HopRecord]) -> (Vec<Trace>, CorrelateStats) {
+    let mut c = correlator();
+    hops.iter().for_each(|h| c.push(*h));
+    (c.finish(), c.stats().clone())
+}
+
+fn places(t: &Trace) -> Vec<(&str, &str, Direction)> {
+    t.hops
+        .iter()
+        .map(|h| (h.node.as_str(), h.ifname.as_str(), h.dir))
+        .collect()
+}
+
+/// Per trace: (ip_id, number of hops, outcome).
+fn shape(traces: &[Trace]) -> Vec<(u16, usize, Outcome)> {
+    let one = |t: &Trace| (t.packet.ip_id, t.hops.len(), t.outcome);
+    traces.iter().map(one).collect()
+}
+
+const DELIVERED: Outcome = Outcome::Delivered;
+const INCOMPLETE: Outcome = Outcome::Incomplete;
+
+#[test]
+fn vxlan_path_in_order_is_one_delivered_trace() {
+    let (traces, stats) = run(&vxlan_path(icmp(1), 1_000_000));
+    assert_eq!(shape(&traces), [(1, 6, DELIVERED)]);
+    let t = &traces[0];
+    let expected = [
+        ("node1", "cali3f2a9b0c1d4", Ingress),
+        ("node1", "vxlan.calico", Egress),
+        ("node1", "eth0", Egress),
+        ("node2", "eth0", Ingress),
+        ("node2", "vxlan.calico", Ingress),
+        ("node2", "calie0e1e2e3e4f", Egress),
+    ];
+    assert_eq!(places(t), expected);
+    let encap: Vec<_> = t.hops.iter().map(|h| h.encap.is_some()).collect();
+    assert_eq!(encap, [false, false, true, true, false, false]);
+    assert_eq!(t.hops[2].encap, Some(vxlan_encap()));
+    assert_eq!(t.hops[3].encap, Some(vxlan_encap()));
+    assert_eq!(
+        (t.hops[0].kind, t.hops[3].netns),
+        (Some(IfaceKind::PodVeth), NS2)
+    );
+    assert_eq!((t.icmp_type, t.first_len()), (8, 84));
+    assert_eq!(
+        (stats.hops_seen, stats.traces_emitted, stats.duplicates),
+        (6, 1, 0)
+    );
+}
+
+/// Calls `f` with every permutation of `v` (Heap's algorithm).
+fn permutations<T: Copy>(v: &mut [T], k: usize, f: &mut impl FnMut(&[T])) {
+    if k <= 1 {
+        return f(v);
+    }
+    for i in 0..k {
+        permutations(v, k - 1, f);
+        v.swap(if k.is_multiple_of(2) { i } else { 0 }, k - 1);
+    }
+}
+
+#[test]
+fn every_arrival_order_gives_the_same_trace() {
+    let mut hops = vxlan_path(icmp(1), 1_000_000);
+    let (expected, _) = run(&hops);
+    let mut n = 0;
+    permutations(&mut hops, 6, &mut |p| {
+        let order: Vec<_> = p.iter().map(|h| h.ts_ns).collect();
+        assert_eq!(run(p).0, expected, "order {order:?}");
+        n += 1;
+    });
+    assert_eq!(n, 720);
+}
+
+#[test]
+fn duplicates_are_dropped_and_counted() {
+    let path = vxlan_path(icmp(1), 1_000_000);
+    let mut hops = path.clone();
+    hops.extend_from_slice(&path[1..4]);
+    hops.push(path[0]);
+    let (traces, stats) = run(&hops);
+    assert_eq!(traces, run(&path).0);
+    assert_eq!((stats.duplicates, stats.hops_seen), (4, 10));
+}
+
+#[test]
+fn missing_hops() {
+    let mut hops = vxlan_path(icmp(1), 1_000_000);
+    hops.remove(3);
+    assert_eq!(shape(&run(&hops).0), [(1, 5, DELIVERED)]);
+    hops.truncate(3);
+    let (traces, _) = run(&hops);
+    assert_eq!(shape(&traces), [(1, 3, INCOMPLETE)]);
+    assert_eq!(places(&traces[0])[2], ("node1", "eth0", Egress));
+}
+
+#[test]
+fn interleaved_packets_are_separate_traces() {
+    let a = vxlan_path(icmp(1), 1_000_000);
+    let b = vxlan_path(icmp(2), 1_005_000);
+    let hops: Vec<_> = a.iter().zip(&b).flat_map(|(x, y)| [*y, *x]).collect();
+    assert_eq!(shape(&run(&hops).0), [(1, 6, DELIVERED), (2, 6, DELIVERED)]);
+}
+
+#[test]
+fn same_identity_again_is_another_trace() {
+    // Beyond the window.
+    let mut hops = vxlan_path(icmp(1), 1_000_000);
+    hops.extend(vxlan_path(icmp(1), 2_001_000_000));
+    let (traces, stats) = run(&hops);
+    assert_eq!(shape(&traces), [(1, 6, DELIVERED), (1, 6, DELIVERED)]);
+    assert_eq!(stats.duplicates, 0);
+    // Within the window: the repeated hop starts a new trace instead of merging.
+    let p = icmp(1);
+    let hops = [
+        hop(p, NS1, CALI_A, Ingress, 1_000),
+        hop(p, NS1, CALI_A, Ingress, 200_000_000),
+        hop(p, NS1, CALI_B, Egress, 200_001_000),
+    ];
+    assert_eq!(
+        shape(&run(&hops).0),
+        [(1, 1, INCOMPLETE), (1, 2, DELIVERED)]
+    );
+}
+
+#[test]
+fn same_node_pair_is_two_hop_delivered() {
+    let mut p = icmp(9);
+    p.dst = Ipv4Addr::new(10, 244, 0, 2);
+    let hops = [
+        hop(p, NS1, CALI_B, Egress, 5_000),
+        hop(p, NS1, CALI_A, Ingress, 1_000),
+    ];
+    let (traces, _) = run(&hops);
+    assert_eq!(shape(&traces), [(9, 2, DELIVERED)]);
+    let expected = [
+        ("node1", "cali3f2a9b0c1d4", Ingress),
+        ("node1", "cali77aa00bb11c", Egress),
+    ];
+    assert_eq!(places(&traces[0]), expected);
+}
+
+#[test]
+fn packet_for_a_node_ending_at_its_ingress_is_delivered() {
+    let mut p = icmp(3);
+    p.dst = Ipv4Addr::new(10, 10, 0, 2);
+    let hops = [
+        hop(p, NS1, CALI_A, Ingress, 1_000),
+        hop(p, NS1, ETH0, Egress, 2_000),
+        hop(p, NS2, ETH0, Ingress, 3_000),
+    ];
+    assert_eq!(run(&hops).0[0].outcome, DELIVERED);
+    assert_eq!(run(&hops[..2]).0[0].outcome, INCOMPLETE);
+    // Ingress on another node than the destination's is not delivery.
+    p.dst = Ipv4Addr::new(10, 10, 0, 1);
+    assert_eq!(
+        run(&[hop(p, NS2, ETH0, Ingress, 3_000)]).0[0].outcome,
+        INCOMPLETE
+    );
+}
+
+#[test]
+fn expire_honours_linger_and_orders_by_first_hop() {
+    let ms = 1_000_000;
+    let mut c = correlator();
+    let mut a = vxlan_path(icmp(1), 90 * ms);
+    a[5].ts_ns = 120 * ms;
+    let b = vxlan_path(icmp(2), 100 * ms);
+    b.iter().chain(&a[..5]).for_each(|h| c.push(*h));
+    assert!(c.expire(390 * ms).is_empty());
+    // A late hop keeps `a` open past the linger of its earlier hops.
+    c.push(a[5]);
+    // `b`'s newest hop is exactly `linger` old: not yet older than it.
+    assert!(c.expire(400 * ms + 31_250).is_empty());
+    assert_eq!(c.open_traces(), 2);
+    let out = c.expire(420 * ms + 1);
+    assert_eq!(shape(&out), [(1, 6, DELIVERED), (2, 6, DELIVERED)]);
+    assert_eq!(c.open_traces(), 0);
+    assert!(c.finish().is_empty());
+    assert_eq!(c.stats().traces_emitted, 2);
+}
+
+#[test]
+fn expire_is_exact_inside_a_bucket() {
+    let mut c = correlator();
+    let t0 = 10 << BUCKET_SHIFT;
+    c.push(hop(icmp(1), NS1, CALI_A, Ingress, t0 + 10));
+    c.push(hop(icmp(2), NS1, CALI_A, Ingress, t0 + 20));
+    let linger = CorrelateConfig::default().linger_ns;
+    assert!(c.expire(t0 + 10 + linger).is_empty());
+    assert_eq!(shape(&c.expire(t0 + 11 + linger)), [(1, 1, INCOMPLETE)]);
+    assert_eq!(shape(&c.expire(t0 + 21 + linger)), [(2, 1, INCOMPLETE)]);
+    // A hop arriving after its trace left starts a new one.
+    c.push(hop(icmp(1), NS1, VXLAN, Egress, t0 + 30));
+    assert_eq!(shape(&c.expire(t0 + 31 + linger)), [(1, 1, INCOMPLETE)]);
+}
+
+#[test]
+fn unknown_interfaces_are_kept_and_counted() {
+    let p = icmp(1);
+    let (traces, stats) = run(&[
+        hop(p, NS1, CALI_A, Ingress, 1_000),
+        hop(p, NS1, 42, Egress, 2_000),
+        hop(p, 77, 5, Ingress, 3_000),
+        hop(p, 77, 5, Egress, 4_000),
+    ]);
+    assert_eq!(stats.unknown_iface_hops, 3);
+    assert_eq!(shape(&traces), [(1, 4, INCOMPLETE)]);
+    let t = &traces[0];
+    let expected = [
+        ("node1", "if42", Egress),
+        ("netns:77", "if5", Ingress),
+        ("netns:77", "if5", Egress),
+    ];
+    assert_eq!(places(t)[1..], expected);
+    assert_eq!(
+        (t.hops[2].kind, t.hops[2].netns, t.hops[2].ifindex),
+        (None, 77, 5)
+    );
+}
+
+#[test]
+fn flow_summary_counts() {
+    let mut c = correlator();
+    let mut tcp = icmp(5);
+    (tcp.proto, tcp.sport, tcp.dport, tcp.icmp_id, tcp.icmp_seq) = (6, 40000, 5201, 0, 0);
+    let lost = &vxlan_path(icmp(2), 2_000_000)[..3];
+    let tcp = vxlan_path(tcp, 3_000_000);
+    let hops = vxlan_path(icmp(1), 1_000)
+        .into_iter()
+        .chain(lost.iter().copied());
+    hops.chain(tcp.iter().copied())
+        .chain([tcp[0]])
+        .for_each(|h| c.push(h));
+    assert_eq!(c.finish().len(), 3);
+    let flows: Vec<_> = c.flows().collect();
+    assert_eq!(flows.len(), 2);
+    let (key, icmp_flow) = flows[0];
+    assert_eq!((key.proto, key.sport), (1, 0));
+    let expected = FlowSummary {
+        packets: 2,
+        bytes: 168,
+        hops: 9,
+        first_ts_ns: 1_000,
+        last_ts_ns: 2_011_920,
+        delivered: 1,
+        incomplete: 1,
+    };
+    assert_eq!(*icmp_flow, expected);
+    let (key, f) = flows[1];
+    assert_eq!((key.proto, key.sport, key.dport), (6, 40000, 5201));
+    assert_eq!((f.packets, f.bytes, f.hops, f.delivered), (1, 84, 6, 1));
+    assert_eq!(c.stats().duplicates, 1);
+}
+
+#[test]
+fn open_traces_are_bounded() {
+    let cfg = CorrelateConfig {
+        max_open: 2,
+        ..CorrelateConfig::default()
+    };
+    let mut c = Correlator::new(topology(), cfg);
+    for id in 0..5u16 {
+        c.push(hop(
+            icmp(id),
+            NS1,
+            CALI_A,
+            Ingress,
+            u64::from(id) << (BUCKET_SHIFT + 1),
+        ));
+    }
+    assert_eq!((c.open_traces(), c.stats().evicted), (2, 3));
+    let early = c.expire(0);
+    assert_eq!(
+        early.iter().map(|t| t.packet.ip_id).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert_eq!(c.finish().len(), 2);
+    assert_eq!(c.stats().traces_emitted, 5);
+}
