@@ -253,3 +253,144 @@ pub fn proto_name(proto: u8) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::{Encap as WireEncap, Hop, Ipv4Packet};
+
+    fn record(ev: &HopEvent) -> Vec<u8> {
+        // SAFETY: HopEvent is a plain #[repr(C)] struct of integers without implicit padding.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((ev as *const HopEvent).cast::<u8>(), size_of::<HopEvent>())
+        };
+        bytes.to_vec()
+    }
+
+    fn vxlan_hop() -> HopEvent {
+        HopEvent {
+            header: EventHeader {
+                kind: EVENT_HOP,
+                len: size_of::<HopEvent>() as u16,
+                cpu: 1,
+                ts_ns: 123_456,
+                netns: 4026531993,
+                ifindex: 2,
+            },
+            hop: Hop {
+                dir: DIR_EGRESS,
+                flags: 0,
+                _pad: 0,
+                skb_len: 148,
+                mark: 0,
+                gso_segs: 1,
+                encap: WireEncap {
+                    kind: ENCAP_VXLAN,
+                    _pad: [0; 3],
+                    vni: 4096,
+                    saddr: [10, 10, 0, 1],
+                    daddr: [10, 10, 0, 2],
+                    sport: 40000,
+                    dport: 4789,
+                    ip_id: 7,
+                    tot_len: 134,
+                },
+                pkt: Ipv4Packet {
+                    saddr: [10, 244, 0, 1],
+                    daddr: [10, 244, 4, 1],
+                    proto: 1,
+                    ip_id: 0x1234,
+                    icmp_type: 8,
+                    icmp_id: 99,
+                    icmp_seq: 3,
+                    tot_len: 84,
+                    ttl: 64,
+                    ..Ipv4Packet::default()
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn decodes_an_encapsulated_hop() {
+        let Event::Hop(h) = decode(&record(&vxlan_hop())).expect("decodes");
+        assert_eq!(h.ts_ns, 123_456);
+        assert_eq!(h.dir, Direction::Egress);
+        assert_eq!(h.packet.src, Ipv4Addr::new(10, 244, 0, 1));
+        assert_eq!(h.packet.dst, Ipv4Addr::new(10, 244, 4, 1));
+        assert_eq!(
+            (h.packet.icmp_id, h.packet.icmp_seq, h.packet.ip_id),
+            (99, 3, 0x1234)
+        );
+        let e = h.encap.expect("encapsulated");
+        assert_eq!(e.kind, EncapKind::Vxlan);
+        assert_eq!(e.vni, 4096);
+        assert_eq!(
+            (e.outer_src, e.outer_dst),
+            (Ipv4Addr::new(10, 10, 0, 1), Ipv4Addr::new(10, 10, 0, 2))
+        );
+        assert_eq!((e.outer_sport, e.outer_dport), (40000, 4789));
+    }
+
+    #[test]
+    fn decodes_a_plain_hop() {
+        let mut ev = vxlan_hop();
+        ev.hop.encap = WireEncap::default();
+        ev.hop.dir = DIR_INGRESS;
+        let Event::Hop(h) = decode(&record(&ev)).expect("decodes");
+        assert_eq!(h.encap, None);
+        assert_eq!(h.dir, Direction::Ingress);
+    }
+
+    #[test]
+    fn rejects_short_and_malformed_records() {
+        let good = record(&vxlan_hop());
+        for n in 0..size_of::<EventHeader>() {
+            assert!(
+                matches!(decode(&good[..n]), Err(DecodeError::ShortHeader { .. })),
+                "{n} bytes"
+            );
+        }
+        for n in size_of::<EventHeader>()..good.len() {
+            assert!(
+                decode(&good[..n]).is_err(),
+                "a {n}-byte prefix must not decode"
+            );
+        }
+        let mut ev = vxlan_hop();
+        ev.header.kind = 77;
+        assert_eq!(decode(&record(&ev)), Err(DecodeError::UnknownKind(77)));
+        let mut ev = vxlan_hop();
+        ev.hop.dir = 9;
+        assert_eq!(decode(&record(&ev)), Err(DecodeError::BadDirection(9)));
+        let mut ev = vxlan_hop();
+        ev.hop.encap.kind = 5;
+        assert_eq!(decode(&record(&ev)), Err(DecodeError::BadEncap(5)));
+        let mut ev = vxlan_hop();
+        ev.header.len = 40;
+        assert!(matches!(
+            decode(&record(&ev)),
+            Err(DecodeError::BadBodyLength { .. })
+        ));
+        // A record followed by ring-buffer padding decodes as the record it declares.
+        let mut padded = good.clone();
+        padded.extend_from_slice(&[0; 8]);
+        assert!(decode(&padded).is_ok());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed = 0x1234_5678_u64;
+        for len in 0..200 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            let _ = decode(&bytes);
+        }
+    }
+}
