@@ -7,11 +7,13 @@
 //! root. [`Lab`] (module `build`) executes the scripts with a handful of processes, [`netns`]
 //! provides the namespace plumbing (also for tests that generate traffic from inside pods), and
 //! [`mod@status`] keeps `/run/tracer-lab/{prefix}.json` so that `lab status` can describe a lab
-//! left running by `lab up`; [`traffic`] generates pod-to-pod traffic. Everything is keyed by
+//! left running by `lab up`; [`traffic`] generates pod-to-pod traffic, and [`faults`] breaks a
+//! running lab the way Calico clusters break (and heals it). Everything is keyed by
 //! the prefix, so labs with different prefixes can coexist (parallel tests).
 
 mod build;
 pub mod cidr;
+pub mod faults;
 pub mod netns;
 pub mod script;
 pub mod spec;
@@ -21,6 +23,7 @@ pub mod traffic;
 
 pub use build::{down_prefix, Lab};
 pub use cidr::Cidr;
+pub use faults::{active, break_lab, heal, heal_all, ExpectedDrop, Fault, FaultInfo, Probe};
 pub use netns::{exec_in, in_netns, netns_inode};
 pub use spec::{Encap, LabSpec};
 pub use status::status;

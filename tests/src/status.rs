@@ -27,6 +27,12 @@ pub fn state_path(prefix: &str) -> PathBuf {
     Path::new(STATE_DIR).join(format!("{prefix}.json"))
 }
 
+/// `/run/tracer-lab/{prefix}.faults.json`: the active faults of a lab and how to undo them
+/// (written by [`crate::faults`], removed with the state file).
+pub fn faults_path(prefix: &str) -> PathBuf {
+    Path::new(STATE_DIR).join(format!("{prefix}.faults.json"))
+}
+
 /// Names of the existing network namespaces that belong to lab `prefix` (sorted).
 pub fn lab_netns(prefix: &str) -> Result<Vec<String>> {
     Ok(list_netns()?
@@ -47,14 +53,16 @@ pub(crate) fn write_state(t: &Topology) -> Result<()> {
     })
 }
 
-/// Remove the state file of a lab (missing is fine).
+/// Remove the state file of a lab and its faults file (missing is fine).
 pub(crate) fn remove_state(prefix: &str) -> Result<()> {
-    let path = state_path(prefix);
-    match fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).context(format!("remove {}", path.display())),
+    for path in [state_path(prefix), faults_path(prefix)] {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context(format!("remove {}", path.display())),
+        }
     }
+    Ok(())
 }
 
 /// An exclusive lock on one prefix, released on drop.

@@ -15,6 +15,12 @@ pub mod filter;
 
 /// Record kinds (`EventHeader::kind`).
 pub const EVENT_HOP: u16 = 1;
+/// A packet freed by `kfree_skb` with a drop reason (`DropEvent`).
+pub const EVENT_DROP: u16 = 2;
+/// A FIB lookup seen by the `fib:fib_table_lookup` tracepoint (`FibEvent`).
+pub const EVENT_FIB: u16 = 3;
+/// An encapsulation function entered (fentry/kprobe, where the kernel allows) (`FuncEvent`).
+pub const EVENT_FUNC: u16 = 4;
 
 /// Direction of a tc hop (`Hop::dir`).
 pub const DIR_INGRESS: u8 = 0;
@@ -43,6 +49,10 @@ pub const CTR_FILTERED: u32 = 2;
 pub const CTR_NOT_IPV4: u32 = 3;
 /// Malformed or truncated headers.
 pub const CTR_MALFORMED: u32 = 4;
+/// A drop hook could not read the skb (bad offsets, or memory not readable).
+pub const CTR_DROP_READ_ERR: u32 = 5;
+/// Drops seen in a network namespace that is not traced (not reported).
+pub const CTR_DROP_OTHER_NETNS: u32 = 6;
 /// Number of counter slots (some reserved for later hooks).
 pub const N_COUNTERS: u32 = 8;
 
@@ -143,11 +153,122 @@ pub struct HopEvent {
 }
 const _: () = assert!(core::mem::size_of::<HopEvent>() == 96);
 
+/// Body of an `EVENT_DROP` record: an skb freed with a drop reason. The header's `netns` and
+/// `ifindex` come from `skb->dev` (0 when the skb has no device).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drop {
+    /// Kernel text address that freed the skb (symbolised in user space).
+    pub location: u64,
+    /// The skb's kernel address: a hint within one node, never an identity across nodes.
+    pub skb: u64,
+    /// `enum skb_drop_reason` value of the running kernel (named in user space from BTF).
+    pub reason: u32,
+    pub skb_len: u32,
+    /// `HOP_F_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 3],
+    pub mark: u32,
+    pub encap: Encap,
+    pub pkt: Ipv4Packet,
+}
+const _: () = assert!(core::mem::size_of::<Drop>() == 88);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropEvent {
+    pub header: EventHeader,
+    pub drop: Drop,
+}
+const _: () = assert!(core::mem::size_of::<DropEvent>() == 112);
+
+/// Body of an `EVENT_FIB` record: one IPv4 FIB lookup. The tracepoint carries no namespace, so
+/// the header's `netns` is 0 and user space matches lookups to packets by addresses and time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fib {
+    pub table: u32,
+    /// 0 when a route was found, else a negative errno (-ENETUNREACH, ...).
+    pub err: i32,
+    /// Output and input interface indexes (0 when none).
+    pub oif: u32,
+    pub iif: u32,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    /// Gateway of the chosen nexthop (0.0.0.0 when directly connected or none).
+    pub gw: [u8; 4],
+    pub proto: u8,
+    pub scope: u8,
+    pub _pad: u16,
+    pub sport: u16,
+    pub dport: u16,
+    /// Name of the output device, NUL padded.
+    pub dev: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<Fib>() == 52);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FibEvent {
+    pub header: EventHeader,
+    pub fib: Fib,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<FibEvent>() == 80);
+
+/// Encapsulation functions probed with fentry/kprobe (`Func::func`).
+pub const FUNC_VXLAN_XMIT: u32 = 1;
+pub const FUNC_IPTUNNEL_XMIT: u32 = 2;
+pub const FUNC_VXLAN_RCV: u32 = 3;
+
+/// Body of an `EVENT_FUNC` record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Func {
+    /// One of `FUNC_*`.
+    pub func: u32,
+    pub skb_len: u32,
+    pub skb: u64,
+}
+const _: () = assert!(core::mem::size_of::<Func>() == 16);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FuncEvent {
+    pub header: EventHeader,
+    pub func: Func,
+}
+const _: () = assert!(core::mem::size_of::<FuncEvent>() == 40);
+
+/// Kernel struct layout for the drop hooks, resolved by user space from the running kernel's BTF
+/// (and the classic tracepoint's format file) and written into the `SKB_LAYOUT` map. Offsets
+/// are in bytes; nothing here is baked at build time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkbLayout {
+    /// Non-zero once user space filled the map; the hooks do nothing before.
+    pub valid: u32,
+    pub skb_head: u32,
+    pub skb_len: u32,
+    pub skb_dev: u32,
+    pub skb_network_header: u32,
+    pub skb_mark: u32,
+    pub dev_ifindex: u32,
+    pub dev_nd_net: u32,
+    pub net_ns_inum: u32,
+    /// Classic `skb/kfree_skb` tracepoint record: offsets of skbaddr, location and reason.
+    pub tp_skbaddr: u32,
+    pub tp_location: u32,
+    pub tp_reason: u32,
+}
+const _: () = assert!(core::mem::size_of::<SkbLayout>() == 48);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all these types are `#[repr(C)]`, `Copy`, made only of integers and byte arrays,
     // with explicit padding, so every bit pattern is valid.
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::HopEvent {}
+    unsafe impl aya::Pod for super::SkbLayout {}
     unsafe impl aya::Pod for super::filter::FilterProgram {}
 }

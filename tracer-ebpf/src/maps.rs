@@ -2,9 +2,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{filter::FilterProgram, N_COUNTERS};
+use tracer_common::{filter::FilterProgram, SkbLayout, N_COUNTERS};
 
 /// Default ring buffer size; user space may resize it before loading.
 const RINGBUF_BYTES: u32 = 8 << 20;
@@ -20,6 +20,14 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(N_COUNTERS
 
 #[map]
 pub static FILTER: Array<FilterProgram> = Array::with_max_entries(1, 0);
+
+/// Kernel struct offsets for the drop hooks (from BTF, filled by user space).
+#[map]
+pub static SKB_LAYOUT: Array<SkbLayout> = Array::with_max_entries(1, 0);
+
+/// Network namespaces (inodes) whose drops are reported by the global hooks.
+#[map]
+pub static TRACED_NETNS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
 /// Inode of the network namespace these programs are attached in (set by user space).
 #[unsafe(no_mangle)]

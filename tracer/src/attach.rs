@@ -32,11 +32,17 @@ const PROGRAMS: [&str; 4] = [
     "hop_egress_l3",
 ];
 
-/// Checks the prerequisites that every mode needs; each failure is one line saying what to do.
-pub fn preflight() -> Result<()> {
+/// The embedded eBPF object.
+pub fn ebpf_object() -> Result<&'static [u8]> {
     if EBPF_OBJECT.is_empty() {
         bail!("this tracer binary was built without its eBPF object (AYA_BUILD_SKIP); rebuild with `cargo build --release -p tracer`");
     }
+    Ok(EBPF_OBJECT)
+}
+
+/// Checks the prerequisites that every mode needs; each failure is one line saying what to do.
+pub fn preflight() -> Result<()> {
+    ebpf_object()?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("tracer must run as root (it needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON): run it with sudo");
@@ -116,7 +122,7 @@ pub fn attach_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<AttachedNo
         .override_global("NETNS_INO", &inode, true)
         .override_global("VXLAN_PORT", &plan.vxlan_port, true)
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
-        .load(EBPF_OBJECT)
+        .load(ebpf_object()?)
         .context("loading the eBPF object")?;
     {
         let mut filter: Array<&mut MapData, FilterProgram> = Array::try_from(

@@ -61,7 +61,7 @@ pub fn discover(name: &str, netns: u32, extra_ifaces: &[String]) -> Result<NodeP
         }
     }
     if uplink.is_none() {
-        if let Some(dev) = default_route_dev()? {
+        if let Some((dev, _)) = default_route()? {
             uplink = by_name.get(dev.as_str()).copied();
         }
     }
@@ -101,9 +101,24 @@ pub fn discover(name: &str, netns: u32, extra_ifaces: &[String]) -> Result<NodeP
             l2: link.has_ethernet_header(),
         })
         .collect();
+    let default_gw = default_route()?.and_then(|(_, gw)| gw);
     let node = Node {
         name: name.to_string(),
         netns,
+        links: links
+            .iter()
+            .map(|l| crate::topology::Link {
+                ifindex: l.ifindex,
+                name: l.name.clone(),
+                mtu: l.mtu,
+            })
+            .collect(),
+        default_gw,
+        uplink_addrs: addrs
+            .iter()
+            .filter(|(dev, _)| uplink.is_some_and(|u| &u.name == dev))
+            .map(|(_, a)| *a)
+            .collect(),
         addrs: addrs.iter().map(|(_, a)| *a).collect(),
         ifaces: targets
             .iter()
@@ -170,16 +185,25 @@ fn local_addrs() -> Result<Vec<(String, Ipv4Addr)>> {
     Ok(out)
 }
 
-/// The device of the IPv4 default route, from the calling thread's `/proc/thread-self/net/route`.
-fn default_route_dev() -> Result<Option<String>> {
+/// Device and gateway of the IPv4 default route, from the calling thread's
+/// `/proc/thread-self/net/route`.
+fn default_route() -> Result<Option<(String, Option<Ipv4Addr>)>> {
     let text = std::fs::read_to_string("/proc/thread-self/net/route")?;
     Ok(parse_default_route(&text))
 }
 
-fn parse_default_route(text: &str) -> Option<String> {
+fn parse_default_route(text: &str) -> Option<(String, Option<Ipv4Addr>)> {
     text.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        (f.len() >= 8 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
+        if f.len() < 8 || f[1] != "00000000" || f[7] != "00000000" {
+            return None;
+        }
+        // The gateway is a native-endian hex dump of the address as stored (network order).
+        let gw = u32::from_str_radix(f[2], 16)
+            .ok()
+            .filter(|&g| g != 0)
+            .map(|g| Ipv4Addr::from(g.to_ne_bytes()));
+        Some((f[0].to_string(), gw))
     })
 }
 
@@ -193,7 +217,10 @@ mod tests {
             "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                     eth0\t00000000\tFE000A0A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
                     eth0\t00000A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
-        assert_eq!(parse_default_route(text).as_deref(), Some("eth0"));
+        assert_eq!(
+            parse_default_route(text),
+            Some(("eth0".to_string(), Some(Ipv4Addr::new(10, 10, 0, 254))))
+        );
         assert_eq!(parse_default_route("Iface\tDestination\n"), None);
     }
 }

@@ -8,7 +8,9 @@ use std::net::Ipv4Addr;
 
 use thiserror::Error;
 use tracer_common::{
-    EventHeader, HopEvent, DIR_EGRESS, DIR_INGRESS, ENCAP_IPIP, ENCAP_NONE, ENCAP_VXLAN, EVENT_HOP,
+    DropEvent, EventHeader, FibEvent, FuncEvent, HopEvent, DIR_EGRESS, DIR_INGRESS, ENCAP_IPIP,
+    ENCAP_NONE, ENCAP_VXLAN, EVENT_DROP, EVENT_FIB, EVENT_FUNC, EVENT_HOP, FUNC_IPTUNNEL_XMIT,
+    FUNC_VXLAN_RCV, FUNC_VXLAN_XMIT,
 };
 
 /// Why a record could not be decoded.
@@ -28,8 +30,10 @@ pub enum DecodeError {
     UnknownKind(u16),
     #[error("hop record with invalid direction {0}")]
     BadDirection(u8),
-    #[error("hop record with unknown encapsulation {0}")]
+    #[error("record with unknown encapsulation {0}")]
     BadEncap(u8),
+    #[error("function record with unknown function {0}")]
+    BadFunc(u32),
 }
 
 /// Direction of a tc hop.
@@ -140,10 +144,81 @@ pub struct HopRecord {
     pub encap: Option<Encap>,
 }
 
+/// An skb freed with a drop reason (kfree_skb).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropRecord {
+    pub ts_ns: u64,
+    pub cpu: u32,
+    /// Namespace and device of `skb->dev` (0 when the skb had no device).
+    pub netns: u32,
+    pub ifindex: u32,
+    /// Kernel text address that freed the skb.
+    pub location: u64,
+    /// The skb's address: a hint within one node.
+    pub skb: u64,
+    /// Raw `enum skb_drop_reason` value of the running kernel.
+    pub reason: u32,
+    pub len: u32,
+    pub mark: u32,
+    pub flags: u8,
+    pub packet: PacketId,
+    pub icmp_type: u8,
+    pub encap: Option<Encap>,
+}
+
+/// One IPv4 FIB lookup (fib:fib_table_lookup).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FibRecord {
+    pub ts_ns: u64,
+    pub table: u32,
+    /// 0 when a route was found, else a negative errno.
+    pub err: i32,
+    pub oif: u32,
+    pub iif: u32,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub gw: Option<Ipv4Addr>,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// Output device name.
+    pub dev: [u8; 16],
+}
+
+impl FibRecord {
+    pub fn dev_name(&self) -> &str {
+        let end = self
+            .dev
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.dev.len());
+        std::str::from_utf8(&self.dev[..end]).unwrap_or("?")
+    }
+}
+
+/// Encapsulation functions seen by fentry/kprobe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncapFunc {
+    VxlanXmit,
+    IptunnelXmit,
+    VxlanRcv,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FuncRecord {
+    pub ts_ns: u64,
+    pub func: EncapFunc,
+    pub skb: u64,
+    pub len: u32,
+}
+
 /// A decoded record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Hop(HopRecord),
+    Drop(DropRecord),
+    Fib(FibRecord),
+    Func(FuncRecord),
 }
 
 fn read_pod<T: Copy>(bytes: &[u8]) -> Option<T> {
@@ -172,31 +247,32 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let record = &bytes[..declared];
     match header.kind {
         EVENT_HOP => decode_hop(record).map(Event::Hop),
+        EVENT_DROP => decode_drop(record).map(Event::Drop),
+        EVENT_FIB => decode_fib(record).map(Event::Fib),
+        EVENT_FUNC => decode_func(record).map(Event::Func),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
 
-fn decode_hop(record: &[u8]) -> Result<HopRecord, DecodeError> {
-    let need = std::mem::size_of::<HopEvent>();
+/// The record as `T`, which must be exactly its size.
+fn body<T: Copy>(record: &[u8], kind: u16) -> Result<T, DecodeError> {
+    let need = std::mem::size_of::<T>();
     if record.len() != need {
         return Err(DecodeError::BadBodyLength {
-            kind: EVENT_HOP,
+            kind,
             got: record.len(),
             need,
         });
     }
-    let ev: HopEvent = read_pod(record).ok_or(DecodeError::BadBodyLength {
-        kind: EVENT_HOP,
+    read_pod(record).ok_or(DecodeError::BadBodyLength {
+        kind,
         got: record.len(),
         need,
-    })?;
-    let dir = match ev.hop.dir {
-        DIR_INGRESS => Direction::Ingress,
-        DIR_EGRESS => Direction::Egress,
-        other => return Err(DecodeError::BadDirection(other)),
-    };
-    let e = &ev.hop.encap;
-    let encap = match e.kind {
+    })
+}
+
+fn encap(e: &tracer_common::Encap) -> Result<Option<Encap>, DecodeError> {
+    Ok(match e.kind {
         ENCAP_NONE => None,
         ENCAP_VXLAN | ENCAP_IPIP => Some(Encap {
             kind: if e.kind == ENCAP_VXLAN {
@@ -212,6 +288,29 @@ fn decode_hop(record: &[u8]) -> Result<HopRecord, DecodeError> {
             outer_ip_id: e.ip_id,
         }),
         other => return Err(DecodeError::BadEncap(other)),
+    })
+}
+
+fn packet_id(p: &tracer_common::Ipv4Packet) -> PacketId {
+    PacketId {
+        src: Ipv4Addr::from(p.saddr),
+        dst: Ipv4Addr::from(p.daddr),
+        proto: p.proto,
+        sport: p.sport,
+        dport: p.dport,
+        ip_id: p.ip_id,
+        tcp_seq: p.tcp_seq,
+        icmp_id: p.icmp_id,
+        icmp_seq: p.icmp_seq,
+    }
+}
+
+fn decode_hop(record: &[u8]) -> Result<HopRecord, DecodeError> {
+    let ev: HopEvent = body(record, EVENT_HOP)?;
+    let dir = match ev.hop.dir {
+        DIR_INGRESS => Direction::Ingress,
+        DIR_EGRESS => Direction::Egress,
+        other => return Err(DecodeError::BadDirection(other)),
     };
     let p = &ev.hop.pkt;
     Ok(HopRecord {
@@ -223,22 +322,67 @@ fn decode_hop(record: &[u8]) -> Result<HopRecord, DecodeError> {
         len: ev.hop.skb_len,
         mark: ev.hop.mark,
         flags: ev.hop.flags,
-        packet: PacketId {
-            src: Ipv4Addr::from(p.saddr),
-            dst: Ipv4Addr::from(p.daddr),
-            proto: p.proto,
-            sport: p.sport,
-            dport: p.dport,
-            ip_id: p.ip_id,
-            tcp_seq: p.tcp_seq,
-            icmp_id: p.icmp_id,
-            icmp_seq: p.icmp_seq,
-        },
+        packet: packet_id(p),
         ttl: p.ttl,
         tcp_flags: p.tcp_flags,
         icmp_type: p.icmp_type,
         ip_len: p.tot_len,
-        encap,
+        encap: encap(&ev.hop.encap)?,
+    })
+}
+
+fn decode_drop(record: &[u8]) -> Result<DropRecord, DecodeError> {
+    let ev: DropEvent = body(record, EVENT_DROP)?;
+    let d = &ev.drop;
+    Ok(DropRecord {
+        ts_ns: ev.header.ts_ns,
+        cpu: ev.header.cpu,
+        netns: ev.header.netns,
+        ifindex: ev.header.ifindex,
+        location: d.location,
+        skb: d.skb,
+        reason: d.reason,
+        len: d.skb_len,
+        mark: d.mark,
+        flags: d.flags,
+        packet: packet_id(&d.pkt),
+        icmp_type: d.pkt.icmp_type,
+        encap: encap(&d.encap)?,
+    })
+}
+
+fn decode_fib(record: &[u8]) -> Result<FibRecord, DecodeError> {
+    let ev: FibEvent = body(record, EVENT_FIB)?;
+    let f = &ev.fib;
+    Ok(FibRecord {
+        ts_ns: ev.header.ts_ns,
+        table: f.table,
+        err: f.err,
+        oif: f.oif,
+        iif: f.iif,
+        src: Ipv4Addr::from(f.src),
+        dst: Ipv4Addr::from(f.dst),
+        gw: (f.gw != [0; 4]).then(|| Ipv4Addr::from(f.gw)),
+        proto: f.proto,
+        sport: f.sport,
+        dport: f.dport,
+        dev: f.dev,
+    })
+}
+
+fn decode_func(record: &[u8]) -> Result<FuncRecord, DecodeError> {
+    let ev: FuncEvent = body(record, EVENT_FUNC)?;
+    let func = match ev.func.func {
+        FUNC_VXLAN_XMIT => EncapFunc::VxlanXmit,
+        FUNC_IPTUNNEL_XMIT => EncapFunc::IptunnelXmit,
+        FUNC_VXLAN_RCV => EncapFunc::VxlanRcv,
+        other => return Err(DecodeError::BadFunc(other)),
+    };
+    Ok(FuncRecord {
+        ts_ns: ev.header.ts_ns,
+        func,
+        skb: ev.func.skb,
+        len: ev.func.skb_len,
     })
 }
 
@@ -313,7 +457,9 @@ mod tests {
 
     #[test]
     fn decodes_an_encapsulated_hop() {
-        let Event::Hop(h) = decode(&record(&vxlan_hop())).expect("decodes");
+        let Ok(Event::Hop(h)) = decode(&record(&vxlan_hop())) else {
+            panic!("decodes")
+        };
         assert_eq!(h.ts_ns, 123_456);
         assert_eq!(h.dir, Direction::Egress);
         assert_eq!(h.packet.src, Ipv4Addr::new(10, 244, 0, 1));
@@ -337,7 +483,9 @@ mod tests {
         let mut ev = vxlan_hop();
         ev.hop.encap = WireEncap::default();
         ev.hop.dir = DIR_INGRESS;
-        let Event::Hop(h) = decode(&record(&ev)).expect("decodes");
+        let Ok(Event::Hop(h)) = decode(&record(&ev)) else {
+            panic!("decodes")
+        };
         assert_eq!(h.encap, None);
         assert_eq!(h.dir, Direction::Ingress);
     }

@@ -1,23 +1,10 @@
-//! `tracer`: eBPF dataplane tracer for Kubernetes pod networking on Calico.
-//!
-//! Pipeline: attach (loader) -> collect (ring buffers) -> decode (`event`) -> correlate ->
-//! render. Each stage is its own module; `trace` wires them together.
-
-mod attach;
-mod correlate;
-mod discover;
-mod event;
-mod filter;
-mod netlink;
-mod netns;
-mod render;
-mod signals;
-mod topology;
-mod trace;
+//! `tracer`: eBPF dataplane tracer for Kubernetes pod networking on Calico (the CLI; the
+//! pipeline lives in the library, see `lib.rs`).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracer::trace;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +21,8 @@ struct Cli {
 enum Command {
     /// Trace packets hop by hop through pod veths, tunnels and uplinks.
     Trace(trace::TraceArgs),
+    /// Per-segment latency statistics only (no per-packet lines): `trace --stats` quietly.
+    Stats(trace::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +32,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Trace(args) => trace::run(args),
+        Command::Stats(mut args) => {
+            args.quiet = true;
+            args.stats = true;
+            trace::run(args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

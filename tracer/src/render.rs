@@ -20,7 +20,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::correlate::{Correlator, FlowSummary, Outcome, Trace, TraceHop};
+use crate::correlate::{Correlator, FlowSummary, Outcome, RouteLookup, Trace, TraceHop};
 use crate::event::{proto_name, Encap, EncapKind, FlowKey, PacketId};
 use crate::topology::IfaceKind;
 
@@ -37,6 +37,10 @@ pub struct LossCounters {
     pub not_ipv4: u64,
     /// Packets with malformed or truncated headers.
     pub malformed: u64,
+    /// Drops whose skb could not be read (reported apart: the tracer's own blind spot).
+    pub drop_read_errors: u64,
+    /// Encapsulation function probe hits (fentry/kprobe), where the kernel allows them.
+    pub encap_probe_hits: u64,
 }
 
 /// Writes one trace as text: a header line and one line per hop.
@@ -52,6 +56,14 @@ pub fn write_trace_text(w: &mut impl Write, t: &Trace) -> io::Result<()> {
         }
         (Outcome::Incomplete, None) => "INCOMPLETE (no hops)".to_string(),
         (Outcome::Delivered, _) => Outcome::Delivered.as_str().to_string(),
+        (Outcome::Dropped, _) => match &t.drop {
+            Some(d) => format!("DROPPED on {} {} ({})", d.node, d.ifname, d.reason),
+            None => "DROPPED".to_string(),
+        },
+        (Outcome::Lost, Some(h)) => {
+            format!("LOST after {} {} {}", h.node, h.ifname, h.dir.as_str())
+        }
+        (Outcome::Lost, None) => "LOST".to_string(),
     };
     writeln!(w, "{}   {outcome}", packet_text(t))?;
     let first = t.first_ts_ns();
@@ -74,7 +86,57 @@ pub fn write_trace_text(w: &mut impl Write, t: &Trace) -> io::Result<()> {
             None => writeln!(w)?,
         }
     }
+    if let Some(d) = &t.drop {
+        let time = micros(d.ts_ns.saturating_sub(first));
+        writeln!(
+            w,
+            "  {:<node_w$}  {:<if_w$}  DROP     {time:>time_w$} us  {} in {}",
+            d.node, d.ifname, d.reason, d.function
+        )?;
+    }
+    if t.outcome == Outcome::Dropped || t.outcome == Outcome::Lost {
+        for r in &t.routes {
+            writeln!(w, "  route: {}", route_text(r))?;
+        }
+    }
+    if let Some(v) = &t.verdict {
+        writeln!(w, "  verdict: {}", v.name)?;
+        for line in wrap(&v.explanation, 96) {
+            writeln!(w, "    {line}")?;
+        }
+    }
     Ok(())
+}
+
+/// `table 254 10.244.0.1 -> 10.244.4.1: dev eth0 via 10.10.0.254` or `...: error -101`.
+fn route_text(r: &RouteLookup) -> String {
+    let head = format!("table {} {} -> {}", r.table, r.src, r.dst);
+    if r.err != 0 {
+        return format!("{head}: no route (error {})", r.err);
+    }
+    match r.gw {
+        Some(gw) => format!("{head}: dev {} via {gw}", r.dev),
+        None => format!("{head}: dev {}", r.dev),
+    }
+}
+
+/// Greedy word wrap.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for word in text.split_whitespace() {
+        if !cur.is_empty() && cur.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
 }
 
 /// Writes one trace as a JSON object on its own line.
@@ -84,6 +146,26 @@ pub fn write_trace_json(w: &mut impl Write, t: &Trace) -> io::Result<()> {
         packet: PacketJson::new(&t.packet),
         hops: t.hops.iter().map(|h| HopJson::new(h, first)).collect(),
         outcome: t.outcome.as_str(),
+        drop: t.drop.as_ref().map(|d| DropJson {
+            node: &d.node,
+            netns: d.netns,
+            ifname: &d.ifname,
+            ifindex: d.ifindex,
+            function: &d.function,
+            reason: &d.reason,
+            reason_code: d.reason_code,
+            location: format!("{:#x}", d.location),
+            ts_ns: d.ts_ns,
+            delta_ns: d.ts_ns.saturating_sub(first),
+            len: d.len,
+            encap: d.encap.as_ref().map(EncapJson::new),
+        }),
+        verdict: t.verdict.as_ref().map(|v| VerdictJson {
+            name: v.name,
+            explanation: &v.explanation,
+        }),
+        routes: t.routes.iter().map(RouteJson::new).collect(),
+        segments: crate::latency::segments_json(t),
     };
     serde_json::to_writer(&mut *w, &view)?;
     writeln!(w)
@@ -102,6 +184,8 @@ pub fn write_summary_text(
         "bytes",
         "hops",
         "delivered",
+        "dropped",
+        "lost",
         "incomplete",
     ];
     let mut rows = vec![header.map(String::from)];
@@ -115,6 +199,8 @@ pub fn write_summary_text(
             f.bytes.to_string(),
             f.hops.to_string(),
             f.delivered.to_string(),
+            f.dropped.to_string(),
+            f.lost.to_string(),
             f.incomplete.to_string(),
         ]);
     }
@@ -126,9 +212,11 @@ pub fn write_summary_text(
         total.bytes.to_string(),
         total.hops.to_string(),
         total.delivered.to_string(),
+        total.dropped.to_string(),
+        total.lost.to_string(),
         total.incomplete.to_string(),
     ]);
-    let mut widths = [0; 7];
+    let mut widths = [0; 9];
     for r in &rows {
         for (wd, cell) in widths.iter_mut().zip(r) {
             *wd = (*wd).max(cell.len());
@@ -156,8 +244,14 @@ pub fn write_summary_text(
     )?;
     writeln!(
         w,
-        "tracer lost (not kernel drops): {} events (ring buffer full), {} decode errors",
-        loss.ringbuf_full, loss.decode_errors
+        "kernel drops: {} seen, {} ignored as noise",
+        s.drops_seen, s.noise_drops
+    )?;
+    writeln!(
+        w,
+        "tracer lost (not kernel drops): {} events (ring buffer full), {} decode errors, \
+         {} unreadable drops",
+        loss.ringbuf_full, loss.decode_errors, loss.drop_read_errors
     )?;
     writeln!(
         w,
@@ -188,6 +282,8 @@ pub fn write_summary_json(
                 bytes: f.bytes,
                 hops: f.hops,
                 delivered: f.delivered,
+                dropped: f.dropped,
+                lost: f.lost,
                 incomplete: f.incomplete,
                 first_ts_ns: f.first_ts_ns,
                 last_ts_ns: f.last_ts_ns,
@@ -202,9 +298,15 @@ pub fn write_summary_json(
             hops: total.hops,
             bytes: total.bytes,
             delivered: total.delivered,
+            dropped: total.dropped,
+            lost: total.lost,
             incomplete: total.incomplete,
+            drops_seen: s.drops_seen,
+            noise_drops: s.noise_drops,
             lost_events: loss.ringbuf_full,
             decode_errors: loss.decode_errors,
+            drop_read_errors: loss.drop_read_errors,
+            encap_probe_hits: loss.encap_probe_hits,
             filtered: loss.filtered,
             not_ipv4: loss.not_ipv4,
             malformed: loss.malformed,
@@ -226,6 +328,8 @@ struct Totals {
     bytes: u64,
     hops: u64,
     delivered: u64,
+    dropped: u64,
+    lost: u64,
     incomplete: u64,
 }
 
@@ -235,6 +339,8 @@ impl Totals {
         self.bytes += f.bytes;
         self.hops += f.hops;
         self.delivered += f.delivered;
+        self.dropped += f.dropped;
+        self.lost += f.lost;
         self.incomplete += f.incomplete;
     }
 }
@@ -339,6 +445,11 @@ struct TraceJson<'a> {
     packet: PacketJson,
     hops: Vec<HopJson<'a>>,
     outcome: &'static str,
+    drop: Option<DropJson<'a>>,
+    verdict: Option<VerdictJson<'a>>,
+    routes: Vec<RouteJson>,
+    /// Latency segments (`node-tx`, `encap`, `wire`, ...) with their durations.
+    segments: serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -398,14 +509,67 @@ impl<'a> HopJson<'a> {
             ts_ns: h.ts_ns,
             delta_ns: h.ts_ns.saturating_sub(first_ts),
             len: h.len,
-            encap: h.encap.map(|e| EncapJson {
-                kind: e.kind.as_str(),
-                vni: e.vni,
-                outer_src: e.outer_src,
-                outer_dst: e.outer_dst,
-                outer_sport: e.outer_sport,
-                outer_dport: e.outer_dport,
-            }),
+            encap: h.encap.as_ref().map(EncapJson::new),
+        }
+    }
+}
+
+impl EncapJson {
+    fn new(e: &Encap) -> Self {
+        EncapJson {
+            kind: e.kind.as_str(),
+            vni: e.vni,
+            outer_src: e.outer_src,
+            outer_dst: e.outer_dst,
+            outer_sport: e.outer_sport,
+            outer_dport: e.outer_dport,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DropJson<'a> {
+    node: &'a str,
+    netns: u32,
+    ifname: &'a str,
+    ifindex: u32,
+    function: &'a str,
+    reason: &'a str,
+    reason_code: u32,
+    location: String,
+    ts_ns: u64,
+    delta_ns: u64,
+    len: u32,
+    encap: Option<EncapJson>,
+}
+
+#[derive(Serialize)]
+struct VerdictJson<'a> {
+    name: &'a str,
+    explanation: &'a str,
+}
+
+#[derive(Serialize)]
+struct RouteJson {
+    ts_ns: u64,
+    table: u32,
+    err: i32,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    dev: String,
+    gw: Option<Ipv4Addr>,
+}
+
+impl RouteJson {
+    fn new(r: &RouteLookup) -> Self {
+        RouteJson {
+            ts_ns: r.ts_ns,
+            table: r.table,
+            err: r.err,
+            src: r.src,
+            dst: r.dst,
+            dev: r.dev.clone(),
+            gw: r.gw,
         }
     }
 }
@@ -433,9 +597,15 @@ struct SummaryJson {
     hops: u64,
     bytes: u64,
     delivered: u64,
+    dropped: u64,
+    lost: u64,
     incomplete: u64,
+    drops_seen: u64,
+    noise_drops: u64,
     lost_events: u64,
     decode_errors: u64,
+    drop_read_errors: u64,
+    encap_probe_hits: u64,
     filtered: u64,
     not_ipv4: u64,
     malformed: u64,
@@ -458,6 +628,8 @@ struct FlowJson {
     bytes: u64,
     hops: u64,
     delivered: u64,
+    dropped: u64,
+    lost: u64,
     incomplete: u64,
     first_ts_ns: u64,
     last_ts_ns: u64,
@@ -605,18 +777,19 @@ ICMP 10.244.0.1 > 10.244.4.1 echo id 1234 seq 1 ipid 0x1a2b len 84   delivered
             lines[..5],
             [
                 "flows:",
-                "  proto  flow                             packets  bytes  hops  delivered  incomplete",
-                "  ICMP   10.244.0.1 > 10.244.4.1                2    168    12          2           0",
-                "  UDP    10.244.0.1:5353 > 10.244.4.1:53        1     84     2          0           1",
-                "  total  2 flows                                3    252    14          2           1",
+                "  proto  flow                             packets  bytes  hops  delivered  dropped  lost  incomplete",
+                "  ICMP   10.244.0.1 > 10.244.4.1                2    168    12          2        0     0           0",
+                "  UDP    10.244.0.1:5353 > 10.244.4.1:53        1     84     2          0        0     0           1",
+                "  total  2 flows                                3    252    14          2        0     0           1",
             ]
         );
         assert!(lines[5].starts_with("correlator: 15 hops seen, 1 duplicates dropped"));
+        assert_eq!(lines[6], "kernel drops: 0 seen, 0 ignored as noise");
         assert_eq!(
-            lines[6],
-            "tracer lost (not kernel drops): 7 events (ring buffer full), 2 decode errors"
+            lines[7],
+            "tracer lost (not kernel drops): 7 events (ring buffer full), 2 decode errors, 0 unreadable drops"
         );
-        assert_eq!(lines[7], "not traced: 5 filtered, 0 not IPv4, 0 malformed");
+        assert_eq!(lines[8], "not traced: 5 filtered, 0 not IPv4, 0 malformed");
     }
 
     #[test]

@@ -56,7 +56,42 @@ pub struct Node {
     pub netns: u32,
     /// IPv4 addresses configured on the node (any interface).
     pub addrs: Vec<Ipv4Addr>,
+    /// The traced interfaces.
     pub ifaces: Vec<Iface>,
+    /// Every interface of the node (index, name, MTU), traced or not, for naming drops and
+    /// explaining verdicts.
+    pub links: Vec<Link>,
+    /// The node's IPv4 default gateway, if it has a default route.
+    pub default_gw: Option<Ipv4Addr>,
+    /// The addresses on the uplink (the node's underlay addresses).
+    pub uplink_addrs: Vec<Ipv4Addr>,
+}
+
+/// Any interface of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub ifindex: u32,
+    pub name: String,
+    pub mtu: u32,
+}
+
+impl Node {
+    /// Name of any interface of the node.
+    pub fn link_name(&self, ifindex: u32) -> Option<&str> {
+        self.links
+            .iter()
+            .find(|l| l.ifindex == ifindex)
+            .map(|l| l.name.as_str())
+    }
+
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    /// The uplink, if one was found.
+    pub fn uplink(&self) -> Option<&Iface> {
+        self.ifaces.iter().find(|i| i.kind == IfaceKind::Uplink)
+    }
 }
 
 /// All traced nodes.

@@ -15,7 +15,8 @@ use std::{
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use tracer_common::{
-    filter::FilterProgram, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_RINGBUF_FULL,
+    filter::FilterProgram, CTR_DROP_READ_ERR, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4,
+    CTR_RINGBUF_FULL,
 };
 
 use crate::{
@@ -23,6 +24,8 @@ use crate::{
     correlate::{CorrelateConfig, Correlator, Trace},
     event::{decode, Event},
     filter::Filter,
+    hooks::{attach_global, GlobalHooks, HookOptions},
+    latency::{self, ClockModel, LatencyStats},
     netns::Netns,
     render::{self, LossCounters},
     signals::{self, StopFlag},
@@ -67,6 +70,19 @@ pub struct TraceArgs {
     /// How long a packet's trace stays open after its latest hop, in ms.
     #[arg(long, default_value_t = 300, value_name = "MS")]
     pub linger_ms: u64,
+    /// Only the tc hops: no drop hook, no route lookups, no encapsulation probes.
+    #[arg(long)]
+    pub no_drops: bool,
+    /// Keep per-segment latency histograms (node-tx, encap, wire, decap, node-rx, ...) and
+    /// print count, min, p50, p90, p99, p99.9 and max per flow and in total.
+    #[arg(long)]
+    pub stats: bool,
+    /// With --stats: also print the statistics so far every D (e.g. 5s).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// No per-packet output (set by `tracer stats`).
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h` or a plain number of seconds.
@@ -154,17 +170,30 @@ pub fn run(args: TraceArgs) -> Result<()> {
     let topology = Topology {
         nodes: nodes.iter().map(|n| n.plan.node.clone()).collect(),
     };
+    let hooks = if args.no_drops {
+        None
+    } else {
+        let netns: Vec<u32> = namespaces.iter().map(|n| n.inode).collect();
+        let hooks = attach_global(&HookOptions {
+            filter: &program,
+            netns: &netns,
+            ringbuf_bytes: args.ringbuf_mib << 20,
+        })?;
+        eprintln!("tracer: {}", hooks.attached.join("; "));
+        Some(hooks)
+    };
     if let Some(path) = &args.ready_file {
         std::fs::write(path, b"ready\n")
             .with_context(|| format!("writing ready file {}", path.display()))?;
     }
 
-    trace_loop(&args, nodes, topology, &stop)
+    trace_loop(&args, nodes, hooks, topology, &stop)
 }
 
 fn trace_loop(
     args: &TraceArgs,
     mut nodes: Vec<AttachedNode>,
+    mut hooks: Option<GlobalHooks>,
     topology: Topology,
     stop: &StopFlag,
 ) -> Result<()> {
@@ -178,9 +207,13 @@ fn trace_loop(
         out: BufWriter::new(io::stdout().lock()),
         output: args.output,
         decode_errors: 0,
+        func_events: 0,
         printed: 0,
         limit: args.count,
+        latency: (args.stats || args.quiet).then(|| LatencyStats::new(ClockModel::shared_kernel())),
+        quiet: args.quiet,
     };
+    let mut next_report = args.interval.map(|i| Instant::now() + i);
 
     let mut next_tick = Instant::now();
     loop {
@@ -194,13 +227,25 @@ fn trace_loop(
             continue;
         }
         next_tick = now + DRAIN_INTERVAL;
+        if let (Some(at), Some(every)) = (next_report, args.interval) {
+            if now >= at {
+                pipe.write_stats()?;
+                next_report = Some(at + every);
+            }
+        }
         pipe.drain(&mut nodes)?;
+        if let Some(h) = hooks.as_mut() {
+            pipe.drain_hooks(h);
+        }
         if pipe.emit_expired(monotonic_ns())? {
             break;
         }
     }
     // Final drain: what is already in the ring buffers, then every open trace.
     pipe.drain(&mut nodes)?;
+    if let Some(h) = hooks.as_mut() {
+        pipe.drain_hooks(h);
+    }
     let rest = pipe.correlator.finish();
     pipe.emit(rest)?;
 
@@ -215,8 +260,16 @@ fn trace_loop(
         loss.not_ipv4 += c[CTR_NOT_IPV4 as usize];
         loss.malformed += c[CTR_MALFORMED as usize];
     }
+    if let Some(h) = &hooks {
+        let c = h.counters()?;
+        loss.ringbuf_full += c[CTR_RINGBUF_FULL as usize];
+        loss.drop_read_errors += c[CTR_DROP_READ_ERR as usize];
+    }
+    loss.encap_probe_hits = pipe.func_events;
+    drop(hooks);
     // Detach before printing the summary: nothing stays attached longer than needed.
     drop(nodes);
+    pipe.write_stats()?;
     match pipe.output {
         Output::Text => render::write_summary_text(&mut pipe.out, &pipe.correlator, &loss)?,
         Output::Json => render::write_summary_json(&mut pipe.out, &pipe.correlator, &loss)?,
@@ -230,8 +283,11 @@ struct Pipeline<W: Write> {
     out: W,
     output: Output,
     decode_errors: u64,
+    func_events: u64,
     printed: u64,
     limit: Option<u64>,
+    latency: Option<LatencyStats>,
+    quiet: bool,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -241,16 +297,53 @@ impl<W: Write> Pipeline<W> {
             while let Some(item) = node.events.next() {
                 match decode(&item) {
                     Ok(Event::Hop(hop)) => self.correlator.push(hop),
-                    Err(e) => {
-                        self.decode_errors += 1;
-                        if self.decode_errors <= 5 {
-                            log::warn!("undecodable record from {}: {e}", node.plan.node.name);
-                        }
-                    }
+                    Ok(other) => self.unexpected(&other),
+                    Err(e) => self.decode_error(&node.plan.node.name, &e),
                 }
             }
         }
         Ok(())
+    }
+
+    /// Prints the latency statistics so far (when kept).
+    fn write_stats(&mut self) -> Result<()> {
+        if let Some(stats) = &self.latency {
+            match self.output {
+                Output::Text => latency::write_stats_text(&mut self.out, stats)?,
+                Output::Json => latency::write_stats_json(&mut self.out, stats)?,
+            }
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Moves the drop / route / probe records into the correlator.
+    fn drain_hooks(&mut self, hooks: &mut GlobalHooks) {
+        while let Some(item) = hooks.events.next() {
+            match decode(&item) {
+                Ok(Event::Drop(d)) => {
+                    let reason = hooks.names.reason_name(d.reason);
+                    let function = hooks.names.location(d.location);
+                    self.correlator.push_drop(&d, &reason, function);
+                }
+                Ok(Event::Fib(f)) => self.correlator.push_fib(f),
+                Ok(Event::Func(_)) => self.func_events += 1,
+                Ok(other) => self.unexpected(&other),
+                Err(e) => self.decode_error("global hooks", &e),
+            }
+        }
+    }
+
+    fn unexpected(&mut self, ev: &Event) {
+        self.decode_errors += 1;
+        log::warn!("record of an unexpected kind on this ring buffer: {ev:?}");
+    }
+
+    fn decode_error(&mut self, source: &str, e: &crate::event::DecodeError) {
+        self.decode_errors += 1;
+        if self.decode_errors <= 5 {
+            log::warn!("undecodable record from {source}: {e}");
+        }
     }
 
     /// Prints the traces that completed; returns true once `--count` is reached.
@@ -264,9 +357,14 @@ impl<W: Write> Pipeline<W> {
             if self.limit.is_some_and(|l| self.printed >= l) {
                 break;
             }
-            match self.output {
-                Output::Text => render::write_trace_text(&mut self.out, &t)?,
-                Output::Json => render::write_trace_json(&mut self.out, &t)?,
+            if let Some(stats) = self.latency.as_mut() {
+                stats.record(&t);
+            }
+            if !self.quiet {
+                match self.output {
+                    Output::Text => render::write_trace_text(&mut self.out, &t)?,
+                    Output::Json => render::write_trace_json(&mut self.out, &t)?,
+                }
             }
             self.printed += 1;
         }

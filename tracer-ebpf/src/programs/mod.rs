@@ -1,2 +1,5 @@
 //! One file per hook.
+pub mod drop;
+pub mod encap_fn;
+pub mod fib;
 pub mod tc_hop;

@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 
 use crate::event::{Direction, Encap, EncapKind, HopRecord, PacketId};
-use crate::topology::{Iface, IfaceKind, Node, Topology};
+use crate::topology::{Iface, IfaceKind, Link, Node, Topology};
 
 pub const NS1: u32 = 4_026_532_001;
 pub const NS2: u32 = 4_026_532_002;
@@ -16,19 +16,35 @@ pub const CALI_C: u32 = 10;
 
 fn node(name: &str, netns: u32, addr: [u8; 4], cali: &[(u32, &str)]) -> Node {
     let ifaces = [(ETH0, "eth0"), (VXLAN, "vxlan.calico")].iter().chain(cali);
-    let ifaces = ifaces.map(|&(ifindex, name)| Iface {
-        ifindex,
-        name: name.into(),
-        kind: match name {
-            "eth0" => IfaceKind::Uplink,
-            other => IfaceKind::from_name(other),
-        },
-    });
+    let ifaces: Vec<Iface> = ifaces
+        .map(|&(ifindex, name)| Iface {
+            ifindex,
+            name: name.into(),
+            kind: match name {
+                "eth0" => IfaceKind::Uplink,
+                other => IfaceKind::from_name(other),
+            },
+        })
+        .collect();
+    let links = ifaces
+        .iter()
+        .map(|i| Link {
+            ifindex: i.ifindex,
+            name: i.name.clone(),
+            mtu: match i.kind {
+                IfaceKind::Uplink => 1500,
+                _ => 1450,
+            },
+        })
+        .collect();
     Node {
         name: name.into(),
         netns,
         addrs: vec![addr.into()],
-        ifaces: ifaces.collect(),
+        ifaces,
+        links,
+        default_gw: Some(std::net::Ipv4Addr::new(10, 10, 0, 254)),
+        uplink_addrs: vec![addr.into()],
     }
 }
 

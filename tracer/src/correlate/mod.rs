@@ -69,6 +69,11 @@ pub enum Outcome {
     /// The last hop hands the packet to a pod (egress on a pod veth), or the packet is for a
     /// traced node and its last hop is an ingress on that node.
     Delivered,
+    /// The kernel dropped it (see `Trace::drop`).
+    Dropped,
+    /// It vanished after leaving a node's uplink, without a kernel drop on a traced node: on
+    /// the wire, or somewhere the tracer does not see.
+    Lost,
     /// Anything else: the packet was last seen somewhere on the way.
     Incomplete,
 }
@@ -78,6 +83,8 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Delivered => "delivered",
+            Outcome::Dropped => "dropped",
+            Outcome::Lost => "lost",
             Outcome::Incomplete => "incomplete",
         }
     }
@@ -109,6 +116,12 @@ pub struct Trace {
     pub icmp_type: u8,
     pub hops: Vec<TraceHop>,
     pub outcome: Outcome,
+    /// Where the kernel dropped the packet, if it did.
+    pub drop: Option<DropPoint>,
+    /// FIB lookups for the packet's destination seen while it was in flight (latest last).
+    pub routes: Vec<RouteLookup>,
+    /// For dropped and lost packets: the likely cause in the user's terms.
+    pub verdict: Option<Verdict>,
 }
 
 impl Trace {
@@ -141,6 +154,10 @@ pub struct CorrelateStats {
     pub traces_emitted: u64,
     /// Traces emitted early because too many were open.
     pub evicted: u64,
+    /// Drop records seen (noise included).
+    pub drops_seen: u64,
+    /// Drops that are not faults (an echo reply nobody listens for, ...), ignored.
+    pub noise_drops: u64,
 }
 
 /// Per 5-tuple totals over emitted traces.
@@ -155,6 +172,8 @@ pub struct FlowSummary {
     pub first_ts_ns: u64,
     pub last_ts_ns: u64,
     pub delivered: u64,
+    pub dropped: u64,
+    pub lost: u64,
     pub incomplete: u64,
 }
 
@@ -170,6 +189,8 @@ impl FlowSummary {
         self.hops += t.hops.len() as u64;
         match t.outcome {
             Outcome::Delivered => self.delivered += 1,
+            Outcome::Dropped => self.dropped += 1,
+            Outcome::Lost => self.lost += 1,
             Outcome::Incomplete => self.incomplete += 1,
         }
     }
@@ -268,6 +289,15 @@ struct OpenTrace {
     /// Next open trace with the same identity, or `NIL`.
     next: u32,
     hops: Vec<RawHop>,
+    drop: Option<DropPoint>,
+}
+
+/// What identifies a trace besides its hops.
+#[derive(Clone, Copy)]
+struct TraceHead {
+    packet: PacketId,
+    tcp_flags: u8,
+    icmp_type: u8,
 }
 
 /// How a hop relates to an open trace with the same identity.
@@ -328,6 +358,8 @@ pub struct Correlator {
     ready: Vec<Trace>,
     stats: CorrelateStats,
     flows: BTreeMap<FlowKey, FlowSummary>,
+    /// Recent FIB lookups, attached to traces when they are emitted.
+    fibs: evidence::RecentFibs,
 }
 
 impl Correlator {
@@ -362,6 +394,7 @@ impl Correlator {
             ready: Vec::new(),
             stats: CorrelateStats::default(),
             flows: BTreeMap::new(),
+            fibs: evidence::RecentFibs::default(),
         }
     }
 
@@ -499,10 +532,18 @@ impl Correlator {
             return;
         };
         t.hops.push(hop);
-        t.first_ts = t.first_ts.min(hop.ts_ns);
-        if hop.ts_ns > t.last_ts {
-            t.last_ts = hop.ts_ns;
-            let bucket = hop.ts_ns >> BUCKET_SHIFT;
+        self.extend_span(slot, hop.ts_ns);
+    }
+
+    /// Widens an open trace's time span to `ts_ns`, refiling it for expiry when needed.
+    fn extend_span(&mut self, slot: u32, ts_ns: u64) {
+        let Some(t) = self.slots[slot as usize].trace.as_mut() else {
+            return;
+        };
+        t.first_ts = t.first_ts.min(ts_ns);
+        if ts_ns > t.last_ts {
+            t.last_ts = ts_ns;
+            let bucket = ts_ns >> BUCKET_SHIFT;
             if bucket > t.bucket {
                 t.bucket = bucket;
                 let gen = self.slots[slot as usize].gen;
@@ -512,11 +553,28 @@ impl Correlator {
     }
 
     fn open_trace(&mut self, key: PackedId, rec: &HopRecord, hop: RawHop) {
+        let mut hops = Vec::with_capacity(8);
+        hops.push(hop);
+        let head = TraceHead {
+            packet: rec.packet,
+            tcp_flags: rec.tcp_flags,
+            icmp_type: rec.icmp_type,
+        };
+        self.open_slot(key, head, hop.ts_ns, hops, None);
+    }
+
+    /// Opens a trace (evicting the oldest if too many are open) and files it for expiry.
+    fn open_slot(
+        &mut self,
+        key: PackedId,
+        head: TraceHead,
+        ts_ns: u64,
+        hops: Vec<RawHop>,
+        drop: Option<DropPoint>,
+    ) {
         if self.open >= self.cfg.max_open.max(1) {
             self.evict_oldest();
         }
-        let mut hops = Vec::with_capacity(8);
-        hops.push(hop);
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -528,18 +586,19 @@ impl Correlator {
             }
         };
         let next = self.by_id.insert(key, slot).unwrap_or(NIL);
-        let bucket = hop.ts_ns >> BUCKET_SHIFT;
+        let bucket = ts_ns >> BUCKET_SHIFT;
         let s = &mut self.slots[slot as usize];
         s.trace = Some(OpenTrace {
-            packet: rec.packet,
+            packet: head.packet,
             key,
-            tcp_flags: rec.tcp_flags,
-            icmp_type: rec.icmp_type,
-            first_ts: hop.ts_ns,
-            last_ts: hop.ts_ns,
+            tcp_flags: head.tcp_flags,
+            icmp_type: head.icmp_type,
+            first_ts: ts_ns,
+            last_ts: ts_ns,
             bucket,
             next,
             hops,
+            drop,
         });
         let gen = s.gen;
         self.file(bucket, Entry { slot, gen });
@@ -612,7 +671,10 @@ impl Correlator {
         };
         let mut raw = open.hops;
         raw.sort_unstable_by_key(|h| (h.ts_ns, h.iface, h.dir));
-        let outcome = self.outcome(&open.packet, &raw);
+        let outcome = match &open.drop {
+            Some(_) => Outcome::Dropped,
+            None => self.outcome(&open.packet, &raw),
+        };
         let hops = raw
             .iter()
             .map(|h| {
@@ -630,13 +692,22 @@ impl Correlator {
                 }
             })
             .collect();
-        let trace = Trace {
+        let routes = self
+            .fibs
+            .for_packet(&open.packet, open.first_ts, open.last_ts);
+        let mut trace = Trace {
             packet: open.packet,
             tcp_flags: open.tcp_flags,
             icmp_type: open.icmp_type,
             hops,
             outcome,
+            drop: open.drop,
+            routes,
+            verdict: None,
         };
+        if matches!(trace.outcome, Outcome::Dropped | Outcome::Lost) {
+            trace.verdict = crate::verdict::judge(&trace, &self.topology);
+        }
         self.stats.traces_emitted += 1;
         self.flows
             .entry(trace.packet.flow())
@@ -655,6 +726,8 @@ impl Correlator {
             && (self.topology.owner_of(packet.dst)).is_some_and(|n| n.netns == iface.netns);
         if to_pod || to_node {
             Outcome::Delivered
+        } else if last.dir == Direction::Egress && iface.kind == Some(IfaceKind::Uplink) {
+            Outcome::Lost
         } else {
             Outcome::Incomplete
         }
@@ -674,6 +747,10 @@ fn is_current(slots: &[Slot], e: Entry, bucket: u64) -> bool {
 fn sort_traces(traces: &mut [Trace]) {
     traces.sort_by_key(|t| (t.first_ts_ns(), t.packet));
 }
+
+mod evidence;
+pub use crate::verdict::Verdict;
+pub use evidence::{DropPoint, RouteLookup};
 
 #[cfg(test)]
 pub(crate) mod fixtures;

@@ -1,0 +1,367 @@
+//! Privileged tests of `lab::faults`: for every fault (in each encapsulation it applies to),
+//! in a lab of its own, the probe works, breaking makes it fail, `active` lists the fault,
+//! healing (with the topology re-read from the state file, as another process would) makes it
+//! work again and restores the nodes' routing, neighbour, FDB, link, nftables and rp_filter
+//! state exactly. Plus: same-node pods keep talking under `encap-never` (the seed incident),
+//! pod-to-pod and node-to-node keep working under `pod-cidr-overlap`, refusals.
+//!
+//! Every lab has its own short prefix, so the tests run in parallel; failing probes wait
+//! [`LOST`] only. `drop_reasons` (ignored: about 20 s, global tracepoint) checks each fault's
+//! [`lab::ExpectedDrop`]s with the `skb:kfree_skb` tracepoint; run it with
+//! `cargo test -p tracer-tests --test faults -- --ignored --nocapture`.
+//! Not root = failure with a message, never a silent skip.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use lab::{exec_in, faults, in_netns, Encap, Fault, Lab, LabSpec, Probe, Topology};
+
+/// How long a probe that should fail is given.
+const LOST: Duration = Duration::from_millis(300);
+/// How long a probe that should work is given (per attempt, 3 attempts).
+const ANSWERED: Duration = Duration::from_secs(1);
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(
+        uid, 0,
+        "the fault tests create network namespaces: they must run as root"
+    );
+}
+
+fn up(prefix: &str, encap: Encap, pods_per_node: usize) -> Lab {
+    require_root();
+    lab::down_prefix(prefix).expect("clean leftovers of an earlier run");
+    let spec = LabSpec {
+        prefix: prefix.into(),
+        nodes: 2,
+        pods_per_node,
+        encap,
+    };
+    Lab::up(&spec).expect("lab up")
+}
+
+fn assert_answered(t: &Topology, probe: &Probe, when: &str) {
+    for _ in 0..3 {
+        if probe.run(t, ANSWERED).expect("run probe") {
+            return;
+        }
+    }
+    panic!("{}: {probe:?} not answered {when}", t.prefix);
+}
+
+fn assert_lost(t: &Topology, probe: &Probe, when: &str) {
+    assert!(
+        !probe.run(t, LOST).expect("run probe"),
+        "{}: {probe:?} still answered {when}",
+        t.prefix
+    );
+}
+
+fn ping(from_pod: &str, to: std::net::Ipv4Addr) -> Probe {
+    Probe {
+        from_pod: from_pod.into(),
+        to,
+        proto: "icmp".into(),
+        port: None,
+        size: None,
+        df: false,
+    }
+}
+
+/// Output of a command in a namespace, lines sorted (route order changes with `replace`).
+fn sorted_output(netns: &str, cmd: &[&str]) -> Vec<String> {
+    let out = exec_in(netns, cmd).expect("exec");
+    assert!(out.status.success(), "{cmd:?} in {netns} failed");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| format!("{netns}: {}", l.trim_end()))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Everything a fault may change on the nodes (and the pods' links).
+fn snapshot(t: &Topology) -> Vec<String> {
+    let mut v = Vec::new();
+    for n in &t.nodes {
+        let ns = n.netns.as_str();
+        v.extend(sorted_output(
+            ns,
+            &["ip", "-o", "route", "show", "table", "all"],
+        ));
+        v.extend(sorted_output(ns, &["ip", "-o", "rule", "show"]));
+        v.extend(sorted_output(ns, &["ip", "-o", "link", "show"]));
+        v.extend(sorted_output(ns, &["ip", "-o", "addr", "show"]));
+        v.extend(sorted_output(
+            ns,
+            &["ip", "neigh", "show", "nud", "permanent"],
+        ));
+        v.extend(sorted_output(ns, &["bridge", "fdb", "show"]));
+        v.extend(sorted_output(ns, &["nft", "list", "ruleset"]));
+        let rp = in_netns(ns, || {
+            let mut vals = Vec::new();
+            for dir in fs::read_dir("/proc/sys/net/ipv4/conf").unwrap() {
+                let path = dir.unwrap().path().join("rp_filter");
+                let val = fs::read_to_string(&path).unwrap();
+                vals.push(format!("{} = {}", path.display(), val.trim()));
+            }
+            vals.sort();
+            vals
+        })
+        .unwrap();
+        v.extend(rp.into_iter().map(|l| format!("{ns}: {l}")));
+    }
+    for p in &t.pods {
+        v.extend(sorted_output(&p.netns, &["ip", "-o", "link", "show"]));
+    }
+    v
+}
+
+fn assert_same(before: &[String], after: &[String], what: &str) {
+    let gone: Vec<_> = before.iter().filter(|l| !after.contains(l)).collect();
+    let new: Vec<_> = after.iter().filter(|l| !before.contains(l)).collect();
+    assert!(
+        gone.is_empty() && new.is_empty(),
+        "{what}: state differs\n  missing: {gone:#?}\n  extra: {new:#?}"
+    );
+}
+
+/// Probe works -> break -> probe fails (+ `during`) -> heal from the state -> works again and
+/// the state is exactly as before.
+fn cycle(prefix: &str, encap: Encap, fault: Fault, during: impl FnOnce(&Topology)) {
+    let started = Instant::now();
+    let lab = up(prefix, encap, 1);
+    let t = lab.topology();
+    let probe = fault.probe(t).expect("probe");
+    assert_answered(t, &probe, "before the fault");
+    let before = snapshot(t);
+
+    let info = lab::break_lab(t, fault).expect("break");
+    eprintln!("{prefix}: {fault}: {} [{}]", info.description, info.node);
+    assert_eq!(info.fault, fault);
+    assert_eq!(info.probe, probe);
+    assert_eq!(info.expected_drops, fault.expected_drops());
+    assert!(!info.description.contains('\n'));
+    assert_lost(t, &probe, &format!("under {fault}"));
+    assert_eq!(lab::active(prefix).unwrap(), vec![fault]);
+    assert_eq!(faults::active_info(prefix).unwrap(), vec![info]);
+    during(t);
+
+    let from_state = lab::status(prefix).unwrap().expect("lab state");
+    lab::heal(&from_state, fault).expect("heal");
+    assert!(lab::active(prefix).unwrap().is_empty());
+    assert!(!lab::status::faults_path(prefix).exists());
+    assert_answered(t, &probe, &format!("after healing {fault}"));
+    assert_same(&before, &snapshot(t), &format!("{prefix}: heal {fault}"));
+    lab.down().expect("lab down");
+    eprintln!("{prefix}: {fault} cycle in {:?}", started.elapsed());
+}
+
+macro_rules! cycles {
+    ($($name:ident: $prefix:literal, $encap:ident, $fault:ident;)*) => {$(
+        #[test]
+        fn $name() {
+            cycle($prefix, Encap::$encap, Fault::$fault, |_| {});
+        }
+    )*};
+}
+
+cycles! {
+    vxlan_encap_never: "tf-v-encap", Vxlan, EncapNever;
+    vxlan_missing_route: "tf-v-route", Vxlan, MissingRoute;
+    vxlan_missing_fdb: "tf-v-fdb", Vxlan, MissingFdb;
+    vxlan_missing_arp: "tf-v-arp", Vxlan, MissingArp;
+    vxlan_underlay_blocks_vxlan: "tf-v-underlay", Vxlan, UnderlayBlocksVxlan;
+    vxlan_policy_drop: "tf-v-policy", Vxlan, PolicyDrop;
+    vxlan_rp_filter: "tf-v-rpf", Vxlan, RpFilter;
+    vxlan_mtu: "tf-v-mtu", Vxlan, Mtu;
+    vxlan_wrong_tunnel_source: "tf-v-tunsrc", Vxlan, WrongTunnelSource;
+    none_encap_never: "tf-n-encap", None, EncapNever;
+    none_missing_route: "tf-n-route", None, MissingRoute;
+    none_policy_drop: "tf-n-policy", None, PolicyDrop;
+    none_rp_filter: "tf-n-rpf", None, RpFilter;
+    none_mtu: "tf-n-mtu", None, Mtu;
+}
+
+#[test]
+fn vxlan_pod_cidr_overlap_only_loses_pod_to_node() {
+    cycle("tf-v-overlap", Encap::Vxlan, Fault::PodCidrOverlap, |t| {
+        let (n1, n2) = (t.node("node1").unwrap(), t.node("node2").unwrap());
+        let p2 = t.pod("n2p0").unwrap();
+        assert_answered(t, &ping("n1p0", p2.ip), "pod-to-pod under pod-cidr-overlap");
+        assert_answered(t, &ping("n2p0", n1.ip), "node2's pod to node1");
+        let out = exec_in(&n1.netns, &["ping", "-c1", "-W1", &n2.ip.to_string()]).unwrap();
+        assert!(out.status.success(), "node-to-node under pod-cidr-overlap");
+    });
+}
+
+/// The seed incident: same-node pods talk, cross-node pods don't.
+fn same_node_survives_encap_never(prefix: &str, encap: Encap) {
+    let lab = up(prefix, encap, 2);
+    let t = lab.topology();
+    let same = ping("n1p0", t.pod("n1p1").unwrap().ip);
+    let info = lab::break_lab(t, Fault::EncapNever).expect("break");
+    assert_eq!(info.node, "node1,node2");
+    assert_lost(t, &info.probe, "across nodes under encap-never");
+    assert_answered(t, &same, "on the same node under encap-never");
+    let back = ping("n2p1", t.pod("n2p0").unwrap().ip);
+    assert_answered(t, &back, "on node2 under encap-never");
+    lab::heal_all(t).expect("heal_all");
+    assert_answered(t, &info.probe, "across nodes after heal_all");
+    lab.down().expect("lab down");
+}
+
+#[test]
+fn vxlan_encap_never_keeps_same_node_pods() {
+    same_node_survives_encap_never("tf-v-samenode", Encap::Vxlan);
+}
+
+#[test]
+fn none_encap_never_keeps_same_node_pods() {
+    same_node_survives_encap_never("tf-n-samenode", Encap::None);
+}
+
+#[test]
+fn refusals_and_heal_all() {
+    let lab = up("tf-v-refuse", Encap::Vxlan, 1);
+    let t = lab.topology();
+    let before = snapshot(t);
+    lab::break_lab(t, Fault::MissingRoute).expect("break missing-route");
+    let again = lab::break_lab(t, Fault::MissingRoute).expect_err("second missing-route");
+    assert!(format!("{again:#}").contains("already active"), "{again:#}");
+    lab::break_lab(t, Fault::Mtu).expect("a different fault at the same time");
+    lab::break_lab(t, Fault::UnderlayBlocksVxlan).expect("a third");
+    assert_eq!(
+        lab::active("tf-v-refuse").unwrap(),
+        [Fault::MissingRoute, Fault::Mtu, Fault::UnderlayBlocksVxlan]
+    );
+    let not_active = lab::heal(t, Fault::PolicyDrop).expect_err("heal of an inactive fault");
+    assert!(
+        format!("{not_active:#}").contains("not active"),
+        "{not_active:#}"
+    );
+    lab::heal(t, Fault::Mtu).expect("heal one of three");
+    assert_eq!(
+        lab::active("tf-v-refuse").unwrap(),
+        [Fault::MissingRoute, Fault::UnderlayBlocksVxlan]
+    );
+    lab::heal_all(t).expect("heal_all");
+    assert!(lab::active("tf-v-refuse").unwrap().is_empty());
+    assert_same(&before, &snapshot(t), "heal_all");
+    assert_answered(t, &Fault::Mtu.probe(t).unwrap(), "after heal_all");
+
+    // A lab that is not running is refused, and so are VXLAN faults in none mode.
+    let ghost = LabSpec::with_prefix("tf-ghost").plan().unwrap();
+    let err = lab::break_lab(&ghost, Fault::MissingRoute).expect_err("lab not up");
+    assert!(format!("{err:#}").contains("not running"), "{err:#}");
+    lab.down().expect("lab down");
+    assert!(!lab::status::faults_path("tf-v-refuse").exists());
+}
+
+#[test]
+fn none_mode_refuses_vxlan_faults() {
+    let lab = up("tf-n-refuse", Encap::None, 1);
+    let t = lab.topology();
+    for fault in Fault::ALL
+        .into_iter()
+        .filter(|f| !f.applies_to(Encap::None))
+    {
+        let err = lab::break_lab(t, fault).expect_err("VXLAN fault in none mode");
+        assert!(format!("{err:#}").contains("needs a VXLAN lab"), "{err:#}");
+    }
+    assert!(lab::active("tf-n-refuse").unwrap().is_empty());
+    // Dropping the lab with an active fault removes the faults file too.
+    lab::break_lab(t, Fault::PolicyDrop).expect("break");
+    assert!(lab::status::faults_path("tf-n-refuse").exists());
+    drop(lab);
+    assert!(!lab::status::faults_path("tf-n-refuse").exists());
+    assert!(lab::active("tf-n-refuse").unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drop reasons, with the kernel's skb:kfree_skb tracepoint in a tracefs instance of our own.
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+/// Reasons of drops that happen anyway (ping sockets, socket teardown, other activity).
+const NOISE: [&str; 3] = ["NO_SOCKET", "NOT_SPECIFIED", "QUEUE_PURGE"];
+
+struct TraceInstance(std::path::PathBuf);
+
+impl TraceInstance {
+    fn new(name: &str) -> Self {
+        let mounted = std::process::Command::new("mountpoint")
+            .args(["-q", TRACEFS])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tracefs", "tracefs", TRACEFS])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "cannot mount tracefs on {TRACEFS}");
+        }
+        let dir = std::path::Path::new(TRACEFS).join("instances").join(name);
+        if !dir.exists() {
+            fs::create_dir(&dir).expect("create tracefs instance");
+        }
+        Self(dir)
+    }
+
+    fn capture(&self, f: impl FnOnce()) -> String {
+        let enable = self.0.join("events/skb/kfree_skb/enable");
+        fs::write(self.0.join("trace"), "").unwrap();
+        fs::write(&enable, "1").unwrap();
+        f();
+        fs::write(&enable, "0").unwrap();
+        fs::read_to_string(self.0.join("trace")).unwrap()
+    }
+}
+
+impl Drop for TraceInstance {
+    fn drop(&mut self) {
+        let _ = fs::write(self.0.join("events/skb/kfree_skb/enable"), "0");
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+#[ignore = "about 20 s; the kfree_skb tracepoint is global (run alone)"]
+fn drop_reasons() {
+    let trace = TraceInstance::new("tracer-lab-faults");
+    for encap in [Encap::Vxlan, Encap::None] {
+        let lab = up("tf-drops", encap, 1);
+        let t = lab.topology();
+        for fault in Fault::ALL.into_iter().filter(|f| f.applies_to(encap)) {
+            let info = lab::break_lab(t, fault).expect("break");
+            let delayed = info.expected_drops.iter().any(|d| d.delayed);
+            let text = trace.capture(|| {
+                let _ = info.probe.run(t, LOST);
+                if delayed {
+                    std::thread::sleep(Duration::from_millis(3500));
+                }
+            });
+            let seen: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("kfree_skb:"))
+                .filter(|l| !NOISE.iter().any(|n| l.contains(&format!("reason: {n}"))))
+                .collect();
+            eprintln!("{encap} {fault}:\n  {}", seen.join("\n  "));
+            for d in &info.expected_drops {
+                let proto = if d.packet == "arp" { "2054" } else { "2048" };
+                assert!(
+                    seen.iter()
+                        .any(|l| l.contains(&format!("location={}+", d.function))
+                            && l.contains(&format!("reason: {}", d.reason))
+                            && l.contains(&format!("protocol={proto}"))),
+                    "{encap} {fault}: no {} drop in {} (protocol {proto})",
+                    d.reason,
+                    d.function
+                );
+            }
+            lab::heal(t, fault).expect("heal");
+        }
+        lab.down().expect("lab down");
+    }
+}

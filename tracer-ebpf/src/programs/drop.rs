@@ -1,0 +1,173 @@
+//! Drop points: `kfree_skb` with the kernel's drop reason and calling location.
+//!
+//! `tp_btf/kfree_skb` (args: skb, location, reason, rx_sk) where the kernel has BTF, the classic
+//! `skb/kfree_skb` tracepoint otherwise (field offsets from its format file). Both read the skb
+//! with `bpf_probe_read_kernel` at offsets user space resolved from the running kernel's BTF,
+//! parse the packet from its network header (so a dropped VXLAN or IPIP packet is matched to its
+//! inner flow), apply the flow filter, and report only drops in traced namespaces.
+
+use aya_ebpf::{
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use tracer_common::{
+    filter::FilterInput, Drop, DropEvent, EventHeader, SkbLayout, CTR_DROP_OTHER_NETNS,
+    CTR_DROP_READ_ERR, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_RINGBUF_FULL, EVENT_DROP,
+};
+
+use crate::{
+    maps::{count, vxlan_port, EVENTS, FILTER, RB_NO_WAKEUP, SKB_LAYOUT, TRACED_NETNS},
+    parse::{parse, Packet, Skip},
+};
+
+/// SKB_DROP_REASON_NOT_SPECIFIED is 2 on every kernel that has reasons; anything below is
+/// "not a drop" (SKB_NOT_DROPPED_YET = 0, SKB_CONSUMED = 1). Checked again by name in user space.
+const FIRST_DROP_REASON: u32 = 2;
+
+/// Packet bytes read from kernel memory, starting at the skb's network header.
+struct KernelBytes(*const u8);
+
+impl Packet for KernelBytes {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        // SAFETY: bpf_probe_read_kernel copes with any address; a bad one returns an error.
+        unsafe { bpf_probe_read_kernel(self.0.add(off).cast::<T>()) }.ok()
+    }
+}
+
+#[inline(always)]
+fn field<T: Copy>(base: *const u8, off: u32) -> Option<T> {
+    // SAFETY: as above: a probe read of kernel memory, failure is reported, not faulted.
+    unsafe { bpf_probe_read_kernel(base.add(off as usize).cast::<T>()) }.ok()
+}
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
+    let skb: *const u8 = ctx.arg(0);
+    let location: u64 = ctx.arg(1);
+    let reason: u32 = ctx.arg(2);
+    on_drop(skb, location, reason);
+    0
+}
+
+#[tracepoint(category = "skb", name = "kfree_skb")]
+pub fn kfree_skb_tp(ctx: TracePointContext) -> i32 {
+    let Some(layout) = SKB_LAYOUT.get(0) else {
+        return 0;
+    };
+    // SAFETY: reads of the tracepoint record at offsets from its format file.
+    let (skb, location, reason) = unsafe {
+        (
+            ctx.read_at::<u64>(layout.tp_skbaddr as usize),
+            ctx.read_at::<u64>(layout.tp_location as usize),
+            ctx.read_at::<u32>(layout.tp_reason as usize),
+        )
+    };
+    if let (Ok(skb), Ok(location), Ok(reason)) = (skb, location, reason) {
+        on_drop(skb as *const u8, location, reason);
+    }
+    0
+}
+
+#[inline(always)]
+fn on_drop(skb: *const u8, location: u64, reason: u32) {
+    if reason < FIRST_DROP_REASON || skb.is_null() {
+        return;
+    }
+    let Some(layout) = SKB_LAYOUT.get(0) else {
+        return;
+    };
+    if layout.valid == 0 {
+        return;
+    }
+    if report(layout, skb, location, reason).is_none() {
+        count(CTR_DROP_READ_ERR);
+    }
+}
+
+/// Returns None only when kernel memory could not be read.
+#[inline(always)]
+fn report(layout: &SkbLayout, skb: *const u8, location: u64, reason: u32) -> Option<()> {
+    let dev: u64 = field(skb, layout.skb_dev)?;
+    let (netns, ifindex) = if dev != 0 {
+        let dev = dev as *const u8;
+        let ifindex: u32 = field(dev, layout.dev_ifindex)?;
+        let net: u64 = field(dev, layout.dev_nd_net)?;
+        let inum: u32 = if net != 0 {
+            field(net as *const u8, layout.net_ns_inum)?
+        } else {
+            0
+        };
+        (inum, ifindex)
+    } else {
+        (0, 0)
+    };
+    // SAFETY: a map lookup with a key on the stack.
+    if unsafe { TRACED_NETNS.get(netns) }.is_none() {
+        count(CTR_DROP_OTHER_NETNS);
+        return Some(());
+    }
+    let head: u64 = field(skb, layout.skb_head)?;
+    let nh: u16 = field(skb, layout.skb_network_header)?;
+    if head == 0 || nh == u16::MAX {
+        count(CTR_NOT_IPV4);
+        return Some(());
+    }
+    let bytes = KernelBytes((head as *const u8).wrapping_add(nh as usize));
+    let parsed = match parse(&bytes, false, vxlan_port()) {
+        Ok(p) => p,
+        Err(Skip::NotIpv4) => {
+            count(CTR_NOT_IPV4);
+            return Some(());
+        }
+        Err(Skip::Malformed) => {
+            count(CTR_MALFORMED);
+            return Some(());
+        }
+    };
+    if let Some(filter) = FILTER.get(0) {
+        let p = &parsed.pkt;
+        let input = FilterInput {
+            saddr: u32::from_ne_bytes(p.saddr),
+            daddr: u32::from_ne_bytes(p.daddr),
+            proto: p.proto,
+            sport: p.sport,
+            dport: p.dport,
+        };
+        if !filter.matches(&input) {
+            count(CTR_FILTERED);
+            return Some(());
+        }
+    }
+    let skb_len: u32 = field(skb, layout.skb_len)?;
+    let mark: u32 = field(skb, layout.skb_mark).unwrap_or(0);
+    let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
+        count(CTR_RINGBUF_FULL);
+        return Some(());
+    };
+    entry.write(DropEvent {
+        header: EventHeader {
+            kind: EVENT_DROP,
+            len: core::mem::size_of::<DropEvent>() as u16,
+            // SAFETY: helpers without arguments, valid in tracing programs.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            netns,
+            ifindex,
+        },
+        drop: Drop {
+            location,
+            skb: skb as u64,
+            reason,
+            skb_len,
+            flags: parsed.flags,
+            _pad: [0; 3],
+            mark,
+            encap: parsed.encap,
+            pkt: parsed.pkt,
+        },
+    });
+    entry.submit(RB_NO_WAKEUP);
+    Some(())
+}

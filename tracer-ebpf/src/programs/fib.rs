@@ -1,0 +1,101 @@
+//! Route lookups: the `fib:fib_table_lookup` tracepoint, so "no route" and "wrong route" cases
+//! show the lookup that decided the packet's fate (table, result, output device, gateway).
+//! The record has no namespace: user space matches lookups to packets by addresses and time.
+//! The record layout is the one of the format file, checked by user space before attaching.
+
+use aya_ebpf::{
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tracer_common::{
+    filter::FilterInput, EventHeader, Fib, FibEvent, CTR_FILTERED, CTR_RINGBUF_FULL, EVENT_FIB,
+};
+
+use crate::maps::{count, EVENTS, FILTER, RB_NO_WAKEUP};
+
+/// Offsets in the tracepoint record (see /sys/kernel/tracing/events/fib/fib_table_lookup/format;
+/// user space verifies them against the running kernel and does not attach if they differ).
+const TB_ID: usize = 8;
+const ERR: usize = 12;
+const OIF: usize = 16;
+const IIF: usize = 20;
+const PROTO: usize = 24;
+const SCOPE: usize = 26;
+const SRC: usize = 28;
+const DST: usize = 32;
+const GW4: usize = 36;
+const SPORT: usize = 56;
+const DPORT: usize = 58;
+const NAME: usize = 60;
+
+#[tracepoint(category = "fib", name = "fib_table_lookup")]
+pub fn fib_lookup(ctx: TracePointContext) -> i32 {
+    let _ = try_fib_lookup(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_fib_lookup(ctx: &TracePointContext) -> Result<(), i32> {
+    // SAFETY: reads of the tracepoint record at offsets checked against its format file.
+    let (src, dst, proto, sport, dport) = unsafe {
+        (
+            ctx.read_at::<[u8; 4]>(SRC)?,
+            ctx.read_at::<[u8; 4]>(DST)?,
+            ctx.read_at::<u8>(PROTO)?,
+            ctx.read_at::<u16>(SPORT)?,
+            ctx.read_at::<u16>(DPORT)?,
+        )
+    };
+    if let Some(filter) = FILTER.get(0) {
+        // Lookups carry no ICMP/port detail for every caller: match on addresses and protocol.
+        let input = FilterInput {
+            saddr: u32::from_ne_bytes(src),
+            daddr: u32::from_ne_bytes(dst),
+            proto,
+            sport,
+            dport,
+        };
+        if !filter.matches(&input) {
+            count(CTR_FILTERED);
+            return Ok(());
+        }
+    }
+    // SAFETY: as above.
+    let fib = unsafe {
+        Fib {
+            table: ctx.read_at::<u32>(TB_ID)?,
+            err: ctx.read_at::<i32>(ERR)?,
+            oif: ctx.read_at::<u32>(OIF)?,
+            iif: ctx.read_at::<u32>(IIF)?,
+            src,
+            dst,
+            gw: ctx.read_at::<[u8; 4]>(GW4)?,
+            proto,
+            scope: ctx.read_at::<u8>(SCOPE)?,
+            _pad: 0,
+            sport,
+            dport,
+            dev: ctx.read_at::<[u8; 16]>(NAME)?,
+        }
+    };
+    let Some(mut entry) = EVENTS.reserve::<FibEvent>(0) else {
+        count(CTR_RINGBUF_FULL);
+        return Ok(());
+    };
+    entry.write(FibEvent {
+        header: EventHeader {
+            kind: EVENT_FIB,
+            len: core::mem::size_of::<FibEvent>() as u16,
+            // SAFETY: helpers without arguments, valid in tracepoint programs.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            netns: 0,
+            ifindex: fib.oif,
+        },
+        fib,
+        _pad: 0,
+    });
+    entry.submit(RB_NO_WAKEUP);
+    Ok(())
+}

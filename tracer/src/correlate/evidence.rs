@@ -1,0 +1,187 @@
+//! Evidence beyond tc hops: kernel drops and FIB lookups, attached to the packet traces.
+//!
+//! A drop record carries the dropped packet's (inner) identity, so it joins the open trace of
+//! that packet the way a hop does; a drop with no open trace starts one (a packet dropped before
+//! any traced hop). Noise (an echo reply nobody listens for, ...) is counted and ignored, so it
+//! never turns a delivered trace into a dropped one. FIB lookups carry no namespace: the recent
+//! ones are kept in a bounded ring and attached to a trace by destination address and time.
+
+use std::{collections::VecDeque, net::Ipv4Addr};
+
+use super::{Correlator, PackedId, TraceHead, NIL};
+use crate::event::{DropRecord, Encap, FibRecord, PacketId};
+
+/// Where the kernel dropped a packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropPoint {
+    /// Node of `skb->dev` (or `netns:<inode>`).
+    pub node: String,
+    pub netns: u32,
+    pub ifindex: u32,
+    /// Device name (`-` when the skb had no device).
+    pub ifname: String,
+    pub ts_ns: u64,
+    /// Drop reason name from the running kernel (`NETFILTER_DROP`, ...), or `reason <n>`.
+    pub reason: String,
+    pub reason_code: u32,
+    /// Symbolised location: `nft_do_chain+0x3f2`.
+    pub function: String,
+    pub location: u64,
+    pub len: u32,
+    /// The dropped skb's outer header when it was still (or already) encapsulated.
+    pub encap: Option<Encap>,
+}
+
+/// One FIB lookup that concerned a traced packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteLookup {
+    pub ts_ns: u64,
+    pub table: u32,
+    /// 0 when a route was found, else a negative errno.
+    pub err: i32,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub oif: u32,
+    pub iif: u32,
+    /// Output device name ("" when none).
+    pub dev: String,
+    pub gw: Option<Ipv4Addr>,
+}
+
+impl RouteLookup {
+    fn from_record(f: &FibRecord) -> Self {
+        RouteLookup {
+            ts_ns: f.ts_ns,
+            table: f.table,
+            err: f.err,
+            src: f.src,
+            dst: f.dst,
+            oif: f.oif,
+            iif: f.iif,
+            dev: f.dev_name().to_string(),
+            gw: f.gw,
+        }
+    }
+}
+
+/// Most FIB lookups kept; older ones are forgotten.
+const MAX_FIBS: usize = 16 * 1024;
+/// Most lookups attached to one trace.
+const MAX_ROUTES_PER_TRACE: usize = 8;
+/// Lookups up to this long before a trace's first hop still belong to it (the lookup of a
+/// locally generated packet happens before its first tc hop).
+const FIB_LEAD_NS: u64 = 5_000_000;
+
+/// A bounded ring of recent lookups.
+#[derive(Default)]
+pub(super) struct RecentFibs {
+    ring: VecDeque<FibRecord>,
+}
+
+impl RecentFibs {
+    fn push(&mut self, f: FibRecord) {
+        if self.ring.len() == MAX_FIBS {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(f);
+    }
+
+    /// Lookups for `packet`'s destination (or, for encapsulated legs, any lookup from its
+    /// source) in `[first - lead, last]`, oldest first, at most a few.
+    pub(super) fn for_packet(&self, packet: &PacketId, first: u64, last: u64) -> Vec<RouteLookup> {
+        let from = first.saturating_sub(FIB_LEAD_NS);
+        let mut out: Vec<RouteLookup> = self
+            .ring
+            .iter()
+            .filter(|f| f.ts_ns >= from && f.ts_ns <= last && f.dst == packet.dst)
+            // The tracepoint has no namespace. Calico pods route via 169.254.1.1: a lookup
+            // choosing a link-local gateway is the pod's own, not a node's.
+            .filter(|f| !f.gw.is_some_and(|g| g.is_link_local()))
+            .map(RouteLookup::from_record)
+            .collect();
+        if out.len() > MAX_ROUTES_PER_TRACE {
+            out.drain(..out.len() - MAX_ROUTES_PER_TRACE);
+        }
+        out
+    }
+}
+
+impl Correlator {
+    /// Adds one FIB lookup.
+    pub fn push_fib(&mut self, f: FibRecord) {
+        self.fibs.push(f);
+    }
+
+    /// Adds one drop, with its reason name and symbolised location already resolved.
+    pub fn push_drop(&mut self, d: &DropRecord, reason: &str, function: String) {
+        self.stats.drops_seen += 1;
+        if crate::verdict::is_noise(reason, &d.packet, d.icmp_type) {
+            self.stats.noise_drops += 1;
+            return;
+        }
+        let (node, ifname) = self.drop_names(d.netns, d.ifindex);
+        let point = DropPoint {
+            node,
+            netns: d.netns,
+            ifindex: d.ifindex,
+            ifname,
+            ts_ns: d.ts_ns,
+            reason: reason.to_string(),
+            reason_code: d.reason,
+            function,
+            location: d.location,
+            len: d.len,
+            encap: d.encap,
+        };
+        let key = PackedId::new(&d.packet);
+        let mut best: Option<(u64, u32)> = None;
+        let mut cur = self.by_id.get(&key).copied().unwrap_or(NIL);
+        while cur != NIL {
+            let Some(t) = self.slots[cur as usize].trace.as_ref() else {
+                break;
+            };
+            let first = t.first_ts.min(d.ts_ns);
+            let last = t.last_ts.max(d.ts_ns);
+            if t.drop.is_none() && last - first <= self.cfg.window_ns {
+                let dist = t
+                    .first_ts
+                    .saturating_sub(d.ts_ns)
+                    .max(d.ts_ns.saturating_sub(t.last_ts));
+                if best.is_none_or(|(bd, _)| dist < bd) {
+                    best = Some((dist, cur));
+                }
+            }
+            cur = t.next;
+        }
+        match best {
+            Some((_, slot)) => {
+                if let Some(t) = self.slots[slot as usize].trace.as_mut() {
+                    t.drop = Some(point);
+                }
+                self.extend_span(slot, d.ts_ns);
+            }
+            None => {
+                let head = TraceHead {
+                    packet: d.packet,
+                    tcp_flags: 0,
+                    icmp_type: d.icmp_type,
+                };
+                self.open_slot(key, head, d.ts_ns, Vec::new(), Some(point));
+            }
+        }
+    }
+
+    /// Node and device names of a drop: the device need not be one the tracer attached to.
+    fn drop_names(&self, netns: u32, ifindex: u32) -> (String, String) {
+        let Some(node) = self.topology.node(netns) else {
+            return (format!("netns:{netns}"), format!("if{ifindex}"));
+        };
+        let ifname = if ifindex == 0 {
+            "-".to_string()
+        } else {
+            node.link_name(ifindex)
+                .map_or_else(|| format!("if{ifindex}"), str::to_string)
+        };
+        (node.name.clone(), ifname)
+    }
+}

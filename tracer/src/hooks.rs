@@ -1,0 +1,422 @@
+//! The global hooks: drop points (`kfree_skb`), route lookups (`fib:fib_table_lookup`) and the
+//! encapsulation functions (fentry, else kprobes), loaded once per tracer from the same embedded
+//! object as the tc programs, with a ring buffer of their own.
+//!
+//! Everything kernel-specific comes from the running kernel: sk_buff / net_device / net offsets
+//! from BTF, drop-reason names from BTF (else the tracepoint's format file), tracepoint record
+//! layouts from their format files, locations symbolised through /proc/kallsyms. Each hook that
+//! cannot attach is a one-line warning naming the fallback; only "no drop hook at all" is fatal
+//! when drops were asked for.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FEntry, KProbe, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use tracer_common::{filter::FilterProgram, SkbLayout, N_COUNTERS};
+
+use crate::{
+    attach::ebpf_object,
+    btf::{Btf, DropReasons},
+    kallsyms::Kallsyms,
+};
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// What the global hooks need.
+pub struct HookOptions<'a> {
+    pub filter: &'a FilterProgram,
+    /// Namespaces whose drops are reported.
+    pub netns: &'a [u32],
+    pub ringbuf_bytes: u32,
+}
+
+/// The attached global hooks and what user space needs to read their events.
+pub struct GlobalHooks {
+    pub events: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    pub names: Names,
+    /// One line per hook: what is attached.
+    pub attached: Vec<String>,
+    /// Owns the programs and their links.
+    _ebpf: Ebpf,
+}
+
+impl GlobalHooks {
+    pub fn counters(&self) -> Result<[u64; N_COUNTERS as usize]> {
+        let mut out = [0u64; N_COUNTERS as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = self.counters.get(&(i as u32), 0)?.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
+/// Names from the running kernel: drop reasons and text symbols.
+pub struct Names {
+    pub reasons: DropReasons,
+    pub kallsyms: Option<Kallsyms>,
+}
+
+impl Names {
+    /// The reason's name in the running kernel, or `reason <n>`.
+    pub fn reason_name(&self, value: u32) -> String {
+        self.reasons
+            .name(value)
+            .map_or_else(|| format!("reason {value}"), str::to_string)
+    }
+
+    /// `function+0xoff`, or the hex address when kallsyms is unavailable.
+    pub fn location(&self, addr: u64) -> String {
+        match &self.kallsyms {
+            Some(k) => k.format(addr),
+            None => format!("{addr:#x}"),
+        }
+    }
+}
+
+/// Resolves the kernel struct offsets the drop hooks read.
+pub fn skb_layout(btf: &Btf, tp_format: Option<&str>) -> Result<SkbLayout> {
+    let m = |s: &str, path: &[&str]| -> Result<u32> {
+        Ok(btf
+            .member(s, path)
+            .with_context(|| format!("BTF: {s}.{}", path.join(".")))?
+            .offset)
+    };
+    let mut layout = SkbLayout {
+        valid: 1,
+        skb_head: m("sk_buff", &["head"])?,
+        skb_len: m("sk_buff", &["len"])?,
+        skb_dev: m("sk_buff", &["dev"])?,
+        skb_network_header: m("sk_buff", &["network_header"])?,
+        skb_mark: m("sk_buff", &["mark"])?,
+        dev_ifindex: m("net_device", &["ifindex"])?,
+        dev_nd_net: m("net_device", &["nd_net", "net"])?,
+        net_ns_inum: m("net", &["ns", "inum"])?,
+        ..SkbLayout::default()
+    };
+    if let Some(text) = tp_format {
+        let field = |name: &str| tracepoint_field_offset(text, name);
+        if let (Some(a), Some(l), Some(r)) = (field("skbaddr"), field("location"), field("reason"))
+        {
+            layout.tp_skbaddr = a;
+            layout.tp_location = l;
+            layout.tp_reason = r;
+        }
+    }
+    Ok(layout)
+}
+
+/// Offset of `name` in a tracepoint format file (`field:void * skbaddr; offset:8; ...`).
+pub fn tracepoint_field_offset(format: &str, name: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let line = line.trim();
+        let decl = line.strip_prefix("field:")?.split(';').next()?;
+        let ident = decl.rsplit([' ', '*']).next()?;
+        let ident = ident.split('[').next()?;
+        if ident != name {
+            return None;
+        }
+        let off = line.split("offset:").nth(1)?.split(';').next()?;
+        off.trim().parse().ok()
+    })
+}
+
+/// The fib_table_lookup record layout the program was written for.
+const FIB_FIELDS: [(&str, u32); 12] = [
+    ("tb_id", 8),
+    ("err", 12),
+    ("oif", 16),
+    ("iif", 20),
+    ("proto", 24),
+    ("scope", 26),
+    ("src", 28),
+    ("dst", 32),
+    ("gw4", 36),
+    ("sport", 56),
+    ("dport", 58),
+    ("name", 60),
+];
+
+fn ensure_tracefs() {
+    if Path::new(TRACEFS).join("events").exists() {
+        return;
+    }
+    let src = std::ffi::CString::new("tracefs").expect("static");
+    let dst = std::ffi::CString::new(TRACEFS).expect("static");
+    // SAFETY: mount(2) with valid NUL-terminated strings and no data.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        log::warn!(
+            "tracefs is not mounted and mounting it failed ({}): tracepoint hooks will not attach; \
+             run `mount -t tracefs tracefs {TRACEFS}`",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+fn read_format(category: &str, name: &str) -> Option<String> {
+    std::fs::read_to_string(
+        Path::new(TRACEFS)
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format"),
+    )
+    .ok()
+}
+
+/// Loads and attaches the global hooks.
+pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
+    ensure_tracefs();
+    let btf = Btf::from_sys().context("reading the kernel's BTF")?;
+    let kfree_format = read_format("skb", "kfree_skb");
+    let layout = skb_layout(&btf, kfree_format.as_deref())?;
+    let reasons = match DropReasons::from_btf(&btf) {
+        Ok(r) => r,
+        Err(e) => {
+            match kfree_format
+                .as_deref()
+                .map(DropReasons::from_tracepoint_format)
+            {
+                Some(Ok(r)) => {
+                    log::warn!("drop reasons not in BTF ({e}); using the kfree_skb tracepoint's format file");
+                    r
+                }
+                _ => bail!("cannot name drop reasons: {e}, and no kfree_skb tracepoint format"),
+            }
+        }
+    };
+    let kallsyms = match Kallsyms::load() {
+        Ok(k) => Some(k),
+        Err(e) => {
+            log::warn!("cannot read /proc/kallsyms ({e}); drop locations are shown as addresses");
+            None
+        }
+    };
+
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("EVENTS", opts.ringbuf_bytes)
+        .load(ebpf_object()?)
+        .context("loading the eBPF object (global hooks)")?;
+    {
+        let mut m: Array<&mut MapData, SkbLayout> = Array::try_from(map(&mut ebpf, "SKB_LAYOUT")?)?;
+        m.set(0, layout, 0)?;
+    }
+    {
+        let mut m: Array<&mut MapData, FilterProgram> = Array::try_from(map(&mut ebpf, "FILTER")?)?;
+        m.set(0, opts.filter, 0)?;
+    }
+    {
+        let mut m: HashMap<&mut MapData, u32, u32> =
+            HashMap::try_from(map(&mut ebpf, "TRACED_NETNS")?)?;
+        for ns in opts.netns {
+            m.insert(ns, 1, 0)?;
+        }
+    }
+
+    let aya_btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF (aya)")?;
+    let mut attached = Vec::new();
+    attach_drop_hook(
+        &mut ebpf,
+        &aya_btf,
+        kfree_format.is_some() && layout.tp_reason != 0,
+        &mut attached,
+    )?;
+    attach_fib_hook(&mut ebpf, &mut attached);
+    attach_encap_probes(&mut ebpf, &aya_btf, &btf, &mut attached);
+
+    let events = RingBuf::try_from(
+        ebpf.take_map("EVENTS")
+            .ok_or_else(|| anyhow!("no EVENTS map"))?,
+    )?;
+    let counters = PerCpuArray::try_from(
+        ebpf.take_map("COUNTERS")
+            .ok_or_else(|| anyhow!("no COUNTERS map"))?,
+    )?;
+    Ok(GlobalHooks {
+        events,
+        counters,
+        names: Names { reasons, kallsyms },
+        attached,
+        _ebpf: ebpf,
+    })
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| anyhow!("eBPF object has no {name} map"))
+}
+
+fn attach_drop_hook(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    classic_ok: bool,
+    attached: &mut Vec<String>,
+) -> Result<()> {
+    let btf_err = (|| -> Result<()> {
+        let p: &mut BtfTracePoint = ebpf
+            .program_mut("kfree_skb_btf")
+            .ok_or_else(|| anyhow!("no program kfree_skb_btf"))?
+            .try_into()?;
+        p.load("kfree_skb", btf)?;
+        p.attach()?;
+        Ok(())
+    })();
+    match btf_err {
+        Ok(()) => {
+            attached.push("drops: tp_btf/kfree_skb".into());
+            return Ok(());
+        }
+        Err(e) if classic_ok => {
+            log::warn!("tp_btf/kfree_skb unavailable ({e:#}); falling back to the skb/kfree_skb tracepoint");
+        }
+        Err(e) => bail!("cannot attach a drop hook: tp_btf/kfree_skb failed ({e:#}) and the skb/kfree_skb tracepoint format is unavailable"),
+    }
+    let p: &mut TracePoint = ebpf
+        .program_mut("kfree_skb_tp")
+        .ok_or_else(|| anyhow!("no program kfree_skb_tp"))?
+        .try_into()?;
+    p.load()?;
+    p.attach("skb", "kfree_skb")
+        .context("attaching the skb/kfree_skb tracepoint")?;
+    attached.push("drops: tracepoint skb/kfree_skb".into());
+    Ok(())
+}
+
+fn attach_fib_hook(ebpf: &mut Ebpf, attached: &mut Vec<String>) {
+    let Some(format) = read_format("fib", "fib_table_lookup") else {
+        log::warn!("no fib:fib_table_lookup tracepoint; verdicts will not show the route lookup");
+        return;
+    };
+    if let Some((field, want)) = FIB_FIELDS
+        .iter()
+        .find(|(f, off)| tracepoint_field_offset(&format, f) != Some(*off))
+    {
+        log::warn!(
+            "fib:fib_table_lookup has another layout on this kernel (field {field} not at offset {want}); route lookups are not traced"
+        );
+        return;
+    }
+    let result = (|| -> Result<()> {
+        let p: &mut TracePoint = ebpf
+            .program_mut("fib_lookup")
+            .ok_or_else(|| anyhow!("no program fib_lookup"))?
+            .try_into()?;
+        p.load()?;
+        p.attach("fib", "fib_table_lookup")?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => attached.push("routes: tracepoint fib/fib_table_lookup".into()),
+        Err(e) => {
+            log::warn!("fib:fib_table_lookup did not attach ({e:#}); route lookups are not traced")
+        }
+    }
+}
+
+/// (program suffix, kernel function) of the encapsulation probes.
+const ENCAP_FUNCS: [(&str, &str); 2] = [
+    ("vxlan_xmit", "vxlan_xmit"),
+    ("iptunnel_xmit", "iptunnel_xmit"),
+];
+
+fn attach_encap_probes(ebpf: &mut Ebpf, aya_btf: &aya::Btf, btf: &Btf, attached: &mut Vec<String>) {
+    let mut fentry_err = None;
+    let mut kprobe_err = None;
+    let mut ok = Vec::new();
+    for (prog, func) in ENCAP_FUNCS {
+        if !btf.has_func(func) {
+            continue;
+        }
+        let fentry = (|| -> Result<()> {
+            let p: &mut FEntry = ebpf
+                .program_mut(&format!("fentry_{prog}"))
+                .ok_or_else(|| anyhow!("no program fentry_{prog}"))?
+                .try_into()?;
+            p.load(func, aya_btf)?;
+            p.attach()?;
+            Ok(())
+        })();
+        match fentry {
+            Ok(()) => {
+                ok.push(format!("fentry/{func}"));
+                continue;
+            }
+            Err(e) => fentry_err = fentry_err.or(Some(e)),
+        }
+        let kprobe = (|| -> Result<()> {
+            let p: &mut KProbe = ebpf
+                .program_mut(&format!("kprobe_{prog}"))
+                .ok_or_else(|| anyhow!("no program kprobe_{prog}"))?
+                .try_into()?;
+            p.load()?;
+            p.attach(func, 0)?;
+            Ok(())
+        })();
+        match kprobe {
+            Ok(()) => ok.push(format!("kprobe/{func}")),
+            Err(e) => kprobe_err = kprobe_err.or(Some(e)),
+        }
+    }
+    if !ok.is_empty() {
+        attached.push(format!("encapsulation: {}", ok.join(", ")));
+    }
+    if ok.len() < ENCAP_FUNCS.len() {
+        let why = |e: Option<anyhow::Error>| {
+            e.map_or_else(|| "not tried".to_string(), |e| first_line(&e))
+        };
+        log::warn!(
+            "encapsulation probes unavailable (fentry: {}; kprobe: {}); using the tc hops on \
+             vxlan.calico/tunl0 and the tracepoints instead",
+            why(fentry_err),
+            why(kprobe_err)
+        );
+    }
+}
+
+fn first_line(e: &anyhow::Error) -> String {
+    let mut chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    chain.dedup();
+    chain
+        .join(": ")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KFREE: &str = "name: kfree_skb\nID: 2310\nformat:\n\
+        \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+        \tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
+        \tfield:void * location;\toffset:16;\tsize:8;\tsigned:0;\n\
+        \tfield:void * rx_sk;\toffset:24;\tsize:8;\tsigned:0;\n\
+        \tfield:unsigned short protocol;\toffset:32;\tsize:2;\tsigned:0;\n\
+        \tfield:enum skb_drop_reason reason;\toffset:36;\tsize:4;\tsigned:0;\n";
+
+    #[test]
+    fn tracepoint_offsets() {
+        assert_eq!(tracepoint_field_offset(KFREE, "skbaddr"), Some(8));
+        assert_eq!(tracepoint_field_offset(KFREE, "location"), Some(16));
+        assert_eq!(tracepoint_field_offset(KFREE, "reason"), Some(36));
+        assert_eq!(tracepoint_field_offset(KFREE, "nope"), None);
+        let fib = "\tfield:__u8 src[4];\toffset:28;\tsize:4;\tsigned:0;\n\tfield:char name[16];\toffset:60;\tsize:16;\tsigned:0;";
+        assert_eq!(tracepoint_field_offset(fib, "src"), Some(28));
+        assert_eq!(tracepoint_field_offset(fib, "name"), Some(60));
+    }
+}

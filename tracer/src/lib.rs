@@ -1,0 +1,23 @@
+//! The tracer's user space, as a library (the `tracer` binary is a thin CLI over it).
+//!
+//! Pipeline: attach (`attach`, `discover`, `netlink`, `netns`, `hooks`) -> collect (ring
+//! buffers) -> decode (`event`) -> correlate (`correlate`, `verdict`) -> latency -> render.
+//! Each stage is its own module; `trace` wires them together. Kernel names come from `btf` and
+//! `kallsyms`; the flow filter is compiled by `filter`.
+
+pub mod attach;
+pub mod btf;
+pub mod correlate;
+pub mod discover;
+pub mod event;
+pub mod filter;
+pub mod hooks;
+pub mod kallsyms;
+pub mod latency;
+pub mod netlink;
+pub mod netns;
+pub mod render;
+pub mod signals;
+pub mod topology;
+pub mod trace;
+pub mod verdict;

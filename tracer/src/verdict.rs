@@ -1,0 +1,379 @@
+//! Verdicts: why a dropped or lost packet died, in the user's terms.
+//!
+//! Pure rules over one finished [`Trace`] (its hops, the kernel drop, the FIB lookups seen for
+//! it) and the [`Topology`] (node addresses, links and MTUs, default gateways). Each verdict has a
+//! stable machine name and a one-paragraph explanation naming the route, rule or entry involved
+//! and the Calico-level fix. Reason names are the running kernel's (`NETFILTER_DROP`, ...), so
+//! the rules compare names, never numbers.
+//!
+//! Names: `no-route`, `no-vxlan-fdb`, `no-neighbour`, `wrong-tunnel-endpoint`, `underlay-drop`,
+//! `firewall-drop`, `rp-filter`, `mtu`, `cidr-overlap`, and `kernel-drop` for a drop no rule
+//! explains (the reason and location still say what happened).
+
+use std::net::Ipv4Addr;
+
+use crate::{
+    correlate::{DropPoint, Outcome, RouteLookup, Trace},
+    event::{EncapKind, PacketId},
+    topology::{IfaceKind, Node, Topology},
+};
+
+/// Why a packet died.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Stable machine name (see the module notes).
+    pub name: &'static str,
+    pub explanation: String,
+}
+
+/// VXLAN adds 50 bytes (outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8), IPIP 20.
+const VXLAN_OVERHEAD: u32 = 50;
+const IPIP_OVERHEAD: u32 = 20;
+
+/// Drops that are not faults: a consumed skb, or the echo reply a ping socket did not want
+/// (every echo reply produces one at some ping socket).
+pub fn is_noise(reason: &str, packet: &PacketId, icmp_type: u8) -> bool {
+    match reason {
+        "NOT_DROPPED_YET" | "CONSUMED" => true,
+        "NO_SOCKET" => packet.proto == 1 && icmp_type == 0,
+        _ => false,
+    }
+}
+
+/// The verdict for a dropped or lost trace; `None` for other outcomes.
+pub fn judge(trace: &Trace, topo: &Topology) -> Option<Verdict> {
+    match trace.outcome {
+        Outcome::Dropped => trace.drop.as_ref().map(|d| judge_drop(trace, d, topo)),
+        Outcome::Lost => Some(judge_lost(trace, topo)),
+        Outcome::Delivered | Outcome::Incomplete => None,
+    }
+}
+
+fn v(name: &'static str, explanation: String) -> Verdict {
+    Verdict { name, explanation }
+}
+
+fn judge_drop(trace: &Trace, d: &DropPoint, topo: &Topology) -> Verdict {
+    let p = &trace.packet;
+    let node = topo.node(d.netns);
+    let at = format!(
+        "{} dropped it on {} ({} in {})",
+        d.node, d.ifname, d.reason, d.function
+    );
+    let route = last_route(trace).map(describe_route).unwrap_or_default();
+
+    // Pod-to-node traffic that entered the overlay: the pod CIDR overlaps the node network.
+    if let Some(owner) = topo.owner_of(p.dst) {
+        let tunnel = trace
+            .hops
+            .iter()
+            .find(|h| matches!(h.kind, Some(IfaceKind::Vxlan | IfaceKind::Ipip)));
+        if let Some(t) = tunnel {
+            return v(
+                "cidr-overlap",
+                format!(
+                    "{} is the address of node {}, but {} routed the packet into the overlay ({}){}; {at}. \
+                     The pod CIDR (or an IPAM block route) overlaps the node network, so traffic from \
+                     pods to node addresses is captured by the overlay and lost, while pod-to-pod \
+                     traffic still works. Fix: give the IP pool a CIDR that does not overlap the \
+                     nodes' subnet (and remove the overlapping blocks/routes), then restart the \
+                     affected pods.",
+                    p.dst, owner.name, t.node, t.ifname, route
+                ),
+            );
+        }
+    }
+
+    match d.reason.as_str() {
+        "NO_TX_TARGET" | "VXLAN_VNI_NOT_FOUND" => v(
+            "no-vxlan-fdb",
+            format!(
+                "{at}: vxlan.calico has no forwarding entry (FDB) for the remote VTEP the route points \
+                 at{route}, so the VXLAN device has no underlay destination for the frame. Felix \
+                 programs one permanent FDB entry per remote node (`bridge fdb show dev vxlan.calico`: \
+                 `<remote VTEP MAC> dst <remote node IP>`). Fix: check calico-node (Felix) on {} and \
+                 the remote Node's projectcalico.org/IPv4VXLANTunnelAddr and VXLAN MAC; restarting \
+                 calico-node reprograms the entry.",
+                d.node
+            ),
+        ),
+        "IP_RPFILTER" => v(
+            "rp-filter",
+            format!(
+                "{at}: the packet from {} arrived on {} but the route back to {} leaves by another \
+                 interface, and strict reverse-path filtering (rp_filter=1) rejects such asymmetric \
+                 paths{route}. Fix: set net.ipv4.conf.all.rp_filter and net.ipv4.conf.{}.rp_filter to \
+                 2 (loose) or 0 on {}, or make the return route symmetric (check `ip route get {} from \
+                 <node ip>` on {}).",
+                p.src, d.ifname, p.src, d.ifname, d.node, p.src, d.node
+            ),
+        ),
+        "PKT_TOO_BIG" | "FRAG_TOO_FAR" => judge_mtu(trace, d, node, &at),
+        "IP_INNOROUTES" | "IP_OUTNOROUTES" => no_route(trace, d, node, &at, &route),
+        "NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_DEAD" | "NEIGH_CREATEFAIL" => {
+            judge_neigh(trace, d, node, topo, &at, &route)
+        }
+        "NETFILTER_DROP" => match d.encap {
+            Some(e) => v(
+                "underlay-drop",
+                format!(
+                    "{at}: a firewall rule on {} dropped the encapsulated packet ({} {} -> {}{}) before \
+                     it was decapsulated. The receiving node (or the underlay) blocks Calico's {} \
+                     traffic. Fix: allow {} between the nodes (host firewall, nftables/iptables, \
+                     cloud security groups).",
+                    d.node,
+                    e.kind.as_str(),
+                    e.outer_src,
+                    e.outer_dst,
+                    if e.kind == EncapKind::Vxlan { format!(" UDP {}", e.outer_dport) } else { String::new() },
+                    e.kind.as_str(),
+                    if e.kind == EncapKind::Vxlan { format!("UDP port {}", e.outer_dport) } else { "IP protocol 4".into() },
+                ),
+            ),
+            None => v(
+                "firewall-drop",
+                format!(
+                    "{at}: an iptables/nftables rule on {} dropped the packet from {} to {} \
+                     ({}{}){}. In Calico this is usually a network policy (a deny rule, or no allow \
+                     rule for this port) enforced on the pod's cali interface. Fix: inspect the policies \
+                     selecting the destination pod (`calicoctl get networkpolicy,globalnetworkpolicy -o \
+                     wide`) or the node's ruleset (`nft list ruleset`, `iptables-save`).",
+                    d.node,
+                    p.src,
+                    p.dst,
+                    crate::event::proto_name(p.proto),
+                    if p.dport != 0 { format!(" port {}", p.dport) } else { String::new() },
+                    route
+                ),
+            ),
+        },
+        _ => v(
+            "kernel-drop",
+            format!(
+                "{at}. No rule of this tracer explains this reason yet; the reason and location are the \
+                 kernel's own words{route}."
+            ),
+        ),
+    }
+}
+
+fn judge_mtu(trace: &Trace, d: &DropPoint, node: Option<&Node>, at: &str) -> Verdict {
+    let out_dev = last_route(trace).map(|r| r.dev.clone()).unwrap_or_default();
+    let out_mtu = node.and_then(|n| n.link(&out_dev)).map(|l| l.mtu);
+    let uplink_mtu = node
+        .and_then(|n| n.uplink())
+        .and_then(|u| node.and_then(|n| n.link(&u.name)))
+        .map(|l| l.mtu);
+    let overhead = if out_dev == "tunl0" {
+        IPIP_OVERHEAD
+    } else {
+        VXLAN_OVERHEAD
+    };
+    let advice = match uplink_mtu {
+        Some(m) => format!(
+            "set the tunnel MTU to {} (uplink {m} - {overhead}) and the same veth MTU for pods \
+             (Calico: FelixConfiguration vxlanMtu/ipipMtu, or the installation's MTU / calico-config \
+             veth_mtu), then restart the pods",
+            m.saturating_sub(overhead)
+        ),
+        None => "make the pod (veth) MTU no larger than the tunnel MTU (uplink MTU - 50 for VXLAN, - 20 for IPIP)".into(),
+    };
+    v(
+        "mtu",
+        format!(
+            "{at}: the {}-byte packet (DF set) does not fit {}{}. The pods' MTU is larger than the \
+             path through the tunnel, so large packets with DF are dropped (and the sender gets \
+             ICMP fragmentation-needed, which some stacks ignore). Fix: {advice}.",
+            d.len,
+            if out_dev.is_empty() { "the next hop".to_string() } else { out_dev.clone() },
+            out_mtu.map(|m| format!(" (MTU {m})")).unwrap_or_default()
+        ),
+    )
+}
+
+fn no_route(trace: &Trace, d: &DropPoint, node: Option<&Node>, at: &str, route: &str) -> Verdict {
+    let via_default = node
+        .and_then(|n| n.default_gw)
+        .zip(last_route(trace).and_then(|r| r.gw))
+        .is_some_and(|(dgw, gw)| dgw == gw);
+    let how = if via_default {
+        format!(
+            "{} has no route for {}, so it followed the default route{route}",
+            d.node, trace.packet.dst
+        )
+    } else {
+        format!("{} has no route for {}{route}", d.node, trace.packet.dst)
+    };
+    v(
+        "no-route",
+        format!(
+            "{at}: {how}. Calico routes each remote node's /26 block explicitly: `<block> via <remote \
+             VTEP> dev vxlan.calico onlink` (VXLAN), `<block> via <node IP> dev tunl0 onlink` (IPIP), \
+             or a BGP route `via <node IP>`. If every remote block is missing, the IP pool has \
+             vxlanMode and ipipMode Never and no BGP programs routes: set vxlanMode: Always (or \
+             ipipMode: Always) on the IP pool, or run BGP (calico_backend: bird). If only this block \
+             is missing, Felix/BIRD on {} has not programmed it: check `ip route | grep {}` and the \
+             calico-node logs.",
+            d.node,
+            block_of(trace.packet.dst)
+        ),
+    )
+}
+
+fn judge_neigh(
+    trace: &Trace,
+    d: &DropPoint,
+    node: Option<&Node>,
+    topo: &Topology,
+    at: &str,
+    route: &str,
+) -> Verdict {
+    let dev_kind = node
+        .and_then(|n| n.ifaces.iter().find(|i| i.ifindex == d.ifindex))
+        .map(|i| i.kind);
+    if let Some(e) = d.encap {
+        // The encapsulated packet could not reach its outer destination.
+        let known = topo.nodes.iter().find(|n| n.addrs.contains(&e.outer_dst));
+        return match known {
+            Some(peer) if peer.uplink().is_some() && !is_uplink_addr(peer, e.outer_dst) => v(
+                "wrong-tunnel-endpoint",
+                format!(
+                    "{at}: the {} packet was sent to {}, an address of {} that is not on its underlay \
+                     interface, and {} could not reach it{route}. The tunnel endpoint of {} was taken \
+                     from the wrong interface (IP autodetection picked the wrong NIC). Fix: set \
+                     IP_AUTODETECTION_METHOD on calico-node (e.g. interface=eth0, can-reach=<peer>, or \
+                     kubernetes-internal-ip) so that the Node's IPv4Address is the underlay address.",
+                    e.kind.as_str(), e.outer_dst, peer.name, d.node, peer.name
+                ),
+            ),
+            Some(peer) => v(
+                "underlay-drop",
+                format!(
+                    "{at}: {} could not resolve the underlay neighbour for {} ({}) to send the {} \
+                     packet{route}. The nodes cannot reach each other on the underlay. Fix: check \
+                     the link and ARP between the nodes (`ip neigh`, `ping {}` from {}).",
+                    d.node, e.outer_dst, peer.name, e.kind.as_str(), e.outer_dst, d.node
+                ),
+            ),
+            None => v(
+                "wrong-tunnel-endpoint",
+                format!(
+                    "{at}: the {} packet was sent to {}, which is no traced node's address, and {} \
+                     could not reach it{route}. The remote VTEP's FDB entry (VXLAN) or route (IPIP) \
+                     points at the wrong address, typically because IP autodetection on the remote \
+                     node picked the wrong NIC. Fix: set IP_AUTODETECTION_METHOD on calico-node \
+                     (interface=..., can-reach=..., kubernetes-internal-ip) and check `bridge fdb \
+                     show dev vxlan.calico` on {}.",
+                    e.kind.as_str(), e.outer_dst, d.node, d.node
+                ),
+            ),
+        };
+    }
+    if matches!(dev_kind, Some(IfaceKind::Vxlan | IfaceKind::Ipip)) {
+        let gw = last_route(trace)
+            .and_then(|r| r.gw)
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| "the remote VTEP".into());
+        return v(
+            "no-neighbour",
+            format!(
+                "{at}: {} has no neighbour (ARP) entry for {gw} on {}{route}. Felix programs a \
+                 permanent ARP entry for every remote VTEP (`ip neigh show dev {}`: `<VTEP IP> lladdr \
+                 <VTEP MAC> PERMANENT`); the VTEPs never answer ARP themselves. Fix: check calico-node \
+                 (Felix) on {}; restarting it reprograms the entry.",
+                d.node, d.ifname, d.ifname, d.node
+            ),
+        );
+    }
+    let via_default = node
+        .and_then(|n| n.default_gw)
+        .zip(last_route(trace).and_then(|r| r.gw))
+        .is_some_and(|(dgw, gw)| dgw == gw);
+    let pod_dst = topo.owner_of(trace.packet.dst).is_none();
+    if via_default && pod_dst {
+        return no_route(trace, d, node, at, route);
+    }
+    v(
+        "no-neighbour",
+        format!(
+            "{at}: the next hop for {} on {} did not answer ARP{route}. Fix: check that the next hop \
+             exists and is reachable from {} (`ip neigh show dev {}`).",
+            trace.packet.dst, d.ifname, d.node, d.ifname
+        ),
+    )
+}
+
+fn judge_lost(trace: &Trace, topo: &Topology) -> Verdict {
+    let last = trace.hops.last();
+    let encap = trace.hops.iter().rev().find_map(|h| h.encap);
+    let from = last
+        .map(|h| format!("{} {}", h.node, h.ifname))
+        .unwrap_or_default();
+    match encap {
+        Some(e) if topo.owner_of(e.outer_dst).is_none() => v(
+            "wrong-tunnel-endpoint",
+            format!(
+                "the {} packet left {from} for {}, which is no traced node, and was not seen again. \
+                 The remote VTEP's FDB entry or route points at the wrong address (IP autodetection \
+                 picked the wrong NIC on the remote node?). Fix: set IP_AUTODETECTION_METHOD on \
+                 calico-node and check `bridge fdb show dev vxlan.calico`.",
+                e.kind.as_str(),
+                e.outer_dst
+            ),
+        ),
+        Some(e) => v(
+            "underlay-drop",
+            format!(
+                "the {} packet left {from} for {} but never reached that node's uplink, and no \
+                 traced node dropped it: the underlay lost it. Fix: allow {} between the nodes in \
+                 the network between them (cloud security groups, firewalls, switch ACLs).",
+                e.kind.as_str(),
+                e.outer_dst,
+                if e.kind == EncapKind::Vxlan { format!("UDP port {}", e.outer_dport) } else { "IP protocol 4".into() }
+            ),
+        ),
+        None => v(
+            "underlay-drop",
+            format!(
+                "the packet left {from} for {} but was not seen again and no traced node dropped \
+                 it: the underlay (or an untraced router) lost it. With native routing the \
+                 underlay must route the pod CIDR blocks to the nodes (BGP); otherwise use \
+                 encapsulation (vxlanMode: Always).",
+                trace.packet.dst
+            ),
+        ),
+    }
+}
+
+fn is_uplink_addr(node: &Node, addr: Ipv4Addr) -> bool {
+    node.uplink_addrs.contains(&addr)
+}
+
+/// The newest lookup that decided something (a route found or not).
+fn last_route(trace: &Trace) -> Option<&RouteLookup> {
+    trace
+        .routes
+        .iter()
+        .rev()
+        .find(|r| r.dst == trace.packet.dst)
+}
+
+fn describe_route(r: &RouteLookup) -> String {
+    if r.err != 0 {
+        return format!(
+            " (route lookup for {} in table {}: no route, error {})",
+            r.dst, r.table, r.err
+        );
+    }
+    let via = r.gw.map(|g| format!(" via {g}")).unwrap_or_default();
+    format!(
+        " (route lookup for {} in table {}: dev {}{via})",
+        r.dst, r.table, r.dev
+    )
+}
+
+/// The /26 block of an address, as Calico allocates them.
+fn block_of(addr: Ipv4Addr) -> String {
+    let a = u32::from(addr) & !0x3f;
+    format!("{}/26", Ipv4Addr::from(a))
+}
