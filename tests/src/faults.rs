@@ -1,13 +1,13 @@
 //! Fault injection: break a running lab the way real Calico clusters break, and heal it.
 //!
-//! Design note: every fault is planned as a list of [`Change`]s, each an `apply` step and the
+//! Design note: every fault is planned as a list of changes, each an `apply` step and the
 //! `undo` step that reverts it exactly. Undo steps are computed from the *kernel's* state read
 //! just before breaking (the route, neighbour, FDB entry, MTU or sysctl value as it is), not
 //! from the plan, so `heal` puts back what was there even if the lab had been modified. Steps
 //! are plain data (`ip`/`bridge` batch lines, an `nft` script, a sysctl write) executed in the
 //! right namespace; they are persisted with the [`FaultInfo`] in
-//! `/run/tracer-lab/{prefix}.faults.json`, so `heal` works from another process (`xtask lab`,
-//! a test, the demo). A failing `break_lab` undoes what it had applied before returning the
+//! `/run/tracer-lab/{prefix}.faults.json`, so `heal` works from another process (a CLI, a
+//! test, the demo). A failing `break_lab` undoes what it had applied before returning the
 //! error; a failing `heal` keeps the undo steps that failed so it can be retried. Undo steps
 //! are idempotent where the tools allow it (`replace`). Everything runs under the per-prefix
 //! lock, so faults never race with `up`/`down` of the same lab.
@@ -54,7 +54,7 @@ pub const POLICY_PORT: u16 = 8080;
 pub const FAULT_MTU: u32 = 1000;
 /// ICMP payload of the `mtu` probe (1228-byte packets, sent with DF).
 pub const MTU_PROBE_SIZE: usize = 1200;
-/// Routing table and rule priority of `pod-cidr-overlap`.
+/// Routing table of `pod-cidr-overlap`.
 pub const OVERLAP_TABLE: u32 = 244;
 /// Priority of the `pod-cidr-overlap` policy rule.
 pub const OVERLAP_RULE_PREF: u32 = 100;
@@ -206,10 +206,12 @@ pub struct FaultInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 enum Step {
-    /// `ip -netns NS -batch -`.
-    Ip { netns: String, lines: Vec<String> },
-    /// `bridge -netns NS -batch -`.
-    Bridge { netns: String, lines: Vec<String> },
+    /// `{tool} -netns NS -batch -` (`ip` or `bridge`).
+    Batch {
+        tool: String,
+        netns: String,
+        lines: Vec<String>,
+    },
     /// `ip netns exec NS nft SCRIPT`.
     Nft { netns: String, script: String },
     /// Write `value` to `/proc/sys/{path}` inside NS.
@@ -268,9 +270,9 @@ pub fn break_lab(topo: &Topology, fault: Fault) -> Result<FaultInfo> {
             let rollback = run_undo(undo.iter().rev().cloned().collect());
             return Err(e.context(match rollback {
                 Ok(()) => format!("break `{fault}` failed (rolled back)"),
-                Err(_) => format!(
-                    "break `{fault}` failed, and so did its rollback: run `cargo xtask lab \
-                     down --prefix {prefix}`"
+                Err((_, re)) => format!(
+                    "break `{fault}` failed, and so did its rollback ({re:#}): run `cargo xtask \
+                     lab down --prefix {prefix}`"
                 ),
             }));
         }
@@ -319,14 +321,13 @@ fn heal_locked(prefix: &str, fault: Fault) -> Result<()> {
         bail!("fault `{fault}` is not active on lab `{prefix}`");
     };
     let mut record = records.remove(i);
-    let result = run_undo(std::mem::take(&mut record.undo));
-    if let Err((failed, e)) = &result {
-        record.undo.clone_from(failed);
+    if let Err((failed, e)) = run_undo(std::mem::take(&mut record.undo)) {
+        let n = failed.len();
+        record.undo = failed;
         records.insert(i, record);
         save(prefix, &records)?;
-        return Err(anyhow::anyhow!("{e:#}").context(format!(
-            "heal `{fault}`: {} undo step(s) failed and stay recorded",
-            failed.len()
+        return Err(e.context(format!(
+            "heal `{fault}`: {n} undo step(s) failed; they stay recorded for another heal"
         )));
     }
     save(prefix, &records)
@@ -378,8 +379,7 @@ fn save(prefix: &str, records: &[Record]) -> Result<()> {
 
 fn run_step(step: &Step) -> Result<()> {
     match step {
-        Step::Ip { netns, lines } => run_batch("ip", netns, lines),
-        Step::Bridge { netns, lines } => run_batch("bridge", netns, lines),
+        Step::Batch { tool, netns, lines } => run_batch(tool, netns, lines),
         Step::Nft { netns, script } => {
             let out =
                 exec_in(netns, &["nft", script]).context("run nft (is nftables installed?)")?;
@@ -478,29 +478,23 @@ impl Plan {
         A: IntoIterator<Item = String>,
         U: IntoIterator<Item = String>,
     {
-        let netns = netns.to_owned();
+        let batch = |lines: Vec<String>| Step::Batch {
+            tool: "ip".into(),
+            netns: netns.to_owned(),
+            lines,
+        };
         let (apply, undo) = (apply.into_iter().collect(), undo.into_iter().collect());
-        self.push(
-            Step::Ip {
-                netns: netns.clone(),
-                lines: apply,
-            },
-            Step::Ip { netns, lines: undo },
-        );
+        self.push(batch(apply), batch(undo));
     }
 
+    /// A `bridge -batch` line, and the line that reverts it.
     fn bridge(&mut self, netns: &str, apply: String, undo: String) {
-        let netns = netns.to_owned();
-        self.push(
-            Step::Bridge {
-                netns: netns.clone(),
-                lines: vec![apply],
-            },
-            Step::Bridge {
-                netns,
-                lines: vec![undo],
-            },
-        );
+        let batch = |line: String| Step::Batch {
+            tool: "bridge".into(),
+            netns: netns.to_owned(),
+            lines: vec![line],
+        };
+        self.push(batch(apply), batch(undo));
     }
 
     /// A table with one base chain on `hook` holding `rule`; undo deletes the table.
@@ -915,55 +909,5 @@ fn unanswered(e: io::Error) -> Result<bool> {
         Ok(false)
     } else {
         Err(e.into())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        for f in Fault::ALL {
-            assert_eq!(f.name().parse::<Fault>().unwrap(), f);
-            assert_eq!(f.to_string(), f.name());
-            let json = serde_json::to_string(&f).unwrap();
-            assert_eq!(json, format!("\"{}\"", f.name()));
-            assert_eq!(serde_json::from_str::<Fault>(&json).unwrap(), f);
-        }
-        let err = format!("{:#}", "encap".parse::<Fault>().unwrap_err());
-        assert!(err.contains("unknown fault `encap`"), "{err}");
-        assert!(
-            err.contains("encap-never") && err.contains("wrong-tunnel-source"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn applicability() {
-        let vxlan_only: Vec<_> = Fault::ALL
-            .into_iter()
-            .filter(|f| !f.applies_to(Encap::None))
-            .map(Fault::name)
-            .collect();
-        assert_eq!(
-            vxlan_only,
-            [
-                "missing-fdb",
-                "missing-arp",
-                "underlay-blocks-vxlan",
-                "pod-cidr-overlap",
-                "wrong-tunnel-source"
-            ]
-        );
-        assert!(Fault::ALL.iter().all(|f| f.applies_to(Encap::Vxlan)));
-    }
-
-    #[test]
-    fn steps_serialize() {
-        let s = sysctl("ns", "net/ipv4/conf/all/rp_filter", "1");
-        let json = serde_json::to_string(&s).unwrap();
-        assert!(json.contains("\"kind\":\"sysctl\""), "{json}");
-        assert_eq!(serde_json::from_str::<Step>(&json).unwrap(), s);
     }
 }

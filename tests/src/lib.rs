@@ -8,8 +8,8 @@
 //! provides the namespace plumbing (also for tests that generate traffic from inside pods), and
 //! [`mod@status`] keeps `/run/tracer-lab/{prefix}.json` so that `lab status` can describe a lab
 //! left running by `lab up`; [`traffic`] generates pod-to-pod traffic, and [`faults`] breaks a
-//! running lab the way Calico clusters break (and heals it). Everything is keyed by
-//! the prefix, so labs with different prefixes can coexist (parallel tests).
+//! running lab the way Calico clusters break (and heals it exactly). Everything is keyed by the
+//! prefix, so labs with different prefixes can coexist (parallel tests).
 
 mod build;
 pub mod cidr;

@@ -1,5 +1,6 @@
 //! Lab state on disk: `/run/tracer-lab/{prefix}.json` (the topology of a running lab, written
-//! by `up`, removed by `down`) and the per-prefix lock file next to it.
+//! by `up`, removed by `down`), `{prefix}.faults.json` (active faults, see [`crate::faults`])
+//! and the per-prefix lock file next to them.
 //!
 //! Design note: the network namespaces themselves are the source of truth for *whether*
 //! something exists (so `down_prefix` works without any state file); the JSON file only adds

@@ -6,7 +6,7 @@
 //! pod-to-pod and node-to-node keep working under `pod-cidr-overlap`, refusals.
 //!
 //! Every lab has its own short prefix, so the tests run in parallel; failing probes wait
-//! [`LOST`] only. `drop_reasons` (ignored: about 20 s, global tracepoint) checks each fault's
+//! [`LOST`] only. `drop_reasons` (ignored: about 30 s, global tracepoint) checks each fault's
 //! [`lab::ExpectedDrop`]s with the `skb:kfree_skb` tracepoint; run it with
 //! `cargo test -p tracer-tests --test faults -- --ignored --nocapture`.
 //! Not root = failure with a message, never a silent skip.
@@ -176,13 +176,31 @@ cycles! {
     vxlan_underlay_blocks_vxlan: "tf-v-underlay", Vxlan, UnderlayBlocksVxlan;
     vxlan_policy_drop: "tf-v-policy", Vxlan, PolicyDrop;
     vxlan_rp_filter: "tf-v-rpf", Vxlan, RpFilter;
-    vxlan_mtu: "tf-v-mtu", Vxlan, Mtu;
     vxlan_wrong_tunnel_source: "tf-v-tunsrc", Vxlan, WrongTunnelSource;
     none_encap_never: "tf-n-encap", None, EncapNever;
     none_missing_route: "tf-n-route", None, MissingRoute;
     none_policy_drop: "tf-n-policy", None, PolicyDrop;
     none_rp_filter: "tf-n-rpf", None, RpFilter;
     none_mtu: "tf-n-mtu", None, Mtu;
+}
+
+#[test]
+fn vxlan_mtu_also_with_udp_and_tcp() {
+    cycle("tf-v-mtu", Encap::Vxlan, Fault::Mtu, |t| {
+        let mut udp = Fault::Mtu.probe(t).unwrap();
+        (udp.proto, udp.port) = ("udp".into(), Some(5353));
+        assert_lost(t, &udp, "udp 1200 bytes with DF under mtu");
+        udp.df = false;
+        assert_answered(t, &udp, "udp 1200 bytes without DF (fragmented) under mtu");
+        let tcp = Probe {
+            proto: "tcp".into(),
+            port: Some(8080),
+            size: None,
+            df: false,
+            ..udp
+        };
+        assert_answered(t, &tcp, "a TCP handshake under mtu");
+    });
 }
 
 #[test]
@@ -280,6 +298,38 @@ fn none_mode_refuses_vxlan_faults() {
     assert!(lab::active("tf-n-refuse").unwrap().is_empty());
 }
 
+#[test]
+fn names_parse_and_serialize() {
+    for f in Fault::ALL {
+        assert_eq!(f.name().parse::<Fault>().unwrap(), f);
+        assert_eq!(f.to_string(), f.name());
+        let json = serde_json::to_string(&f).unwrap();
+        assert_eq!(json, format!("\"{}\"", f.name()));
+        assert_eq!(serde_json::from_str::<Fault>(&json).unwrap(), f);
+        assert!(!f.expected_drops().is_empty());
+    }
+    let err = format!("{:#}", "encap".parse::<Fault>().unwrap_err());
+    assert!(err.contains("unknown fault `encap`"), "{err}");
+    assert!(err.contains("encap-never, missing-route,"), "{err}");
+    assert!(err.contains("wrong-tunnel-source"), "{err}");
+    let vxlan_only: Vec<_> = Fault::ALL
+        .into_iter()
+        .filter(|f| !f.applies_to(Encap::None))
+        .map(Fault::name)
+        .collect();
+    assert_eq!(
+        vxlan_only,
+        [
+            "missing-fdb",
+            "missing-arp",
+            "underlay-blocks-vxlan",
+            "pod-cidr-overlap",
+            "wrong-tunnel-source"
+        ]
+    );
+    assert!(Fault::ALL.iter().all(|f| f.applies_to(Encap::Vxlan)));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Drop reasons, with the kernel's skb:kfree_skb tracepoint in a tracefs instance of our own.
 
@@ -327,7 +377,7 @@ impl Drop for TraceInstance {
 }
 
 #[test]
-#[ignore = "about 20 s; the kfree_skb tracepoint is global (run alone)"]
+#[ignore = "about 30 s; the kfree_skb tracepoint is global (run alone)"]
 fn drop_reasons() {
     let trace = TraceInstance::new("tracer-lab-faults");
     for encap in [Encap::Vxlan, Encap::None] {

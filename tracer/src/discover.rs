@@ -153,7 +153,7 @@ fn tunnel_uplink<'a>(
 }
 
 /// IPv4 addresses of the calling thread's namespace, with their device names.
-fn local_addrs() -> Result<Vec<(String, Ipv4Addr)>> {
+pub fn local_addrs() -> Result<Vec<(String, Ipv4Addr)>> {
     let mut out = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `ifap` with a list we free below with freeifaddrs.

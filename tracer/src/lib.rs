@@ -8,6 +8,7 @@
 pub mod attach;
 pub mod btf;
 pub mod correlate;
+pub mod diagnose;
 pub mod discover;
 pub mod event;
 pub mod filter;

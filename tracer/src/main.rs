@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracer::trace;
+use tracer::{diagnose, trace};
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +23,8 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Per-segment latency statistics only (no per-packet lines): `trace --stats` quietly.
     Stats(trace::TraceArgs),
+    /// Send a few probes from a pod's namespace to one address, trace them, print one verdict.
+    Diagnose(diagnose::DiagnoseArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
             args.stats = true;
             trace::run(args)
         }
+        Command::Diagnose(args) => diagnose::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -124,6 +124,15 @@ pub fn monotonic_ns() -> u64 {
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
+    run_session(args, None).map(|_| ())
+}
+
+/// Work started once every program is attached (diagnose's probes); runs on its own thread.
+pub type OnReady = Box<dyn FnOnce() + Send>;
+
+/// Attaches, traces until stopped, prints, and returns the traces when `on_ready` is given
+/// (it is run on a thread of its own once everything is attached).
+pub fn run_session(args: TraceArgs, on_ready: Option<OnReady>) -> Result<Vec<Trace>> {
     let filter = match &args.filter {
         Some(expr) => Filter::parse(expr).map_err(|e| anyhow::anyhow!("{}", e.render(expr)))?,
         None => Filter::parse("").map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -186,8 +195,14 @@ pub fn run(args: TraceArgs) -> Result<()> {
         std::fs::write(path, b"ready\n")
             .with_context(|| format!("writing ready file {}", path.display()))?;
     }
-
-    trace_loop(&args, nodes, hooks, topology, &stop)
+    let collect = on_ready.is_some();
+    let worker = on_ready.map(std::thread::spawn);
+    let traces = trace_loop(&args, nodes, hooks, topology, &stop, collect)?;
+    if let Some(w) = worker {
+        w.join()
+            .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?;
+    }
+    Ok(traces)
 }
 
 fn trace_loop(
@@ -196,7 +211,8 @@ fn trace_loop(
     mut hooks: Option<GlobalHooks>,
     topology: Topology,
     stop: &StopFlag,
-) -> Result<()> {
+    collect: bool,
+) -> Result<Vec<Trace>> {
     let deadline = args.duration.map(|d| Instant::now() + d);
     let cfg = CorrelateConfig {
         linger_ns: args.linger_ms * 1_000_000,
@@ -212,6 +228,7 @@ fn trace_loop(
         limit: args.count,
         latency: (args.stats || args.quiet).then(|| LatencyStats::new(ClockModel::shared_kernel())),
         quiet: args.quiet,
+        collected: collect.then(Vec::new),
     };
     let mut next_report = args.interval.map(|i| Instant::now() + i);
 
@@ -275,7 +292,7 @@ fn trace_loop(
         Output::Json => render::write_summary_json(&mut pipe.out, &pipe.correlator, &loss)?,
     }
     pipe.out.flush()?;
-    Ok(())
+    Ok(pipe.collected.take().unwrap_or_default())
 }
 
 struct Pipeline<W: Write> {
@@ -288,6 +305,8 @@ struct Pipeline<W: Write> {
     limit: Option<u64>,
     latency: Option<LatencyStats>,
     quiet: bool,
+    /// Every emitted trace, when the caller wants them back.
+    collected: Option<Vec<Trace>>,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -367,6 +386,9 @@ impl<W: Write> Pipeline<W> {
                 }
             }
             self.printed += 1;
+            if let Some(all) = self.collected.as_mut() {
+                all.push(t);
+            }
         }
         self.out.flush()?;
         Ok(self.limit.is_some_and(|l| self.printed >= l))

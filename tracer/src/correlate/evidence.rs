@@ -8,7 +8,7 @@
 
 use std::{collections::VecDeque, net::Ipv4Addr};
 
-use super::{Correlator, PackedId, TraceHead, NIL};
+use super::{Correlator, Entry, PackedId, TraceHead, BUCKET_SHIFT, NIL};
 use crate::event::{DropRecord, Encap, FibRecord, PacketId};
 
 /// Where the kernel dropped a packet.
@@ -142,7 +142,8 @@ impl Correlator {
             };
             let first = t.first_ts.min(d.ts_ns);
             let last = t.last_ts.max(d.ts_ns);
-            if t.drop.is_none() && last - first <= self.cfg.window_ns {
+            let window = self.cfg.window_ns.max(self.cfg.drop_wait_ns);
+            if t.drop.is_none() && last - first <= window {
                 let dist = t
                     .first_ts
                     .saturating_sub(d.ts_ns)
@@ -155,10 +156,16 @@ impl Correlator {
         }
         match best {
             Some((_, slot)) => {
+                self.extend_span(slot, d.ts_ns);
+                // A settled trace: file it by its newest event again (it may have been held
+                // for a late drop), so that it is emitted one linger after the drop.
+                let gen = self.slots[slot as usize].gen;
                 if let Some(t) = self.slots[slot as usize].trace.as_mut() {
                     t.drop = Some(point);
+                    t.bucket = t.last_ts >> BUCKET_SHIFT;
+                    let bucket = t.bucket;
+                    self.file(bucket, Entry { slot, gen });
                 }
-                self.extend_span(slot, d.ts_ns);
             }
             None => {
                 let head = TraceHead {

@@ -51,6 +51,10 @@ pub struct CorrelateConfig {
     pub linger_ns: u64,
     /// Maximum number of open traces; beyond it the oldest is emitted early.
     pub max_open: usize,
+    /// How long a trace that is neither delivered nor dropped stays open after its newest hop,
+    /// waiting for a late drop: neighbour resolution gives up (NEIGH_FAILED) about 3 s after
+    /// the packet was queued. Also the window within which a drop joins a trace.
+    pub drop_wait_ns: u64,
 }
 
 impl Default for CorrelateConfig {
@@ -59,6 +63,7 @@ impl Default for CorrelateConfig {
             window_ns: 1_000_000_000,
             linger_ns: 300_000_000,
             max_open: 1 << 20,
+            drop_wait_ns: 4_000_000_000,
         }
     }
 }
@@ -454,6 +459,17 @@ impl Correlator {
                     .as_ref()
                     .map_or(0, |t| t.last_ts);
                 if bucket < cutoff_bucket || last < cutoff {
+                    if let Some(later) = self.hold_for_drop(e.slot, bucket, now_ns) {
+                        // Not settled yet: look again when a late drop would have arrived.
+                        self.file(
+                            later,
+                            Entry {
+                                slot: e.slot,
+                                gen: e.gen,
+                            },
+                        );
+                        continue;
+                    }
                     out.push(self.emit(e.slot));
                 } else {
                     keep.push(e);
@@ -467,6 +483,29 @@ impl Correlator {
         }
         sort_traces(&mut out);
         out
+    }
+
+    /// For a trace that is neither delivered nor dropped and whose newest hop is younger than
+    /// `drop_wait_ns`: moves its expiry to a later bucket (returned, always after `bucket`).
+    fn hold_for_drop(&mut self, slot: u32, bucket: u64, now_ns: u64) -> Option<u64> {
+        let wait = self.cfg.drop_wait_ns;
+        if wait <= self.cfg.linger_ns {
+            return None;
+        }
+        let t = self.slots[slot as usize].trace.as_ref()?;
+        let release = t.last_ts.saturating_add(wait);
+        if now_ns >= release || t.drop.is_some() {
+            return None;
+        }
+        let newest = t.hops.iter().max_by_key(|h| h.ts_ns)?;
+        if self.outcome(&t.packet, std::slice::from_ref(newest)) == Outcome::Delivered {
+            return None;
+        }
+        let later = ((release - self.cfg.linger_ns) >> BUCKET_SHIFT).max(bucket + 1);
+        if let Some(t) = self.slots[slot as usize].trace.as_mut() {
+            t.bucket = later;
+        }
+        Some(later)
     }
 
     /// Emits every trace still open (and any evicted early), ordered by first-hop time.

@@ -199,7 +199,12 @@ fn expire_honours_linger_and_orders_by_first_hop() {
 
 #[test]
 fn expire_is_exact_inside_a_bucket() {
-    let mut c = correlator();
+    // Without waiting for late drops, so that incomplete traces expire after the linger.
+    let cfg = CorrelateConfig {
+        drop_wait_ns: 0,
+        ..CorrelateConfig::default()
+    };
+    let mut c = Correlator::new(topology(), cfg);
     let t0 = 10 << BUCKET_SHIFT;
     c.push(hop(icmp(1), NS1, CALI_A, Ingress, t0 + 10));
     c.push(hop(icmp(2), NS1, CALI_A, Ingress, t0 + 20));
@@ -296,4 +301,78 @@ fn open_traces_are_bounded() {
     );
     assert_eq!(c.finish().len(), 2);
     assert_eq!(c.stats().traces_emitted, 5);
+}
+
+fn drop_of(p: PacketId, netns: u32, ifindex: u32, ts_ns: u64) -> crate::event::DropRecord {
+    crate::event::DropRecord {
+        ts_ns,
+        cpu: 0,
+        netns,
+        ifindex,
+        location: 0xffff_ffff_8100_0000,
+        skb: 0xffff_8880_0000_0000,
+        reason: 58,
+        len: 98,
+        mark: 0,
+        flags: 0,
+        packet: p,
+        icmp_type: 8,
+        encap: None,
+    }
+}
+
+#[test]
+fn unsettled_traces_wait_for_a_late_drop() {
+    let ms = 1_000_000;
+    let mut c = correlator();
+    let linger = CorrelateConfig::default().linger_ns;
+    let wait = CorrelateConfig::default().drop_wait_ns;
+    let t0 = 1_000 * ms;
+    // Packet 1: leaves the pod, is routed to eth0 and dies 3 s later in neighbour resolution.
+    c.push(hop(icmp(1), NS1, CALI_A, Ingress, t0));
+    // Packet 2: same path, never dropped: incomplete once the wait is over.
+    c.push(hop(icmp(2), NS1, CALI_A, Ingress, t0 + ms));
+    // Packet 3: delivered, emitted after the linger as usual.
+    vxlan_path(icmp(3), t0).iter().for_each(|h| c.push(*h));
+    let out = c.expire(t0 + 6 * ms + linger);
+    assert_eq!(shape(&out), [(3, 6, DELIVERED)]);
+    assert!(c.expire(t0 + 2_000 * ms).is_empty(), "held for a late drop");
+    c.push_drop(
+        &drop_of(icmp(1), NS1, ETH0, t0 + 3_000 * ms),
+        "NEIGH_FAILED",
+        "neigh_invalidate+0x8c".into(),
+    );
+    let out = c.expire(t0 + 3_000 * ms + linger + 1);
+    assert_eq!(shape(&out), [(1, 1, Outcome::Dropped)]);
+    let d = out[0].drop.as_ref().expect("drop attached");
+    assert_eq!(
+        (d.node.as_str(), d.ifname.as_str(), d.reason.as_str()),
+        ("node1", "eth0", "NEIGH_FAILED")
+    );
+    assert_eq!(
+        out[0].verdict.as_ref().map(|v| v.name),
+        Some("no-neighbour")
+    );
+    assert!(c.expire(t0 + ms + wait - 1).is_empty());
+    assert_eq!(
+        shape(&c.expire(t0 + ms + wait + 2 * ms)),
+        [(2, 1, INCOMPLETE)]
+    );
+    assert_eq!(c.open_traces(), 0);
+}
+
+#[test]
+fn noise_drops_do_not_change_a_delivered_trace() {
+    let mut c = correlator();
+    let mut reply = icmp(7);
+    std::mem::swap(&mut reply.src, &mut reply.dst);
+    vxlan_path(reply, 1_000).iter().for_each(|h| c.push(*h));
+    let mut d = drop_of(reply, NS1, 0, 50_000);
+    d.icmp_type = 0;
+    c.push_drop(&d, "NO_SOCKET", "ping_rcv+0x5d".into());
+    let out = c.finish();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].outcome, DELIVERED);
+    assert!(out[0].drop.is_none());
+    assert_eq!((c.stats().drops_seen, c.stats().noise_drops), (1, 1));
 }

@@ -1,0 +1,278 @@
+//! `tracer diagnose`: send a few probe packets from inside the source pod's network namespace to
+//! one address, trace them on the nodes, and print one verdict.
+//!
+//! It only ever sends from the namespace the user names (`--from-netns`) and only to the address
+//! the user names (`--to`): ICMP echo requests (raw socket), and a TCP connect or a UDP datagram
+//! when `--port` is given. The probes start once every program is attached.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::{
+    correlate::{Outcome, Trace},
+    discover::local_addrs,
+    netns::Netns,
+    trace::{run_session, Output, TraceArgs},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProbeProto {
+    Icmp,
+    Tcp,
+    Udp,
+}
+
+#[derive(Args, Debug)]
+pub struct DiagnoseArgs {
+    /// The source pod's address (the probes' source; checked against the namespace).
+    #[arg(long, value_name = "POD_IP")]
+    pub from: Ipv4Addr,
+    /// The source pod's network namespace (name in /run/netns or a path): probes are sent from
+    /// inside it, and from nowhere else.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub from_netns: String,
+    /// The destination address: the only address probes are sent to.
+    #[arg(long, value_name = "IP")]
+    pub to: Ipv4Addr,
+    /// Probe protocol; tcp and udp need --port. ICMP echoes are always sent too.
+    #[arg(long, value_enum, default_value = "icmp")]
+    pub proto: ProbeProto,
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Number of ICMP echo requests.
+    #[arg(long, default_value_t = 3)]
+    pub probes: u16,
+    /// ICMP payload size in bytes (with DF set), e.g. to test the MTU.
+    #[arg(long, default_value_t = 56)]
+    pub size: usize,
+    /// Node network namespaces to trace (as for `trace --netns`); without it, the current one.
+    #[arg(long = "netns", value_name = "NAME|PATH")]
+    pub netns: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// What `diagnose` concluded.
+#[derive(Debug, Serialize)]
+struct Diagnosis {
+    from: Ipv4Addr,
+    to: Ipv4Addr,
+    probes: usize,
+    delivered: usize,
+    dropped: usize,
+    lost: usize,
+    verdict: Option<VerdictView>,
+}
+
+#[derive(Debug, Serialize)]
+struct VerdictView {
+    name: &'static str,
+    explanation: String,
+}
+
+pub fn run(args: DiagnoseArgs) -> Result<()> {
+    if args.proto != ProbeProto::Icmp && args.port.is_none() {
+        bail!("--proto {:?} needs --port", args.proto);
+    }
+    let pod = Netns::open(&args.from_netns)?;
+    let from = args.from;
+    let pod_has_addr = pod.run(move || Ok(local_addrs()?.iter().any(|(_, a)| *a == from)))?;
+    if !pod_has_addr {
+        bail!(
+            "{} is not an address of network namespace {}",
+            args.from,
+            args.from_netns
+        );
+    }
+    let mut filter = format!("host {} and host {}", args.from, args.to);
+    if let Some(port) = args.port {
+        filter = format!("{filter} and (icmp or port {port})");
+    }
+    let trace_args = TraceArgs {
+        netns: args.netns.clone(),
+        iface: Vec::new(),
+        filter: Some(filter),
+        count: None,
+        // Probes take about a second; a neighbour failure is only reported ~3 s later.
+        duration: Some(Duration::from_secs(7)),
+        output: args.output,
+        ready_file: None,
+        ringbuf_mib: 8,
+        linger_ms: 300,
+        no_drops: false,
+        stats: false,
+        interval: None,
+        quiet: false,
+    };
+    let (to, proto, port, count, size) = (args.to, args.proto, args.port, args.probes, args.size);
+    let sender = Box::new(move || {
+        if let Err(e) = pod.run(move || send_probes(to, proto, port, count, size)) {
+            eprintln!("tracer: sending probes: {e:#}");
+        }
+    });
+    let traces = run_session(trace_args, Some(sender))?;
+    let diagnosis = diagnose(&args, &traces);
+    match args.output {
+        Output::Json => println!("{}", serde_json::json!({ "diagnosis": diagnosis })),
+        Output::Text => print_text(&diagnosis),
+    }
+    Ok(())
+}
+
+/// Probe traces (from -> to, both ways) and the most frequent verdict among them.
+fn diagnose(args: &DiagnoseArgs, traces: &[Trace]) -> Diagnosis {
+    let probes: Vec<&Trace> = traces
+        .iter()
+        .filter(|t| t.packet.src == args.from && t.packet.dst == args.to)
+        .collect();
+    let count = |o: Outcome| probes.iter().filter(|t| t.outcome == o).count();
+    let mut verdicts: Vec<(&'static str, usize, String)> = Vec::new();
+    for v in probes.iter().filter_map(|t| t.verdict.as_ref()) {
+        match verdicts.iter_mut().find(|(n, _, _)| *n == v.name) {
+            Some(e) => e.1 += 1,
+            None => verdicts.push((v.name, 1, v.explanation.clone())),
+        }
+    }
+    verdicts.sort_by_key(|v| std::cmp::Reverse(v.1));
+    Diagnosis {
+        from: args.from,
+        to: args.to,
+        probes: probes.len(),
+        delivered: count(Outcome::Delivered),
+        dropped: count(Outcome::Dropped),
+        lost: count(Outcome::Lost),
+        verdict: verdicts
+            .into_iter()
+            .next()
+            .map(|(name, _, explanation)| VerdictView { name, explanation }),
+    }
+}
+
+fn print_text(d: &Diagnosis) {
+    println!(
+        "diagnosis {} -> {}: {} probe packets traced: {} delivered, {} dropped, {} lost",
+        d.from, d.to, d.probes, d.delivered, d.dropped, d.lost
+    );
+    match &d.verdict {
+        Some(v) => println!("verdict: {}\n  {}", v.name, v.explanation),
+        None if d.probes > 0 && d.delivered == d.probes => {
+            println!("verdict: none: every probe was delivered")
+        }
+        None => {
+            println!("verdict: none: the probes were not seen on the traced nodes (wrong --netns?)")
+        }
+    }
+}
+
+/// Runs inside the pod's namespace.
+fn send_probes(
+    to: Ipv4Addr,
+    proto: ProbeProto,
+    port: Option<u16>,
+    count: u16,
+    size: usize,
+) -> Result<()> {
+    // SAFETY: plain socket(2), owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+    if fd < 0 {
+        bail!("raw ICMP socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and owned only here.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let df: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: setsockopt with a valid int option value.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&df as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    let id = (std::process::id() & 0xffff) as u16;
+    for seq in 1..=count {
+        let pkt = echo_request(id, seq, size);
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(to.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sending an initialised buffer to a valid sockaddr_in.
+        let n = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (&addr as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            // EMSGSIZE (learned PMTU) or EHOSTUNREACH are results, not errors of the tool.
+            eprintln!("tracer: probe {seq}: {}", std::io::Error::last_os_error());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    match (proto, port) {
+        (ProbeProto::Tcp, Some(port)) => {
+            let dst = SocketAddr::from((to, port));
+            if let Err(e) = TcpStream::connect_timeout(&dst, Duration::from_secs(1)) {
+                eprintln!("tracer: TCP probe to {dst}: {e}");
+            }
+        }
+        (ProbeProto::Udp, Some(port)) => {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("UDP probe socket")?;
+            s.send_to(b"tracer diagnose probe", (to, port))
+                .context("UDP probe")?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// An ICMP echo request with `size` bytes of payload.
+fn echo_request(id: u16, seq: u16, size: usize) -> Vec<u8> {
+    let mut p = vec![8u8, 0, 0, 0];
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend((0..size).map(|i| (i % 251) as u8));
+    let c = checksum(&p);
+    p[2..4].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in bytes.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_request_checksums_to_zero() {
+        let p = echo_request(0x1234, 7, 56);
+        assert_eq!(p.len(), 64);
+        assert_eq!(checksum(&p), 0);
+        assert_eq!(&p[4..8], &[0x12, 0x34, 0, 7]);
+    }
+}
