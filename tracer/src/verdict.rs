@@ -64,11 +64,18 @@ fn judge_drop(trace: &Trace, d: &DropPoint, topo: &Topology) -> Verdict {
 
     // Pod-to-node traffic that entered the overlay: the pod CIDR overlaps the node network.
     if let Some(owner) = topo.owner_of(p.dst) {
+        let is_tunnel =
+            |kind: Option<IfaceKind>| matches!(kind, Some(IfaceKind::Vxlan | IfaceKind::Ipip));
+        let drop_kind = node
+            .and_then(|n| n.ifaces.iter().find(|i| i.ifindex == d.ifindex))
+            .map(|i| i.kind);
         let tunnel = trace
             .hops
             .iter()
-            .find(|h| matches!(h.kind, Some(IfaceKind::Vxlan | IfaceKind::Ipip)));
-        if let Some(t) = tunnel {
+            .find(|h| is_tunnel(h.kind))
+            .map(|h| (h.node.clone(), h.ifname.clone()))
+            .or_else(|| is_tunnel(drop_kind).then(|| (d.node.clone(), d.ifname.clone())));
+        if let Some((tnode, tif)) = tunnel {
             return v(
                 "cidr-overlap",
                 format!(
@@ -78,7 +85,7 @@ fn judge_drop(trace: &Trace, d: &DropPoint, topo: &Topology) -> Verdict {
                      traffic still works. Fix: give the IP pool a CIDR that does not overlap the \
                      nodes' subnet (and remove the overlapping blocks/routes), then restart the \
                      affected pods.",
-                    p.dst, owner.name, t.node, t.ifname, route
+                    p.dst, owner.name, tnode, tif, route
                 ),
             );
         }

@@ -78,6 +78,20 @@ enum LabCmd {
         #[arg(long, default_value = "tlab")]
         prefix: String,
     },
+    /// Break the running lab the way Calico clusters break (see `lab break --help`).
+    Break {
+        /// encap-never, missing-route, missing-fdb, missing-arp, underlay-blocks-vxlan,
+        /// policy-drop, rp-filter, mtu, pod-cidr-overlap, wrong-tunnel-source
+        fault: String,
+        #[arg(long, default_value = "tlab")]
+        prefix: String,
+    },
+    /// Undo a fault (or every active fault without an argument).
+    Heal {
+        fault: Option<String>,
+        #[arg(long, default_value = "tlab")]
+        prefix: String,
+    },
     /// Print the lab's topology.
     Status {
         #[arg(long)]
@@ -210,6 +224,12 @@ fn test(extra: &[String]) -> Result<()> {
     )
 }
 
+fn running_lab(prefix: &str) -> Result<lab::Topology> {
+    lab::status(prefix)
+        .context("reading lab state")?
+        .with_context(|| format!("no lab '{prefix}' is up (start one with `cargo xtask lab up`)"))
+}
+
 fn lab_cmd(cmd: LabCmd) -> Result<()> {
     match cmd {
         LabCmd::Up {
@@ -240,6 +260,31 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
         LabCmd::Down { prefix } => {
             let n = lab::down_prefix(&prefix)?;
             eprintln!("xtask: removed {n} namespaces of lab '{prefix}'");
+            Ok(())
+        }
+        LabCmd::Break { fault, prefix } => {
+            let topo = running_lab(&prefix)?;
+            let fault: lab::Fault = fault.parse()?;
+            let info = lab::break_lab(&topo, fault)?;
+            eprintln!("xtask: {}: {}", fault.name(), info.description);
+            let p = &info.probe;
+            eprintln!(
+                "xtask: now failing: {} from pod {} to {}{}; try `tracer diagnose --from-netns {} ...`",
+                p.proto,
+                p.from_pod,
+                p.to,
+                p.port.map(|p| format!(":{p}")).unwrap_or_default(),
+                topo.pod(&p.from_pod).map(|x| x.netns.as_str()).unwrap_or("?"),
+            );
+            Ok(())
+        }
+        LabCmd::Heal { fault, prefix } => {
+            let topo = running_lab(&prefix)?;
+            match fault {
+                Some(f) => lab::heal(&topo, f.parse()?)?,
+                None => lab::heal_all(&topo)?,
+            }
+            eprintln!("xtask: healed");
             Ok(())
         }
         LabCmd::Status { json, prefix } => {

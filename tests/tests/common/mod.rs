@@ -40,10 +40,22 @@ pub fn tracer_bin() -> PathBuf {
     p
 }
 
-/// A tracer process; killed on drop if still running.
+/// A tracer process; killed on drop if still running. Its output is read continuously by two
+/// threads, so a tracer printing a lot never blocks on a full pipe.
 pub struct Tracer {
     child: Option<Child>,
     ready: PathBuf,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+fn reader(pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut pipe = pipe;
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut pipe, &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
 }
 
 /// What a finished tracer printed.
@@ -87,7 +99,7 @@ impl Tracer {
             args.join("_").len() + rand_suffix()
         ));
         let _ = std::fs::remove_file(&ready);
-        let child = Command::new(tracer_bin())
+        let mut child = Command::new(tracer_bin())
             .arg("trace")
             .args(args)
             .arg("--ready-file")
@@ -97,9 +109,13 @@ impl Tracer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start the tracer");
+        let stdout = child.stdout.take().map(reader);
+        let stderr = child.stderr.take().map(reader);
         let mut t = Tracer {
             child: Some(child),
             ready,
+            stdout,
+            stderr,
         };
         t.wait_ready();
         t
@@ -139,9 +155,21 @@ impl Tracer {
         let child = self.child.take().expect("running");
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as i32, signal) };
-        let out = wait_with_timeout(child, Duration::from_secs(30));
+        let status = wait_with_timeout(child, Duration::from_secs(30));
         let _ = std::fs::remove_file(&self.ready);
-        out
+        TracerOutput {
+            status,
+            stdout: self
+                .stdout
+                .take()
+                .and_then(|h| h.join().ok())
+                .unwrap_or_default(),
+            stderr: self
+                .stderr
+                .take()
+                .and_then(|h| h.join().ok())
+                .unwrap_or_default(),
+        }
     }
 
     /// SIGINT (Ctrl-C) and collect the output.
@@ -150,23 +178,17 @@ impl Tracer {
     }
 }
 
-fn wait_with_timeout(mut child: Child, timeout: Duration) -> TracerOutput {
+fn wait_with_timeout(mut child: Child, timeout: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
         }
         if started.elapsed() > timeout {
             let _ = child.kill();
-            break;
+            return child.wait().expect("wait after kill");
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("tracer output");
-    TracerOutput {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

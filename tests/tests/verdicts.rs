@@ -1,0 +1,463 @@
+//! Every lab fault found, located and explained: break the lab, send the fault's probe while
+//! the tracer runs, and check the probe's trace: outcome, the drop's node, device, reason and
+//! function, and the verdict name. Then heal, and check the same probe is delivered.
+//!
+//! The route-lookup tracepoint has no namespace and every lab uses the same addresses, so the
+//! cases run one at a time (a lock), not in parallel: each case sees only its own traffic.
+
+mod common;
+
+use std::{
+    net::Ipv4Addr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use common::{require_root, Tracer};
+use lab::{Encap, Fault, Lab, LabSpec, Topology};
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// What the tracer must report for a fault.
+struct Expect {
+    fault: Fault,
+    encap: Encap,
+    /// Node (lab name) and device of the drop; `"cali"` means the probe pod's veth.
+    node: &'static str,
+    device: &'static str,
+    reason: &'static str,
+    function: &'static str,
+    verdict: &'static str,
+}
+
+const fn e(
+    fault: Fault,
+    encap: Encap,
+    node: &'static str,
+    device: &'static str,
+    reason: &'static str,
+    function: &'static str,
+    verdict: &'static str,
+) -> Expect {
+    Expect {
+        fault,
+        encap,
+        node,
+        device,
+        reason,
+        function,
+        verdict,
+    }
+}
+
+fn ip_of(v: &Value) -> Ipv4Addr {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an address: {v}"))
+}
+
+/// Runs the probe under the tracer; returns the traces of probe packets (from -> to).
+fn traced_probe(
+    topo: &Topology,
+    fault: Fault,
+    wait: Duration,
+) -> (Vec<Value>, common::TracerOutput) {
+    let probe = fault.probe(topo).expect("probe");
+    let from = topo.pod(&probe.from_pod).expect("probe pod").clone();
+    let mut args: Vec<String> = Vec::new();
+    for n in &topo.nodes {
+        args.extend(["--netns".into(), n.netns.clone()]);
+    }
+    args.extend([
+        "--filter".into(),
+        format!("host {} and host {}", from.ip, probe.to),
+        "--output".into(),
+        "json".into(),
+        "--linger-ms".into(),
+        "100".into(),
+    ]);
+    let tracer = Tracer::start(&args);
+    let started = Instant::now();
+    let _ = probe
+        .run(topo, Duration::from_millis(500))
+        .expect("probe runs");
+    // Drops after a neighbour timeout come about 3 s after the packet.
+    if let Some(rest) = wait.checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    let out = tracer.stop();
+    assert!(
+        out.status.success(),
+        "tracer failed: {}\n{}",
+        out.status,
+        out.stderr
+    );
+    let traces = out
+        .traces()
+        .into_iter()
+        .filter(|t| ip_of(&t["packet"]["src"]) == from.ip && ip_of(&t["packet"]["dst"]) == probe.to)
+        .collect();
+    (traces, out)
+}
+
+fn check(x: &Expect, prefix: &str) {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = LabSpec {
+        prefix: prefix.into(),
+        nodes: 2,
+        pods_per_node: 1,
+        encap: x.encap,
+    };
+    lab::down_prefix(prefix).expect("clean leftovers");
+    let lab = Lab::up(&spec).expect("lab up");
+    let topo = lab.topology().clone();
+    let info = lab::break_lab(&topo, x.fault).expect("break");
+    let delayed = info.expected_drops.iter().any(|d| d.delayed);
+    let wait = if delayed {
+        Duration::from_millis(4800)
+    } else {
+        Duration::from_millis(800)
+    };
+    let (traces, out) = traced_probe(&topo, x.fault, wait);
+    let what = format!("{} ({:?}): {}", x.fault.name(), x.encap, info.description);
+    let dropped: Vec<&Value> = traces
+        .iter()
+        .filter(|t| t["outcome"] == "dropped")
+        .collect();
+    assert!(
+        !dropped.is_empty(),
+        "{what}: no dropped probe trace in\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let t = dropped[0];
+    let d = &t["drop"];
+    let node = topo.node(x.node).expect("node");
+    assert_eq!(d["node"], node.netns.as_str(), "{what}: drop node in {t}");
+    let device = match x.device {
+        "cali" => topo.pod(&info.probe.from_pod).expect("pod").cali.clone(),
+        other => other.to_string(),
+    };
+    assert_eq!(d["ifname"], device.as_str(), "{what}: drop device in {t}");
+    assert_eq!(d["reason"], x.reason, "{what}: reason in {t}");
+    let function = d["function"].as_str().expect("function");
+    assert!(
+        function.starts_with(x.function),
+        "{what}: function {function}, expected {}",
+        x.function
+    );
+    assert_eq!(t["verdict"]["name"], x.verdict, "{what}: verdict in {t}");
+    let explanation = t["verdict"]["explanation"].as_str().expect("explanation");
+    assert!(
+        explanation.len() > 80,
+        "{what}: explanation too thin: {explanation}"
+    );
+    // No probe trace may claim delivery while the fault is active.
+    assert!(
+        traces.iter().all(|t| t["outcome"] != "delivered"),
+        "{what}: a probe was delivered despite the fault: {traces:?}"
+    );
+
+    lab::heal(&topo, x.fault).expect("heal");
+    let (traces, out) = traced_probe(&topo, x.fault, Duration::from_millis(800));
+    assert!(
+        !traces.is_empty(),
+        "{what}: no probe trace after heal:\n{}",
+        out.stdout
+    );
+    assert!(
+        traces
+            .iter()
+            .all(|t| t["outcome"] == "delivered" && t["verdict"].is_null()),
+        "{what}: after heal every probe must be delivered: {traces:?}"
+    );
+    lab.down().expect("lab down");
+}
+
+macro_rules! fault_test {
+    ($name:ident, $prefix:literal, $expect:expr) => {
+        #[test]
+        fn $name() {
+            check(&$expect, $prefix);
+        }
+    };
+}
+
+use Encap::{None as Native, Vxlan};
+use Fault::*;
+
+fault_test!(
+    encap_never_vxlan,
+    "tv-en",
+    e(
+        EncapNever,
+        Vxlan,
+        "node1",
+        "eth0",
+        "NEIGH_FAILED",
+        "neigh_invalidate",
+        "no-route"
+    )
+);
+fault_test!(
+    encap_never_native,
+    "tv-enn",
+    e(
+        EncapNever,
+        Native,
+        "node1",
+        "eth0",
+        "NEIGH_FAILED",
+        "neigh_invalidate",
+        "no-route"
+    )
+);
+fault_test!(
+    missing_route,
+    "tv-mr",
+    e(
+        MissingRoute,
+        Vxlan,
+        "node1",
+        "eth0",
+        "NEIGH_FAILED",
+        "neigh_invalidate",
+        "no-route"
+    )
+);
+fault_test!(
+    missing_fdb,
+    "tv-mf",
+    e(
+        MissingFdb,
+        Vxlan,
+        "node1",
+        "vxlan.calico",
+        "NO_TX_TARGET",
+        "vxlan_xmit",
+        "no-vxlan-fdb"
+    )
+);
+fault_test!(
+    missing_arp,
+    "tv-ma",
+    e(
+        MissingArp,
+        Vxlan,
+        "node1",
+        "vxlan.calico",
+        "NEIGH_FAILED",
+        "neigh_invalidate",
+        "no-neighbour"
+    )
+);
+fault_test!(
+    underlay_blocks_vxlan,
+    "tv-ub",
+    e(
+        UnderlayBlocksVxlan,
+        Vxlan,
+        "node2",
+        "eth0",
+        "NETFILTER_DROP",
+        "nft_do_chain",
+        "underlay-drop"
+    )
+);
+fault_test!(
+    policy_drop,
+    "tv-pd",
+    e(
+        PolicyDrop,
+        Vxlan,
+        "node2",
+        "vxlan.calico",
+        "NETFILTER_DROP",
+        "nft_do_chain",
+        "firewall-drop"
+    )
+);
+fault_test!(
+    policy_drop_native,
+    "tv-pdn",
+    e(
+        PolicyDrop,
+        Native,
+        "node2",
+        "eth0",
+        "NETFILTER_DROP",
+        "nft_do_chain",
+        "firewall-drop"
+    )
+);
+fault_test!(
+    rp_filter,
+    "tv-rp",
+    e(
+        RpFilter,
+        Vxlan,
+        "node2",
+        "vxlan.calico",
+        "IP_RPFILTER",
+        "ip_rcv_finish_core",
+        "rp-filter"
+    )
+);
+fault_test!(
+    mtu,
+    "tv-mtu",
+    e(
+        Mtu,
+        Vxlan,
+        "node1",
+        "cali",
+        "PKT_TOO_BIG",
+        "ip_forward",
+        "mtu"
+    )
+);
+fault_test!(
+    pod_cidr_overlap,
+    "tv-co",
+    e(
+        PodCidrOverlap,
+        Vxlan,
+        "node1",
+        "vxlan.calico",
+        "NEIGH_FAILED",
+        "neigh_invalidate",
+        "cidr-overlap"
+    )
+);
+fault_test!(
+    wrong_tunnel_source,
+    "tv-wt",
+    e(
+        WrongTunnelSource,
+        Vxlan,
+        "node1",
+        "eth0",
+        "NEIGH_FAILED",
+        "neigh_invalidate",
+        "wrong-tunnel-endpoint"
+    )
+);
+
+/// A healthy lab under load: every traced packet is delivered, no trace carries a verdict.
+#[test]
+fn healthy_lab_under_load_has_no_fault_verdicts() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = LabSpec {
+        prefix: "tv-ok".into(),
+        nodes: 2,
+        pods_per_node: 2,
+        encap: Encap::Vxlan,
+    };
+    lab::down_prefix(&spec.prefix).expect("clean leftovers");
+    let lab = Lab::up(&spec).expect("lab up");
+    let topo = lab.topology().clone();
+    let (a, b, c) = (
+        topo.pod("n1p0").expect("n1p0").clone(),
+        topo.pod("n1p1").expect("n1p1").clone(),
+        topo.pod("n2p0").expect("n2p0").clone(),
+    );
+    let mut args: Vec<String> = Vec::new();
+    for n in &topo.nodes {
+        args.extend(["--netns".into(), n.netns.clone()]);
+    }
+    args.extend([
+        "--filter".into(),
+        "net 10.244.0.0/16".into(),
+        "--output".into(),
+        "json".into(),
+    ]);
+    let tracer = Tracer::start(&args);
+    // iperf3 TCP for 2 s at a rate the tracer follows packet by packet, plus pings and small
+    // TCP/UDP exchanges, across nodes and on one node.
+    let server = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &c.netns,
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            &c.ip.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 (installed by `cargo xtask setup`)");
+    let mut server = scopeguard(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let client = lab::exec_in(
+        &a.netns,
+        &[
+            "iperf3",
+            "-c",
+            &c.ip.to_string(),
+            "-t",
+            "2",
+            "-b",
+            "100M",
+            "-l",
+            "16K",
+        ],
+    )
+    .expect("iperf3 client");
+    assert!(
+        client.status.success(),
+        "iperf3: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    for port in 9000..9010 {
+        lab::traffic::tcp_exchange(&c.netns, c.ip, port, &a.netns, &[7u8; 4000]).expect("tcp");
+        lab::traffic::udp_exchange(&b.netns, b.ip, port, &a.netns, b"udp").expect("udp");
+    }
+    lab::traffic::ping(&a.netns, c.ip, 5, true).expect("ping");
+    let _ = server.0.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = tracer.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    let summary = out.summary();
+    assert_eq!(
+        summary["lost_events"], 0,
+        "the tracer lost events: {summary}"
+    );
+    let traces = out.traces();
+    assert!(
+        traces.len() > 1000,
+        "expected a loaded run, got {} traces",
+        traces.len()
+    );
+    let bad: Vec<&Value> = traces
+        .iter()
+        .filter(|t| !t["verdict"].is_null() || t["outcome"] == "dropped" || t["outcome"] == "lost")
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} traces with a fault: {:?}",
+        bad.len(),
+        traces.len(),
+        &bad[..bad.len().min(3)]
+    );
+    lab.down().expect("lab down");
+}
+
+/// Kills a child process on drop.
+struct ChildGuard(std::process::Child);
+
+fn scopeguard(c: std::process::Child) -> ChildGuard {
+    ChildGuard(c)
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
