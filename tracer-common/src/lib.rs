@@ -53,8 +53,65 @@ pub const CTR_MALFORMED: u32 = 4;
 pub const CTR_DROP_READ_ERR: u32 = 5;
 /// Drops seen in a network namespace that is not traced (not reported).
 pub const CTR_DROP_OTHER_NETNS: u32 = 6;
+/// Packets not reported because of `--sample 1/N`.
+pub const CTR_SAMPLED_OUT: u32 = 7;
+/// In-kernel aggregation: packet-state map updates that failed (map full).
+pub const CTR_AGG_MAP_FULL: u32 = 8;
 /// Number of counter slots (some reserved for later hooks).
-pub const N_COUNTERS: u32 = 8;
+pub const N_COUNTERS: u32 = 12;
+
+/// `MODE` global bits: emit one event per packet per hop, and/or aggregate latency in the kernel.
+pub const MODE_EVENTS: u32 = 1;
+pub const MODE_AGGREGATE: u32 = 2;
+
+/// Interface roles for in-kernel aggregation (`ROLES` map values).
+pub const ROLE_POD: u8 = 1;
+pub const ROLE_TUNNEL: u8 = 2;
+pub const ROLE_UPLINK: u8 = 3;
+
+/// In-kernel latency histograms: one per segment, log2 buckets of nanoseconds (bucket `i`
+/// counts deltas in `[2^i, 2^(i+1))`, bucket 0 also counts 0).
+pub const HIST_BUCKETS: usize = 64;
+pub const SEG_NODE_TX: u32 = 0;
+pub const SEG_ENCAP: u32 = 1;
+pub const SEG_WIRE: u32 = 2;
+pub const SEG_DECAP: u32 = 3;
+pub const SEG_NODE_RX: u32 = 4;
+pub const SEG_SAME_NODE: u32 = 5;
+pub const SEG_TOTAL: u32 = 6;
+pub const N_SEGMENTS: u32 = 7;
+
+/// Identity of a packet for in-kernel aggregation (same fields as user-space correlation).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PktKey {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// Ports, or ICMP id and sequence.
+    pub a: u16,
+    pub b: u16,
+    pub ip_id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+    pub tcp_seq: u32,
+}
+const _: () = assert!(core::mem::size_of::<PktKey>() == 20);
+
+/// Where a packet was last seen, for in-kernel aggregation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PktState {
+    pub first_ts: u64,
+    /// When the packet entered its current node (pod veth ingress or uplink ingress).
+    pub entry_ts: u64,
+    pub last_ts: u64,
+    pub netns: u32,
+    /// `role << 1 | dir` of the entry point and of the last hop.
+    pub entry_point: u8,
+    pub last_point: u8,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<PktState>() == 32);
 
 /// Header at the start of every ring-buffer record.
 #[repr(C)]
@@ -270,5 +327,7 @@ mod pod {
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::HopEvent {}
     unsafe impl aya::Pod for super::SkbLayout {}
+    unsafe impl aya::Pod for super::PktKey {}
+    unsafe impl aya::Pod for super::PktState {}
     unsafe impl aya::Pod for super::filter::FilterProgram {}
 }

@@ -10,6 +10,7 @@
 #![no_std]
 #![no_main]
 
+mod aggregate;
 mod maps;
 mod parse;
 mod programs;

@@ -2,9 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{filter::FilterProgram, SkbLayout, N_COUNTERS};
+use tracer_common::{
+    filter::FilterProgram, PktKey, PktState, SkbLayout, HIST_BUCKETS, MODE_EVENTS, N_COUNTERS,
+    N_SEGMENTS,
+};
 
 /// Default ring buffer size; user space may resize it before loading.
 const RINGBUF_BYTES: u32 = 8 << 20;
@@ -28,6 +31,41 @@ pub static SKB_LAYOUT: Array<SkbLayout> = Array::with_max_entries(1, 0);
 /// Network namespaces (inodes) whose drops are reported by the global hooks.
 #[map]
 pub static TRACED_NETNS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Role (`ROLE_*`) of each attached interface of this namespace, by ifindex (aggregation).
+#[map]
+pub static ROLES: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+
+/// Where each in-flight packet was last seen (aggregation). Shared by every traced namespace
+/// (user space pins it in a private bpffs so that all loads use one map).
+#[map]
+pub static PKT_STATE: LruHashMap<PktKey, PktState> = LruHashMap::with_max_entries(65536, 0);
+
+/// Per-CPU log2 latency histograms, one per segment (aggregation; shared like PKT_STATE).
+#[map]
+pub static LAT_HIST: PerCpuArray<[u64; HIST_BUCKETS]> =
+    PerCpuArray::with_max_entries(N_SEGMENTS, 0);
+
+/// `MODE_*` bits (set by user space before loading).
+#[unsafe(no_mangle)]
+static MODE: u32 = MODE_EVENTS;
+
+/// Report one packet in N (1 = all), chosen by a hash of its identity so that every hop of a
+/// sampled packet is reported.
+#[unsafe(no_mangle)]
+static SAMPLE_EVERY: u32 = 1;
+
+#[inline(always)]
+pub fn mode() -> u32 {
+    // SAFETY: as for `netns_ino`.
+    unsafe { core::ptr::read_volatile(&MODE) }
+}
+
+#[inline(always)]
+pub fn sample_every() -> u32 {
+    // SAFETY: as for `netns_ino`.
+    unsafe { core::ptr::read_volatile(&SAMPLE_EVERY) }
+}
 
 /// Inode of the network namespace these programs are attached in (set by user space).
 #[unsafe(no_mangle)]

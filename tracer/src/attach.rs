@@ -6,15 +6,21 @@
 //! Attachments are bpf links owned by file descriptors in this process: dropping an
 //! [`AttachedNode`], exiting, or being killed detaches everything; nothing is pinned.
 
-use std::{fmt::Write as _, path::Path};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{SchedClassifier, TcAttachType},
     Ebpf, EbpfLoader,
 };
-use tracer_common::{filter::FilterProgram, N_COUNTERS};
+use tracer_common::{
+    filter::FilterProgram, HIST_BUCKETS, MODE_AGGREGATE, N_COUNTERS, N_SEGMENTS, ROLE_POD,
+    ROLE_TUNNEL, ROLE_UPLINK,
+};
 
 use crate::{
     discover::{discover, NodePlan},
@@ -97,6 +103,25 @@ impl AttachedNode {
         Ok(out)
     }
 
+    /// The in-kernel latency histograms (shared by every namespace), summed over CPUs:
+    /// `[segment][bucket]`.
+    pub fn histograms(&self) -> Result<Vec<[u64; HIST_BUCKETS]>> {
+        let map = self
+            ._ebpf
+            .map("LAT_HIST")
+            .ok_or_else(|| anyhow!("no LAT_HIST map"))?;
+        let hist: PerCpuArray<&MapData, [u64; HIST_BUCKETS]> = PerCpuArray::try_from(map)?;
+        let mut out = vec![[0u64; HIST_BUCKETS]; N_SEGMENTS as usize];
+        for (seg, sum) in out.iter_mut().enumerate() {
+            for per_cpu in hist.get(&(seg as u32), 0)?.iter() {
+                for (b, n) in sum.iter_mut().zip(per_cpu.iter()) {
+                    *b += n;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub fn links(&self) -> usize {
         self.plan.targets.len() * 2 - self.skipped.len() * 2
     }
@@ -107,6 +132,63 @@ pub struct AttachOptions<'a> {
     pub extra_ifaces: &'a [String],
     pub filter: &'a FilterProgram,
     pub ringbuf_bytes: u32,
+    /// `MODE_*` bits: per-packet events and/or in-kernel aggregation.
+    pub mode: u32,
+    /// Report one packet in N.
+    pub sample_every: u32,
+    /// Where the maps shared by every namespace's programs (aggregation state) are pinned: a
+    /// bpffs private to this process (see `private_bpffs`).
+    pub shared_pins: Option<&'a Path>,
+}
+
+/// Maps shared by the programs of every traced namespace when aggregating in the kernel.
+const SHARED_MAPS: [&str; 2] = ["PKT_STATE", "LAT_HIST"];
+
+/// Mounts a bpffs that only this process sees and that vanishes with it: the tracer moves to a
+/// private mount namespace and mounts a fresh bpffs instance over /sys/fs/bpf there (the host's
+/// /sys/fs/bpf, if any, is untouched). Maps pinned in it are shared by the per-namespace loads
+/// and freed when the tracer exits, however it exits. Must run before any thread is started.
+pub fn private_bpffs() -> Result<PathBuf> {
+    let dir = PathBuf::from("/sys/fs/bpf");
+    // SAFETY: unshare/mount with valid NUL-terminated strings; no pointers are retained.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            bail!(
+                "cannot create a private mount namespace for shared maps: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let root = c"/";
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            bail!(
+                "cannot make mounts private: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let bpf = c"bpf";
+        let target = c"/sys/fs/bpf";
+        if libc::mount(
+            bpf.as_ptr(),
+            target.as_ptr(),
+            bpf.as_ptr(),
+            0,
+            std::ptr::null(),
+        ) != 0
+        {
+            bail!(
+                "cannot mount a private bpffs on /sys/fs/bpf: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(dir)
 }
 
 /// Discovers, loads and attaches in `netns`.
@@ -118,12 +200,38 @@ pub fn attach_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<AttachedNo
         log::warn!("{note}");
     }
 
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global("NETNS_INO", &inode, true)
         .override_global("VXLAN_PORT", &plan.vxlan_port, true)
-        .map_max_entries("EVENTS", opts.ringbuf_bytes)
+        .override_global("MODE", &opts.mode, true)
+        .override_global("SAMPLE_EVERY", &opts.sample_every, true)
+        .map_max_entries("EVENTS", opts.ringbuf_bytes);
+    let pins: Vec<(&str, PathBuf)> = match opts.shared_pins {
+        Some(dir) => SHARED_MAPS.iter().map(|m| (*m, dir.join(m))).collect(),
+        None => Vec::new(),
+    };
+    for (name, path) in &pins {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader
         .load(ebpf_object()?)
         .context("loading the eBPF object")?;
+    if opts.mode & MODE_AGGREGATE != 0 {
+        let mut roles: HashMap<&mut MapData, u32, u8> = HashMap::try_from(
+            ebpf.map_mut("ROLES")
+                .ok_or_else(|| anyhow!("eBPF object has no ROLES map"))?,
+        )?;
+        for t in &plan.targets {
+            let role = match t.kind {
+                IfaceKind::PodVeth => ROLE_POD,
+                IfaceKind::Vxlan | IfaceKind::Ipip => ROLE_TUNNEL,
+                IfaceKind::Uplink => ROLE_UPLINK,
+                IfaceKind::Other => continue,
+            };
+            roles.insert(t.ifindex, role, 0)?;
+        }
+    }
     {
         let mut filter: Array<&mut MapData, FilterProgram> = Array::try_from(
             ebpf.map_mut("FILTER")

@@ -109,6 +109,8 @@ pub fn run(args: DiagnoseArgs) -> Result<()> {
         no_drops: false,
         stats: false,
         interval: None,
+        kernel_agg: false,
+        sample: 1,
         quiet: false,
     };
     let (to, proto, port, count, size) = (args.to, args.proto, args.port, args.probes, args.size);

@@ -41,6 +41,11 @@ pub struct LossCounters {
     pub drop_read_errors: u64,
     /// Encapsulation function probe hits (fentry/kprobe), where the kernel allows them.
     pub encap_probe_hits: u64,
+    /// Packets skipped by `--sample`.
+    pub sampled_out: u64,
+    /// In-kernel aggregation: packet states that could not be stored (map full): the tracer's
+    /// own loss.
+    pub agg_map_full: u64,
 }
 
 /// Writes one trace as text: a header line and one line per hop.
@@ -250,13 +255,13 @@ pub fn write_summary_text(
     writeln!(
         w,
         "tracer lost (not kernel drops): {} events (ring buffer full), {} decode errors, \
-         {} unreadable drops",
-        loss.ringbuf_full, loss.decode_errors, loss.drop_read_errors
+         {} unreadable drops, {} aggregation states (map full)",
+        loss.ringbuf_full, loss.decode_errors, loss.drop_read_errors, loss.agg_map_full
     )?;
     writeln!(
         w,
-        "not traced: {} filtered, {} not IPv4, {} malformed",
-        loss.filtered, loss.not_ipv4, loss.malformed
+        "not traced: {} filtered, {} not IPv4, {} malformed, {} sampled out",
+        loss.filtered, loss.not_ipv4, loss.malformed, loss.sampled_out
     )
 }
 
@@ -307,6 +312,8 @@ pub fn write_summary_json(
             decode_errors: loss.decode_errors,
             drop_read_errors: loss.drop_read_errors,
             encap_probe_hits: loss.encap_probe_hits,
+            sampled_out: loss.sampled_out,
+            agg_map_full: loss.agg_map_full,
             filtered: loss.filtered,
             not_ipv4: loss.not_ipv4,
             malformed: loss.malformed,
@@ -606,6 +613,8 @@ struct SummaryJson {
     decode_errors: u64,
     drop_read_errors: u64,
     encap_probe_hits: u64,
+    sampled_out: u64,
+    agg_map_full: u64,
     filtered: u64,
     not_ipv4: u64,
     malformed: u64,
@@ -787,9 +796,12 @@ ICMP 10.244.0.1 > 10.244.4.1 echo id 1234 seq 1 ipid 0x1a2b len 84   delivered
         assert_eq!(lines[6], "kernel drops: 0 seen, 0 ignored as noise");
         assert_eq!(
             lines[7],
-            "tracer lost (not kernel drops): 7 events (ring buffer full), 2 decode errors, 0 unreadable drops"
+            "tracer lost (not kernel drops): 7 events (ring buffer full), 2 decode errors, 0 unreadable drops, 0 aggregation states (map full)"
         );
-        assert_eq!(lines[8], "not traced: 5 filtered, 0 not IPv4, 0 malformed");
+        assert_eq!(
+            lines[8],
+            "not traced: 5 filtered, 0 not IPv4, 0 malformed, 0 sampled out"
+        );
     }
 
     #[test]

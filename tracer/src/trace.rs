@@ -15,17 +15,18 @@ use std::{
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use tracer_common::{
-    filter::FilterProgram, CTR_DROP_READ_ERR, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4,
-    CTR_RINGBUF_FULL,
+    filter::FilterProgram, CTR_AGG_MAP_FULL, CTR_DROP_READ_ERR, CTR_FILTERED, CTR_MALFORMED,
+    CTR_NOT_IPV4, CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, MODE_AGGREGATE, MODE_EVENTS, SEG_DECAP,
+    SEG_ENCAP, SEG_NODE_RX, SEG_NODE_TX, SEG_SAME_NODE, SEG_TOTAL, SEG_WIRE,
 };
 
 use crate::{
-    attach::{attach_node, describe, preflight, AttachOptions, AttachedNode},
+    attach::{self, attach_node, describe, preflight, AttachOptions, AttachedNode},
     correlate::{CorrelateConfig, Correlator, Trace},
     event::{decode, Event},
     filter::Filter,
     hooks::{attach_global, GlobalHooks, HookOptions},
-    latency::{self, ClockModel, LatencyStats},
+    latency::{self, ClockModel, LatencyStats, SegmentName},
     netns::Netns,
     render::{self, LossCounters},
     signals::{self, StopFlag},
@@ -80,9 +81,25 @@ pub struct TraceArgs {
     /// With --stats: also print the statistics so far every D (e.g. 5s).
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub interval: Option<Duration>,
+    /// With `stats`: aggregate latency in the kernel (per-CPU log2 histograms, no event per
+    /// packet) for high packet rates; per-segment totals only.
+    #[arg(long)]
+    pub kernel_agg: bool,
+    /// Report one packet in N (every hop of a reported packet is reported).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_sample)]
+    pub sample: u32,
     /// No per-packet output (set by `tracer stats`).
     #[arg(skip)]
     pub quiet: bool,
+}
+
+/// `N` or `1/N`.
+fn parse_sample(s: &str) -> Result<u32, String> {
+    let n = s.strip_prefix("1/").unwrap_or(s);
+    match n.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("invalid sample rate '{s}' (use N or 1/N, N >= 1)")),
+    }
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h` or a plain number of seconds.
@@ -110,6 +127,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("invalid duration '{s}'"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// The latency segment of an in-kernel histogram index (`SEG_*`).
+fn segment_name(seg: u32) -> Option<SegmentName> {
+    Some(match seg {
+        SEG_NODE_TX => SegmentName::NodeTx,
+        SEG_ENCAP => SegmentName::Encap,
+        SEG_WIRE => SegmentName::Wire,
+        SEG_DECAP => SegmentName::Decap,
+        SEG_NODE_RX => SegmentName::NodeRx,
+        SEG_SAME_NODE => SegmentName::SameNode,
+        SEG_TOTAL => SegmentName::Total,
+        _ => return None,
+    })
 }
 
 /// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` uses.
@@ -145,6 +176,15 @@ pub fn run_session(args: TraceArgs, on_ready: Option<OnReady>) -> Result<Vec<Tra
         );
     }
     preflight()?;
+    if args.kernel_agg && !args.quiet {
+        anyhow::bail!("--kernel-agg is a statistics mode: use `tracer stats --kernel-agg`");
+    }
+    // Before any thread exists: unshare(CLONE_NEWNS) refuses multi-threaded callers.
+    let pins = if args.kernel_agg {
+        Some(attach::private_bpffs()?)
+    } else {
+        None
+    };
     let stop = signals::install()?;
 
     let namespaces = if args.netns.is_empty() {
@@ -159,6 +199,13 @@ pub fn run_session(args: TraceArgs, on_ready: Option<OnReady>) -> Result<Vec<Tra
         extra_ifaces: &args.iface,
         filter: &program,
         ringbuf_bytes: args.ringbuf_mib << 20,
+        mode: if args.kernel_agg {
+            MODE_AGGREGATE
+        } else {
+            MODE_EVENTS
+        },
+        sample_every: args.sample,
+        shared_pins: pins.as_deref(),
     };
     let started = Instant::now();
     let mut nodes = Vec::new();
@@ -179,7 +226,8 @@ pub fn run_session(args: TraceArgs, on_ready: Option<OnReady>) -> Result<Vec<Tra
     let topology = Topology {
         nodes: nodes.iter().map(|n| n.plan.node.clone()).collect(),
     };
-    let hooks = if args.no_drops {
+    // In-kernel aggregation is for high packet rates: no per-packet route-lookup events either.
+    let hooks = if args.no_drops || args.kernel_agg {
         None
     } else {
         let netns: Vec<u32> = namespaces.iter().map(|n| n.inode).collect();
@@ -229,6 +277,7 @@ fn trace_loop(
         latency: (args.stats || args.quiet).then(|| LatencyStats::new(ClockModel::shared_kernel())),
         quiet: args.quiet,
         collected: collect.then(Vec::new),
+        kernel_agg: args.kernel_agg,
     };
     let mut next_report = args.interval.map(|i| Instant::now() + i);
 
@@ -246,7 +295,7 @@ fn trace_loop(
         next_tick = now + DRAIN_INTERVAL;
         if let (Some(at), Some(every)) = (next_report, args.interval) {
             if now >= at {
-                pipe.write_stats()?;
+                pipe.write_stats(&nodes)?;
                 next_report = Some(at + every);
             }
         }
@@ -276,6 +325,8 @@ fn trace_loop(
         loss.filtered += c[CTR_FILTERED as usize];
         loss.not_ipv4 += c[CTR_NOT_IPV4 as usize];
         loss.malformed += c[CTR_MALFORMED as usize];
+        loss.sampled_out += c[CTR_SAMPLED_OUT as usize];
+        loss.agg_map_full += c[CTR_AGG_MAP_FULL as usize];
     }
     if let Some(h) = &hooks {
         let c = h.counters()?;
@@ -283,10 +334,10 @@ fn trace_loop(
         loss.drop_read_errors += c[CTR_DROP_READ_ERR as usize];
     }
     loss.encap_probe_hits = pipe.func_events;
+    pipe.write_stats(&nodes)?;
     drop(hooks);
     // Detach before printing the summary: nothing stays attached longer than needed.
     drop(nodes);
-    pipe.write_stats()?;
     match pipe.output {
         Output::Text => render::write_summary_text(&mut pipe.out, &pipe.correlator, &loss)?,
         Output::Json => render::write_summary_json(&mut pipe.out, &pipe.correlator, &loss)?,
@@ -307,6 +358,8 @@ struct Pipeline<W: Write> {
     quiet: bool,
     /// Every emitted trace, when the caller wants them back.
     collected: Option<Vec<Trace>>,
+    /// Latency comes from the kernel's histograms, not from traces.
+    kernel_agg: bool,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -325,7 +378,18 @@ impl<W: Write> Pipeline<W> {
     }
 
     /// Prints the latency statistics so far (when kept).
-    fn write_stats(&mut self) -> Result<()> {
+    fn write_stats(&mut self, nodes: &[AttachedNode]) -> Result<()> {
+        if self.kernel_agg {
+            if let Some(first) = nodes.first() {
+                let mut stats = LatencyStats::new(ClockModel::shared_kernel());
+                for (seg, buckets) in first.histograms()?.iter().enumerate() {
+                    if let Some(name) = segment_name(seg as u32) {
+                        stats.record_bucketed(name, None, buckets);
+                    }
+                }
+                self.latency = Some(stats);
+            }
+        }
         if let Some(stats) = &self.latency {
             match self.output {
                 Output::Text => latency::write_stats_text(&mut self.out, stats)?,

@@ -93,6 +93,11 @@ impl TracerOutput {
 impl Tracer {
     /// Starts `tracer trace ARGS --ready-file F` and waits until it is attached.
     pub fn start(args: &[String]) -> Tracer {
+        Tracer::start_cmd("trace", args)
+    }
+
+    /// Starts `tracer CMD ARGS --ready-file F` and waits until it is attached.
+    pub fn start_cmd(cmd: &str, args: &[String]) -> Tracer {
         let ready = std::env::temp_dir().join(format!(
             "tracer-test-{}-{}.ready",
             std::process::id(),
@@ -100,7 +105,7 @@ impl Tracer {
         ));
         let _ = std::fs::remove_file(&ready);
         let mut child = Command::new(tracer_bin())
-            .arg("trace")
+            .arg(cmd)
             .args(args)
             .arg("--ready-file")
             .arg(&ready)

@@ -14,11 +14,13 @@ use aya_ebpf::{
 };
 use tracer_common::{
     filter::FilterInput, EventHeader, Hop, HopEvent, CTR_EVENTS, CTR_FILTERED, CTR_MALFORMED,
-    CTR_NOT_IPV4, CTR_RINGBUF_FULL, DIR_EGRESS, DIR_INGRESS, EVENT_HOP,
+    CTR_NOT_IPV4, CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS, EVENT_HOP,
+    MODE_AGGREGATE, MODE_EVENTS,
 };
 
 use crate::{
-    maps::{count, netns_ino, vxlan_port, EVENTS, FILTER, RB_NO_WAKEUP},
+    aggregate,
+    maps::{count, mode, netns_ino, sample_every, vxlan_port, EVENTS, FILTER, RB_NO_WAKEUP},
     parse::{parse, Packet, Skip},
 };
 
@@ -83,18 +85,31 @@ fn hop(ctx: &TcContext, dir: u8, l2: bool) {
             return count(CTR_FILTERED);
         }
     }
+    // SAFETY: `skb` is the context pointer the kernel handed to this program.
+    let skb = unsafe { &*ctx.skb.skb };
+    // SAFETY: helper without arguments, valid in tc programs.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let mode = mode();
+    if mode & MODE_AGGREGATE != 0 {
+        aggregate::hop(pkt, skb.ifindex, dir, netns_ino(), ts_ns);
+    }
+    if mode & MODE_EVENTS == 0 {
+        return;
+    }
+    let every = sample_every();
+    if every > 1 && aggregate::identity_hash(&aggregate::key_of(pkt)) % every != 0 {
+        return count(CTR_SAMPLED_OUT);
+    }
     let Some(mut entry) = EVENTS.reserve::<HopEvent>(0) else {
         return count(CTR_RINGBUF_FULL);
     };
-    // SAFETY: `skb` is the context pointer the kernel handed to this program.
-    let skb = unsafe { &*ctx.skb.skb };
     entry.write(HopEvent {
         header: EventHeader {
             kind: EVENT_HOP,
             len: core::mem::size_of::<HopEvent>() as u16,
             // SAFETY: helper calls without arguments that are valid in tc programs.
             cpu: unsafe { bpf_get_smp_processor_id() },
-            ts_ns: unsafe { bpf_ktime_get_ns() },
+            ts_ns,
             netns: netns_ino(),
             ifindex: skb.ifindex,
         },

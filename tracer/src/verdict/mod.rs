@@ -63,7 +63,9 @@ fn judge_drop(trace: &Trace, d: &DropPoint, topo: &Topology) -> Verdict {
     let route = last_route(trace).map(describe_route).unwrap_or_default();
 
     // Pod-to-node traffic that entered the overlay: the pod CIDR overlaps the node network.
-    if let Some(owner) = topo.owner_of(p.dst) {
+    // Only for a node's underlay address: its tunnel (VTEP) address is routed through the
+    // overlay by design (host-to-remote-pod traffic uses it as source, so replies go there).
+    if let Some(owner) = topo.owner_of(p.dst).filter(|o| is_uplink_addr(o, p.dst)) {
         let is_tunnel =
             |kind: Option<IfaceKind>| matches!(kind, Some(IfaceKind::Vxlan | IfaceKind::Ipip));
         let drop_kind = node
@@ -92,7 +94,8 @@ fn judge_drop(trace: &Trace, d: &DropPoint, topo: &Topology) -> Verdict {
     }
 
     match d.reason.as_str() {
-        "NO_TX_TARGET" | "VXLAN_VNI_NOT_FOUND" => v(
+        // VXLAN_NO_REMOTE: the same vxlan_xmit drop, named so before Linux 6.14.
+        "NO_TX_TARGET" | "VXLAN_NO_REMOTE" => v(
             "no-vxlan-fdb",
             format!(
                 "{at}: vxlan.calico has no forwarding entry (FDB) for the remote VTEP the route points \
@@ -112,7 +115,14 @@ fn judge_drop(trace: &Trace, d: &DropPoint, topo: &Topology) -> Verdict {
                  paths{route}. Fix: set net.ipv4.conf.all.rp_filter and net.ipv4.conf.{}.rp_filter to \
                  2 (loose) or 0 on {}, or make the return route symmetric (check `ip route get {} from \
                  <node ip>` on {}).",
-                p.src, d.ifname, p.src, d.ifname, d.node, p.src, d.node
+                p.src,
+                d.ifname,
+                p.src,
+                // sysctl keys write a dot inside a device name as '/' (vxlan.calico -> vxlan/calico).
+                d.ifname.replace('.', "/"),
+                d.node,
+                p.src,
+                d.node
             ),
         ),
         "PKT_TOO_BIG" | "FRAG_TOO_FAR" => judge_mtu(trace, d, node, &at),
@@ -316,8 +326,9 @@ fn judge_lost(trace: &Trace, topo: &Topology) -> Verdict {
     let from = last
         .map(|h| format!("{} {}", h.node, h.ifname))
         .unwrap_or_default();
-    match encap {
-        Some(e) if topo.owner_of(e.outer_dst).is_none() => v(
+    let peer = encap.and_then(|e| topo.owner_of(e.outer_dst));
+    match (encap, peer) {
+        (Some(e), None) => v(
             "wrong-tunnel-endpoint",
             format!(
                 "the {} packet left {from} for {}, which is no traced node, and was not seen again. \
@@ -328,7 +339,23 @@ fn judge_lost(trace: &Trace, topo: &Topology) -> Verdict {
                 e.outer_dst
             ),
         ),
-        Some(e) => v(
+        // As for a drop (judge_neigh): an address of a traced node that is not on its uplink.
+        (Some(e), Some(peer)) if peer.uplink().is_some() && !is_uplink_addr(peer, e.outer_dst) => {
+            v(
+                "wrong-tunnel-endpoint",
+                format!(
+                    "the {} packet left {from} for {}, an address of {} that is not on its underlay \
+                     interface, and was not seen again. The tunnel endpoint of that node was taken \
+                     from the wrong interface (IP autodetection picked the wrong NIC). Fix: set \
+                     IP_AUTODETECTION_METHOD on calico-node (e.g. interface=eth0, can-reach=<peer>, \
+                     or kubernetes-internal-ip) so that the Node's IPv4Address is the underlay address.",
+                    e.kind.as_str(),
+                    e.outer_dst,
+                    peer.name,
+                ),
+            )
+        }
+        (Some(e), Some(_)) => v(
             "underlay-drop",
             format!(
                 "the {} packet left {from} for {} but never reached that node's uplink, and no \
@@ -339,7 +366,7 @@ fn judge_lost(trace: &Trace, topo: &Topology) -> Verdict {
                 if e.kind == EncapKind::Vxlan { format!("UDP port {}", e.outer_dport) } else { "IP protocol 4".into() }
             ),
         ),
-        None => v(
+        (None, _) => v(
             "underlay-drop",
             format!(
                 "the packet left {from} for {} but was not seen again and no traced node dropped \
@@ -384,3 +411,6 @@ fn block_of(addr: Ipv4Addr) -> String {
     let a = u32::from(addr) & !0x3f;
     format!("{}/26", Ipv4Addr::from(a))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,124 @@
+//! Latency statistics on the lab: for a ping flow across nodes, both the user-space mode
+//! (`tracer stats`) and the in-kernel aggregation (`tracer stats --kernel-agg`) report every
+//! segment of the VXLAN path with plausible values: counts match the packets sent, every value
+//! is positive, percentiles are monotone, and the whole path takes longer than any of its parts.
+
+mod common;
+
+use common::{require_root, Tracer};
+use lab::{Encap, Lab, LabSpec};
+use serde_json::Value;
+
+const SEGMENTS: [&str; 6] = ["node-tx", "encap", "wire", "decap", "node-rx", "total"];
+const PINGS: u64 = 20;
+
+fn run(prefix: &str, extra: &[&str]) -> Value {
+    require_root();
+    let spec = LabSpec {
+        prefix: prefix.into(),
+        nodes: 2,
+        pods_per_node: 1,
+        encap: Encap::Vxlan,
+    };
+    lab::down_prefix(prefix).expect("clean leftovers");
+    let lab = Lab::up(&spec).expect("lab up");
+    let topo = lab.topology().clone();
+    let a = topo.pod("n1p0").expect("n1p0").clone();
+    let c = topo.pod("n2p0").expect("n2p0").clone();
+    let mut args: Vec<String> = Vec::new();
+    for n in &topo.nodes {
+        args.extend(["--netns".into(), n.netns.clone()]);
+    }
+    args.extend([
+        "--filter".into(),
+        format!("host {} and icmp", a.ip),
+        "--output".into(),
+        "json".into(),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let tracer = Tracer::start_cmd("stats", &args);
+    let out = lab::exec_in(
+        &a.netns,
+        &[
+            "ping",
+            "-q",
+            "-c",
+            &PINGS.to_string(),
+            "-i",
+            "0.05",
+            &c.ip.to_string(),
+        ],
+    )
+    .expect("ping");
+    assert!(
+        out.status.success(),
+        "ping: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = tracer.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.traces().is_empty(),
+        "stats mode prints no per-packet lines"
+    );
+    let stats = out
+        .json_lines()
+        .into_iter()
+        .rev()
+        .find_map(|v| v.get("stats").cloned())
+        .unwrap_or_else(|| panic!("no stats line in:\n{}", out.stdout));
+    lab.down().expect("lab down");
+    stats
+}
+
+fn check_segments(stats: &Value, min_count: u64) {
+    assert_eq!(stats["clock"], "shared-kernel", "{stats}");
+    let segs = &stats["total"]["segments"];
+    let mut total_p50 = 0;
+    let mut largest_part_p50 = 0;
+    for name in SEGMENTS {
+        let s = &segs[name];
+        let count = s["count"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("segment {name} missing: {stats}"));
+        // Echo requests and replies both cross the path.
+        assert!(count >= min_count, "{name}: {count} < {min_count}: {stats}");
+        let vals: Vec<u64> = ["min_ns", "p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns"]
+            .iter()
+            .map(|k| s[*k].as_u64().unwrap_or_else(|| panic!("{name}.{k}: {s}")))
+            .collect();
+        assert!(vals[0] > 0, "{name}: min must be > 0: {s}");
+        assert!(
+            vals.windows(2).all(|w| w[0] <= w[1]),
+            "{name}: percentiles not monotone: {s}"
+        );
+        assert!(
+            vals[5] < 1_000_000_000,
+            "{name}: max over a second is implausible: {s}"
+        );
+        if name == "total" {
+            total_p50 = vals[1];
+        } else {
+            largest_part_p50 = largest_part_p50.max(vals[1]);
+        }
+    }
+    assert!(
+        total_p50 >= largest_part_p50,
+        "the whole path is shorter than a part: {stats}"
+    );
+}
+
+#[test]
+fn user_space_stats_cover_every_vxlan_segment() {
+    let stats = run("ts-us", &[]);
+    check_segments(&stats, 2 * PINGS);
+    let flows = stats["flows"].as_array().expect("flows");
+    assert_eq!(flows.len(), 2, "request and reply flows: {stats}");
+}
+
+#[test]
+fn kernel_aggregation_covers_every_vxlan_segment() {
+    let stats = run("ts-ka", &["--kernel-agg"]);
+    check_segments(&stats, 2 * PINGS);
+}
