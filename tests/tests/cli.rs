@@ -134,3 +134,48 @@ fn killed_or_stopped_tracer_leaves_nothing_attached() {
     }
     lab.down().expect("lab down");
 }
+
+/// Where the kernel refuses fentry and has no kprobes (lockdown, CONFIG_KPROBES off: the test
+/// machines), the tracer warns once, names its fallback and traces on; where it allows them,
+/// it says what it attached. Either way it attaches a drop hook and runs.
+#[test]
+fn refused_encapsulation_probes_fall_back_with_one_warning() {
+    require_root();
+    let spec = LabSpec {
+        prefix: "tt-fb".into(),
+        nodes: 2,
+        pods_per_node: 1,
+        encap: Encap::Vxlan,
+    };
+    lab::down_prefix(&spec.prefix).expect("clean leftovers");
+    let lab = Lab::up(&spec).expect("lab up");
+    let node = lab.topology().nodes[0].netns.clone();
+    let out = run_tracer(&["trace", "--netns", &node, "--duration", "1s"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let warnings = out
+        .stderr
+        .matches("encapsulation probes unavailable")
+        .count();
+    let attached = out.stderr.contains("encapsulation: fentry/")
+        || out.stderr.contains("encapsulation: kprobe/");
+    assert!(
+        attached || warnings == 1,
+        "expected the probes attached or exactly one fallback warning:\n{}",
+        out.stderr
+    );
+    if warnings == 1 {
+        assert!(
+            out.stderr
+                .contains("using the tc hops on vxlan.calico/tunl0 and the tracepoints instead"),
+            "the warning must name the fallback:\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        out.stderr.contains("drops: tp_btf/kfree_skb")
+            || out.stderr.contains("drops: tracepoint skb/kfree_skb"),
+        "a drop hook must be attached:\n{}",
+        out.stderr
+    );
+    lab.down().expect("lab down");
+}

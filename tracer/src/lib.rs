@@ -17,6 +17,7 @@ pub mod kallsyms;
 pub mod latency;
 pub mod netlink;
 pub mod netns;
+pub mod pipeline_bench;
 pub mod render;
 pub mod signals;
 pub mod topology;

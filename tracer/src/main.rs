@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracer::{diagnose, trace};
+use tracer::{diagnose, pipeline_bench, trace};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +25,9 @@ enum Command {
     Stats(trace::TraceArgs),
     /// Send a few probes from a pod's namespace to one address, trace them, print one verdict.
     Diagnose(diagnose::DiagnoseArgs),
+    /// Benchmark of the user-space pipeline (decode + correlate + latency) on synthetic events.
+    #[command(hide = true)]
+    PipelineBench(pipeline_bench::PipelineBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
             trace::run(args)
         }
         Command::Diagnose(args) => diagnose::run(args),
+        Command::PipelineBench(args) => pipeline_bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
