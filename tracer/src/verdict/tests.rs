@@ -102,7 +102,7 @@ impl TraceBuilder<'_> {
         1_000 + 10_000 * self.trace.hops.len() as u64
     }
 
-    fn hop(mut self, netns: u32, ifindex: u32, dir: Direction) -> Self {
+    fn hop(self, netns: u32, ifindex: u32, dir: Direction) -> Self {
         let rec = fixtures::hop(self.trace.packet, netns, ifindex, dir, self.ts());
         self.hops(&[rec])
     }
@@ -283,19 +283,19 @@ fn missing_route() -> Case {
     )
 }
 
-/// A lookup that found no route at all: IP_OUTNOROUTES.
+/// A forwarded packet whose lookup found no route at all: IP_INNOROUTES in ip_error.
 fn out_no_routes() -> Case {
     Case::new(topo(), |t| {
         trace(t, icmp(1))
             .hop(NS1, CALI_A, Ingress)
             .unroutable()
-            .dropped(NS1, CALI_A, "IP_OUTNOROUTES", "ip_route_input_slow+0x7e1")
+            .dropped(NS1, CALI_A, "IP_INNOROUTES", "ip_error+0x6f")
             .build()
     })
     .expect(
         "no-route",
         &[
-            "node1 dropped it on cali3f2a9b0c1d4 (IP_OUTNOROUTES",
+            "node1 dropped it on cali3f2a9b0c1d4 (IP_INNOROUTES in ip_error+0x6f)",
             "node1 has no route for 10.244.4.1 (route lookup for 10.244.4.1 in table 254: no route, error -101)",
             "vxlanMode",
         ],
@@ -406,7 +406,7 @@ fn underlay_blocks_vxlan() -> Case {
             "node2 dropped it on eth0 (NETFILTER_DROP in nft_do_chain+0x3f2)",
             "firewall rule on node2",
             "vxlan 10.10.0.1 -> 10.10.0.2 UDP 4789",
-            "allow vxlan",
+            "blocks Calico's vxlan traffic",
             "UDP port 4789",
         ],
     )
@@ -469,7 +469,12 @@ fn rp_filter() -> Case {
 fn mtu() -> Case {
     let mut topo = topo();
     let node1 = &mut topo.nodes[0];
-    node1.links.iter_mut().find(|l| l.name == "vxlan.calico").expect("fixture link").mtu = 1000;
+    node1
+        .links
+        .iter_mut()
+        .find(|l| l.name == "vxlan.calico")
+        .expect("fixture link")
+        .mtu = 1000;
     Case::new(topo, |t| {
         trace(t, icmp(1))
             .hop(NS1, CALI_A, Ingress)
@@ -558,7 +563,10 @@ fn cidr_overlap_tunnel_hop() -> Case {
             .dropped(NS1, VXLAN, "NO_TX_TARGET", "vxlan_xmit+0x2a1")
             .build()
     })
-    .expect("cidr-overlap", &["routed the packet into the overlay (vxlan.calico)"])
+    .expect(
+        "cidr-overlap",
+        &["routed the packet into the overlay (vxlan.calico)"],
+    )
 }
 
 /// A reply from pod C to node1's VTEP address (host-to-remote-pod traffic uses it as source)
@@ -577,7 +585,10 @@ fn reply_to_vtep_address() -> Case {
             .dropped(NS2, VXLAN, "NO_TX_TARGET", "vxlan_xmit+0x2a1")
             .build()
     })
-    .expect("no-vxlan-fdb", &["node2 dropped it on vxlan.calico", "on node2"])
+    .expect(
+        "no-vxlan-fdb",
+        &["node2 dropped it on vxlan.calico", "on node2"],
+    )
 }
 
 /// pod -> node2's VTEP address with node1's ARP entry for it missing.
@@ -691,7 +702,10 @@ fn lost_ipip_to_node() -> Case {
             .outcome(Outcome::Lost)
             .build()
     })
-    .expect("underlay-drop", &["the ipip packet left node1 eth0", "IP protocol 4"])
+    .expect(
+        "underlay-drop",
+        &["the ipip packet left node1 eth0", "IP protocol 4"],
+    )
 }
 
 fn lost_encap_to_stranger() -> Case {
@@ -813,7 +827,11 @@ fn missing_route_is_no_route_via_the_default_gateway() {
 #[test]
 fn failed_route_lookup_is_no_route() {
     let v = out_no_routes().check();
-    assert!(!v.explanation.contains("default route"), "{}", v.explanation);
+    assert!(
+        !v.explanation.contains("default route"),
+        "{}",
+        v.explanation
+    );
 }
 
 #[test]
@@ -856,7 +874,11 @@ fn firewall_on_inner_packet_is_firewall_drop() {
 fn rp_filter_drop() {
     let v = rp_filter().check();
     // `net.ipv4.conf.vxlan.calico.rp_filter` is no sysctl key.
-    assert!(!v.explanation.contains("conf.vxlan.calico."), "{}", v.explanation);
+    assert!(
+        !v.explanation.contains("conf.vxlan.calico."),
+        "{}",
+        v.explanation
+    );
 }
 
 #[test]
@@ -1007,14 +1029,20 @@ fn every_verdict_name_is_documented_and_every_documented_name_is_produced() {
         );
         produced.insert(v.name.to_string());
     }
-    assert_eq!(produced, documented, "a documented verdict no case produces");
+    assert_eq!(
+        produced, documented,
+        "a documented verdict no case produces"
+    );
 }
 
 #[test]
 fn explanations_are_well_formed() {
     for (case, c) in all_cases() {
         let e = c.verdict().explanation;
-        assert!(!e.contains(['{', '}']), "{case}: unformatted placeholder: {e}");
+        assert!(
+            !e.contains(['{', '}']),
+            "{case}: unformatted placeholder: {e}"
+        );
         assert!(!e.contains("  "), "{case}: double space: {e}");
         assert!(!e.contains(" ."), "{case}: space before full stop: {e}");
         assert!(e.ends_with('.'), "{case}: not a sentence: {e}");
