@@ -62,6 +62,7 @@ fn traced_probe(
     topo: &Topology,
     fault: Fault,
     wait: Duration,
+    extra: &[&str],
 ) -> (Vec<Value>, common::TracerOutput) {
     let probe = fault.probe(topo).expect("probe");
     let from = topo.pod(&probe.from_pod).expect("probe pod").clone();
@@ -77,6 +78,7 @@ fn traced_probe(
         "--linger-ms".into(),
         "100".into(),
     ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
     let tracer = Tracer::start(&args);
     let started = Instant::now();
     let _ = probe
@@ -102,6 +104,10 @@ fn traced_probe(
 }
 
 fn check(x: &Expect, prefix: &str) {
+    check_with(x, prefix, &[]);
+}
+
+fn check_with(x: &Expect, prefix: &str, extra: &[&str]) {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let spec = LabSpec {
@@ -120,7 +126,7 @@ fn check(x: &Expect, prefix: &str) {
     } else {
         Duration::from_millis(800)
     };
-    let (traces, out) = traced_probe(&topo, x.fault, wait);
+    let (traces, out) = traced_probe(&topo, x.fault, wait, extra);
     let what = format!("{} ({:?}): {}", x.fault.name(), x.encap, info.description);
     let dropped: Vec<&Value> = traces
         .iter()
@@ -161,7 +167,7 @@ fn check(x: &Expect, prefix: &str) {
     );
 
     lab::heal(&topo, x.fault).expect("heal");
-    let (traces, out) = traced_probe(&topo, x.fault, Duration::from_millis(800));
+    let (traces, out) = traced_probe(&topo, x.fault, Duration::from_millis(800), extra);
     assert!(
         !traces.is_empty(),
         "{what}: no probe trace after heal:\n{}",
@@ -460,4 +466,74 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The classic skb/kfree_skb tracepoint (what kernels without tp_btf get) finds the same drop.
+#[test]
+fn missing_fdb_with_the_classic_drop_tracepoint() {
+    check_with(
+        &e(
+            MissingFdb,
+            Vxlan,
+            "node1",
+            "vxlan.calico",
+            "NO_TX_TARGET",
+            "vxlan_xmit",
+            "no-vxlan-fdb",
+        ),
+        "tv-tp",
+        &["--drop-hook", "tracepoint"],
+    );
+}
+
+/// `tracer diagnose` sends its probes from the named pod, traces them and gives one verdict;
+/// after the heal it reports delivery and no verdict.
+#[test]
+fn diagnose_names_the_fault_and_then_its_absence() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = LabSpec {
+        prefix: "tv-dg".into(),
+        nodes: 2,
+        pods_per_node: 1,
+        encap: Encap::Vxlan,
+    };
+    lab::down_prefix(&spec.prefix).expect("clean leftovers");
+    let lab = Lab::up(&spec).expect("lab up");
+    let topo = lab.topology().clone();
+    let a = topo.pod("n1p0").expect("n1p0").clone();
+    let c = topo.pod("n2p0").expect("n2p0").clone();
+    let diagnose = || {
+        let mut args = vec![
+            "diagnose".to_string(),
+            "--from".into(),
+            a.ip.to_string(),
+            "--from-netns".into(),
+            a.netns.clone(),
+            "--to".into(),
+            c.ip.to_string(),
+            "--output".into(),
+            "json".into(),
+        ];
+        for n in &topo.nodes {
+            args.extend(["--netns".into(), n.netns.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = common::run_tracer(&args);
+        assert!(out.status.success(), "diagnose failed: {}", out.stderr);
+        out.json_lines()
+            .into_iter()
+            .find_map(|v| v.get("diagnosis").cloned())
+            .unwrap_or_else(|| panic!("no diagnosis line:\n{}", out.stdout))
+    };
+    lab::break_lab(&topo, MissingFdb).expect("break");
+    let d = diagnose();
+    assert_eq!(d["verdict"]["name"], "no-vxlan-fdb", "{d}");
+    assert_eq!(d["probes"], 3, "{d}");
+    assert_eq!(d["dropped"], 3, "{d}");
+    lab::heal(&topo, MissingFdb).expect("heal");
+    let d = diagnose();
+    assert!(d["verdict"].is_null(), "{d}");
+    assert_eq!(d["delivered"], 3, "{d}");
+    lab.down().expect("lab down");
 }

@@ -111,6 +111,7 @@ pub fn run(args: DiagnoseArgs) -> Result<()> {
         interval: None,
         kernel_agg: false,
         sample: 1,
+        drop_hook: crate::hooks::DropHook::Auto,
         quiet: false,
     };
     let (to, proto, port, count, size) = (args.to, args.proto, args.port, args.probes, args.size);

@@ -32,6 +32,19 @@ pub struct HookOptions<'a> {
     /// Namespaces whose drops are reported.
     pub netns: &'a [u32],
     pub ringbuf_bytes: u32,
+    pub drop_hook: DropHook,
+}
+
+/// Which kfree_skb hook to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DropHook {
+    /// tp_btf where the kernel allows it, else the classic tracepoint.
+    #[default]
+    Auto,
+    /// Only tp_btf/kfree_skb.
+    Btf,
+    /// Only the classic skb/kfree_skb tracepoint (what kernels without tp_btf get).
+    Tracepoint,
 }
 
 /// The attached global hooks and what user space needs to read their events.
@@ -232,6 +245,7 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
         &mut ebpf,
         &aya_btf,
         kfree_format.is_some() && layout.tp_reason != 0,
+        opts.drop_hook,
         &mut attached,
     )?;
     attach_fib_hook(&mut ebpf, &mut attached);
@@ -263,9 +277,16 @@ fn attach_drop_hook(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
     classic_ok: bool,
+    which: DropHook,
     attached: &mut Vec<String>,
 ) -> Result<()> {
+    if which == DropHook::Tracepoint && !classic_ok {
+        bail!("--drop-hook tracepoint: the skb/kfree_skb tracepoint format is unavailable");
+    }
     let btf_err = (|| -> Result<()> {
+        if which == DropHook::Tracepoint {
+            bail!("not tried (--drop-hook tracepoint)");
+        }
         let p: &mut BtfTracePoint = ebpf
             .program_mut("kfree_skb_btf")
             .ok_or_else(|| anyhow!("no program kfree_skb_btf"))?
@@ -279,6 +300,8 @@ fn attach_drop_hook(
             attached.push("drops: tp_btf/kfree_skb".into());
             return Ok(());
         }
+        Err(e) if which == DropHook::Btf => bail!("cannot attach tp_btf/kfree_skb: {e:#}"),
+        Err(_) if which == DropHook::Tracepoint => {}
         Err(e) if classic_ok => {
             log::warn!("tp_btf/kfree_skb unavailable ({e:#}); falling back to the skb/kfree_skb tracepoint");
         }

@@ -25,7 +25,7 @@ use crate::{
     correlate::{CorrelateConfig, Correlator, Trace},
     event::{decode, Event},
     filter::Filter,
-    hooks::{attach_global, GlobalHooks, HookOptions},
+    hooks::{attach_global, DropHook, GlobalHooks, HookOptions},
     latency::{self, ClockModel, LatencyStats, SegmentName},
     netns::Netns,
     render::{self, LossCounters},
@@ -88,6 +88,9 @@ pub struct TraceArgs {
     /// Report one packet in N (every hop of a reported packet is reported).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_sample)]
     pub sample: u32,
+    /// Which kfree_skb hook to attach (auto: tp_btf, else the classic tracepoint).
+    #[arg(long, value_enum, default_value_t = DropHook::Auto)]
+    pub drop_hook: DropHook,
     /// No per-packet output (set by `tracer stats`).
     #[arg(skip)]
     pub quiet: bool,
@@ -235,6 +238,7 @@ pub fn run_session(args: TraceArgs, on_ready: Option<OnReady>) -> Result<Vec<Tra
             filter: &program,
             netns: &netns,
             ringbuf_bytes: args.ringbuf_mib << 20,
+            drop_hook: args.drop_hook,
         })?;
         eprintln!("tracer: {}", hooks.attached.join("; "));
         Some(hooks)

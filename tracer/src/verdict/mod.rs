@@ -125,7 +125,7 @@ fn judge_drop(trace: &Trace, d: &DropPoint, topo: &Topology) -> Verdict {
                 d.node
             ),
         ),
-        "PKT_TOO_BIG" | "FRAG_TOO_FAR" => judge_mtu(trace, d, node, &at),
+        "PKT_TOO_BIG" => judge_mtu(trace, d, node, &at),
         "IP_INNOROUTES" | "IP_OUTNOROUTES" => no_route(trace, d, node, &at, &route),
         "NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_DEAD" | "NEIGH_CREATEFAIL" => {
             judge_neigh(trace, d, node, topo, &at, &route)
