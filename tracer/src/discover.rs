@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 
 use crate::{
     netlink::{dump_links, Link},
-    topology::{Iface, IfaceKind, Node},
+    topology::{Iface, IfaceKind, Node, Route},
 };
 
 /// Where to attach, and how.
@@ -102,6 +102,7 @@ pub fn discover(name: &str, netns: u32, extra_ifaces: &[String]) -> Result<NodeP
         })
         .collect();
     let default_gw = default_route()?.and_then(|(_, gw)| gw);
+    let routes = routes()?;
     let node = Node {
         name: name.to_string(),
         netns,
@@ -114,6 +115,7 @@ pub fn discover(name: &str, netns: u32, extra_ifaces: &[String]) -> Result<NodeP
             })
             .collect(),
         default_gw,
+        routes,
         uplink_addrs: addrs
             .iter()
             .filter(|(dev, _)| uplink.is_some_and(|u| &u.name == dev))
@@ -193,18 +195,41 @@ fn default_route() -> Result<Option<(String, Option<Ipv4Addr>)>> {
 }
 
 fn parse_default_route(text: &str) -> Option<(String, Option<Ipv4Addr>)> {
-    text.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 8 || f[1] != "00000000" || f[7] != "00000000" {
-            return None;
-        }
-        // The gateway is a native-endian hex dump of the address as stored (network order).
-        let gw = u32::from_str_radix(f[2], 16)
+    parse_routes(text)
+        .into_iter()
+        .find(|r| r.prefix_len == 0)
+        .map(|r| (r.dev, r.gw))
+}
+
+/// The main table's IPv4 routes, from the calling thread's `/proc/thread-self/net/route`.
+pub fn routes() -> Result<Vec<Route>> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/route")?;
+    Ok(parse_routes(&text))
+}
+
+/// Parses /proc/net/route: addresses are native-endian hex dumps of network-order words.
+fn parse_routes(text: &str) -> Vec<Route> {
+    let addr = |hex: &str| {
+        u32::from_str_radix(hex, 16)
             .ok()
-            .filter(|&g| g != 0)
-            .map(|g| Ipv4Addr::from(g.to_ne_bytes()));
-        Some((f[0].to_string(), gw))
-    })
+            .map(|v| Ipv4Addr::from(v.to_ne_bytes()))
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 8 {
+                return None;
+            }
+            let mask = addr(f[7])?;
+            Some(Route {
+                dst: addr(f[1])?,
+                prefix_len: u32::from(mask).count_ones() as u8,
+                gw: addr(f[2]).filter(|g| !g.is_unspecified()),
+                dev: f[0].to_string(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -222,5 +247,11 @@ mod tests {
             Some(("eth0".to_string(), Some(Ipv4Addr::new(10, 10, 0, 254))))
         );
         assert_eq!(parse_default_route("Iface\tDestination\n"), None);
+        let routes = parse_routes(text);
+        assert_eq!(routes.len(), 2);
+        assert_eq!(
+            (routes[1].dst, routes[1].prefix_len, routes[1].gw),
+            (Ipv4Addr::new(10, 10, 0, 0), 24, None)
+        );
     }
 }

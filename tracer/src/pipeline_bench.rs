@@ -54,6 +54,7 @@ fn topology() -> Topology {
             })
             .collect(),
         default_gw: None,
+        routes: Vec::new(),
         uplink_addrs: vec![Ipv4Addr::new(10, 10, 0, i as u8 + 1)],
     };
     Topology {

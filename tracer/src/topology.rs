@@ -63,8 +63,29 @@ pub struct Node {
     pub links: Vec<Link>,
     /// The node's IPv4 default gateway, if it has a default route.
     pub default_gw: Option<Ipv4Addr>,
+    /// The main routing table when tracing started: a fallback for verdicts when no route
+    /// lookup of the packet was seen.
+    pub routes: Vec<Route>,
     /// The addresses on the uplink (the node's underlay addresses).
     pub uplink_addrs: Vec<Ipv4Addr>,
+}
+
+/// One route of a node's main table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub dst: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gw: Option<Ipv4Addr>,
+    pub dev: String,
+}
+
+impl Route {
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len))
+            .unwrap_or(0);
+        u32::from(addr) & mask == u32::from(self.dst) & mask
+    }
 }
 
 /// Any interface of a node.
@@ -86,6 +107,14 @@ impl Node {
 
     pub fn link(&self, name: &str) -> Option<&Link> {
         self.links.iter().find(|l| l.name == name)
+    }
+
+    /// The longest-prefix match for `addr` in the routing table seen at start-up.
+    pub fn route_for(&self, addr: Ipv4Addr) -> Option<&Route> {
+        self.routes
+            .iter()
+            .filter(|r| r.contains(addr))
+            .max_by_key(|r| r.prefix_len)
     }
 
     /// The uplink, if one was found.

@@ -3,6 +3,7 @@
 //! `demo` and `test` are the two commands README.md gives; both install missing prerequisites
 //! first (see `setup`), so they work on a fresh machine.
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -42,6 +43,9 @@ enum Cmd {
     Build,
     /// The main job: build, bring up the two-node lab, send cross-node traffic, print traces.
     Demo(demo::DemoArgs),
+    /// Benchmark: throughput with and without the tracer (and tcpdump), per-program cost,
+    /// user-space pipeline, start-up; a table of medians and ratios plus JSON.
+    Bench(bench::BenchArgs),
     /// Run every test: formatting, clippy, unit tests, privileged lab integration tests.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -116,6 +120,7 @@ fn real_main() -> Result<()> {
             build_tracer().map(|p| eprintln!("xtask: built {}", p.display()))
         }
         Cmd::Demo(args) => demo::run(args),
+        Cmd::Bench(args) => bench::run(args),
         Cmd::Test { args } => test(&args),
         Cmd::Run { args } => {
             setup::run(true)?;

@@ -97,7 +97,7 @@ fn hop(ctx: &TcContext, dir: u8, l2: bool) {
         return;
     }
     let every = sample_every();
-    if every > 1 && aggregate::identity_hash(&aggregate::key_of(pkt)) % every != 0 {
+    if every > 1 && !aggregate::identity_hash(&aggregate::key_of(pkt)).is_multiple_of(every) {
         return count(CTR_SAMPLED_OUT);
     }
     let Some(mut entry) = EVENTS.reserve::<HopEvent>(0) else {

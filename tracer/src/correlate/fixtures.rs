@@ -44,6 +44,7 @@ fn node(name: &str, netns: u32, addr: [u8; 4], cali: &[(u32, &str)]) -> Node {
         ifaces,
         links,
         default_gw: Some(std::net::Ipv4Addr::new(10, 10, 0, 254)),
+        routes: Vec::new(),
         uplink_addrs: vec![addr.into()],
     }
 }

@@ -209,10 +209,7 @@ fn judge_mtu(trace: &Trace, d: &DropPoint, node: Option<&Node>, at: &str) -> Ver
 }
 
 fn no_route(trace: &Trace, d: &DropPoint, node: Option<&Node>, at: &str, route: &str) -> Verdict {
-    let via_default = node
-        .and_then(|n| n.default_gw)
-        .zip(last_route(trace).and_then(|r| r.gw))
-        .is_some_and(|(dgw, gw)| dgw == gw);
+    let via_default = took_default_route(trace, node);
     let how = if via_default {
         format!(
             "{} has no route for {}, so it followed the default route{route}",
@@ -302,10 +299,7 @@ fn judge_neigh(
             ),
         );
     }
-    let via_default = node
-        .and_then(|n| n.default_gw)
-        .zip(last_route(trace).and_then(|r| r.gw))
-        .is_some_and(|(dgw, gw)| dgw == gw);
+    let via_default = took_default_route(trace, node);
     let pod_dst = topo.owner_of(trace.packet.dst).is_none();
     if via_default && pod_dst {
         return no_route(trace, d, node, at, route);
@@ -381,6 +375,20 @@ fn judge_lost(trace: &Trace, topo: &Topology) -> Verdict {
 
 fn is_uplink_addr(node: &Node, addr: Ipv4Addr) -> bool {
     node.uplink_addrs.contains(&addr)
+}
+
+/// Whether the packet followed the node's default route: from the route lookup seen for it,
+/// else from the routing table seen at start-up (longest-prefix match).
+fn took_default_route(trace: &Trace, node: Option<&Node>) -> bool {
+    let Some(node) = node else {
+        return false;
+    };
+    match last_route(trace) {
+        Some(r) => node.default_gw.is_some() && r.gw == node.default_gw,
+        None => node
+            .route_for(trace.packet.dst)
+            .is_some_and(|r| r.prefix_len == 0),
+    }
 }
 
 /// The newest lookup that decided something (a route found or not).

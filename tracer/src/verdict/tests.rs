@@ -283,6 +283,45 @@ fn missing_route() -> Case {
     )
 }
 
+/// The same without a route-lookup event (the tracepoint missed it): the routing table seen at
+/// start-up says the longest match for the pod is the default route.
+fn missing_route_from_the_table() -> Case {
+    let mut t = topo();
+    t.nodes[0].routes = vec![
+        crate::topology::Route {
+            dst: ip("0.0.0.0"),
+            prefix_len: 0,
+            gw: Some(ip("10.10.0.254")),
+            dev: "eth0".into(),
+        },
+        crate::topology::Route {
+            dst: ip("10.10.0.0"),
+            prefix_len: 24,
+            gw: None,
+            dev: "eth0".into(),
+        },
+        crate::topology::Route {
+            dst: ip("10.244.0.1"),
+            prefix_len: 32,
+            gw: None,
+            dev: "cali3f2a9b0c1d4".into(),
+        },
+    ];
+    Case::new(t, |t| {
+        trace(t, icmp(1))
+            .hop(NS1, CALI_A, Ingress)
+            .dropped(NS1, ETH0, "NEIGH_FAILED", "neigh_invalidate+0x8c")
+            .build()
+    })
+    .expect(
+        "no-route",
+        &[
+            "node1 has no route for 10.244.4.1, so it followed the default route",
+            "vxlanMode",
+        ],
+    )
+}
+
 /// A forwarded packet whose lookup found no route at all: IP_INNOROUTES in ip_error.
 fn out_no_routes() -> Case {
     Case::new(topo(), |t| {
@@ -789,6 +828,7 @@ fn all_cases() -> Vec<(&'static str, Case)> {
     }
     cases![
         missing_route,
+        missing_route_from_the_table,
         out_no_routes,
         uplink_next_hop_silent,
         missing_fdb,

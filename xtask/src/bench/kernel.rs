@@ -45,7 +45,8 @@ impl StatsOn {
             .with_context(|| format!("reading {STATS_SYSCTL}"))?
             .trim()
             .to_string();
-        std::fs::write(STATS_SYSCTL, "1").with_context(|| format!("writing 1 to {STATS_SYSCTL}"))?;
+        std::fs::write(STATS_SYSCTL, "1")
+            .with_context(|| format!("writing 1 to {STATS_SYSCTL}"))?;
         Ok(StatsOn { previous })
     }
 }
@@ -107,7 +108,11 @@ fn prog_show() -> Result<Vec<ProgInfo>> {
 /// Per name: the difference `after - before` of the programs in `after` that are new (not in
 /// `old_ids`) and carry one of the tracer's names, summed over instances; in
 /// [`TRACER_PROGRAMS`] order.
-pub fn cost_delta(old_ids: &HashSet<u64>, before: &[ProgInfo], after: &[ProgInfo]) -> Vec<ProgCost> {
+pub fn cost_delta(
+    old_ids: &HashSet<u64>,
+    before: &[ProgInfo],
+    after: &[ProgInfo],
+) -> Vec<ProgCost> {
     let mut out: Vec<ProgCost> = Vec::new();
     for name in TRACER_PROGRAMS {
         let mut cost = ProgCost {
@@ -138,7 +143,10 @@ pub fn cost_delta(old_ids: &HashSet<u64>, before: &[ProgInfo], after: &[ProgInfo
 pub fn run(plan: &Plan, env: &Env) -> Result<Vec<CostRun>> {
     let _stats = StatsOn::enable()?;
     let mut runs = Vec::new();
-    for (label, filter) in [("match", env.match_filter.clone()), ("miss", MISS_FILTER.to_string())] {
+    for (label, filter) in [
+        ("match", env.match_filter.clone()),
+        ("miss", MISS_FILTER.to_string()),
+    ] {
         let r = match one(plan, env, &filter) {
             Ok((progs, bps)) => CostRun {
                 label,
@@ -157,8 +165,13 @@ pub fn run(plan: &Plan, env: &Env) -> Result<Vec<CostRun>> {
         };
         eprintln!(
             "bench: program cost, {label} filter: tc average {} ns/run{}",
-            r.tc_average().map(|x| format!("{x:.1}")).unwrap_or("-".into()),
-            r.error.as_ref().map(|e| format!(" (error: {e})")).unwrap_or_default()
+            r.tc_average()
+                .map(|x| format!("{x:.1}"))
+                .unwrap_or("-".into()),
+            r.error
+                .as_ref()
+                .map(|e| format!(" (error: {e})"))
+                .unwrap_or_default()
         );
         runs.push(r);
     }
@@ -172,7 +185,12 @@ fn one(plan: &Plan, env: &Env, filter: &str) -> Result<(Vec<ProgCost>, Option<f6
     for ns in &env.node_ns {
         args.extend(["--netns".to_string(), ns.clone()]);
     }
-    args.extend(["--filter".into(), filter.into(), "--output".into(), "json".into()]);
+    args.extend([
+        "--filter".into(),
+        filter.into(),
+        "--output".into(),
+        "json".into(),
+    ]);
     let tracer = throughput::start_tracer(plan, env, &args)?;
     let before = prog_show()?;
     let sample = throughput::iperf(env, Proto::Tcp, plan.seconds)?;
@@ -180,7 +198,10 @@ fn one(plan: &Plan, env: &Env, filter: &str) -> Result<(Vec<ProgCost>, Option<f6
     throughput::stop_tracer(tracer)?;
     let progs = cost_delta(&old_ids, &before, &after);
     if progs.is_empty() {
-        bail!("no new program named {} appeared", TRACER_PROGRAMS.join("/"));
+        bail!(
+            "no new program named {} appeared",
+            TRACER_PROGRAMS.join("/")
+        );
     }
     Ok((progs, sample.bps))
 }

@@ -34,7 +34,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The throughput lab as the benchmark sees it, plus the iperf3 server.
 pub struct Env {
     pub client_ns: String,
-    pub server_ns: String,
     pub server_ip: String,
     pub node_ns: Vec<String>,
     /// (node netns, interface) pairs that tcpdump listens on.
@@ -59,23 +58,22 @@ impl Env {
         }
         let mut server = Proc::spawn(
             "iperf3 server",
-            Command::new("ip").args(["netns", "exec", &b.netns]).args([
-                "iperf3",
-                "-s",
-                "-p",
-                IPERF_PORT,
-            ]),
+            Command::new("ip")
+                .args(["netns", "exec", &b.netns])
+                .args(["iperf3", "-s", "-p", IPERF_PORT]),
             Stdout::Null,
         )?;
         let ns = b.netns.clone();
         server.wait_until(Duration::from_secs(10), "listening socket", |_| {
-            lab::exec_in(&ns, &["ss", "-Hltn", "sport", "=", &format!(":{IPERF_PORT}")])
-                .map(|o| !o.stdout.is_empty())
-                .unwrap_or(false)
+            lab::exec_in(
+                &ns,
+                &["ss", "-Hltn", "sport", "=", &format!(":{IPERF_PORT}")],
+            )
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false)
         })?;
         Ok(Env {
             client_ns: a.netns.clone(),
-            server_ns: b.netns.clone(),
             server_ip: b.ip.to_string(),
             node_ns: topo.nodes.iter().map(|n| n.netns.clone()).collect(),
             capture_ifaces,
@@ -127,7 +125,12 @@ impl Config {
         for ns in &env.node_ns {
             args.extend(["--netns".to_string(), ns.clone()]);
         }
-        args.extend(["--filter".into(), filter.into(), "--output".into(), "json".into()]);
+        args.extend([
+            "--filter".into(),
+            filter.into(),
+            "--output".into(),
+            "json".into(),
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         Some(args)
     }
@@ -182,17 +185,19 @@ pub fn run(plan: &Plan, env: &Env) -> Vec<ConfigResult> {
     for round in 0..plan.rounds {
         for proto in [Proto::Tcp, Proto::Udp] {
             for (i, &c) in configs.iter().enumerate() {
+                let t0 = std::time::Instant::now();
                 let s = measure(plan, env, c, proto).unwrap_or_else(|e| Sample {
                     error: Some(format!("{e:#}")),
                     ..Sample::default()
                 });
                 eprintln!(
-                    "bench: round {}/{} {:?} {:<20} {}",
+                    "bench: round {}/{} {:?} {:<20} {} ({:.1} s)",
                     round + 1,
                     plan.rounds,
                     proto,
                     c.name(),
-                    describe(&s)
+                    describe(&s),
+                    t0.elapsed().as_secs_f64()
                 );
                 match proto {
                     Proto::Tcp => results[i].tcp.push(s),
@@ -286,8 +291,10 @@ fn start_tcpdumps(env: &Env) -> Result<Vec<Proc>> {
     for (i, (ns, iface)) in env.capture_ifaces.iter().enumerate() {
         let file = env.scratch.join(format!("dump{i}.pcap"));
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, "tcpdump", "-Z", "root", "-i", iface, "-w"])
-            .arg(&file);
+        cmd.args([
+            "netns", "exec", ns, "tcpdump", "-Z", "root", "-i", iface, "-w",
+        ])
+        .arg(&file);
         procs.push(Proc::spawn(
             format!("tcpdump -i {iface} in {ns}"),
             &mut cmd,
@@ -424,10 +431,14 @@ mod tests {
         .collect();
         assert_eq!(lost_events(&lines), Some(42));
         assert_eq!(lost_events(&lines[..1]), None);
-        let err: Vec<String> = ["tcpdump: listening on eth0", "10 packets captured", "7 packets dropped by kernel"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let err: Vec<String> = [
+            "tcpdump: listening on eth0",
+            "10 packets captured",
+            "7 packets dropped by kernel",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(tcpdump_drops(&err), Some(7));
     }
 }
