@@ -1,0 +1,192 @@
+//! Unit tests of `render`.
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::correlate::fixtures::*;
+use crate::correlate::CorrelateConfig;
+use crate::event::Direction::{Egress, Ingress};
+use crate::event::HopRecord;
+
+fn traces(hops: &[HopRecord]) -> (Vec<Trace>, Correlator) {
+    let mut c = Correlator::new(topology(), CorrelateConfig::default());
+    hops.iter().for_each(|h| c.push(*h));
+    (c.finish(), c)
+}
+
+fn text(t: &Trace) -> String {
+    let mut out = Vec::new();
+    write_trace_text(&mut out, t).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn json_line(f: impl FnOnce(&mut Vec<u8>) -> io::Result<()>) -> Value {
+    let mut out = Vec::new();
+    f(&mut out).unwrap();
+    let s = String::from_utf8(out).unwrap();
+    assert_eq!(s.matches('\n').count(), 1, "one line: {s}");
+    assert!(s.ends_with('\n'));
+    serde_json::from_str(&s).unwrap()
+}
+
+#[test]
+fn vxlan_trace_as_text() {
+    let (t, _) = traces(&vxlan_path(icmp(0x1a2b), 5_000_000));
+    let expected = "\
+ICMP 10.244.0.1 > 10.244.4.1 echo id 1234 seq 1 ipid 0x1a2b len 84   delivered
+  node1  cali3f2a9b0c1d4  ingress   +0.000 us
+  node1  vxlan.calico     egress    +8.412 us
+  node1  eth0             egress   +11.920 us  vxlan vni 4096 10.10.0.1:51234 > 10.10.0.2:4789
+  node2  eth0             ingress  +19.001 us  vxlan vni 4096 10.10.0.1:51234 > 10.10.0.2:4789
+  node2  vxlan.calico     ingress  +25.500 us
+  node2  calie0e1e2e3e4f  egress   +31.250 us
+";
+    assert_eq!(text(&t[0]), expected);
+}
+
+#[test]
+fn incomplete_tcp_trace_as_text() {
+    let mut p = icmp(7);
+    (p.proto, p.sport, p.dport, p.tcp_seq, p.icmp_id, p.icmp_seq) = (6, 40000, 5201, 99, 0, 0);
+    let mut hops = vec![
+        hop(p, NS1, CALI_A, Ingress, 1_000),
+        hop(p, NS1, 42, Egress, 1_500),
+    ];
+    hops.iter_mut().for_each(|h| h.tcp_flags = 0x12);
+    let (t, _) = traces(&hops);
+    let s = text(&t[0]);
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "TCP 10.244.0.1:40000 > 10.244.4.1:5201 seq 99 flags [S.] ipid 0x0007 len 84   \
+             INCOMPLETE (last seen node1 if42 egress)",
+            "  node1  cali3f2a9b0c1d4  ingress  +0.000 us",
+            "  node1  if42             egress   +0.500 us",
+        ]
+    );
+    assert_eq!(tcp_flags_text(0), "[none]");
+    assert_eq!(tcp_flags_text(0x19), "[FP.]");
+    let ipip = Encap {
+        kind: EncapKind::Ipip,
+        ..vxlan_encap()
+    };
+    assert_eq!(encap_text(&ipip), "ipip 10.10.0.1 > 10.10.0.2");
+}
+
+#[test]
+fn trace_json_has_the_contract_fields() {
+    let (t, _) = traces(&vxlan_path(icmp(0x1a2b), 5_000_000));
+    let v = json_line(|w| write_trace_json(w, &t[0]));
+    assert_eq!(
+        v["packet"],
+        json!({"src": "10.244.0.1", "dst": "10.244.4.1", "proto": "icmp", "sport": 0,
+               "dport": 0, "ip_id": 0x1a2b, "tcp_seq": 0, "icmp_id": 1234, "icmp_seq": 1,
+               "flow": "10.244.0.1:0>10.244.4.1:0/icmp"})
+    );
+    assert_eq!(v["outcome"], "delivered");
+    let hops = v["hops"].as_array().unwrap();
+    assert_eq!(hops.len(), 6);
+    assert_eq!(
+        hops[3],
+        json!({"node": "node2", "netns": NS2, "ifname": "eth0", "ifindex": ETH0,
+               "kind": "uplink", "dir": "ingress", "ts_ns": 5_019_001, "delta_ns": 19_001,
+               "len": 134, "encap": {"type": "vxlan", "vni": 4096, "outer_src": "10.10.0.1",
+               "outer_dst": "10.10.0.2", "outer_sport": 51234, "outer_dport": 4789}})
+    );
+    assert_eq!(hops[0]["kind"], "pod-veth");
+    assert_eq!(hops[0]["delta_ns"], 0);
+    assert!(hops[0]["encap"].is_null());
+    assert_eq!(hops[1]["kind"], "vxlan");
+}
+
+#[test]
+fn json_proto_and_unknown_kind() {
+    let mut p = icmp(1);
+    (p.proto, p.sport, p.dport) = (132, 1, 2);
+    let (t, _) = traces(&[hop(p, 9, 4, Ingress, 1)]);
+    let v = json_line(|w| write_trace_json(w, &t[0]));
+    assert_eq!(v["packet"]["proto"], "132");
+    assert_eq!(v["packet"]["flow"], "10.244.0.1:1>10.244.4.1:2/132");
+    assert_eq!(v["hops"][0]["kind"], Value::Null);
+    assert_eq!(v["hops"][0]["node"], "netns:9");
+    assert_eq!(v["outcome"], "incomplete");
+}
+
+fn summary_correlator() -> Correlator {
+    let mut udp = icmp(3);
+    (udp.proto, udp.sport, udp.dport, udp.icmp_id, udp.icmp_seq) = (17, 5353, 53, 0, 0);
+    let mut hops = vxlan_path(icmp(1), 1_000);
+    hops.extend(vxlan_path(icmp(2), 2_000_000));
+    hops.extend(&vxlan_path(udp, 3_000_000)[..2]);
+    hops.push(hops[0]);
+    traces(&hops).1
+}
+
+#[test]
+fn summary_as_text() {
+    let c = summary_correlator();
+    let loss = LossCounters {
+        ringbuf_full: 7,
+        decode_errors: 2,
+        filtered: 5,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    write_summary_text(&mut out, &c, &loss).unwrap();
+    let s = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(
+        lines[..5],
+        [
+            "flows:",
+            "  proto  flow                             packets  bytes  hops  delivered  dropped  lost  incomplete",
+            "  ICMP   10.244.0.1 > 10.244.4.1                2    168    12          2        0     0           0",
+            "  UDP    10.244.0.1:5353 > 10.244.4.1:53        1     84     2          0        0     0           1",
+            "  total  2 flows                                3    252    14          2        0     0           1",
+        ]
+    );
+    assert!(lines[5].starts_with("correlator: 15 hops seen, 1 duplicates dropped"));
+    assert_eq!(lines[6], "kernel drops: 0 seen, 0 ignored as noise");
+    assert_eq!(
+        lines[7],
+        "tracer lost (not kernel drops): 7 events (ring buffer full), 2 decode errors, 0 unreadable drops, 0 aggregation states (map full)"
+    );
+    assert_eq!(
+        lines[8],
+        "not traced: 5 filtered, 0 not IPv4, 0 malformed, 0 sampled out"
+    );
+}
+
+#[test]
+fn summary_as_json() {
+    let c = summary_correlator();
+    let loss = LossCounters {
+        ringbuf_full: 7,
+        decode_errors: 2,
+        ..Default::default()
+    };
+    let v = json_line(|w| write_summary_json(w, &c, &loss));
+    let s = &v["summary"];
+    assert_eq!(
+        (s["traces"].as_u64(), s["hops"].as_u64()),
+        (Some(3), Some(14))
+    );
+    assert_eq!(
+        (s["lost_events"].as_u64(), s["decode_errors"].as_u64()),
+        (Some(7), Some(2))
+    );
+    assert_eq!(s["duplicates"], 1);
+    let flows = s["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 2);
+    assert_eq!(flows[1]["flow"], "10.244.0.1:5353>10.244.4.1:53/udp");
+    assert_eq!(
+        (
+            &flows[0]["packets"],
+            &flows[0]["bytes"],
+            &flows[0]["delivered"]
+        ),
+        (&json!(2), &json!(168), &json!(2))
+    );
+    assert_eq!(flows[1]["incomplete"], 1);
+}
