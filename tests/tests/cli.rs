@@ -7,7 +7,7 @@ use std::process::Command;
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use common::{require_root, run_tracer, Tracer};
-use lab::{Encap, Lab, LabSpec};
+use lab::Encap;
 
 fn one_line_error(out: &common::TracerOutput, needle: &str) {
     assert!(
@@ -37,14 +37,7 @@ fn missing_namespace_and_interface_are_clear_errors() {
     let out = run_tracer(&["trace", "--netns", "tt-no-such-netns", "--duration", "1s"]);
     one_line_error(&out, "tt-no-such-netns");
 
-    let spec = LabSpec {
-        prefix: "tt-cli".into(),
-        nodes: 2,
-        pods_per_node: 1,
-        encap: Encap::Vxlan,
-    };
-    lab::down_prefix(&spec.prefix).expect("clean leftovers");
-    let lab = Lab::up(&spec).expect("lab up");
+    let lab = common::lab_up("tt-cli", 1, Encap::Vxlan);
     let node = &lab.topology().nodes[0].netns;
     let out = run_tracer(&[
         "trace",
@@ -98,14 +91,7 @@ fn tcx_attachments(netns: &str, ifaces: &[String]) -> usize {
 #[test]
 fn killed_or_stopped_tracer_leaves_nothing_attached() {
     require_root();
-    let spec = LabSpec {
-        prefix: "tt-kill".into(),
-        nodes: 2,
-        pods_per_node: 1,
-        encap: Encap::Vxlan,
-    };
-    lab::down_prefix(&spec.prefix).expect("clean leftovers");
-    let lab = Lab::up(&spec).expect("lab up");
+    let lab = common::lab_up("tt-kill", 1, Encap::Vxlan);
     let topo = lab.topology().clone();
     let node = topo.nodes[0].netns.clone();
     let mut ifaces: Vec<String> = topo
@@ -141,14 +127,7 @@ fn killed_or_stopped_tracer_leaves_nothing_attached() {
 #[test]
 fn refused_encapsulation_probes_fall_back_with_one_warning() {
     require_root();
-    let spec = LabSpec {
-        prefix: "tt-fb".into(),
-        nodes: 2,
-        pods_per_node: 1,
-        encap: Encap::Vxlan,
-    };
-    lab::down_prefix(&spec.prefix).expect("clean leftovers");
-    let lab = Lab::up(&spec).expect("lab up");
+    let lab = common::lab_up("tt-fb", 1, Encap::Vxlan);
     let node = lab.topology().nodes[0].netns.clone();
     let out = run_tracer(&["trace", "--netns", &node, "--duration", "1s"]);
     assert!(out.status.success(), "{}", out.stderr);

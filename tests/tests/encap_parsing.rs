@@ -7,7 +7,7 @@ mod common;
 use std::{io::Write, net::Ipv4Addr, os::fd::FromRawFd};
 
 use common::{hop_path, require_root, Tracer};
-use lab::{Encap, Lab, LabSpec};
+use lab::Encap;
 use serde_json::Value;
 
 /// Inner addresses of the crafted packets: inside the lab's pod CIDR, owned by no pod. They are
@@ -99,14 +99,7 @@ fn inner_traces(traces: &[Value]) -> Vec<&Value> {
 #[test]
 fn ipip_between_pods_binds_outer_and_inner_headers() {
     require_root();
-    let spec = LabSpec {
-        prefix: "tt-ipip".into(),
-        nodes: 2,
-        pods_per_node: 1,
-        encap: Encap::None,
-    };
-    lab::down_prefix(&spec.prefix).expect("clean leftovers");
-    let lab = Lab::up(&spec).expect("lab up");
+    let lab = common::lab_up("tt-ipip", 1, Encap::None);
     let topo = lab.topology().clone();
     let a = topo.pod("n1p0").expect("n1p0").clone();
     let c = topo.pod("n2p0").expect("n2p0").clone();
@@ -167,14 +160,7 @@ fn ipip_between_pods_binds_outer_and_inner_headers() {
 #[test]
 fn l3_device_without_ethernet_header_is_parsed() {
     require_root();
-    let spec = LabSpec {
-        prefix: "tt-tun".into(),
-        nodes: 2,
-        pods_per_node: 1,
-        encap: Encap::Vxlan,
-    };
-    lab::down_prefix(&spec.prefix).expect("clean leftovers");
-    let lab = Lab::up(&spec).expect("lab up");
+    let lab = common::lab_up("tt-tun", 1, Encap::Vxlan);
     let topo = lab.topology().clone();
     let node = topo.nodes[0].clone();
     let a = topo.pod("n1p0").expect("n1p0").clone();

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{require_root, Tracer};
-use lab::{Encap, Lab, LabSpec};
+use lab::Encap;
 use serde_json::Value;
 
 const SEGMENTS: [&str; 6] = ["node-tx", "encap", "wire", "decap", "node-rx", "total"];
@@ -14,14 +14,7 @@ const PINGS: u64 = 20;
 
 fn run(prefix: &str, extra: &[&str]) -> Value {
     require_root();
-    let spec = LabSpec {
-        prefix: prefix.into(),
-        nodes: 2,
-        pods_per_node: 1,
-        encap: Encap::Vxlan,
-    };
-    lab::down_prefix(prefix).expect("clean leftovers");
-    let lab = Lab::up(&spec).expect("lab up");
+    let lab = common::lab_up(prefix, 1, Encap::Vxlan);
     let topo = lab.topology().clone();
     let a = topo.pod("n1p0").expect("n1p0").clone();
     let c = topo.pod("n2p0").expect("n2p0").clone();

@@ -8,7 +8,7 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::{hop_path, require_root, Tracer};
-use lab::{traffic, Encap, Lab, LabSpec, Pod, Topology};
+use lab::{traffic, Encap, Pod, Topology};
 use serde_json::Value;
 
 type Path = Vec<(String, String, String)>;
@@ -114,14 +114,7 @@ fn assert_paths(what: &str, traces: &[&Value], want: &Path, topo: &Topology, src
 
 fn run_suite(encap: Encap, prefix: &str) {
     require_root();
-    let spec = LabSpec {
-        prefix: prefix.into(),
-        nodes: 2,
-        pods_per_node: 2,
-        encap,
-    };
-    lab::down_prefix(prefix).expect("clean leftovers");
-    let lab = Lab::up(&spec).expect("lab up");
+    let lab = common::lab_up(prefix, 2, encap);
     let topo = lab.topology().clone();
     let pod = |n: &str| topo.pod(n).cloned().expect("pod");
     let (a, b, c, d) = (pod("n1p0"), pod("n1p1"), pod("n2p0"), pod("n2p1"));

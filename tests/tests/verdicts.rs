@@ -14,7 +14,7 @@ use std::{
 };
 
 use common::{require_root, Tracer};
-use lab::{Encap, Fault, Lab, LabSpec, Topology};
+use lab::{Encap, Fault, Topology};
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -110,14 +110,7 @@ fn check(x: &Expect, prefix: &str) {
 fn check_with(x: &Expect, prefix: &str, extra: &[&str]) {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let spec = LabSpec {
-        prefix: prefix.into(),
-        nodes: 2,
-        pods_per_node: 1,
-        encap: x.encap,
-    };
-    lab::down_prefix(prefix).expect("clean leftovers");
-    let lab = Lab::up(&spec).expect("lab up");
+    let lab = common::lab_up(prefix, 1, x.encap);
     let topo = lab.topology().clone();
     let info = lab::break_lab(&topo, x.fault).expect("break");
     let delayed = info.expected_drops.iter().any(|d| d.delayed);
@@ -356,14 +349,7 @@ fault_test!(
 fn healthy_lab_under_load_has_no_fault_verdicts() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let spec = LabSpec {
-        prefix: "tv-ok".into(),
-        nodes: 2,
-        pods_per_node: 2,
-        encap: Encap::Vxlan,
-    };
-    lab::down_prefix(&spec.prefix).expect("clean leftovers");
-    let lab = Lab::up(&spec).expect("lab up");
+    let lab = common::lab_up("tv-ok", 2, Encap::Vxlan);
     let topo = lab.topology().clone();
     let (a, b, c) = (
         topo.pod("n1p0").expect("n1p0").clone(),
@@ -492,14 +478,7 @@ fn missing_fdb_with_the_classic_drop_tracepoint() {
 fn diagnose_names_the_fault_and_then_its_absence() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let spec = LabSpec {
-        prefix: "tv-dg".into(),
-        nodes: 2,
-        pods_per_node: 1,
-        encap: Encap::Vxlan,
-    };
-    lab::down_prefix(&spec.prefix).expect("clean leftovers");
-    let lab = Lab::up(&spec).expect("lab up");
+    let lab = common::lab_up("tv-dg", 1, Encap::Vxlan);
     let topo = lab.topology().clone();
     let a = topo.pod("n1p0").expect("n1p0").clone();
     let c = topo.pod("n2p0").expect("n2p0").clone();

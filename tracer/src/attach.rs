@@ -95,12 +95,7 @@ pub struct AttachedNode {
 impl AttachedNode {
     /// Sum over CPUs of each counter (`CTR_*`).
     pub fn counters(&self) -> Result<[u64; N_COUNTERS as usize]> {
-        let mut out = [0u64; N_COUNTERS as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let per_cpu = self.counters.get(&(i as u32), 0)?;
-            *slot = per_cpu.iter().sum();
-        }
-        Ok(out)
+        sum_counters(&self.counters)
     }
 
     /// The in-kernel latency histograms (shared by every namespace), summed over CPUs:
@@ -125,6 +120,15 @@ impl AttachedNode {
     pub fn links(&self) -> usize {
         self.plan.targets.len() * 2 - self.skipped.len() * 2
     }
+}
+
+/// Sum over CPUs of each counter (`CTR_*`) of a `COUNTERS` map.
+pub fn sum_counters(map: &PerCpuArray<MapData, u64>) -> Result<[u64; N_COUNTERS as usize]> {
+    let mut out = [0u64; N_COUNTERS as usize];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = map.get(&(i as u32), 0)?.iter().sum();
+    }
+    Ok(out)
 }
 
 /// Options of one attach.

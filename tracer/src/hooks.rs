@@ -19,7 +19,7 @@ use aya::{
 use tracer_common::{filter::FilterProgram, SkbLayout, N_COUNTERS};
 
 use crate::{
-    attach::ebpf_object,
+    attach::{ebpf_object, sum_counters},
     btf::{Btf, DropReasons},
     kallsyms::Kallsyms,
 };
@@ -59,12 +59,9 @@ pub struct GlobalHooks {
 }
 
 impl GlobalHooks {
+    /// Sum over CPUs of each counter (`CTR_*`).
     pub fn counters(&self) -> Result<[u64; N_COUNTERS as usize]> {
-        let mut out = [0u64; N_COUNTERS as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = self.counters.get(&(i as u32), 0)?.iter().sum();
-        }
-        Ok(out)
+        sum_counters(&self.counters)
     }
 }
 

@@ -26,6 +26,20 @@ pub fn require_root() {
     );
 }
 
+/// A fresh two-node lab (leftovers of an earlier run with this prefix removed first); it is
+/// torn down when dropped, also when the test fails.
+pub fn lab_up(prefix: &str, pods_per_node: usize, encap: lab::Encap) -> lab::Lab {
+    require_root();
+    let spec = lab::LabSpec {
+        prefix: prefix.into(),
+        nodes: 2,
+        pods_per_node,
+        encap,
+    };
+    lab::down_prefix(prefix).expect("clean leftovers of an earlier run");
+    lab::Lab::up(&spec).expect("lab up")
+}
+
 /// The tracer binary: `TRACER_BIN` (set by `cargo xtask test`), else target/release/tracer.
 pub fn tracer_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TRACER_BIN") {
