@@ -23,7 +23,9 @@
 //!   still printing the table and writing the JSON with the errors in it.
 //! - Cleanup: labs are RAII (`lab::Lab`), every child process is a `procs::Proc` killed on
 //!   drop, the sysctl is restored by a guard, scratch files (ready files, pcaps) live in one
-//!   directory removed on drop. A lab left by a killed run is removed at the next start.
+//!   directory removed on drop. A run killed by a signal cannot unwind: its children get the
+//!   same Ctrl-C, its labs are removed at the next start, but `kernel.bpf_stats_enabled` may
+//!   stay 1 if it was killed during the per-program phase.
 //! - `--quick` (CI smoke, well under a minute): 1 round of 1 s, no `--no-drops` row, start-up
 //!   with 1 and 100 pods only, a small pipeline run. Its numbers are not meaningful.
 //! - The machine has 2 cores: iperf3 client, server and the kernel's softirq work already
@@ -60,7 +62,7 @@ pub struct BenchArgs {
     /// Rounds of alternated configurations (default 3; 1 with --quick).
     #[arg(long)]
     rounds: Option<usize>,
-    /// Seconds per iperf3 measurement (default 4; 1 with --quick).
+    /// Seconds per iperf3 measurement (default 3; 1 with --quick).
     #[arg(long)]
     seconds: Option<u64>,
     /// Where to write the JSON results (default target/bench.json).
@@ -87,7 +89,7 @@ pub struct Plan {
 impl Plan {
     fn new(args: &BenchArgs, tracer: PathBuf, scratch: &Path) -> Result<Plan> {
         let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
-        let seconds = args.seconds.unwrap_or(if args.quick { 1 } else { 4 });
+        let seconds = args.seconds.unwrap_or(if args.quick { 1 } else { 3 });
         if rounds == 0 || seconds == 0 {
             bail!("--rounds and --seconds must be at least 1");
         }
@@ -161,6 +163,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .map(|s| s.trim().to_string())
             .unwrap_or_default(),
         tracer: plan.tracer.display().to_string(),
+        kernel_agg: plan.kernel_agg,
         ..report::Results::default()
     };
     if let Err(e) = network_phases(&plan, &mut results) {

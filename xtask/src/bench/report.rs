@@ -114,6 +114,8 @@ pub struct Results {
     pub seconds: u64,
     pub kernel: String,
     pub tracer: String,
+    /// The stats-kernel row ran `tracer stats --kernel-agg` (else user-space stats).
+    pub kernel_agg: bool,
     pub throughput: Vec<ConfigResult>,
     pub cost: Vec<CostRun>,
     pub pipeline: Option<Pipeline>,
@@ -561,7 +563,7 @@ pub fn to_json(r: &Results) -> Value {
         .collect();
     json!({
         "quick": r.quick, "rounds": r.rounds, "seconds": r.seconds, "kernel": r.kernel,
-        "tracer": r.tracer, "elapsed_s": r.elapsed_s,
+        "tracer": r.tracer, "elapsed_s": r.elapsed_s, "stats_kernel_agg": r.kernel_agg,
         "throughput": tput, "program_cost": cost, "pipeline": pipeline, "startup": startup,
         "targets": targets, "errors": r.all_errors(),
     })

@@ -145,7 +145,11 @@ impl Config {
 
     fn command(self, env: &Env, plan: &Plan) -> String {
         match (self, self.tracer_args(env, plan)) {
-            (_, Some(a)) => format!("tracer {}", a.join(" ")),
+            (_, Some(a)) => {
+                let mut cmd = Command::new("tracer");
+                cmd.args(a);
+                format_cmd(&cmd)
+            }
             (Config::Tcpdump, _) => format!(
                 "tcpdump -i IF -w FILE for each of {}",
                 env.capture_ifaces
