@@ -8,6 +8,7 @@
 
 use std::{
     fmt::Write as _,
+    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
 };
 
@@ -23,8 +24,9 @@ use tracer_common::{
 };
 
 use crate::{
-    discover::{discover, NodePlan},
+    discover::{discover, AttachTarget, NodePlan},
     netns::Netns,
+    tcx,
     topology::IfaceKind,
 };
 
@@ -88,7 +90,10 @@ pub struct AttachedNode {
     counters: PerCpuArray<MapData, u64>,
     /// Interfaces that disappeared between discovery and attach (pods deleted meanwhile).
     pub skipped: Vec<String>,
-    /// Owns the programs and their links: dropping it detaches everything.
+    /// tcx links created directly (see `tcx`): closing them detaches the programs.
+    _links: Vec<OwnedFd>,
+    /// Owns the programs (and, on kernels without tcx, their links): dropping it detaches
+    /// everything.
     _ebpf: Ebpf,
 }
 
@@ -253,30 +258,7 @@ pub fn attach_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<AttachedNo
     }
 
     let targets = plan.targets.clone();
-    let skipped = netns.run(|| {
-        let mut skipped = Vec::new();
-        for t in &targets {
-            let (ingress, egress) = if t.l2 {
-                ("hop_ingress", "hop_egress")
-            } else {
-                ("hop_ingress_l3", "hop_egress_l3")
-            };
-            match attach_pair(&mut ebpf, &t.name, ingress, egress) {
-                Ok(()) => {}
-                Err(e) if t.kind == IfaceKind::PodVeth && !iface_exists(&t.name) => {
-                    log::warn!(
-                        "{}: {} vanished before attach ({e:#}); skipped",
-                        name,
-                        t.name
-                    );
-                    skipped.push(t.name.clone());
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok((skipped, ebpf))
-    })?;
-    let (skipped, mut ebpf) = skipped;
+    let (skipped, links, mut ebpf) = netns.run(|| attach_targets(&name, ebpf, &targets))?;
 
     let events = RingBuf::try_from(
         ebpf.take_map("EVENTS")
@@ -287,12 +269,97 @@ pub fn attach_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<AttachedNo
             .ok_or_else(|| anyhow!("eBPF object has no COUNTERS map"))?,
     )?;
     Ok(AttachedNode {
+        _links: links,
         plan,
         events,
         counters,
         skipped,
         _ebpf: ebpf,
     })
+}
+
+/// Attaches both directions on every target, from inside the namespace: tcx links, or, where
+/// the kernel has no tcx, aya's attach (clsact + netlink).
+/// Pod veths that vanished meanwhile are skipped.
+fn attach_targets(
+    node: &str,
+    mut ebpf: Ebpf,
+    targets: &[AttachTarget],
+) -> Result<(Vec<String>, Vec<OwnedFd>, Ebpf)> {
+    let mut fds = std::collections::HashMap::new();
+    for prog in PROGRAMS {
+        let p: &SchedClassifier = ebpf
+            .program(prog)
+            .ok_or_else(|| anyhow!("eBPF object has no program {prog}"))?
+            .try_into()?;
+        fds.insert(prog, p.fd()?.as_fd().as_raw_fd());
+    }
+    let names = |t: &AttachTarget| {
+        if t.l2 {
+            ("hop_ingress", "hop_egress")
+        } else {
+            ("hop_ingress_l3", "hop_egress_l3")
+        }
+    };
+    let jobs: Vec<(RawFd, u32, bool)> = targets
+        .iter()
+        .flat_map(|t| {
+            let (ingress, egress) = names(t);
+            [
+                (fds[ingress], t.ifindex, false),
+                (fds[egress], t.ifindex, true),
+            ]
+        })
+        .collect();
+    // Probe tcx with the first job: old kernels answer EINVAL (unknown attach type).
+    let (fd0, if0, eg0) = jobs[0];
+    let first = tcx::link_create(fd0, if0, eg0);
+    if let Err(e) = &first {
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
+        ) {
+            log::warn!("{node}: no tcx on this kernel ({e}); attaching through clsact/netlink, one interface at a time");
+            let mut skipped = Vec::new();
+            for t in targets {
+                let (ingress, egress) = names(t);
+                match attach_pair(&mut ebpf, &t.name, ingress, egress) {
+                    Ok(()) => {}
+                    Err(e) if t.kind == IfaceKind::PodVeth && !iface_exists(&t.name) => {
+                        log::warn!("{node}: {} vanished before attach ({e:#}); skipped", t.name);
+                        skipped.push(t.name.clone());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok((skipped, Vec::new(), ebpf));
+        }
+    }
+    let mut results = vec![first];
+    results.extend(
+        jobs[1..]
+            .iter()
+            .map(|&(fd, ifindex, egress)| tcx::link_create(fd, ifindex, egress)),
+    );
+    let mut links = Vec::with_capacity(results.len());
+    let mut skipped = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        let t = &targets[i / 2];
+        match r {
+            Ok(fd) => links.push(fd),
+            Err(e) if t.kind == IfaceKind::PodVeth && e.raw_os_error() == Some(libc::ENODEV) => {
+                if !skipped.contains(&t.name) {
+                    log::warn!("{node}: {} vanished before attach ({e}); skipped", t.name);
+                    skipped.push(t.name.clone());
+                }
+            }
+            Err(e) => {
+                let dir = if jobs[i].2 { "egress" } else { "ingress" };
+                bail!("attaching to {} {dir}: {e}", t.name);
+            }
+        }
+    }
+    Ok((skipped, links, ebpf))
 }
 
 fn attach_pair(ebpf: &mut Ebpf, ifname: &str, ingress: &str, egress: &str) -> Result<()> {

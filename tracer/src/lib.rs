@@ -20,6 +20,7 @@ pub mod netns;
 pub mod pipeline_bench;
 pub mod render;
 pub mod signals;
+pub mod tcx;
 pub mod topology;
 pub mod trace;
 pub mod verdict;
