@@ -104,7 +104,7 @@ pub fn run(args: DiagnoseArgs) -> Result<()> {
         duration: Some(Duration::from_secs(7)),
         output: args.output,
         ready_file: None,
-        ringbuf_mib: 8,
+        ringbuf_mib: 16,
         linger_ms: 300,
         no_drops: false,
         stats: false,

@@ -34,6 +34,8 @@ use crate::{
 };
 
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+/// A drain that found at least this many records means load: the next one starts at once.
+const BUSY_DRAIN: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -66,7 +68,7 @@ pub struct TraceArgs {
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
     /// Ring buffer size per node, in MiB (power of two).
-    #[arg(long, default_value_t = 8, value_name = "MIB")]
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
     pub ringbuf_mib: u32,
     /// How long a packet's trace stays open after its latest hop, in ms.
     #[arg(long, default_value_t = 300, value_name = "MS")]
@@ -303,9 +305,13 @@ fn trace_loop(
                 next_report = Some(at + every);
             }
         }
-        pipe.drain(&mut nodes)?;
+        let mut drained = pipe.drain(&mut nodes)?;
         if let Some(h) = hooks.as_mut() {
-            pipe.drain_hooks(h);
+            drained += pipe.drain_hooks(h);
+        }
+        if drained >= BUSY_DRAIN {
+            // Under load: drain again at once rather than let the ring buffers fill up.
+            next_tick = now;
         }
         if pipe.emit_expired(monotonic_ns())? {
             break;
@@ -367,10 +373,12 @@ struct Pipeline<W: Write> {
 }
 
 impl<W: Write> Pipeline<W> {
-    /// Moves every record waiting in the ring buffers into the correlator.
-    fn drain(&mut self, nodes: &mut [AttachedNode]) -> Result<()> {
+    /// Moves every record waiting in the ring buffers into the correlator; returns how many.
+    fn drain(&mut self, nodes: &mut [AttachedNode]) -> Result<usize> {
+        let mut n = 0;
         for node in nodes.iter_mut() {
             while let Some(item) = node.events.next() {
+                n += 1;
                 match decode(&item) {
                     Ok(Event::Hop(hop)) => self.correlator.push(hop),
                     Ok(other) => self.unexpected(&other),
@@ -378,7 +386,7 @@ impl<W: Write> Pipeline<W> {
                 }
             }
         }
-        Ok(())
+        Ok(n)
     }
 
     /// Prints the latency statistics so far (when kept).
@@ -404,9 +412,11 @@ impl<W: Write> Pipeline<W> {
         Ok(())
     }
 
-    /// Moves the drop / route / probe records into the correlator.
-    fn drain_hooks(&mut self, hooks: &mut GlobalHooks) {
+    /// Moves the drop / route / probe records into the correlator; returns how many.
+    fn drain_hooks(&mut self, hooks: &mut GlobalHooks) -> usize {
+        let mut n = 0;
         while let Some(item) = hooks.events.next() {
+            n += 1;
             match decode(&item) {
                 Ok(Event::Drop(d)) => {
                     let reason = hooks.names.reason_name(d.reason);
@@ -419,6 +429,7 @@ impl<W: Write> Pipeline<W> {
                 Err(e) => self.decode_error("global hooks", &e),
             }
         }
+        n
     }
 
     fn unexpected(&mut self, ev: &Event) {
