@@ -70,6 +70,18 @@ pub struct BenchArgs {
     json: Option<PathBuf>,
 }
 
+impl BenchArgs {
+    /// The smoke form (`--quick`) with its defaults, as `cargo xtask test` runs it.
+    pub fn quick() -> Self {
+        BenchArgs {
+            quick: true,
+            rounds: None,
+            seconds: None,
+            json: None,
+        }
+    }
+}
+
 /// What this run measures and with what.
 pub struct Plan {
     pub quick: bool,

@@ -226,7 +226,13 @@ fn test(extra: &[String]) -> Result<()> {
             .env("AYA_BUILD_SKIP", "1")
             .env("TRACER_BIN", &bin),
         "cargo test --workspace",
-    )
+    )?;
+    if extra.is_empty() {
+        // The benchmark's smoke form: it must produce its table (its numbers are not judged).
+        eprintln!("xtask: benchmark smoke run (cargo xtask bench --quick)");
+        bench::run(bench::BenchArgs::quick())?;
+    }
+    Ok(())
 }
 
 fn running_lab(prefix: &str) -> Result<lab::Topology> {
