@@ -34,6 +34,8 @@
 
 mod kernel;
 mod procs;
+
+pub use procs::format_cmd;
 mod report;
 mod startup;
 mod throughput;

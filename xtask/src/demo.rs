@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use lab::{traffic, Lab, LabSpec};
 
-use crate::{build_tracer, setup, EncapArg};
+use crate::{bench::format_cmd, build_tracer, setup, EncapArg};
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -131,18 +131,4 @@ fn wait_ready(path: &std::path::Path, tracer: &mut ChildGuard) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
-}
-
-fn format_cmd(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        let a = a.to_string_lossy();
-        if a.contains(' ') {
-            s.push_str(&format!(" '{a}'"));
-        } else {
-            s.push(' ');
-            s.push_str(&a);
-        }
-    }
-    s
 }
