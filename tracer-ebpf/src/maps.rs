@@ -32,6 +32,11 @@ pub static SKB_LAYOUT: Array<SkbLayout> = Array::with_max_entries(1, 0);
 #[map]
 pub static TRACED_NETNS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
+/// Last time a route lookup was reported per (source, destination): lookups repeat for every
+/// forwarded packet, so a successful one is reported at most every `FIB_EVERY_NS` per pair.
+#[map]
+pub static FIB_SEEN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
 /// Role (`ROLE_*`) of each attached interface of this namespace, by ifindex (aggregation).
 #[map]
 pub static ROLES: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);

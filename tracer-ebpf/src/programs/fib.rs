@@ -13,7 +13,10 @@ use tracer_common::{
     filter::FilterInput, EventHeader, Fib, FibEvent, CTR_FILTERED, CTR_RINGBUF_FULL, EVENT_FIB,
 };
 
-use crate::maps::{count, EVENTS, FILTER, RB_NO_WAKEUP};
+use crate::maps::{count, EVENTS, FIB_SEEN, FILTER, RB_NO_WAKEUP};
+
+/// Report a successful lookup of the same (source, destination) at most this often.
+const FIB_EVERY_NS: u64 = 100_000_000;
 
 /// Offsets in the tracepoint record (see /sys/kernel/tracing/events/fib/fib_table_lookup/format;
 /// user space verifies them against the running kernel and does not attach if they differ).
@@ -68,9 +71,27 @@ fn try_fib_lookup(ctx: &TracePointContext) -> Result<(), i32> {
             return Ok(());
         }
     }
+    // SAFETY: helper without arguments, valid in tracepoint programs.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let err = field::<i32>(ctx, ERR);
+    if err == 0 {
+        // A successful lookup that was reported recently for this pair says nothing new.
+        // Keyed by input interface too, so that each node's lookup of a forwarded pair counts.
+        let iif = u64::from(field::<u32>(ctx, IIF));
+        let pair = ((u64::from(u32::from_ne_bytes(src)) << 32)
+            | u64::from(u32::from_ne_bytes(dst)))
+            ^ (iif << 48);
+        // SAFETY: map lookup with a key on the stack.
+        if let Some(&last) = unsafe { FIB_SEEN.get(pair) } {
+            if now.wrapping_sub(last) < FIB_EVERY_NS {
+                return Ok(());
+            }
+        }
+        let _ = FIB_SEEN.insert(pair, now, 0);
+    }
     let fib = Fib {
         table: field::<u32>(ctx, TB_ID),
-        err: field::<i32>(ctx, ERR),
+        err,
         oif: field::<u32>(ctx, OIF),
         iif: field::<u32>(ctx, IIF),
         src,
@@ -92,9 +113,9 @@ fn try_fib_lookup(ctx: &TracePointContext) -> Result<(), i32> {
         header: EventHeader {
             kind: EVENT_FIB,
             len: core::mem::size_of::<FibEvent>() as u16,
-            // SAFETY: helpers without arguments, valid in tracepoint programs.
+            // SAFETY: helper without arguments, valid in tracepoint programs.
             cpu: unsafe { bpf_get_smp_processor_id() },
-            ts_ns: unsafe { bpf_ktime_get_ns() },
+            ts_ns: now,
             netns: 0,
             ifindex: fib.oif,
         },

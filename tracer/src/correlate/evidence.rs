@@ -68,9 +68,10 @@ impl RouteLookup {
 const MAX_FIBS: usize = 16 * 1024;
 /// Most lookups attached to one trace.
 const MAX_ROUTES_PER_TRACE: usize = 8;
-/// Lookups up to this long before a trace's first hop still belong to it (the lookup of a
-/// locally generated packet happens before its first tc hop).
-const FIB_LEAD_NS: u64 = 5_000_000;
+/// Lookups up to this long before a trace's first hop still describe it: the kernel reports a
+/// successful lookup of a (source, destination) pair at most every 100 ms, and the lookup of a
+/// locally generated packet happens before its first tc hop.
+const FIB_LEAD_NS: u64 = 1_000_000_000;
 
 /// A bounded ring of recent lookups.
 #[derive(Default)]
@@ -86,8 +87,8 @@ impl RecentFibs {
         self.ring.push_back(f);
     }
 
-    /// Lookups for `packet`'s destination (or, for encapsulated legs, any lookup from its
-    /// source) in `[first - lead, last]`, oldest first, at most a few.
+    /// Lookups for `packet`'s destination in `[first - lead, last]`, oldest first, at most a
+    /// few.
     pub(super) fn for_packet(&self, packet: &PacketId, first: u64, last: u64) -> Vec<RouteLookup> {
         let from = first.saturating_sub(FIB_LEAD_NS);
         let mut out: Vec<RouteLookup> = self
