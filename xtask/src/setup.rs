@@ -75,9 +75,9 @@ pub fn run(quiet: bool) -> Result<()> {
         eprintln!("xtask: building bpf-linker against LLVM 22 (about a minute)");
         sh(
             Command::new("cargo")
-                .args(["install", "bpf-linker", "--locked", "--no-default-features", "--features", "llvm-22"])
+                .args(["install", "bpf-linker@0.13.0", "--locked", "--no-default-features", "--features", "llvm-22"])
                 .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
-            "LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker --no-default-features --features llvm-22",
+            "LLVM_PREFIX=/usr/lib/llvm-22 cargo install bpf-linker@0.13.0 --locked --no-default-features --features llvm-22",
         )?;
     }
 
