@@ -40,6 +40,7 @@ pub const HOP_F_L4_TRUNCATED: u8 = 1 << 1;
 pub const VXLAN_PORT: u16 = 4789;
 
 /// Per-CPU counters kept by the kernel programs (index into the `COUNTERS` map).
+/// Reserved (emitted events are counted in user space, not per packet in the kernel).
 pub const CTR_EVENTS: u32 = 0;
 /// Ring buffer reservation failed: an event the tracer itself lost.
 pub const CTR_RINGBUF_FULL: u32 = 1;

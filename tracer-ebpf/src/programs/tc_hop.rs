@@ -13,9 +13,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use tracer_common::{
-    filter::FilterInput, EventHeader, Hop, HopEvent, CTR_EVENTS, CTR_FILTERED, CTR_MALFORMED,
-    CTR_NOT_IPV4, CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS, EVENT_HOP,
-    MODE_AGGREGATE, MODE_EVENTS,
+    filter::FilterInput, EventHeader, Hop, HopEvent, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4,
+    CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS, EVENT_HOP, MODE_AGGREGATE,
+    MODE_EVENTS,
 };
 
 use crate::{
@@ -124,6 +124,6 @@ fn hop(ctx: &TcContext, dir: u8, l2: bool) {
             pkt: parsed.pkt,
         },
     });
+    // Emitted events are not counted here (a map update per event); user space counts them.
     entry.submit(RB_NO_WAKEUP);
-    count(CTR_EVENTS);
 }
