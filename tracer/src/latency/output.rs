@@ -28,10 +28,13 @@ pub fn write_stats_text(w: &mut impl Write, s: &LatencyStats) -> io::Result<()> 
             tables.push((title, rows(set)));
         }
     }
-    tables.push((
-        format!("total ({})", traces_text(s.total.traces)),
-        rows(&s.total),
-    ));
+    // Histograms merged from the kernel carry no trace count: say where they come from.
+    let source = if s.total.traces == 0 && !rows(&s.total).is_empty() {
+        "in-kernel histograms, log2 buckets at their lower bound".to_string()
+    } else {
+        traces_text(s.total.traces)
+    };
+    tables.push((format!("total ({source})"), rows(&s.total)));
     let mut widths = COLUMNS.map(str::len);
     for r in tables.iter().flat_map(|(_, rows)| rows) {
         for (wd, cell) in widths.iter_mut().zip(r) {
