@@ -22,6 +22,11 @@ pub struct DemoArgs {
     /// Output format of the tracer (text or json).
     #[arg(long, default_value = "text")]
     output: String,
+    /// Break the lab first (encap-never, missing-route, missing-fdb, missing-arp,
+    /// underlay-blocks-vxlan, policy-drop, rp-filter, mtu, pod-cidr-overlap,
+    /// wrong-tunnel-source) and send that fault's failing probe: the trace ends in a verdict.
+    #[arg(long, value_name = "FAULT")]
+    fault: Option<String>,
     /// Trace this host (a real node) instead of the lab; the arguments after `--` go to
     /// `tracer trace` (e.g. `-- --filter 'host 10.244.1.5' --duration 30s`).
     #[arg(long)]
@@ -76,6 +81,23 @@ pub fn run(args: DemoArgs) -> Result<()> {
             .with_context(|| format!("lab has no pod {name}"))
     };
     let (a, b, c) = (pod("n1p0")?, pod("n1p1")?, pod("n2p0")?);
+    let fault = args
+        .fault
+        .as_deref()
+        .map(str::parse::<lab::Fault>)
+        .transpose()?;
+    let probe = match fault {
+        Some(f) => {
+            let info = lab::break_lab(&topo, f)?;
+            eprintln!("demo: broke the lab: {}: {}", f.name(), info.description);
+            Some(info.probe)
+        }
+        None => None,
+    };
+    let filter = match &probe {
+        Some(p) => format!("host {} and host {}", a.ip, p.to),
+        None => format!("host {}", a.ip),
+    };
 
     let ready = std::env::temp_dir().join(format!("tracer-demo-{}.ready", std::process::id()));
     let _ = std::fs::remove_file(&ready);
@@ -84,7 +106,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     for n in &topo.nodes {
         cmd.args(["--netns", &n.netns]);
     }
-    cmd.args(["--filter", &format!("host {}", a.ip)])
+    cmd.args(["--filter", &filter])
         .args(["--output", &args.output])
         .args(["--duration", "8s"])
         .arg("--ready-file")
@@ -95,17 +117,35 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let mut tracer = ChildGuard(Some(cmd.spawn().context("starting the tracer")?));
     wait_ready(&ready, &mut tracer)?;
 
-    eprintln!(
-        "demo: ping {} ({}) -> {} ({}), across nodes",
-        a.name, a.ip, c.name, c.ip
-    );
-    traffic::ping(&a.netns, c.ip, 2, true)?;
-    eprintln!("demo: TCP {} -> {}:8080", a.name, c.ip);
-    traffic::tcp_exchange(&c.netns, c.ip, 8080, &a.netns, b"hello over the overlay")?;
-    eprintln!("demo: UDP {} -> {}:5353", a.name, c.ip);
-    traffic::udp_exchange(&c.netns, c.ip, 5353, &a.netns, b"ping over udp")?;
-    eprintln!("demo: ping {} -> {} ({}), same node", a.name, b.name, b.ip);
-    traffic::ping(&a.netns, b.ip, 1, true)?;
+    match &probe {
+        Some(p) => {
+            eprintln!(
+                "demo: probe {} from {} to {}{} (expected to fail; the tracer waits for late drops)",
+                p.proto,
+                p.from_pod,
+                p.to,
+                p.port.map(|n| format!(":{n}")).unwrap_or_default()
+            );
+            let answered = p.run(&topo, Duration::from_secs(1))?;
+            eprintln!(
+                "demo: probe {}",
+                if answered { "answered" } else { "not answered" }
+            );
+        }
+        None => {
+            eprintln!(
+                "demo: ping {} ({}) -> {} ({}), across nodes",
+                a.name, a.ip, c.name, c.ip
+            );
+            traffic::ping(&a.netns, c.ip, 2, true)?;
+            eprintln!("demo: TCP {} -> {}:8080", a.name, c.ip);
+            traffic::tcp_exchange(&c.netns, c.ip, 8080, &a.netns, b"hello over the overlay")?;
+            eprintln!("demo: UDP {} -> {}:5353", a.name, c.ip);
+            traffic::udp_exchange(&c.netns, c.ip, 5353, &a.netns, b"ping over udp")?;
+            eprintln!("demo: ping {} -> {} ({}), same node", a.name, b.name, b.ip);
+            traffic::ping(&a.netns, b.ip, 1, true)?;
+        }
+    }
 
     let status = tracer.0.take().map(|mut c| c.wait()).transpose()?;
     let _ = std::fs::remove_file(&ready);
