@@ -47,7 +47,9 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     let skb: *const u8 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    on_drop(skb, location, reason);
+    if let Some(layout) = SKB_LAYOUT.get(0) {
+        on_drop(layout, skb, location, reason);
+    }
     0
 }
 
@@ -65,20 +67,14 @@ pub fn kfree_skb_tp(ctx: TracePointContext) -> i32 {
         )
     };
     if let (Ok(skb), Ok(location), Ok(reason)) = (skb, location, reason) {
-        on_drop(skb as *const u8, location, reason);
+        on_drop(layout, skb as *const u8, location, reason);
     }
     0
 }
 
 #[inline(always)]
-fn on_drop(skb: *const u8, location: u64, reason: u32) {
-    if reason < FIRST_DROP_REASON || skb.is_null() {
-        return;
-    }
-    let Some(layout) = SKB_LAYOUT.get(0) else {
-        return;
-    };
-    if layout.valid == 0 {
+fn on_drop(layout: &SkbLayout, skb: *const u8, location: u64, reason: u32) {
+    if reason < FIRST_DROP_REASON || skb.is_null() || layout.valid == 0 {
         return;
     }
     if report(layout, skb, location, reason).is_none() {

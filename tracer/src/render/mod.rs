@@ -197,30 +197,18 @@ pub fn write_summary_text(
     let mut total = Totals::default();
     for (key, f) in c.flows() {
         total.add(f);
-        rows.push([
+        rows.push(summary_row(
             proto_name(key.proto).to_uppercase(),
             flow_text(key),
-            f.packets.to_string(),
-            f.bytes.to_string(),
-            f.hops.to_string(),
-            f.delivered.to_string(),
-            f.dropped.to_string(),
-            f.lost.to_string(),
-            f.incomplete.to_string(),
-        ]);
+            &Totals::of(f),
+        ));
     }
     let flows = rows.len() - 1;
-    rows.push([
+    rows.push(summary_row(
         "total".into(),
         format!("{flows} flow{}", if flows == 1 { "" } else { "s" }),
-        total.packets.to_string(),
-        total.bytes.to_string(),
-        total.hops.to_string(),
-        total.delivered.to_string(),
-        total.dropped.to_string(),
-        total.lost.to_string(),
-        total.incomplete.to_string(),
-    ]);
+        &total,
+    ));
     let mut widths = [0; 9];
     for r in &rows {
         for (wd, cell) in widths.iter_mut().zip(r) {
@@ -340,7 +328,28 @@ struct Totals {
     incomplete: u64,
 }
 
+/// One line of the flow table.
+fn summary_row(proto: String, flow: String, t: &Totals) -> [String; 9] {
+    let n = [
+        t.packets,
+        t.bytes,
+        t.hops,
+        t.delivered,
+        t.dropped,
+        t.lost,
+        t.incomplete,
+    ];
+    let [a, b, c, d, e, f, g] = n.map(|v| v.to_string());
+    [proto, flow, a, b, c, d, e, f, g]
+}
+
 impl Totals {
+    fn of(f: &FlowSummary) -> Self {
+        let mut t = Totals::default();
+        t.add(f);
+        t
+    }
+
     fn add(&mut self, f: &FlowSummary) {
         self.packets += f.packets;
         self.bytes += f.bytes;

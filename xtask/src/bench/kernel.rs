@@ -181,16 +181,7 @@ pub fn run(plan: &Plan, env: &Env) -> Result<Vec<CostRun>> {
 /// The program costs and the TCP throughput of one run.
 fn one(plan: &Plan, env: &Env, filter: &str) -> Result<(Vec<ProgCost>, Option<f64>)> {
     let old_ids: HashSet<u64> = prog_show()?.into_iter().map(|p| p.id).collect();
-    let mut args = vec!["trace".to_string()];
-    for ns in &env.node_ns {
-        args.extend(["--netns".to_string(), ns.clone()]);
-    }
-    args.extend([
-        "--filter".into(),
-        filter.into(),
-        "--output".into(),
-        "json".into(),
-    ]);
+    let args = throughput::tracer_cmdline("trace", env, filter, &[]);
     let tracer = throughput::start_tracer(plan, env, &args)?;
     let before = prog_show()?;
     let sample = throughput::iperf(env, Proto::Tcp, plan.seconds)?;

@@ -121,18 +121,7 @@ impl Config {
             Config::Stats if plan.kernel_agg => ("stats", &env.match_filter, &["--kernel-agg"]),
             Config::Stats => ("stats", &env.match_filter, &[]),
         };
-        let mut args = vec![sub.to_string()];
-        for ns in &env.node_ns {
-            args.extend(["--netns".to_string(), ns.clone()]);
-        }
-        args.extend([
-            "--filter".into(),
-            filter.into(),
-            "--output".into(),
-            "json".into(),
-        ]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Some(args)
+        Some(tracer_cmdline(sub, env, filter, extra))
     }
 
     fn label(self, plan: &Plan) -> String {
@@ -253,6 +242,22 @@ fn measure(plan: &Plan, env: &Env, c: Config, proto: Proto) -> Result<Sample> {
 }
 
 /// Starts the tracer with `args` plus a ready file and waits until it is attached.
+/// `tracer SUB --netns <each node> --filter FILTER --output json EXTRA...`.
+pub fn tracer_cmdline(sub: &str, env: &Env, filter: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![sub.to_string()];
+    for ns in &env.node_ns {
+        args.extend(["--netns".to_string(), ns.clone()]);
+    }
+    args.extend([
+        "--filter".into(),
+        filter.into(),
+        "--output".into(),
+        "json".into(),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 pub fn start_tracer(plan: &Plan, env: &Env, args: &[String]) -> Result<Proc> {
     let ready = env.ready_file();
     let _ = std::fs::remove_file(&ready);
