@@ -158,3 +158,86 @@ fn refused_encapsulation_probes_fall_back_with_one_warning() {
     );
     lab.down().expect("lab down");
 }
+
+const RCU_SWITCH: &str = "/sys/kernel/rcu_expedited";
+
+fn rcu_switch() -> String {
+    std::fs::read_to_string(RCU_SWITCH)
+        .unwrap_or_else(|e| panic!("{RCU_SWITCH}: {e}"))
+        .trim()
+        .to_string()
+}
+
+/// Many pods: the tracer turns expedited RCU grace periods on only while it attaches and
+/// detaches its tcx links (each otherwise waits for a full grace period), puts the switch back
+/// as it found it, and leaves nothing attached, whether stopped or killed.
+#[test]
+fn many_pods_attach_with_expedited_rcu_and_restore_the_switch() {
+    require_root();
+    let lab = common::lab_up("tt-many", 40, Encap::Vxlan);
+    let topo = lab.topology().clone();
+    let node = topo.nodes[0].netns.clone();
+    let mut ifaces: Vec<String> = topo
+        .pods_on(&topo.nodes[0].name)
+        .iter()
+        .map(|p| p.cali.clone())
+        .collect();
+    ifaces.extend(["vxlan.calico".to_string(), topo.nodes[0].uplink.clone()]);
+    let links = ifaces.len() * 2;
+    let count = || tcx_attachments(&node, &ifaces);
+    let original = rcu_switch();
+
+    for signal in [libc::SIGINT, libc::SIGKILL] {
+        // Watch the switch while the tracer starts (reads of a sysfs file take microseconds).
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut seen_on = false;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    seen_on |= rcu_switch() == "1";
+                }
+                seen_on
+            })
+        };
+        let tracer = Tracer::start(&["--netns".into(), node.clone()]);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen_on = watcher.join().expect("watcher");
+        if original == "0" {
+            assert!(
+                seen_on,
+                "{RCU_SWITCH} was never 1 while attaching {links} links"
+            );
+        }
+        assert_eq!(
+            rcu_switch(),
+            original,
+            "switch not restored after attaching"
+        );
+        assert_eq!(count(), links, "attachments while tracing");
+        let out = tracer.stop_with(signal);
+        if signal != libc::SIGKILL {
+            assert!(out.status.success(), "{}\n{}", out.status, out.stderr);
+            assert!(
+                out.stderr
+                    .contains(&format!("and {} pod veths (", ifaces.len() - 2)),
+                "the start-up line should count the pod veths:\n{}",
+                out.stderr
+            );
+        }
+        assert_eq!(
+            rcu_switch(),
+            original,
+            "switch not restored after signal {signal}"
+        );
+        assert_eq!(count(), 0, "attachments left after signal {signal}");
+    }
+
+    // Opting out attaches the same links without touching the switch.
+    let tracer = Tracer::start(&["--netns".into(), node.clone(), "--no-rcu-expedite".into()]);
+    assert_eq!(count(), links, "attachments with --no-rcu-expedite");
+    assert!(tracer.stop().status.success());
+    assert_eq!(count(), 0, "attachments left after --no-rcu-expedite");
+    assert_eq!(rcu_switch(), original);
+    lab.down().expect("lab down");
+}

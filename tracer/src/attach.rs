@@ -26,7 +26,7 @@ use tracer_common::{
 use crate::{
     discover::{discover, AttachTarget, NodePlan},
     netns::Netns,
-    tcx,
+    rcu, tcx,
     topology::IfaceKind,
 };
 
@@ -91,7 +91,7 @@ pub struct AttachedNode {
     /// Interfaces that disappeared between discovery and attach (pods deleted meanwhile).
     pub skipped: Vec<String>,
     /// tcx links created directly (see `tcx`): closing them detaches the programs.
-    _links: Vec<OwnedFd>,
+    tcx_links: Vec<OwnedFd>,
     /// Owns the programs (and, on kernels without tcx, their links): dropping it detaches
     /// everything.
     _ebpf: Ebpf,
@@ -124,6 +124,16 @@ impl AttachedNode {
 
     pub fn links(&self) -> usize {
         self.plan.targets.len() * 2 - self.skipped.len() * 2
+    }
+}
+
+impl Drop for AttachedNode {
+    /// Closes the tcx links as one batch, with expedited RCU grace periods when there are many
+    /// (see `rcu`); the remaining fields (programs, maps) drop after.
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self.tcx_links);
+        let _expedited = rcu::expedite(links.len(), "detaching");
+        drop(links);
     }
 }
 
@@ -258,7 +268,9 @@ pub fn attach_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<AttachedNo
     }
 
     let targets = plan.targets.clone();
+    let expedited = rcu::expedite(targets.len() * 2, "attaching");
     let (skipped, links, mut ebpf) = netns.run(|| attach_targets(&name, ebpf, &targets))?;
+    drop(expedited);
 
     let events = RingBuf::try_from(
         ebpf.take_map("EVENTS")
@@ -269,7 +281,7 @@ pub fn attach_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<AttachedNo
             .ok_or_else(|| anyhow!("eBPF object has no COUNTERS map"))?,
     )?;
     Ok(AttachedNode {
-        _links: links,
+        tcx_links: links,
         plan,
         events,
         counters,
@@ -387,12 +399,28 @@ fn iface_exists(name: &str) -> bool {
 
 /// One line per node for stderr: what was attached where.
 pub fn describe(node: &AttachedNode) -> String {
+    /// Pod veths named one by one up to this many; beyond, a count and the first few.
+    const LIST_PODS: usize = 8;
     let mut s = format!("{}: {} programs on", node.plan.node.name, node.links());
-    for t in &node.plan.targets {
-        if node.skipped.contains(&t.name) {
-            continue;
-        }
+    let attached = node
+        .plan
+        .targets
+        .iter()
+        .filter(|t| !node.skipped.contains(&t.name));
+    let (pods, infra): (Vec<_>, Vec<_>) = attached.partition(|t| t.kind == IfaceKind::PodVeth);
+    for t in &infra {
         let _ = write!(s, " {}", t.name);
+    }
+    if pods.len() <= LIST_PODS {
+        for t in &pods {
+            let _ = write!(s, " {}", t.name);
+        }
+    } else {
+        let _ = write!(s, " and {} pod veths (", pods.len());
+        for t in &pods[..3] {
+            let _ = write!(s, "{} ", t.name);
+        }
+        s.push_str("...)");
     }
     s
 }

@@ -112,6 +112,7 @@ pub fn run(args: DiagnoseArgs) -> Result<()> {
         kernel_agg: false,
         sample: 1,
         drop_hook: crate::hooks::DropHook::Auto,
+        no_rcu_expedite: false,
         quiet: false,
     };
     let (to, proto, port, count, size) = (args.to, args.proto, args.port, args.probes, args.size);

@@ -18,6 +18,7 @@ pub mod latency;
 pub mod netlink;
 pub mod netns;
 pub mod pipeline_bench;
+pub mod rcu;
 pub mod render;
 pub mod signals;
 pub mod tcx;

@@ -93,6 +93,10 @@ pub struct TraceArgs {
     /// Which kfree_skb hook to attach (auto: tp_btf, else the classic tracepoint).
     #[arg(long, value_enum, default_value_t = DropHook::Auto)]
     pub drop_hook: DropHook,
+    /// Attach and detach at the normal pace: do not expedite RCU grace periods
+    /// (/sys/kernel/rcu_expedited) around batches of 16 or more tcx links.
+    #[arg(long)]
+    pub no_rcu_expedite: bool,
     /// No per-packet output (set by `tracer stats`).
     #[arg(skip)]
     pub quiet: bool,
@@ -212,6 +216,7 @@ pub fn run_session(args: TraceArgs, on_ready: Option<OnReady>) -> Result<Vec<Tra
         sample_every: args.sample,
         shared_pins: pins.as_deref(),
     };
+    crate::rcu::set_enabled(!args.no_rcu_expedite);
     let started = Instant::now();
     let mut nodes = Vec::new();
     for ns in &namespaces {
