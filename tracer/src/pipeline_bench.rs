@@ -1,8 +1,13 @@
-//! `tracer pipeline-bench`: user-space pipeline throughput (decode + correlate + latency), on
+//! `tracer pipeline-bench`: user-space pipeline throughput (decode + correlate + latency, and
+//! with `--render text|json` the rendering of every trace into a sink), on
 //! one core, with synthetic ring-buffer records of VXLAN pod-to-pod packets (six hops each,
 //! in the order the kernel emits them). No root, no kernel: it measures our code only.
 
-use std::{net::Ipv4Addr, time::Instant};
+use std::{
+    io::{self, BufWriter, Write},
+    net::Ipv4Addr,
+    time::Instant,
+};
 
 use anyhow::Result;
 use clap::Args;
@@ -11,10 +16,12 @@ use tracer_common::{
 };
 
 use crate::{
-    correlate::{CorrelateConfig, Correlator},
+    correlate::{CorrelateConfig, Correlator, Trace},
     event::{decode, Event},
     latency::{ClockModel, LatencyStats},
+    render,
     topology::{Iface, IfaceKind, Link, Node, Topology},
+    trace::Output,
 };
 
 #[derive(Args, Debug)]
@@ -22,6 +29,9 @@ pub struct PipelineBenchArgs {
     /// Number of hop records to push through the pipeline.
     #[arg(long, default_value_t = 6_000_000)]
     pub events: u64,
+    /// Also render every trace (to a sink), as `trace --output text|json` would.
+    #[arg(long, value_enum)]
+    pub render: Option<Output>,
 }
 
 const NS: [u32; 2] = [4_026_532_001, 4_026_532_002];
@@ -118,6 +128,14 @@ fn packet_records(n: u64, t0: u64, out: &mut Vec<[u8; size_of::<HopEvent>()]>) {
     }
 }
 
+fn render(w: &mut impl Write, output: Option<Output>, t: &Trace) -> io::Result<()> {
+    match output {
+        None => Ok(()),
+        Some(Output::Text) => render::write_trace_text(w, t),
+        Some(Output::Json) => render::write_trace_json(w, t),
+    }
+}
+
 pub fn run(args: PipelineBenchArgs) -> Result<()> {
     let packets = args.events.div_ceil(6);
     // Records are generated ahead in chunks so that generation is not measured.
@@ -126,6 +144,8 @@ pub fn run(args: PipelineBenchArgs) -> Result<()> {
     let mut stats = LatencyStats::new(ClockModel::shared_kernel());
     let mut buf = Vec::with_capacity(CHUNK as usize * 6);
     let (mut events, mut traces, mut elapsed) = (0u64, 0u64, 0f64);
+    // Rendered bytes go to a sink through the same buffered writer `trace` uses.
+    let mut sink = BufWriter::new(io::sink());
     let mut done = 0;
     while done < packets {
         let n = CHUNK.min(packets - done);
@@ -144,6 +164,7 @@ pub fn run(args: PipelineBenchArgs) -> Result<()> {
         }
         for t in correlator.expire(now_ns) {
             stats.record(&t);
+            render(&mut sink, args.render, &t)?;
             traces += 1;
         }
         elapsed += started.elapsed().as_secs_f64();
@@ -152,6 +173,7 @@ pub fn run(args: PipelineBenchArgs) -> Result<()> {
     let started = Instant::now();
     for t in correlator.finish() {
         stats.record(&t);
+        render(&mut sink, args.render, &t)?;
         traces += 1;
     }
     elapsed += started.elapsed().as_secs_f64();
@@ -162,6 +184,7 @@ pub fn run(args: PipelineBenchArgs) -> Result<()> {
             "traces": traces,
             "seconds": elapsed,
             "events_per_sec": events as f64 / elapsed,
+            "render": args.render.map(|o| format!("{o:?}").to_lowercase()),
         })
     );
     Ok(())

@@ -25,6 +25,17 @@ pub enum IfaceKind {
 }
 
 impl IfaceKind {
+    /// Kebab-case name, as in the JSON output (same as the `Serialize` form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IfaceKind::PodVeth => "pod-veth",
+            IfaceKind::Vxlan => "vxlan",
+            IfaceKind::Ipip => "ipip",
+            IfaceKind::Uplink => "uplink",
+            IfaceKind::Other => "other",
+        }
+    }
+
     /// Classifies an interface by Calico's naming conventions.
     pub fn from_name(name: &str) -> IfaceKind {
         if name.starts_with("cali") {

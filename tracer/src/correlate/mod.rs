@@ -38,6 +38,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::Arc;
 
 use crate::event::{Direction, Encap, FlowKey, HopRecord, PacketId};
 use crate::topology::{IfaceKind, Topology};
@@ -98,12 +99,13 @@ impl Outcome {
 /// One hop of a trace, with names resolved through the topology.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceHop {
-    /// Node name, or `netns:<inode>` for a namespace the topology does not know.
-    pub node: String,
+    /// Node name, or `netns:<inode>` for a namespace the topology does not know (shared with
+    /// the correlator's interface table: emitting a hop allocates nothing).
+    pub node: Arc<str>,
     pub netns: u32,
     pub ifindex: u32,
     /// Interface name, or `if<ifindex>` for an interface the topology does not know.
-    pub ifname: String,
+    pub ifname: Arc<str>,
     /// `None` for an interface the topology does not know.
     pub kind: Option<IfaceKind>,
     pub dir: Direction,
@@ -266,8 +268,8 @@ impl Hash for PackedId {
 struct IfaceInfo {
     netns: u32,
     ifindex: u32,
-    node: String,
-    ifname: String,
+    node: Arc<str>,
+    ifname: Arc<str>,
     /// `None` when the topology does not know the interface.
     kind: Option<IfaceKind>,
 }
@@ -378,8 +380,8 @@ impl Correlator {
                     ifaces.push(IfaceInfo {
                         netns: node.netns,
                         ifindex: iface.ifindex,
-                        node: node.name.clone(),
-                        ifname: iface.name.clone(),
+                        node: node.name.as_str().into(),
+                        ifname: iface.name.as_str().into(),
                         kind: Some(iface.kind),
                     });
                     ifaces.len() as u32 - 1
@@ -557,8 +559,8 @@ impl Correlator {
         self.ifaces.push(IfaceInfo {
             netns,
             ifindex,
-            node,
-            ifname: format!("if{ifindex}"),
+            node: node.into(),
+            ifname: format!("if{ifindex}").into(),
             kind: None,
         });
         let id = self.ifaces.len() as u32 - 1;

@@ -19,7 +19,7 @@ fn run(hops: &[HopRecord]) -> (Vec<Trace>, CorrelateStats) {
 fn places(t: &Trace) -> Vec<(&str, &str, Direction)> {
     t.hops
         .iter()
-        .map(|h| (h.node.as_str(), h.ifname.as_str(), h.dir))
+        .map(|h| (&*h.node, &*h.ifname, h.dir))
         .collect()
 }
 

@@ -55,7 +55,7 @@ mod stats;
 use serde::Serialize;
 
 pub use clock::{ClockModel, ClockSource};
-pub use output::{segments_json, segments_json_with_clock, write_stats_json, write_stats_text};
+pub use output::{write_stats_json, write_stats_text};
 pub use segment::{segments, segments_with_clock};
 pub use stats::{LatencyStats, Summary, DEFAULT_MAX_FLOWS, MAX_NS};
 

@@ -5,13 +5,10 @@ use std::io::{self, Write};
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use super::clock::{ClockModel, ClockSource};
-use super::segment::segments_with_clock;
 use super::stats::{LatencyStats, SegmentSet, Summary};
 use super::SegmentName;
-use crate::correlate::Trace;
 use crate::event::{proto_name, FlowKey};
 
 const COLUMNS: [&str; 8] = [
@@ -94,30 +91,6 @@ pub fn write_stats_json(w: &mut impl Write, s: &LatencyStats) -> io::Result<()> 
     };
     serde_json::to_writer(&mut *w, &view)?;
     writeln!(w)
-}
-
-/// The segments of one trace as a JSON array of `{"name","ns","from","to","cross_node"}`, in
-/// path order, for a trace's `"segments"` field. Takes all hops as stamped by one clock, like
-/// [`super::segments`]: a `cross_node` value is a raw difference of two nodes' clocks.
-pub fn segments_json(trace: &Trace) -> Value {
-    segments_json_with_clock(trace, &ClockModel::shared_kernel())
-}
-
-/// [`segments_json`] under a clock model: cross-node segments are clock-corrected, and left
-/// out when the clocks are not synchronized.
-pub fn segments_json_with_clock(trace: &Trace, clock: &ClockModel) -> Value {
-    segments_with_clock(trace, clock)
-        .iter()
-        .map(|s| {
-            json!({
-                "name": s.name.as_str(),
-                "ns": s.ns,
-                "from": s.from,
-                "to": s.to,
-                "cross_node": s.cross_node,
-            })
-        })
-        .collect()
 }
 
 fn rows(set: &SegmentSet) -> Vec<[String; 8]> {

@@ -607,23 +607,25 @@ fn stats_as_json() {
 }
 
 #[test]
-fn per_trace_segments_json() {
+fn per_trace_segments() {
     let t = sorted(hops(T0, 0, &VXLAN), Outcome::Delivered);
-    let v = segments_json(&t);
-    let a = v.as_array().unwrap();
-    assert_eq!(a.len(), 6);
+    let segs = segments_with_clock(&t, &ClockModel::shared_kernel());
+    assert_eq!(segs.len(), 6);
     assert_eq!(
-        a[2],
-        serde_json::json!({"name": "wire", "ns": 7_081, "from": 2, "to": 3, "cross_node": true})
+        (
+            segs[2].name,
+            segs[2].ns,
+            segs[2].from,
+            segs[2].to,
+            segs[2].cross_node
+        ),
+        (SegmentName::Wire, 7_081, 2, 3, true)
     );
-    assert_eq!(a[0]["name"], "node-tx");
+    assert_eq!(segs[0].name, SegmentName::NodeTx);
     // Without offsets per node, the cross-node ones are left out.
-    let v = segments_json_with_clock(&t, &ClockModel::per_node());
-    let names: Vec<&str> = v
-        .as_array()
-        .unwrap()
+    let names: Vec<&str> = segments_with_clock(&t, &ClockModel::per_node())
         .iter()
-        .map(|s| s["name"].as_str().unwrap())
+        .map(|s| s.name.as_str())
         .collect();
     assert_eq!(names, ["node-tx", "encap", "decap", "node-rx"]);
     assert_eq!(

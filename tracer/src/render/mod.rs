@@ -20,9 +20,8 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::correlate::{Correlator, FlowSummary, Outcome, RouteLookup, Trace, TraceHop};
-use crate::event::{proto_name, Encap, EncapKind, FlowKey, PacketId};
-use crate::topology::IfaceKind;
+use crate::correlate::{Correlator, FlowSummary, Outcome, RouteLookup, Trace};
+use crate::event::{proto_name, Encap, EncapKind, FlowKey};
 
 /// Counters of the tracer's own losses and exclusions, filled by the caller.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -144,36 +143,9 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-/// Writes one trace as a JSON object on its own line.
+/// Writes one trace as a JSON object on its own line (see `trace_json`).
 pub fn write_trace_json(w: &mut impl Write, t: &Trace) -> io::Result<()> {
-    let first = t.first_ts_ns();
-    let view = TraceJson {
-        packet: PacketJson::new(&t.packet),
-        hops: t.hops.iter().map(|h| HopJson::new(h, first)).collect(),
-        outcome: t.outcome.as_str(),
-        drop: t.drop.as_ref().map(|d| DropJson {
-            node: &d.node,
-            netns: d.netns,
-            ifname: &d.ifname,
-            ifindex: d.ifindex,
-            function: &d.function,
-            reason: &d.reason,
-            reason_code: d.reason_code,
-            location: format!("{:#x}", d.location),
-            ts_ns: d.ts_ns,
-            delta_ns: d.ts_ns.saturating_sub(first),
-            len: d.len,
-            encap: d.encap.as_ref().map(EncapJson::new),
-        }),
-        verdict: t.verdict.as_ref().map(|v| VerdictJson {
-            name: v.name,
-            explanation: &v.explanation,
-        }),
-        routes: t.routes.iter().map(RouteJson::new).collect(),
-        segments: crate::latency::segments_json(t),
-    };
-    serde_json::to_writer(&mut *w, &view)?;
-    writeln!(w)
+    trace_json::write(w, t)
 }
 
 /// Writes the per-flow table, the totals and the tracer's own counters as text.
@@ -457,151 +429,6 @@ fn flow_id(k: &FlowKey) -> String {
 }
 
 #[derive(Serialize)]
-struct TraceJson<'a> {
-    packet: PacketJson,
-    hops: Vec<HopJson<'a>>,
-    outcome: &'static str,
-    drop: Option<DropJson<'a>>,
-    verdict: Option<VerdictJson<'a>>,
-    routes: Vec<RouteJson>,
-    /// Latency segments (`node-tx`, `encap`, `wire`, ...) with their durations.
-    segments: serde_json::Value,
-}
-
-#[derive(Serialize)]
-struct PacketJson {
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: String,
-    sport: u16,
-    dport: u16,
-    ip_id: u16,
-    tcp_seq: u32,
-    icmp_id: u16,
-    icmp_seq: u16,
-    flow: String,
-}
-
-impl PacketJson {
-    fn new(p: &PacketId) -> Self {
-        PacketJson {
-            src: p.src,
-            dst: p.dst,
-            proto: proto_json(p.proto),
-            sport: p.sport,
-            dport: p.dport,
-            ip_id: p.ip_id,
-            tcp_seq: p.tcp_seq,
-            icmp_id: p.icmp_id,
-            icmp_seq: p.icmp_seq,
-            flow: flow_id(&p.flow()),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct HopJson<'a> {
-    node: &'a str,
-    netns: u32,
-    ifname: &'a str,
-    ifindex: u32,
-    kind: Option<IfaceKind>,
-    dir: &'static str,
-    ts_ns: u64,
-    delta_ns: u64,
-    len: u32,
-    encap: Option<EncapJson>,
-}
-
-impl<'a> HopJson<'a> {
-    fn new(h: &'a TraceHop, first_ts: u64) -> Self {
-        HopJson {
-            node: &h.node,
-            netns: h.netns,
-            ifname: &h.ifname,
-            ifindex: h.ifindex,
-            kind: h.kind,
-            dir: h.dir.as_str(),
-            ts_ns: h.ts_ns,
-            delta_ns: h.ts_ns.saturating_sub(first_ts),
-            len: h.len,
-            encap: h.encap.as_ref().map(EncapJson::new),
-        }
-    }
-}
-
-impl EncapJson {
-    fn new(e: &Encap) -> Self {
-        EncapJson {
-            kind: e.kind.as_str(),
-            vni: e.vni,
-            outer_src: e.outer_src,
-            outer_dst: e.outer_dst,
-            outer_sport: e.outer_sport,
-            outer_dport: e.outer_dport,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct DropJson<'a> {
-    node: &'a str,
-    netns: u32,
-    ifname: &'a str,
-    ifindex: u32,
-    function: &'a str,
-    reason: &'a str,
-    reason_code: u32,
-    location: String,
-    ts_ns: u64,
-    delta_ns: u64,
-    len: u32,
-    encap: Option<EncapJson>,
-}
-
-#[derive(Serialize)]
-struct VerdictJson<'a> {
-    name: &'a str,
-    explanation: &'a str,
-}
-
-#[derive(Serialize)]
-struct RouteJson {
-    ts_ns: u64,
-    table: u32,
-    err: i32,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    dev: String,
-    gw: Option<Ipv4Addr>,
-}
-
-impl RouteJson {
-    fn new(r: &RouteLookup) -> Self {
-        RouteJson {
-            ts_ns: r.ts_ns,
-            table: r.table,
-            err: r.err,
-            src: r.src,
-            dst: r.dst,
-            dev: r.dev.clone(),
-            gw: r.gw,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct EncapJson {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    vni: u32,
-    outer_src: Ipv4Addr,
-    outer_dst: Ipv4Addr,
-    outer_sport: u16,
-    outer_dport: u16,
-}
-
-#[derive(Serialize)]
 struct SummaryLine {
     summary: SummaryJson,
 }
@@ -652,6 +479,8 @@ struct FlowJson {
     first_ts_ns: u64,
     last_ts_ns: u64,
 }
+
+mod trace_json;
 
 #[cfg(test)]
 mod tests;

@@ -101,6 +101,72 @@ fn trace_json_has_the_contract_fields() {
 }
 
 #[test]
+fn trace_json_drop_verdict_routes_segments_and_escaping() {
+    let (mut t, _) = traces(&vxlan_path(icmp(0x1a2b), 5_000_000));
+    let mut t = t.remove(0);
+    // Names come from outside (netlink, BTF): quotes, backslashes, control and non-ASCII
+    // characters must survive the round trip.
+    let odd = "we\"ird\\name\n\u{1}é";
+    t.hops[0].node = odd.into();
+    t.outcome = Outcome::Dropped;
+    t.drop = Some(crate::correlate::DropPoint {
+        node: "node1".into(),
+        netns: NS1,
+        ifindex: 4,
+        ifname: "vxlan.calico".into(),
+        ts_ns: 5_016_395,
+        reason: "NO_TX_TARGET".into(),
+        reason_code: 73,
+        function: "vxlan_xmit+0xdab".into(),
+        location: 0xffff_ffff_c0de_0dab,
+        len: 84,
+        encap: None,
+    });
+    t.verdict = Some(crate::verdict::Verdict {
+        name: "no-vxlan-fdb",
+        explanation: odd.to_string(),
+    });
+    t.routes = vec![RouteLookup {
+        ts_ns: 5_000_100,
+        table: 254,
+        err: -101,
+        src: "10.244.0.1".parse().unwrap(),
+        dst: "10.244.4.1".parse().unwrap(),
+        oif: 0,
+        iif: 3,
+        dev: String::new(),
+        gw: None,
+    }];
+    let v = json_line(|w| write_trace_json(w, &t));
+    assert_eq!(v["hops"][0]["node"], odd);
+    assert_eq!(v["outcome"], "dropped");
+    assert_eq!(
+        v["drop"],
+        json!({"node": "node1", "netns": NS1, "ifname": "vxlan.calico", "ifindex": 4,
+               "function": "vxlan_xmit+0xdab", "reason": "NO_TX_TARGET", "reason_code": 73,
+               "location": "0xffffffffc0de0dab", "ts_ns": 5_016_395, "delta_ns": 16_395,
+               "len": 84, "encap": null})
+    );
+    assert_eq!(
+        v["verdict"],
+        json!({"name": "no-vxlan-fdb", "explanation": odd})
+    );
+    assert_eq!(
+        v["routes"],
+        json!([{"ts_ns": 5_000_100, "table": 254, "err": -101, "src": "10.244.0.1",
+                "dst": "10.244.4.1", "dev": "", "gw": null}])
+    );
+    let segs = v["segments"].as_array().unwrap();
+    let names: Vec<&str> = segs.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    // A dropped packet has no end-to-end total.
+    assert_eq!(names, ["node-tx", "encap", "wire", "decap", "node-rx"]);
+    assert_eq!(
+        segs[2],
+        json!({"name": "wire", "ns": 19_001 - 11_920, "from": 2, "to": 3, "cross_node": true})
+    );
+}
+
+#[test]
 fn json_proto_and_unknown_kind() {
     let mut p = icmp(1);
     (p.proto, p.sport, p.dport) = (132, 1, 2);

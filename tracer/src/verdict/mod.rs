@@ -76,7 +76,9 @@ fn judge_drop(trace: &Trace, d: &DropPoint, topo: &Topology) -> Verdict {
             .iter()
             .find(|h| is_tunnel(h.kind))
             .map(|h| (h.node.clone(), h.ifname.clone()))
-            .or_else(|| is_tunnel(drop_kind).then(|| (d.node.clone(), d.ifname.clone())));
+            .or_else(|| {
+                is_tunnel(drop_kind).then(|| (d.node.as_str().into(), d.ifname.as_str().into()))
+            });
         if let Some((tnode, tif)) = tunnel {
             return v(
                 "cidr-overlap",

@@ -118,10 +118,10 @@ impl TraceBuilder<'_> {
                     .map(|i| i.kind)
             });
             self.trace.hops.push(TraceHop {
-                node,
+                node: node.into(),
                 netns: r.netns,
                 ifindex: r.ifindex,
-                ifname,
+                ifname: ifname.into(),
                 kind,
                 dir: r.dir,
                 ts_ns: r.ts_ns,
@@ -141,7 +141,7 @@ impl TraceBuilder<'_> {
     /// Encapsulates every hop on an uplink (as on the wire) with `e`.
     fn wire_encap(mut self, e: Encap) -> Self {
         for h in &mut self.trace.hops {
-            if h.ifname == "eth0" {
+            if &*h.ifname == "eth0" {
                 h.encap = Some(e);
             }
         }

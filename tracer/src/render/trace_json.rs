@@ -1,0 +1,272 @@
+//! One trace as one JSON line, written by hand.
+//!
+//! Design note: with every packet of a busy flow traced, rendering is most of the tracer's
+//! user-space cost (the `serde` view structs and `json!` segments cost ~3 µs per six-hop trace,
+//! mostly escaping every key and building maps). This writer appends to one buffer per trace:
+//! keys and punctuation are byte literals, numbers go through `itoa`, addresses are written
+//! octet by octet, and only strings that come from outside (node and interface names, drop
+//! reasons, explanations) are escaped, with a fast path for the usual plain ASCII. The field
+//! names and types are the JSON contract described in README.md; `render::tests` parses the
+//! output with `serde_json` and checks every field.
+
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+
+use super::proto_json;
+use crate::correlate::{DropPoint, RouteLookup, Trace, TraceHop};
+use crate::event::{Encap, PacketId};
+use crate::latency::segments_with_clock;
+use crate::latency::ClockModel;
+
+/// Writes `t` as one JSON object followed by a newline.
+pub fn write(w: &mut impl Write, t: &Trace) -> io::Result<()> {
+    let mut o = Out(Vec::with_capacity(2048 + 512 * t.hops.len()));
+    let first = t.first_ts_ns();
+    o.raw(b"{\"packet\":");
+    o.packet(&t.packet);
+    o.raw(b",\"hops\":[");
+    for (i, h) in t.hops.iter().enumerate() {
+        if i > 0 {
+            o.raw(b",");
+        }
+        o.hop(h, first);
+    }
+    o.raw(b"],\"outcome\":\"");
+    o.raw(t.outcome.as_str().as_bytes());
+    o.raw(b"\",\"drop\":");
+    match &t.drop {
+        Some(d) => o.drop_point(d, first),
+        None => o.raw(b"null"),
+    }
+    o.raw(b",\"verdict\":");
+    match &t.verdict {
+        Some(v) => {
+            o.raw(b"{\"name\":");
+            o.str(v.name);
+            o.raw(b",\"explanation\":");
+            o.str(&v.explanation);
+            o.raw(b"}");
+        }
+        None => o.raw(b"null"),
+    }
+    o.raw(b",\"routes\":[");
+    for (i, r) in t.routes.iter().enumerate() {
+        if i > 0 {
+            o.raw(b",");
+        }
+        o.route(r);
+    }
+    o.raw(b"],\"segments\":[");
+    for (i, s) in segments_with_clock(t, &ClockModel::shared_kernel())
+        .iter()
+        .enumerate()
+    {
+        if i > 0 {
+            o.raw(b",");
+        }
+        o.raw(b"{\"name\":\"");
+        o.raw(s.name.as_str().as_bytes());
+        o.raw(b"\",\"ns\":");
+        o.num(s.ns);
+        o.raw(b",\"from\":");
+        o.num(s.from as u64);
+        o.raw(b",\"to\":");
+        o.num(s.to as u64);
+        o.raw(b",\"cross_node\":");
+        o.raw(if s.cross_node { b"true" } else { b"false" });
+        o.raw(b"}");
+    }
+    o.raw(b"]}\n");
+    w.write_all(&o.0)
+}
+
+/// The line being built.
+struct Out(Vec<u8>);
+
+impl Out {
+    fn raw(&mut self, b: &[u8]) {
+        self.0.extend_from_slice(b);
+    }
+
+    fn num(&mut self, n: impl itoa::Integer) {
+        self.0
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    /// A quoted dotted quad.
+    fn ip(&mut self, a: Ipv4Addr) {
+        self.0.push(b'"');
+        self.ip_bare(a);
+        self.0.push(b'"');
+    }
+
+    /// A dotted quad, unquoted (inside a string being written).
+    fn ip_bare(&mut self, a: Ipv4Addr) {
+        for (i, octet) in a.octets().into_iter().enumerate() {
+            if i > 0 {
+                self.0.push(b'.');
+            }
+            self.num(octet);
+        }
+    }
+
+    /// A JSON string, escaped (RFC 8259: quote, backslash and control characters).
+    fn str(&mut self, s: &str) {
+        self.0.push(b'"');
+        let bytes = s.as_bytes();
+        if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+            self.0.extend_from_slice(bytes);
+        } else {
+            for c in s.chars() {
+                match c {
+                    '"' => self.raw(b"\\\""),
+                    '\\' => self.raw(b"\\\\"),
+                    '\n' => self.raw(b"\\n"),
+                    '\r' => self.raw(b"\\r"),
+                    '\t' => self.raw(b"\\t"),
+                    c if (c as u32) < 0x20 => {
+                        let _ = write!(self.0, "\\u{:04x}", c as u32);
+                    }
+                    c => {
+                        let mut buf = [0u8; 4];
+                        self.raw(c.encode_utf8(&mut buf).as_bytes());
+                    }
+                }
+            }
+        }
+        self.0.push(b'"');
+    }
+
+    fn packet(&mut self, p: &PacketId) {
+        self.raw(b"{\"src\":");
+        self.ip(p.src);
+        self.raw(b",\"dst\":");
+        self.ip(p.dst);
+        self.raw(b",\"proto\":");
+        let proto = proto_json(p.proto);
+        self.str(&proto);
+        self.raw(b",\"sport\":");
+        self.num(p.sport);
+        self.raw(b",\"dport\":");
+        self.num(p.dport);
+        self.raw(b",\"ip_id\":");
+        self.num(p.ip_id);
+        self.raw(b",\"tcp_seq\":");
+        self.num(p.tcp_seq);
+        self.raw(b",\"icmp_id\":");
+        self.num(p.icmp_id);
+        self.raw(b",\"icmp_seq\":");
+        self.num(p.icmp_seq);
+        // The flow's stable identifier, `<src>:<sport>><dst>:<dport>/<proto>`, as `flow_id`.
+        let f = p.flow();
+        self.raw(b",\"flow\":\"");
+        self.ip_bare(f.src);
+        self.raw(b":");
+        self.num(f.sport);
+        self.raw(b">");
+        self.ip_bare(f.dst);
+        self.raw(b":");
+        self.num(f.dport);
+        self.raw(b"/");
+        self.raw(proto.as_bytes());
+        self.raw(b"\"}");
+    }
+
+    fn hop(&mut self, h: &TraceHop, first: u64) {
+        self.raw(b"{\"node\":");
+        self.str(&h.node);
+        self.raw(b",\"netns\":");
+        self.num(h.netns);
+        self.raw(b",\"ifname\":");
+        self.str(&h.ifname);
+        self.raw(b",\"ifindex\":");
+        self.num(h.ifindex);
+        self.raw(b",\"kind\":");
+        match h.kind {
+            Some(k) => {
+                self.raw(b"\"");
+                self.raw(k.as_str().as_bytes());
+                self.raw(b"\"");
+            }
+            None => self.raw(b"null"),
+        }
+        self.raw(b",\"dir\":\"");
+        self.raw(h.dir.as_str().as_bytes());
+        self.raw(b"\",\"ts_ns\":");
+        self.num(h.ts_ns);
+        self.raw(b",\"delta_ns\":");
+        self.num(h.ts_ns.saturating_sub(first));
+        self.raw(b",\"len\":");
+        self.num(h.len);
+        self.raw(b",\"encap\":");
+        self.encap(h.encap.as_ref());
+        self.raw(b"}");
+    }
+
+    fn encap(&mut self, e: Option<&Encap>) {
+        let Some(e) = e else {
+            return self.raw(b"null");
+        };
+        self.raw(b"{\"type\":\"");
+        self.raw(e.kind.as_str().as_bytes());
+        self.raw(b"\",\"vni\":");
+        self.num(e.vni);
+        self.raw(b",\"outer_src\":");
+        self.ip(e.outer_src);
+        self.raw(b",\"outer_dst\":");
+        self.ip(e.outer_dst);
+        self.raw(b",\"outer_sport\":");
+        self.num(e.outer_sport);
+        self.raw(b",\"outer_dport\":");
+        self.num(e.outer_dport);
+        self.raw(b"}");
+    }
+
+    fn drop_point(&mut self, d: &DropPoint, first: u64) {
+        self.raw(b"{\"node\":");
+        self.str(&d.node);
+        self.raw(b",\"netns\":");
+        self.num(d.netns);
+        self.raw(b",\"ifname\":");
+        self.str(&d.ifname);
+        self.raw(b",\"ifindex\":");
+        self.num(d.ifindex);
+        self.raw(b",\"function\":");
+        self.str(&d.function);
+        self.raw(b",\"reason\":");
+        self.str(&d.reason);
+        self.raw(b",\"reason_code\":");
+        self.num(d.reason_code);
+        let _ = write!(self.0, ",\"location\":\"{:#x}\"", d.location);
+        self.raw(b",\"ts_ns\":");
+        self.num(d.ts_ns);
+        self.raw(b",\"delta_ns\":");
+        self.num(d.ts_ns.saturating_sub(first));
+        self.raw(b",\"len\":");
+        self.num(d.len);
+        self.raw(b",\"encap\":");
+        self.encap(d.encap.as_ref());
+        self.raw(b"}");
+    }
+
+    fn route(&mut self, r: &RouteLookup) {
+        self.raw(b"{\"ts_ns\":");
+        self.num(r.ts_ns);
+        self.raw(b",\"table\":");
+        self.num(r.table);
+        self.raw(b",\"err\":");
+        self.num(r.err);
+        self.raw(b",\"src\":");
+        self.ip(r.src);
+        self.raw(b",\"dst\":");
+        self.ip(r.dst);
+        self.raw(b",\"dev\":");
+        self.str(&r.dev);
+        self.raw(b",\"gw\":");
+        match r.gw {
+            Some(gw) => self.ip(gw),
+            None => self.raw(b"null"),
+        }
+        self.raw(b"}");
+    }
+}
