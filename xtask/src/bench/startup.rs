@@ -93,28 +93,33 @@ pub fn pipeline(plan: &Plan) -> Pipeline {
     if !plan.pipeline_bench {
         return Pipeline::Unavailable;
     }
-    let mut samples = Vec::new();
+    let (mut samples, mut with_json) = (Vec::new(), Vec::new());
     for _ in 0..plan.rounds {
-        match pipeline_once(plan) {
-            Ok(x) => samples.push(x),
-            Err(e) => return Pipeline::Failed(format!("{e:#}")),
+        for (render, out) in [(false, &mut samples), (true, &mut with_json)] {
+            match pipeline_once(plan, render) {
+                Ok(x) => out.push(x),
+                Err(e) => return Pipeline::Failed(format!("{e:#}")),
+            }
         }
     }
-    eprintln!("bench: pipeline-bench: {samples:?} events/s");
+    eprintln!("bench: pipeline-bench: {samples:?} events/s, with JSON rendering {with_json:?}");
     Pipeline::Measured {
         events: plan.pipeline_events,
         samples,
+        with_json,
     }
 }
 
-fn pipeline_once(plan: &Plan) -> Result<f64> {
+/// One `tracer pipeline-bench` run; `render`: also render every trace as JSON.
+fn pipeline_once(plan: &Plan, render: bool) -> Result<f64> {
+    let events = plan.pipeline_events.to_string();
+    let mut args = vec!["pipeline-bench", "--events", &events];
+    if render {
+        args.extend(["--render", "json"]);
+    }
     let out = run_capture(
         "tracer pipeline-bench",
-        Command::new(&plan.tracer).args([
-            "pipeline-bench",
-            "--events",
-            &plan.pipeline_events.to_string(),
-        ]),
+        Command::new(&plan.tracer).args(&args),
         Duration::from_secs(120),
     )?;
     if !out.status.success() {
