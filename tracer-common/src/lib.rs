@@ -12,6 +12,7 @@
 #![no_std]
 
 pub mod filter;
+pub mod parse;
 
 /// Record kinds (`EventHeader::kind`).
 pub const EVENT_HOP: u16 = 1;

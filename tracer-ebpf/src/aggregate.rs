@@ -89,11 +89,9 @@ pub fn hop(pkt: &Ipv4Packet, ifindex: u32, dir: u8, netns: u32, ts: u64) {
     };
     let key = key_of(pkt);
     let here = point(role, dir);
-    let prev = PKT_STATE.get_ptr_mut(key);
-    let mut state = match prev {
-        // SAFETY: the pointer comes from a successful lookup of this map.
-        Some(s) => unsafe { *s },
-        None => PktState {
+    let Some(prev) = PKT_STATE.get_ptr_mut(key) else {
+        // First sighting: the only insert of the packet's life.
+        let state = PktState {
             first_ts: ts,
             entry_ts: ts,
             last_ts: ts,
@@ -101,9 +99,16 @@ pub fn hop(pkt: &Ipv4Packet, ifindex: u32, dir: u8, netns: u32, ts: u64) {
             entry_point: here,
             last_point: here,
             _pad: 0,
-        },
+        };
+        if here != point(ROLE_POD, DIR_EGRESS) && PKT_STATE.insert(key, state, 0).is_err() {
+            count(CTR_AGG_MAP_FULL);
+        }
+        return;
     };
-    if prev.is_some() && ts >= state.last_ts {
+    // SAFETY: the pointer comes from a successful lookup of this map; the entry is updated in
+    // place (the hops of one packet follow each other, so nothing else writes it meanwhile).
+    let state = unsafe { &mut *prev };
+    if ts >= state.last_ts {
         let same_node = state.netns == netns;
         let since_last = ts - state.last_ts;
         let since_entry = ts.saturating_sub(state.entry_ts);
@@ -145,9 +150,6 @@ pub fn hop(pkt: &Ipv4Packet, ifindex: u32, dir: u8, netns: u32, ts: u64) {
     state.netns = netns;
     state.last_ts = ts;
     state.last_point = here;
-    if PKT_STATE.insert(key, state, 0).is_err() {
-        count(CTR_AGG_MAP_FULL);
-    }
 }
 
 /// A stable hash of the packet identity (for `--sample`): FNV-1a over the key's words.

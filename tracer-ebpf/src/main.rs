@@ -12,7 +12,6 @@
 
 mod aggregate;
 mod maps;
-mod parse;
 mod programs;
 
 #[cfg(not(test))]

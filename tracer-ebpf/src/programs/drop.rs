@@ -16,10 +16,9 @@ use tracer_common::{
     CTR_DROP_READ_ERR, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_RINGBUF_FULL, EVENT_DROP,
 };
 
-use crate::{
-    maps::{count, vxlan_port, EVENTS, FILTER, RB_NO_WAKEUP, SKB_LAYOUT, TRACED_NETNS},
-    parse::{parse, Packet, Skip},
-};
+use tracer_common::parse::{parse, Packet, Skip};
+
+use crate::maps::{count, vxlan_port, EVENTS, FILTER, RB_NO_WAKEUP, SKB_LAYOUT, TRACED_NETNS};
 
 /// SKB_DROP_REASON_NOT_SPECIFIED is 2 on every kernel that has reasons; anything below is
 /// "not a drop" (SKB_NOT_DROPPED_YET = 0, SKB_CONSUMED = 1). Checked again by name in user space.

@@ -13,15 +13,16 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use tracer_common::{
-    filter::FilterInput, EventHeader, Hop, HopEvent, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4,
-    CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS, EVENT_HOP, MODE_AGGREGATE,
-    MODE_EVENTS,
+    filter::{FilterInput, MODE_MATCH_ALL},
+    EventHeader, Hop, HopEvent, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_RINGBUF_FULL,
+    CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS, EVENT_HOP, MODE_AGGREGATE, MODE_EVENTS,
 };
+
+use tracer_common::parse::{parse, quick_input, Packet, Skip};
 
 use crate::{
     aggregate,
     maps::{count, mode, netns_ino, sample_every, vxlan_port, EVENTS, FILTER, RB_NO_WAKEUP},
-    parse::{parse, Packet, Skip},
 };
 
 /// Direct packet access when the bytes are in the linear area, `bpf_skb_load_bytes` otherwise.
@@ -67,6 +68,16 @@ pub fn hop_egress_l3(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn hop(ctx: &TcContext, dir: u8, l2: bool) {
+    // Most packets do not match a filter: reject them from fixed offsets before parsing.
+    if let Some(filter) = FILTER.get(0) {
+        if filter.mode != MODE_MATCH_ALL {
+            if let Some(input) = quick_input(ctx.data(), ctx.data_end(), l2, vxlan_port()) {
+                if !filter.matches(&input) {
+                    return count(CTR_FILTERED);
+                }
+            }
+        }
+    }
     let parsed = match parse(&Skb(ctx), l2, vxlan_port()) {
         Ok(p) => p,
         Err(Skip::NotIpv4) => return count(CTR_NOT_IPV4),

@@ -1,0 +1,459 @@
+//! Bounded, verifier-friendly header parsing: Ethernet (one optional VLAN tag), IPv4, TCP, UDP,
+//! ICMP, and the two encapsulations Calico uses: VXLAN (outer IPv4/UDP + VXLAN header + inner
+//! Ethernet/IPv4) and IPIP (outer IPv4 with protocol 4 + inner IPv4).
+//!
+//! Parsing reads through the [`Packet`] trait so that the same code serves tc (direct packet
+//! access with a `bpf_skb_load_bytes` fallback) and, later, hooks that read an skb from kernel
+//! memory. Nothing here writes to the packet.
+
+use crate::{
+    filter::{has_ports, FilterInput},
+    Encap, Ipv4Packet, ENCAP_IPIP, ENCAP_VXLAN, HOP_F_FRAGMENT, HOP_F_L4_TRUNCATED,
+};
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+const ETH_HLEN: usize = 14;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_SCTP: u8 = 132;
+const UDP_HLEN: usize = 8;
+const VXLAN_HLEN: usize = 8;
+
+/// Read access to a packet's bytes, relative to the start of the frame (or of the IP header on
+/// devices without a link-layer header).
+pub trait Packet {
+    fn read<T: Copy>(&self, off: usize) -> Option<T>;
+}
+
+/// Why a packet yields no event.
+pub enum Skip {
+    /// Not IPv4, or an encapsulation of something that is not IPv4.
+    NotIpv4,
+    /// A header is truncated or malformed.
+    Malformed,
+}
+
+/// The result of parsing one packet.
+pub struct Parsed {
+    pub pkt: Ipv4Packet,
+    pub encap: Encap,
+    pub flags: u8,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Ipv4Hdr {
+    ver_ihl: u8,
+    tos: u8,
+    tot_len: [u8; 2],
+    id: [u8; 2],
+    frag_off: [u8; 2],
+    ttl: u8,
+    proto: u8,
+    check: [u8; 2],
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+}
+
+#[inline(always)]
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+/// Reads the EtherType at `off` (after the MAC addresses), skipping one VLAN tag. Returns the
+/// EtherType and the offset of the L3 header.
+#[inline(always)]
+fn ethertype<P: Packet>(p: &P, off: usize) -> Result<(u16, usize), Skip> {
+    let proto: [u8; 2] = p.read(off + 12).ok_or(Skip::Malformed)?;
+    let proto = be16(proto);
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        let inner: [u8; 2] = p.read(off + 16).ok_or(Skip::Malformed)?;
+        return Ok((be16(inner), off + ETH_HLEN + 4));
+    }
+    Ok((proto, off + ETH_HLEN))
+}
+
+/// Parses an IPv4 header at `off`. Returns the header and the offset of the L4 header.
+#[inline(always)]
+fn ipv4<P: Packet>(p: &P, off: usize) -> Result<(Ipv4Hdr, usize), Skip> {
+    let ip: Ipv4Hdr = p.read(off).ok_or(Skip::Malformed)?;
+    if ip.ver_ihl >> 4 != 4 {
+        return Err(Skip::NotIpv4);
+    }
+    let ihl = ((ip.ver_ihl & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Err(Skip::Malformed);
+    }
+    Ok((ip, off + ihl))
+}
+
+/// Fills the identity fields of `out` from the IPv4 header and the first bytes of L4.
+#[inline(always)]
+fn fill_packet<P: Packet>(p: &P, ip: &Ipv4Hdr, l4: usize, out: &mut Ipv4Packet) -> u8 {
+    out.saddr = ip.saddr;
+    out.daddr = ip.daddr;
+    out.proto = ip.proto;
+    out.ttl = ip.ttl;
+    out.ip_id = be16(ip.id);
+    out.tot_len = be16(ip.tot_len);
+    let frag = be16(ip.frag_off);
+    out.frag_off = frag;
+    if frag & 0x1fff != 0 {
+        // A non-first fragment carries no L4 header.
+        return HOP_F_FRAGMENT;
+    }
+    match ip.proto {
+        IPPROTO_TCP => {
+            // ports (4), seq (4), ack (4), data offset (1), flags (1)
+            let Some(h) = p.read::<[u8; 14]>(l4) else {
+                return HOP_F_L4_TRUNCATED;
+            };
+            out.sport = be16([h[0], h[1]]);
+            out.dport = be16([h[2], h[3]]);
+            out.tcp_seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            out.tcp_flags = h[13];
+        }
+        IPPROTO_UDP | IPPROTO_SCTP => {
+            let Some(h) = p.read::<[u8; 4]>(l4) else {
+                return HOP_F_L4_TRUNCATED;
+            };
+            out.sport = be16([h[0], h[1]]);
+            out.dport = be16([h[2], h[3]]);
+        }
+        IPPROTO_ICMP => {
+            // type, code, checksum, then id/seq for echo request/reply
+            let Some(h) = p.read::<[u8; 8]>(l4) else {
+                return HOP_F_L4_TRUNCATED;
+            };
+            out.icmp_type = h[0];
+            if h[0] == 0 || h[0] == 8 {
+                out.icmp_id = be16([h[4], h[5]]);
+                out.icmp_seq = be16([h[6], h[7]]);
+            }
+        }
+        _ => {}
+    }
+    0
+}
+
+/// Parses a frame starting at offset 0; `l2` says whether it begins with an Ethernet header
+/// (tunl0 and other L3 devices start at the IP header). `vxlan_port` is the UDP port that
+/// marks VXLAN.
+#[inline(always)]
+pub fn parse<P: Packet>(p: &P, l2: bool, vxlan_port: u16) -> Result<Parsed, Skip> {
+    let l3 = if l2 {
+        let (proto, l3) = ethertype(p, 0)?;
+        if proto != ETH_P_IP {
+            return Err(Skip::NotIpv4);
+        }
+        l3
+    } else {
+        0
+    };
+    let (outer, l4) = ipv4(p, l3)?;
+    let mut parsed = Parsed {
+        pkt: Ipv4Packet::default(),
+        encap: Encap::default(),
+        flags: 0,
+    };
+    let first_fragment = be16(outer.frag_off) & 0x1fff == 0;
+
+    if first_fragment && outer.proto == IPPROTO_UDP {
+        let udp: [u8; 4] = p.read(l4).ok_or(Skip::Malformed)?;
+        let dport = be16([udp[2], udp[3]]);
+        if dport == vxlan_port {
+            let vx: [u8; 8] = p.read(l4 + UDP_HLEN).ok_or(Skip::Malformed)?;
+            // The I flag says the VNI is valid (RFC 7348); anything else is not VXLAN to us.
+            if vx[0] & 0x08 != 0 {
+                let inner_eth = l4 + UDP_HLEN + VXLAN_HLEN;
+                let (proto, inner_l3) = ethertype(p, inner_eth)?;
+                if proto != ETH_P_IP {
+                    return Err(Skip::NotIpv4);
+                }
+                let (inner, inner_l4) = ipv4(p, inner_l3)?;
+                parsed.encap = outer_encap(&outer, ENCAP_VXLAN);
+                parsed.encap.sport = be16([udp[0], udp[1]]);
+                parsed.encap.dport = dport;
+                parsed.encap.vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
+                parsed.flags = fill_packet(p, &inner, inner_l4, &mut parsed.pkt);
+                return Ok(parsed);
+            }
+        }
+    } else if first_fragment && outer.proto == IPPROTO_IPIP {
+        let (inner, inner_l4) = ipv4(p, l4)?;
+        parsed.encap = outer_encap(&outer, ENCAP_IPIP);
+        parsed.flags = fill_packet(p, &inner, inner_l4, &mut parsed.pkt);
+        return Ok(parsed);
+    }
+    parsed.flags = fill_packet(p, &outer, l4, &mut parsed.pkt);
+    Ok(parsed)
+}
+
+#[inline(always)]
+fn outer_encap(outer: &Ipv4Hdr, kind: u8) -> Encap {
+    Encap {
+        kind,
+        _pad: [0; 3],
+        vni: 0,
+        saddr: outer.saddr,
+        daddr: outer.daddr,
+        sport: 0,
+        dport: 0,
+        ip_id: be16(outer.id),
+        tot_len: be16(outer.tot_len),
+    }
+}
+
+/// What the flow filter looks at, read from fixed offsets for the common case only: the whole
+/// span in the linear area, no VLAN tag, IPv4 headers without options, not a non-first
+/// fragment, and for VXLAN an inner Ethernet/IPv4 header right behind the VXLAN header.
+/// `None` means "not that case": the caller then runs the full [`parse`], which gives the same
+/// fields whenever this returns `Some` (so a packet the filter rejects here would be rejected
+/// there too). This is the path of every packet a filter does not match; it reads only the
+/// bytes the filter needs and builds nothing else.
+#[inline(always)]
+pub fn quick_input(data: usize, end: usize, l2: bool, vxlan_port: u16) -> Option<FilterInput> {
+    let l3 = data + if l2 { ETH_HLEN } else { 0 };
+    // IPv4 header without options + as much of L4 as `parse` wants for any protocol (TCP's
+    // 14 bytes, up to its flags): with less, `parse` reports no ports, so we must not.
+    if l3 + QUICK_SPAN > end {
+        return None;
+    }
+    // SAFETY (all reads below): within [data, end), checked just above or below.
+    if l2 && unsafe { read::<[u8; 2]>(data + 12) } != [0x08, 0x00] {
+        return None;
+    }
+    let (saddr, daddr, proto, l4) = ipv4_fixed(l3)?;
+    let ports: [u8; 4] = unsafe { read(l4) };
+    if proto == IPPROTO_IPIP {
+        return None;
+    }
+    if proto == IPPROTO_UDP && be16([ports[2], ports[3]]) == vxlan_port {
+        // Outer UDP (8) + VXLAN (8) + inner Ethernet (14), then the inner IPv4 + 8 bytes.
+        let inner_eth = l4 + UDP_HLEN + VXLAN_HLEN;
+        let inner_l3 = inner_eth + ETH_HLEN;
+        if inner_l3 + QUICK_SPAN > end {
+            return None;
+        }
+        let vx_flags: u8 = unsafe { read(l4 + UDP_HLEN) };
+        if vx_flags & 0x08 == 0 || unsafe { read::<[u8; 2]>(inner_eth + 12) } != [0x08, 0x00] {
+            return None;
+        }
+        let (saddr, daddr, proto, l4) = ipv4_fixed(inner_l3)?;
+        if proto == IPPROTO_IPIP {
+            return None;
+        }
+        return Some(input(saddr, daddr, proto, unsafe { read(l4) }));
+    }
+    Some(input(saddr, daddr, proto, ports))
+}
+
+/// # Safety
+/// `at .. at + size_of::<T>()` must lie within the packet's linear area, checked against
+/// `data_end` by the caller in a way the verifier sees.
+#[inline(always)]
+unsafe fn read<T: Copy>(at: usize) -> T {
+    unsafe { core::ptr::read_unaligned(at as *const T) }
+}
+
+/// Bytes from the IPv4 header that the quick path needs in the linear area.
+const QUICK_SPAN: usize = 20 + 14;
+
+/// Source, destination, protocol and L4 offset of an IPv4 header without options that is not
+/// a non-first fragment; the caller checked `l3 + QUICK_SPAN <= data_end`.
+#[inline(always)]
+fn ipv4_fixed(l3: usize) -> Option<([u8; 4], [u8; 4], u8, usize)> {
+    // SAFETY: the caller checked QUICK_SPAN bytes from l3.
+    let (ver_ihl, frag, proto, saddr, daddr) = unsafe {
+        (
+            read::<u8>(l3),
+            read::<[u8; 2]>(l3 + 6),
+            read::<u8>(l3 + 9),
+            read::<[u8; 4]>(l3 + 12),
+            read::<[u8; 4]>(l3 + 16),
+        )
+    };
+    if ver_ihl != 0x45 || frag[0] & 0x1f != 0 || frag[1] != 0 {
+        return None;
+    }
+    Some((saddr, daddr, proto, l3 + 20))
+}
+
+#[inline(always)]
+fn input(saddr: [u8; 4], daddr: [u8; 4], proto: u8, l4: [u8; 4]) -> FilterInput {
+    let (sport, dport) = if has_ports(proto) {
+        (be16([l4[0], l4[1]]), be16([l4[2], l4[3]]))
+    } else {
+        (0, 0)
+    };
+    FilterInput {
+        saddr: u32::from_ne_bytes(saddr),
+        daddr: u32::from_ne_bytes(daddr),
+        proto,
+        sport,
+        dport,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The quick filter path must agree with the full parser wherever it answers.
+    extern crate std;
+    use std::{vec, vec::Vec};
+
+    use super::*;
+
+    /// A packet in a byte slice, read like the tc programs read the linear area.
+    struct Bytes<'a>(&'a [u8]);
+
+    impl Packet for Bytes<'_> {
+        fn read<T: Copy>(&self, off: usize) -> Option<T> {
+            let end = off.checked_add(core::mem::size_of::<T>())?;
+            let b = self.0.get(off..end)?;
+            // SAFETY: `b` holds exactly size_of::<T>() bytes; T is plain data here.
+            Some(unsafe { core::ptr::read_unaligned(b.as_ptr() as *const T) })
+        }
+    }
+
+    const VX: u16 = 4789;
+
+    fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let len = (20 + payload.len()) as u16;
+        let mut p = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, proto, 0, 0];
+        p[2..4].copy_from_slice(&len.to_be_bytes());
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn eth(ip: &[u8]) -> Vec<u8> {
+        let mut f = vec![0xee; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(ip);
+        f
+    }
+
+    fn ports(sport: u16, dport: u16, rest: usize) -> Vec<u8> {
+        let mut l4 = Vec::new();
+        l4.extend_from_slice(&sport.to_be_bytes());
+        l4.extend_from_slice(&dport.to_be_bytes());
+        l4.resize(4 + rest, 0xab);
+        l4
+    }
+
+    fn vxlan(inner: &[u8]) -> Vec<u8> {
+        let mut udp = ports(40000, VX, 4);
+        udp.extend_from_slice(&[0x08, 0, 0, 0, 0, 0x10, 0, 0]);
+        udp.extend_from_slice(&eth(inner));
+        eth(&ipv4(17, [10, 10, 0, 1], [10, 10, 0, 2], &udp))
+    }
+
+    fn full(frame: &[u8], l2: bool) -> Option<FilterInput> {
+        let p = parse(&Bytes(frame), l2, VX).ok()?.pkt;
+        Some(FilterInput {
+            saddr: u32::from_ne_bytes(p.saddr),
+            daddr: u32::from_ne_bytes(p.daddr),
+            proto: p.proto,
+            sport: p.sport,
+            dport: p.dport,
+        })
+    }
+
+    fn quick(frame: &[u8], l2: bool) -> Option<FilterInput> {
+        let data = frame.as_ptr() as usize;
+        quick_input(data, data + frame.len(), l2, VX)
+    }
+
+    /// The common cases take the quick path and agree with the parser.
+    #[test]
+    fn quick_path_answers_the_common_cases() {
+        let (a, b) = ([10, 244, 0, 1], [10, 244, 4, 1]);
+        let tcp = ipv4(6, a, b, &ports(43070, 5201, 16));
+        let udp = ipv4(17, a, b, &ports(5353, 53, 16));
+        let mut echo = vec![8, 0, 0, 0, 0x04, 0xd2, 0, 1];
+        echo.resize(64, 0x5a);
+        let icmp = ipv4(1, a, b, &echo);
+        for ip in [&tcp, &udp, &icmp] {
+            for (frame, l2) in [(eth(ip), true), (vxlan(ip), true), (ip.clone(), false)] {
+                let q = quick(&frame, l2).expect("quick path");
+                assert_eq!(Some(q), full(&frame, l2));
+                assert_eq!((q.saddr.to_ne_bytes(), q.daddr.to_ne_bytes()), (a, b));
+            }
+        }
+        let q = quick(&eth(&tcp), true).unwrap();
+        assert_eq!((q.proto, q.sport, q.dport), (6, 43070, 5201));
+        assert_eq!(quick(&eth(&icmp), true).unwrap().dport, 0);
+    }
+
+    /// Anything unusual goes to the full parser.
+    #[test]
+    fn quick_path_declines_the_unusual() {
+        let (a, b) = ([10, 244, 0, 1], [10, 244, 4, 1]);
+        let tcp = ipv4(6, a, b, &ports(1, 2, 16));
+        let mut vlan = eth(&tcp);
+        vlan.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+        let mut options = tcp.clone();
+        options[0] = 0x46;
+        options.splice(20..20, [1, 1, 1, 1]);
+        let mut fragment = tcp.clone();
+        fragment[7] = 0x10;
+        let ipip = ipv4(4, [10, 10, 0, 1], [10, 10, 0, 2], &tcp);
+        let mut not_vxlan = vxlan(&tcp);
+        not_vxlan[14 + 20 + 8] = 0;
+        for (frame, l2) in [
+            (vlan, true),
+            (eth(&options), true),
+            (eth(&fragment), true),
+            (eth(&ipip), true),
+            (ipip, false),
+            (not_vxlan, true),
+            (eth(&tcp[..24]), true),
+        ] {
+            assert_eq!(quick(&frame, l2), None, "{frame:x?}");
+        }
+    }
+
+    /// Whatever the bytes, a quick answer is the parser's answer.
+    #[test]
+    fn quick_path_agrees_with_the_parser_on_mutated_packets() {
+        let (a, b) = ([10, 244, 0, 1], [10, 244, 4, 1]);
+        let seeds = [
+            eth(&ipv4(6, a, b, &ports(43070, 5201, 16))),
+            eth(&ipv4(17, a, b, &ports(5353, 53, 16))),
+            vxlan(&ipv4(6, a, b, &ports(43070, 5201, 16))),
+            vxlan(&ipv4(1, a, b, &[0, 0, 0, 0, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0])),
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut answered = 0;
+        for i in 0..200_000 {
+            let mut f = seeds[i % seeds.len()].clone();
+            for _ in 0..(next() % 3 + 1) {
+                let at = (next() as usize) % f.len();
+                f[at] = next() as u8;
+            }
+            let cut = f.len() - (next() as usize % 8).min(f.len());
+            let f = &f[..cut];
+            for l2 in [true, false] {
+                if let Some(q) = quick(f, l2) {
+                    answered += 1;
+                    assert_eq!(Some(q), full(f, l2), "{f:x?} l2={l2}");
+                }
+            }
+        }
+        assert!(
+            answered > 10_000,
+            "the quick path answered only {answered} times"
+        );
+    }
+}
