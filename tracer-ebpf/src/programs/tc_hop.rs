@@ -68,13 +68,17 @@ pub fn hop_egress_l3(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn hop(ctx: &TcContext, dir: u8, l2: bool) {
-    // Most packets do not match a filter: reject them from fixed offsets before parsing.
+    // Most packets do not match a filter: reject them from fixed offsets before parsing. A
+    // quick answer is the full parser's answer (tested in tracer-common), so a packet accepted
+    // here is not filtered again.
+    let mut accepted = false;
     if let Some(filter) = FILTER.get(0) {
         if filter.mode != MODE_MATCH_ALL {
             if let Some(input) = quick_input(ctx.data(), ctx.data_end(), l2, vxlan_port()) {
                 if !filter.matches(&input) {
                     return count(CTR_FILTERED);
                 }
+                accepted = true;
             }
         }
     }
@@ -84,16 +88,18 @@ fn hop(ctx: &TcContext, dir: u8, l2: bool) {
         Err(Skip::Malformed) => return count(CTR_MALFORMED),
     };
     let pkt = &parsed.pkt;
-    if let Some(filter) = FILTER.get(0) {
-        let input = FilterInput {
-            saddr: u32::from_ne_bytes(pkt.saddr),
-            daddr: u32::from_ne_bytes(pkt.daddr),
-            proto: pkt.proto,
-            sport: pkt.sport,
-            dport: pkt.dport,
-        };
-        if !filter.matches(&input) {
-            return count(CTR_FILTERED);
+    if !accepted {
+        if let Some(filter) = FILTER.get(0) {
+            let input = FilterInput {
+                saddr: u32::from_ne_bytes(pkt.saddr),
+                daddr: u32::from_ne_bytes(pkt.daddr),
+                proto: pkt.proto,
+                sport: pkt.sport,
+                dport: pkt.dport,
+            };
+            if !filter.matches(&input) {
+                return count(CTR_FILTERED);
+            }
         }
     }
     // SAFETY: `skb` is the context pointer the kernel handed to this program.
