@@ -38,6 +38,7 @@ pub enum Skip {
 }
 
 /// The result of parsing one packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Parsed {
     pub pkt: Ipv4Packet,
     pub encap: Encap,
@@ -208,94 +209,161 @@ fn outer_encap(outer: &Ipv4Hdr, kind: u8) -> Encap {
     }
 }
 
-/// What the flow filter looks at, read from fixed offsets for the common case only: the whole
-/// span in the linear area, no VLAN tag, IPv4 headers without options, not a non-first
-/// fragment, and for VXLAN an inner Ethernet/IPv4 header right behind the VXLAN header.
-/// `None` means "not that case": the caller then runs the full [`parse`], which gives the same
-/// fields whenever this returns `Some` (so a packet the filter rejects here would be rejected
-/// there too). This is the path of every packet a filter does not match; it reads only the
-/// bytes the filter needs and builds nothing else.
+/// What [`quick_parse`] made of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quick {
+    /// The filter rejected it (nothing else was read).
+    Rejected,
+    /// The filter accepted it; the same value `parse` returns.
+    Parsed(Parsed),
+    /// Not the common case: run the full [`parse`] (and the filter on its result).
+    Declined,
+}
+
+/// [`parse`] for the common case only, from fixed offsets in the linear area: no VLAN tag,
+/// IPv4 headers without options, not a non-first fragment, at least [`QUICK_SPAN`] bytes from
+/// the (inner) IPv4 header, and for VXLAN an inner Ethernet/IPv4 header right behind the VXLAN
+/// header; not IPIP. The flow filter (`accept`) sees the packet as soon as its addresses and
+/// ports are read, so a rejected packet costs only those reads. Whenever this does not decline,
+/// `accept` saw exactly what it would see on `parse`'s result and `Parsed` equals `parse`'s
+/// value (property-tested below): the tc programs take this path for nearly every packet and
+/// parse each packet once.
 #[inline(always)]
-pub fn quick_input(data: usize, end: usize, l2: bool, vxlan_port: u16) -> Option<FilterInput> {
-    let l3 = data + if l2 { ETH_HLEN } else { 0 };
-    // IPv4 header without options + as much of L4 as `parse` wants for any protocol (TCP's
-    // 14 bytes, up to its flags): with less, `parse` reports no ports, so we must not.
-    if l3 + QUICK_SPAN > end {
+pub fn quick_parse(
+    data: usize,
+    end: usize,
+    l2: bool,
+    vxlan_port: u16,
+    accept: impl FnOnce(&FilterInput) -> bool,
+) -> Quick {
+    match quick(data, end, l2, vxlan_port, accept) {
+        Some(Some(p)) => Quick::Parsed(p),
+        Some(None) => Quick::Rejected,
+        None => Quick::Declined,
+    }
+}
+
+/// `None`: declined; `Some(None)`: rejected by the filter.
+#[inline(always)]
+fn quick(
+    data: usize,
+    end: usize,
+    l2: bool,
+    vxlan_port: u16,
+    accept: impl FnOnce(&FilterInput) -> bool,
+) -> Option<Option<Parsed>> {
+    let p = Linear { data, end };
+    let l3 = if l2 { ETH_HLEN } else { 0 };
+    if data + l3 + QUICK_SPAN > end {
         return None;
     }
-    // SAFETY (all reads below): within [data, end), checked just above or below.
-    if l2 && unsafe { read::<[u8; 2]>(data + 12) } != [0x08, 0x00] {
+    if l2 && p.read::<[u8; 2]>(12)? != [0x08, 0x00] {
         return None;
     }
-    let (saddr, daddr, proto, l4) = ipv4_fixed(l3)?;
-    let ports: [u8; 4] = unsafe { read(l4) };
-    if proto == IPPROTO_IPIP {
-        return None;
-    }
-    if proto == IPPROTO_UDP && be16([ports[2], ports[3]]) == vxlan_port {
-        // Outer UDP (8) + VXLAN (8) + inner Ethernet (14), then the inner IPv4 + 8 bytes.
+    let outer = ipv4_fixed(&p, l3)?;
+    let l4 = l3 + 20;
+    let ports: [u8; 4] = p.read(l4)?;
+    let dport = be16([ports[2], ports[3]]);
+    if outer.proto == IPPROTO_UDP && dport == vxlan_port {
+        // Outer UDP (8) + VXLAN (8) + inner Ethernet (14), then the inner IPv4 header.
         let inner_eth = l4 + UDP_HLEN + VXLAN_HLEN;
         let inner_l3 = inner_eth + ETH_HLEN;
-        if inner_l3 + QUICK_SPAN > end {
+        if data + inner_l3 + QUICK_SPAN > end {
             return None;
         }
-        let vx_flags: u8 = unsafe { read(l4 + UDP_HLEN) };
-        if vx_flags & 0x08 == 0 || unsafe { read::<[u8; 2]>(inner_eth + 12) } != [0x08, 0x00] {
+        let vx: [u8; 8] = p.read(l4 + UDP_HLEN)?;
+        if vx[0] & 0x08 == 0 || p.read::<[u8; 2]>(inner_eth + 12)? != [0x08, 0x00] {
             return None;
         }
-        let (saddr, daddr, proto, l4) = ipv4_fixed(inner_l3)?;
-        if proto == IPPROTO_IPIP {
-            return None;
+        let inner = ipv4_fixed(&p, inner_l3)?;
+        let inner_ports: [u8; 4] = p.read(inner_l3 + 20)?;
+        if !accept(&fixed_input(&inner, inner_ports)) {
+            return Some(None);
         }
-        return Some(input(saddr, daddr, proto, unsafe { read(l4) }));
+        let mut parsed = Parsed {
+            encap: Encap {
+                sport: be16([ports[0], ports[1]]),
+                dport,
+                vni: u32::from_be_bytes([0, vx[4], vx[5], vx[6]]),
+                ..outer_encap(&outer, ENCAP_VXLAN)
+            },
+            ..Parsed::default()
+        };
+        parsed.flags = fill_packet(&p, &inner, inner_l3 + 20, &mut parsed.pkt);
+        return Some(Some(parsed));
     }
-    Some(input(saddr, daddr, proto, ports))
-}
-
-/// # Safety
-/// `at .. at + size_of::<T>()` must lie within the packet's linear area, checked against
-/// `data_end` by the caller in a way the verifier sees.
-#[inline(always)]
-unsafe fn read<T: Copy>(at: usize) -> T {
-    unsafe { core::ptr::read_unaligned(at as *const T) }
-}
-
-/// Bytes from the IPv4 header that the quick path needs in the linear area.
-const QUICK_SPAN: usize = 20 + 14;
-
-/// Source, destination, protocol and L4 offset of an IPv4 header without options that is not
-/// a non-first fragment; the caller checked `l3 + QUICK_SPAN <= data_end`.
-#[inline(always)]
-fn ipv4_fixed(l3: usize) -> Option<([u8; 4], [u8; 4], u8, usize)> {
-    // SAFETY: the caller checked QUICK_SPAN bytes from l3.
-    let (ver_ihl, frag, proto, saddr, daddr) = unsafe {
-        (
-            read::<u8>(l3),
-            read::<[u8; 2]>(l3 + 6),
-            read::<u8>(l3 + 9),
-            read::<[u8; 4]>(l3 + 12),
-            read::<[u8; 4]>(l3 + 16),
-        )
-    };
-    if ver_ihl != 0x45 || frag[0] & 0x1f != 0 || frag[1] != 0 {
-        return None;
+    if !accept(&fixed_input(&outer, ports)) {
+        return Some(None);
     }
-    Some((saddr, daddr, proto, l3 + 20))
+    let mut parsed = Parsed::default();
+    parsed.flags = fill_packet(&p, &outer, l4, &mut parsed.pkt);
+    Some(Some(parsed))
 }
 
+/// The filter's view of a header that `quick` checked (IPv4, not a non-first fragment, the
+/// first 4 bytes of L4 present), as `fill_packet` + [`filter_input`] would give it.
 #[inline(always)]
-fn input(saddr: [u8; 4], daddr: [u8; 4], proto: u8, l4: [u8; 4]) -> FilterInput {
-    let (sport, dport) = if has_ports(proto) {
+fn fixed_input(ip: &Ipv4Hdr, l4: [u8; 4]) -> FilterInput {
+    let (sport, dport) = if has_ports(ip.proto) {
         (be16([l4[0], l4[1]]), be16([l4[2], l4[3]]))
     } else {
         (0, 0)
     };
     FilterInput {
-        saddr: u32::from_ne_bytes(saddr),
-        daddr: u32::from_ne_bytes(daddr),
-        proto,
+        saddr: u32::from_ne_bytes(ip.saddr),
+        daddr: u32::from_ne_bytes(ip.daddr),
+        proto: ip.proto,
         sport,
         dport,
+    }
+}
+
+/// Bytes from an IPv4 header that [`quick_parse`] needs in the linear area: the header without
+/// options and the 14 bytes of L4 that `parse` reads for TCP (ports, sequence, flags). With
+/// less, `parse` reports a truncated L4 header, which the quick path leaves to it.
+pub const QUICK_SPAN: usize = 20 + 14;
+
+/// The linear area `[data, end)` of a packet: each read is bounds-checked (one comparison that
+/// the verifier also needs), never falls back to a helper.
+struct Linear {
+    data: usize,
+    end: usize,
+}
+
+impl Packet for Linear {
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        let at = self.data + off;
+        if at + core::mem::size_of::<T>() > self.end {
+            return None;
+        }
+        // SAFETY: `at .. at + size_of::<T>()` lies within the linear area, checked just above.
+        Some(unsafe { core::ptr::read_unaligned(at as *const T) })
+    }
+}
+
+/// An IPv4 header without options that is neither IPIP nor a non-first fragment.
+#[inline(always)]
+fn ipv4_fixed(p: &Linear, l3: usize) -> Option<Ipv4Hdr> {
+    let ip: Ipv4Hdr = p.read(l3)?;
+    if ip.ver_ihl != 0x45 || ip.frag_off[0] & 0x1f != 0 || ip.frag_off[1] != 0 {
+        return None;
+    }
+    if ip.proto == IPPROTO_IPIP {
+        return None;
+    }
+    Some(ip)
+}
+
+/// What the flow filter looks at in a parsed packet.
+#[inline(always)]
+pub fn filter_input(p: &Ipv4Packet) -> FilterInput {
+    FilterInput {
+        saddr: u32::from_ne_bytes(p.saddr),
+        daddr: u32::from_ne_bytes(p.daddr),
+        proto: p.proto,
+        sport: p.sport,
+        dport: p.dport,
     }
 }
 
@@ -353,20 +421,34 @@ mod tests {
         eth(&ipv4(17, [10, 10, 0, 1], [10, 10, 0, 2], &udp))
     }
 
-    fn full(frame: &[u8], l2: bool) -> Option<FilterInput> {
-        let p = parse(&Bytes(frame), l2, VX).ok()?.pkt;
-        Some(FilterInput {
-            saddr: u32::from_ne_bytes(p.saddr),
-            daddr: u32::from_ne_bytes(p.daddr),
-            proto: p.proto,
-            sport: p.sport,
-            dport: p.dport,
-        })
+    fn full(frame: &[u8], l2: bool) -> Option<Parsed> {
+        parse(&Bytes(frame), l2, VX).ok()
     }
 
-    fn quick(frame: &[u8], l2: bool) -> Option<FilterInput> {
+    /// The quick path with a filter that accepts everything.
+    fn quick(frame: &[u8], l2: bool) -> Option<Parsed> {
         let data = frame.as_ptr() as usize;
-        quick_input(data, data + frame.len(), l2, VX)
+        match quick_parse(data, data + frame.len(), l2, VX, |_| true) {
+            Quick::Parsed(p) => Some(p),
+            Quick::Declined => None,
+            Quick::Rejected => panic!("rejected by a filter that accepts everything"),
+        }
+    }
+
+    /// What the quick path's filter saw, and whether it then parsed (it must, when accepted).
+    fn quick_filter_view(frame: &[u8], l2: bool, accept: bool) -> Option<FilterInput> {
+        let data = frame.as_ptr() as usize;
+        let mut seen = None;
+        let q = quick_parse(data, data + frame.len(), l2, VX, |i| {
+            seen = Some(*i);
+            accept
+        });
+        match q {
+            Quick::Declined => assert_eq!(seen, None, "declined after filtering"),
+            Quick::Rejected => assert!(!accept && seen.is_some()),
+            Quick::Parsed(_) => assert!(accept && seen.is_some()),
+        }
+        seen
     }
 
     /// The common cases take the quick path and agree with the parser.
@@ -382,12 +464,18 @@ mod tests {
             for (frame, l2) in [(eth(ip), true), (vxlan(ip), true), (ip.clone(), false)] {
                 let q = quick(&frame, l2).expect("quick path");
                 assert_eq!(Some(q), full(&frame, l2));
-                assert_eq!((q.saddr.to_ne_bytes(), q.daddr.to_ne_bytes()), (a, b));
+                assert_eq!((q.pkt.saddr, q.pkt.daddr), (a, b));
             }
         }
-        let q = quick(&eth(&tcp), true).unwrap();
+        let q = filter_input(&quick(&eth(&tcp), true).unwrap().pkt);
         assert_eq!((q.proto, q.sport, q.dport), (6, 43070, 5201));
-        assert_eq!(quick(&eth(&icmp), true).unwrap().dport, 0);
+        let v = quick(&vxlan(&tcp), true).unwrap();
+        assert_eq!(
+            (v.encap.kind, v.encap.vni, v.encap.dport),
+            (ENCAP_VXLAN, 0x1000, VX)
+        );
+        let i = quick(&eth(&icmp), true).unwrap().pkt;
+        assert_eq!((i.dport, i.icmp_id, i.icmp_seq), (0, 1234, 1));
     }
 
     /// Anything unusual goes to the full parser.
@@ -448,6 +536,11 @@ mod tests {
                 if let Some(q) = quick(f, l2) {
                     answered += 1;
                     assert_eq!(Some(q), full(f, l2), "{f:x?} l2={l2}");
+                }
+                // A rejecting filter sees the same fields as on the full parse.
+                if let Some(seen) = quick_filter_view(f, l2, false) {
+                    let full = full(f, l2).expect("quick path answered, parse must too");
+                    assert_eq!(seen, filter_input(&full.pkt), "{f:x?} l2={l2}");
                 }
             }
         }

@@ -13,12 +13,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use tracer_common::{
-    filter::{FilterInput, MODE_MATCH_ALL},
-    EventHeader, Hop, HopEvent, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_RINGBUF_FULL,
-    CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS, EVENT_HOP, MODE_AGGREGATE, MODE_EVENTS,
+    filter::FilterInput, EventHeader, Hop, HopEvent, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4,
+    CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS, EVENT_HOP, MODE_AGGREGATE,
+    MODE_EVENTS,
 };
 
-use tracer_common::parse::{parse, quick_input, Packet, Skip};
+use tracer_common::parse::{filter_input, parse, quick_parse, Packet, Quick, Skip};
 
 use crate::{
     aggregate,
@@ -68,40 +68,27 @@ pub fn hop_egress_l3(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn hop(ctx: &TcContext, dir: u8, l2: bool) {
-    // Most packets do not match a filter: reject them from fixed offsets before parsing. A
-    // quick answer is the full parser's answer (tested in tracer-common), so a packet accepted
-    // here is not filtered again.
-    let mut accepted = false;
-    if let Some(filter) = FILTER.get(0) {
-        if filter.mode != MODE_MATCH_ALL {
-            if let Some(input) = quick_input(ctx.data(), ctx.data_end(), l2, vxlan_port()) {
-                if !filter.matches(&input) {
-                    return count(CTR_FILTERED);
-                }
-                accepted = true;
-            }
-        }
-    }
-    let parsed = match parse(&Skb(ctx), l2, vxlan_port()) {
-        Ok(p) => p,
-        Err(Skip::NotIpv4) => return count(CTR_NOT_IPV4),
-        Err(Skip::Malformed) => return count(CTR_MALFORMED),
-    };
-    let pkt = &parsed.pkt;
-    if !accepted {
-        if let Some(filter) = FILTER.get(0) {
-            let input = FilterInput {
-                saddr: u32::from_ne_bytes(pkt.saddr),
-                daddr: u32::from_ne_bytes(pkt.daddr),
-                proto: pkt.proto,
-                sport: pkt.sport,
-                dport: pkt.dport,
+    // Nearly every packet takes the quick path (fixed offsets in the linear area, the filter
+    // applied as soon as addresses and ports are read); anything unusual (VLAN, IP options,
+    // IPIP, non-linear headers) the full parser.
+    let filter = FILTER.get(0);
+    let accept = |input: &FilterInput| filter.is_none_or(|f| f.matches(input));
+    let parsed = match quick_parse(ctx.data(), ctx.data_end(), l2, vxlan_port(), accept) {
+        Quick::Parsed(p) => p,
+        Quick::Rejected => return count(CTR_FILTERED),
+        Quick::Declined => {
+            let p = match parse(&Skb(ctx), l2, vxlan_port()) {
+                Ok(p) => p,
+                Err(Skip::NotIpv4) => return count(CTR_NOT_IPV4),
+                Err(Skip::Malformed) => return count(CTR_MALFORMED),
             };
-            if !filter.matches(&input) {
+            if !accept(&filter_input(&p.pkt)) {
                 return count(CTR_FILTERED);
             }
+            p
         }
-    }
+    };
+    let pkt = &parsed.pkt;
     // SAFETY: `skb` is the context pointer the kernel handed to this program.
     let skb = unsafe { &*ctx.skb.skb };
     // SAFETY: helper without arguments, valid in tc programs.
