@@ -13,12 +13,11 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use tracer_common::{
-    filter::FilterInput, EventHeader, Hop, HopEvent, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4,
-    CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS, EVENT_HOP, MODE_AGGREGATE,
-    MODE_EVENTS,
+    EventHeader, Hop, HopEvent, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_RINGBUF_FULL,
+    CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS, EVENT_HOP, MODE_AGGREGATE, MODE_EVENTS,
 };
 
-use tracer_common::parse::{filter_input, parse, quick_parse, Packet, Quick, Skip};
+use tracer_common::parse::{filter_input, parse, quick_parse, Packet, Skip};
 
 use crate::{
     aggregate,
@@ -68,27 +67,23 @@ pub fn hop_egress_l3(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn hop(ctx: &TcContext, dir: u8, l2: bool) {
-    // Nearly every packet takes the quick path (fixed offsets in the linear area, the filter
-    // applied as soon as addresses and ports are read); anything unusual (VLAN, IP options,
-    // IPIP, non-linear headers) the full parser.
-    let filter = FILTER.get(0);
-    let accept = |input: &FilterInput| filter.is_none_or(|f| f.matches(input));
-    let parsed = match quick_parse(ctx.data(), ctx.data_end(), l2, vxlan_port(), accept) {
-        Quick::Parsed(p) => p,
-        Quick::Rejected => return count(CTR_FILTERED),
-        Quick::Declined => {
-            let p = match parse(&Skb(ctx), l2, vxlan_port()) {
-                Ok(p) => p,
-                Err(Skip::NotIpv4) => return count(CTR_NOT_IPV4),
-                Err(Skip::Malformed) => return count(CTR_MALFORMED),
-            };
-            if !accept(&filter_input(&p.pkt)) {
-                return count(CTR_FILTERED);
-            }
-            p
-        }
+    // Nearly every packet takes the quick path (fixed offsets in the linear area); anything
+    // unusual (VLAN, IP options, IPIP, non-linear headers) the full parser. One filter call
+    // site: the verifier checks the filter loop once per program.
+    let parsed = match quick_parse(ctx.data(), ctx.data_end(), l2, vxlan_port()) {
+        Some(p) => p,
+        None => match parse(&Skb(ctx), l2, vxlan_port()) {
+            Ok(p) => p,
+            Err(Skip::NotIpv4) => return count(CTR_NOT_IPV4),
+            Err(Skip::Malformed) => return count(CTR_MALFORMED),
+        },
     };
     let pkt = &parsed.pkt;
+    if let Some(filter) = FILTER.get(0) {
+        if !filter.matches(&filter_input(pkt)) {
+            return count(CTR_FILTERED);
+        }
+    }
     // SAFETY: `skb` is the context pointer the kernel handed to this program.
     let skb = unsafe { &*ctx.skb.skb };
     // SAFETY: helper without arguments, valid in tc programs.
