@@ -88,18 +88,25 @@ fn tcx_attachments(netns: &str, ifaces: &[String]) -> usize {
     .expect("query inside the node namespace")
 }
 
+/// The first node's namespace and the interfaces the tracer attaches to there (pod veths,
+/// vxlan.calico, the uplink).
+fn first_node_ifaces(lab: &lab::Lab) -> (String, Vec<String>) {
+    let topo = lab.topology();
+    let node = &topo.nodes[0];
+    let mut ifaces: Vec<String> = topo
+        .pods_on(&node.name)
+        .iter()
+        .map(|p| p.cali.clone())
+        .collect();
+    ifaces.extend(["vxlan.calico".to_string(), node.uplink.clone()]);
+    (node.netns.clone(), ifaces)
+}
+
 #[test]
 fn killed_or_stopped_tracer_leaves_nothing_attached() {
     require_root();
     let lab = common::lab_up("tt-kill", 1, Encap::Vxlan);
-    let topo = lab.topology().clone();
-    let node = topo.nodes[0].netns.clone();
-    let mut ifaces: Vec<String> = topo
-        .pods_on(&topo.nodes[0].name)
-        .iter()
-        .map(|p| p.cali.clone())
-        .collect();
-    ifaces.extend(["vxlan.calico".to_string(), topo.nodes[0].uplink.clone()]);
+    let (node, ifaces) = first_node_ifaces(&lab);
     let count = || tcx_attachments(&node, &ifaces);
     assert_eq!(count(), 0, "attachments before the tracer started");
 
@@ -175,14 +182,7 @@ fn rcu_switch() -> String {
 fn many_pods_attach_with_expedited_rcu_and_restore_the_switch() {
     require_root();
     let lab = common::lab_up("tt-many", 40, Encap::Vxlan);
-    let topo = lab.topology().clone();
-    let node = topo.nodes[0].netns.clone();
-    let mut ifaces: Vec<String> = topo
-        .pods_on(&topo.nodes[0].name)
-        .iter()
-        .map(|p| p.cali.clone())
-        .collect();
-    ifaces.extend(["vxlan.calico".to_string(), topo.nodes[0].uplink.clone()]);
+    let (node, ifaces) = first_node_ifaces(&lab);
     let links = ifaces.len() * 2;
     let count = || tcx_attachments(&node, &ifaces);
     let original = rcu_switch();

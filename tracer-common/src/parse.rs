@@ -269,9 +269,17 @@ pub const QUICK_SPAN: usize = 20 + 14;
 
 /// The linear area `[data, end)` of a packet: each read is bounds-checked (one comparison that
 /// the verifier also needs), never falls back to a helper.
-struct Linear {
+pub struct Linear {
     data: usize,
     end: usize,
+}
+
+impl Linear {
+    /// `data`/`data_end` of a tc context (or any readable `[data, end)`).
+    #[inline(always)]
+    pub fn new(data: usize, end: usize) -> Linear {
+        Linear { data, end }
+    }
 }
 
 impl Packet for Linear {

@@ -112,7 +112,7 @@ impl Expedited {
         let mut saved = String::new();
         lock.read_to_string(&mut saved)?;
         let saved = saved.trim().to_string();
-        let mut current = if saved.is_empty() {
+        let current = if saved.is_empty() {
             current
         } else {
             // The previous owner died with the switch on: put its saved value back first.
@@ -140,7 +140,7 @@ impl Expedited {
         }
         Ok(Expedited {
             paths: paths.clone(),
-            restore: Some(std::mem::take(&mut current)),
+            restore: Some(current),
             lock,
         })
     }

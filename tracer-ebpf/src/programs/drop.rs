@@ -12,11 +12,11 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    filter::FilterInput, Drop, DropEvent, EventHeader, SkbLayout, CTR_DROP_OTHER_NETNS,
-    CTR_DROP_READ_ERR, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_RINGBUF_FULL, EVENT_DROP,
+    Drop, DropEvent, EventHeader, SkbLayout, CTR_DROP_OTHER_NETNS, CTR_DROP_READ_ERR, CTR_FILTERED,
+    CTR_MALFORMED, CTR_NOT_IPV4, CTR_RINGBUF_FULL, EVENT_DROP,
 };
 
-use tracer_common::parse::{parse, Packet, Skip};
+use tracer_common::parse::{filter_input, parse, Packet, Skip};
 
 use crate::maps::{count, vxlan_port, EVENTS, FILTER, RB_NO_WAKEUP, SKB_LAYOUT, TRACED_NETNS};
 
@@ -122,15 +122,7 @@ fn report(layout: &SkbLayout, skb: *const u8, location: u64, reason: u32) -> Opt
         }
     };
     if let Some(filter) = FILTER.get(0) {
-        let p = &parsed.pkt;
-        let input = FilterInput {
-            saddr: u32::from_ne_bytes(p.saddr),
-            daddr: u32::from_ne_bytes(p.daddr),
-            proto: p.proto,
-            sport: p.sport,
-            dport: p.dport,
-        };
-        if !filter.matches(&input) {
+        if !filter.matches(&filter_input(&parsed.pkt)) {
             count(CTR_FILTERED);
             return Some(());
         }

@@ -4,8 +4,6 @@
 //! Four entry points differ only in direction and in whether the device has an Ethernet header
 //! (`*_l3` for tunl0-like devices). All return `TC_ACT_UNSPEC` (tcx "next") on every path.
 
-use core::ptr;
-
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
@@ -17,7 +15,7 @@ use tracer_common::{
     CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS, EVENT_HOP, MODE_AGGREGATE, MODE_EVENTS,
 };
 
-use tracer_common::parse::{filter_input, parse, quick_parse, Packet, Skip};
+use tracer_common::parse::{filter_input, parse, quick_parse, Linear, Packet, Skip};
 
 use crate::{
     aggregate,
@@ -30,14 +28,9 @@ struct Skb<'a>(&'a TcContext);
 impl Packet for Skb<'_> {
     #[inline(always)]
     fn read<T: Copy>(&self, off: usize) -> Option<T> {
-        let start = self.0.data();
-        let end = self.0.data_end();
-        if start + off + core::mem::size_of::<T>() <= end {
-            // SAFETY: the bounds were checked against data_end just above.
-            Some(unsafe { ptr::read_unaligned((start + off) as *const T) })
-        } else {
-            self.0.load::<T>(off).ok()
-        }
+        Linear::new(self.0.data(), self.0.data_end())
+            .read(off)
+            .or_else(|| self.0.load::<T>(off).ok())
     }
 }
 
@@ -70,9 +63,10 @@ fn hop(ctx: &TcContext, dir: u8, l2: bool) {
     // Nearly every packet takes the quick path (fixed offsets in the linear area); anything
     // unusual (VLAN, IP options, IPIP, non-linear headers) the full parser. One filter call
     // site: the verifier checks the filter loop once per program.
-    let parsed = match quick_parse(ctx.data(), ctx.data_end(), l2, vxlan_port()) {
+    let port = vxlan_port();
+    let parsed = match quick_parse(ctx.data(), ctx.data_end(), l2, port) {
         Some(p) => p,
-        None => match parse(&Skb(ctx), l2, vxlan_port()) {
+        None => match parse(&Skb(ctx), l2, port) {
             Ok(p) => p,
             Err(Skip::NotIpv4) => return count(CTR_NOT_IPV4),
             Err(Skip::Malformed) => return count(CTR_MALFORMED),

@@ -15,6 +15,7 @@
 //!   totals), what the tracer itself lost (ring buffer full, decode errors: gaps in the data,
 //!   not kernel drops), and what it chose not to trace (filtered, not IPv4, malformed).
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
@@ -406,13 +407,13 @@ fn encap_text(e: &Encap) -> String {
     }
 }
 
-/// `icmp`, `tcp`, `udp`, or the protocol number.
-fn proto_json(proto: u8) -> String {
+/// `icmp`, `tcp`, `udp`, or the protocol number (allocates only for the last).
+fn proto_json(proto: u8) -> Cow<'static, str> {
     match proto {
         1 => "icmp".into(),
         6 => "tcp".into(),
         17 => "udp".into(),
-        other => other.to_string(),
+        other => other.to_string().into(),
     }
 }
 
@@ -464,7 +465,7 @@ struct SummaryJson {
 #[derive(Serialize)]
 struct FlowJson {
     flow: String,
-    proto: String,
+    proto: Cow<'static, str>,
     src: Ipv4Addr,
     dst: Ipv4Addr,
     sport: u16,
