@@ -19,7 +19,7 @@ use crate::{
     correlate::{Outcome, Trace},
     discover::local_addrs,
     netns::Netns,
-    trace::{run_session, Output, TraceArgs},
+    trace::{run_session, CaptureArgs, Output, TraceArgs},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -95,24 +95,17 @@ pub fn run(args: DiagnoseArgs) -> Result<()> {
     if let Some(port) = args.port {
         filter = format!("{filter} and (icmp or port {port})");
     }
+    let mut capture = CaptureArgs::new(args.netns.clone(), Some(filter));
+    // Probes take about a second; a neighbour failure is only reported ~3 s later.
+    capture.duration = Some(Duration::from_secs(7));
     let trace_args = TraceArgs {
-        netns: args.netns.clone(),
-        iface: Vec::new(),
-        filter: Some(filter),
+        capture,
         count: None,
-        // Probes take about a second; a neighbour failure is only reported ~3 s later.
-        duration: Some(Duration::from_secs(7)),
         output: args.output,
-        ready_file: None,
-        ringbuf_mib: 16,
         linger_ms: 300,
-        no_drops: false,
         stats: false,
         interval: None,
         kernel_agg: false,
-        sample: 1,
-        drop_hook: crate::hooks::DropHook::Auto,
-        no_rcu_expedite: false,
         quiet: false,
     };
     let (to, proto, port, count, size) = (args.to, args.proto, args.port, args.probes, args.size);

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracer::{diagnose, pipeline_bench, trace};
+use tracer::{diagnose, pipeline_bench, record, trace};
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +23,11 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Per-segment latency statistics only (no per-packet lines): `trace --stats` quietly.
     Stats(trace::TraceArgs),
+    /// Write the raw kernel records to a file, to correlate later with `replay` (cheap enough
+    /// for every packet of a fast flow; the file is the evidence for a report).
+    Record(record::RecordArgs),
+    /// Print the traces, verdicts and latency of a recording, as `trace` would have live.
+    Replay(record::ReplayArgs),
     /// Send a few probes from a pod's namespace to one address, trace them, print one verdict.
     Diagnose(diagnose::DiagnoseArgs),
     /// Benchmark of the user-space pipeline (decode + correlate + latency) on synthetic events.
@@ -42,6 +47,8 @@ fn main() -> ExitCode {
             args.stats = true;
             trace::run(args)
         }
+        Command::Record(args) => record::run(args),
+        Command::Replay(args) => record::replay(args),
         Command::Diagnose(args) => diagnose::run(args),
         Command::PipelineBench(args) => pipeline_bench::run(args),
     };

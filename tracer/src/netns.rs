@@ -75,7 +75,7 @@ impl Netns {
     }
 }
 
-fn hostname() -> Option<String> {
+pub fn hostname() -> Option<String> {
     let h = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let h = h.trim();
     (!h.is_empty()).then(|| h.to_string())

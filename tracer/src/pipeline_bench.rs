@@ -42,7 +42,7 @@ const IFACES: [(u32, &str, IfaceKind); 3] = [
     (4, "cali0123456789a", IfaceKind::PodVeth),
 ];
 
-fn topology() -> Topology {
+pub(crate) fn topology() -> Topology {
     let node = |i: usize| Node {
         name: format!("node{}", i + 1),
         netns: NS[i],
@@ -73,7 +73,7 @@ fn topology() -> Topology {
 }
 
 /// The six records of packet `n`, starting at `t0`, 1 µs apart.
-fn packet_records(n: u64, t0: u64, out: &mut Vec<[u8; size_of::<HopEvent>()]>) {
+pub(crate) fn packet_records(n: u64, t0: u64, out: &mut Vec<[u8; size_of::<HopEvent>()]>) {
     let pkt = Ipv4Packet {
         saddr: [10, 244, 0, 1],
         daddr: [10, 244, 4, 1],

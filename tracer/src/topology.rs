@@ -6,10 +6,10 @@
 
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The role of an interface in Calico's data path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IfaceKind {
     /// Host side of a pod's veth (`cali*`).
@@ -51,7 +51,7 @@ impl IfaceKind {
 }
 
 /// One traced interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Iface {
     pub ifindex: u32,
     pub name: String,
@@ -59,7 +59,7 @@ pub struct Iface {
 }
 
 /// One traced node (network namespace).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     /// Display name: the netns name, or the host name when tracing the current namespace.
     pub name: String,
@@ -82,7 +82,7 @@ pub struct Node {
 }
 
 /// One route of a node's main table.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub dst: Ipv4Addr,
     pub prefix_len: u8,
@@ -100,7 +100,7 @@ impl Route {
 }
 
 /// Any interface of a node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
     pub ifindex: u32,
     pub name: String,
@@ -135,7 +135,7 @@ impl Node {
 }
 
 /// All traced nodes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     pub nodes: Vec<Node>,
 }

@@ -25,7 +25,8 @@ use crate::correlate::{Correlator, FlowSummary, Outcome, RouteLookup, Trace};
 use crate::event::{proto_name, Encap, EncapKind, FlowKey};
 
 /// Counters of the tracer's own losses and exclusions, filled by the caller.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct LossCounters {
     /// Events lost because the ring buffer was full.
     pub ringbuf_full: u64,
