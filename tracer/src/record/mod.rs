@@ -104,6 +104,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
     };
     let mut w = Writer::new(BufWriter::with_capacity(1 << 20, file), &header)
         .context("writing the recording's header")?;
+    w.flush().context("writing the recording's header")?;
     eprintln!("tracer: recording to {}", args.write.display());
     let mut names = NamesWritten::default();
     let mut pacer = DrainPacer::new(args.capture.duration);
@@ -171,5 +172,9 @@ fn drain<W: Write>(
         }
     }
     w.tick(monotonic_ns()).context("writing the recording")?;
+    if n > 0 {
+        // What was drained reaches the file now: a recorder killed later loses nothing of it.
+        w.flush().context("writing the recording")?;
+    }
     Ok(n)
 }

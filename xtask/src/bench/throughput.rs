@@ -94,6 +94,7 @@ pub enum Config {
     Baseline,
     TraceFlow,
     TraceFlowNoDrops,
+    RecordFlow,
     FilterMiss,
     Stats,
     Tcpdump,
@@ -105,6 +106,7 @@ impl Config {
             Config::Baseline => "baseline",
             Config::TraceFlow => "trace-flow",
             Config::TraceFlowNoDrops => "trace-flow-nodrops",
+            Config::RecordFlow => "record-flow",
             Config::FilterMiss => "filter-miss",
             Config::Stats => "stats-kernel",
             Config::Tcpdump => "tcpdump",
@@ -117,6 +119,15 @@ impl Config {
             Config::Baseline | Config::Tcpdump => return None,
             Config::TraceFlow => ("trace", &env.match_filter, &[]),
             Config::TraceFlowNoDrops => ("trace", &env.match_filter, &["--no-drops"]),
+            Config::RecordFlow => {
+                let file = env.scratch.join("flow.trec").display().to_string();
+                return Some(tracer_cmdline(
+                    "record",
+                    env,
+                    &env.match_filter,
+                    &["--write", &file],
+                ));
+            }
             Config::FilterMiss => ("trace", MISS_FILTER, &[]),
             Config::Stats if plan.kernel_agg => ("stats", &env.match_filter, &["--kernel-agg"]),
             Config::Stats => ("stats", &env.match_filter, &[]),
@@ -127,6 +138,7 @@ impl Config {
     fn label(self, plan: &Plan) -> String {
         match self {
             Config::TraceFlowNoDrops => "trace-flow --no-drops".into(),
+            Config::RecordFlow => "record-flow (to a file, replay later)".into(),
             Config::Stats if !plan.kernel_agg => "stats-kernel (user-space stats)".into(),
             c => c.name().into(),
         }
@@ -158,6 +170,7 @@ pub fn configs(plan: &Plan) -> Vec<Config> {
     if !plan.quick {
         c.push(Config::TraceFlowNoDrops);
     }
+    c.push(Config::RecordFlow);
     c.extend([Config::FilterMiss, Config::Stats, Config::Tcpdump]);
     c
 }
@@ -242,18 +255,17 @@ fn measure(plan: &Plan, env: &Env, c: Config, proto: Proto) -> Result<Sample> {
 }
 
 /// Starts the tracer with `args` plus a ready file and waits until it is attached.
-/// `tracer SUB --netns <each node> --filter FILTER --output json EXTRA...`.
+/// `tracer SUB --netns <each node> --filter FILTER --output json EXTRA...` (`record` writes a
+/// file and its summary line is JSON anyway: no `--output`).
 pub fn tracer_cmdline(sub: &str, env: &Env, filter: &str, extra: &[&str]) -> Vec<String> {
     let mut args = vec![sub.to_string()];
     for ns in &env.node_ns {
         args.extend(["--netns".to_string(), ns.clone()]);
     }
-    args.extend([
-        "--filter".into(),
-        filter.into(),
-        "--output".into(),
-        "json".into(),
-    ]);
+    args.extend(["--filter".into(), filter.into()]);
+    if sub != "record" {
+        args.extend(["--output".into(), "json".into()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
