@@ -260,3 +260,66 @@ fn bad_recordings_and_paths_are_one_line_errors() {
         out.stderr
     );
 }
+
+#[test]
+fn the_recorder_stops_itself_at_max_mib() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = common::lab_up("trecm", 1, Encap::Vxlan);
+    let topo = lab.topology().clone();
+    let scratch = Scratch::new("max");
+    let file = scratch.0.join("capped.trec");
+    let (a, b) = (
+        topo.pods_on("node1")[0].clone(),
+        topo.pods_on("node2")[0].clone(),
+    );
+    let mut args = capture_args(&topo, &format!("host {} and host {}", a.ip, b.ip));
+    args.extend([
+        "--write".into(),
+        file.display().to_string(),
+        "--max-mib".into(),
+        "1".into(),
+    ]);
+    let rec = Tracer::start_cmd("record", &args);
+    // ~5000 echo requests and replies, six hops each: ~6 MB of records, more than the cap.
+    let flood = std::process::Command::new("ip")
+        .args(["netns", "exec", &a.netns, "ping", "-f", "-q", "-c", "5000"])
+        .arg(b.ip.to_string())
+        .output()
+        .expect("ping -f");
+    assert!(
+        flood.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flood.stderr)
+    );
+    let started = Instant::now();
+    let out = loop {
+        // The recorder stops by itself; SIGINT after 10 s would make the test fail below.
+        if started.elapsed() > Duration::from_secs(10) || !file_growing(&file) {
+            break rec.stop();
+        }
+    };
+    assert!(
+        out.stderr.contains("reached --max-mib 1 MiB"),
+        "the recorder did not stop at the cap: {}",
+        out.stderr
+    );
+    let size = std::fs::metadata(&file).expect("recording").len();
+    assert!(
+        (1 << 20..8 << 20).contains(&size),
+        "size {size} is not near the 1 MiB cap"
+    );
+    let replayed = replay(&file, &[]);
+    assert!(replayed.status.success(), "{}", replayed.stderr);
+    assert!(!replayed.stderr.contains("warning"), "{}", replayed.stderr);
+    assert!(replayed.traces().len() > 100);
+    lab.down().expect("lab down");
+}
+
+/// False once the file has not grown for 300 ms (the recorder has stopped writing).
+fn file_growing(path: &std::path::Path) -> bool {
+    let size = || std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    std::thread::sleep(Duration::from_millis(300));
+    size() != before
+}

@@ -108,6 +108,8 @@ pub fn native_byte_order() -> &'static str {
 pub struct Writer<W: Write> {
     out: W,
     records: u64,
+    /// Bytes written so far, header included.
+    bytes: u64,
 }
 
 impl<W: Write> Writer<W> {
@@ -117,7 +119,11 @@ impl<W: Write> Writer<W> {
         out.write_all(&VERSION.to_le_bytes())?;
         out.write_all(&(json.len() as u32).to_le_bytes())?;
         out.write_all(&json)?;
-        Ok(Writer { out, records: 0 })
+        Ok(Writer {
+            out,
+            records: 0,
+            bytes: 16 + json.len() as u64,
+        })
     }
 
     fn frame(&mut self, kind: u8, source: u16, parts: &[&[u8]]) -> io::Result<()> {
@@ -127,6 +133,7 @@ impl<W: Write> Writer<W> {
         head[2..4].copy_from_slice(&source.to_le_bytes());
         head[4..8].copy_from_slice(&(len as u32).to_le_bytes());
         self.out.write_all(&head)?;
+        self.bytes += (FRAME_HEADER + len) as u64;
         for p in parts {
             self.out.write_all(p)?;
         }
@@ -153,6 +160,11 @@ impl<W: Write> Writer<W> {
 
     pub fn records(&self) -> u64 {
         self.records
+    }
+
+    /// Bytes written so far (buffered or not), header included.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Writes the trailer and flushes; returns the inner writer.

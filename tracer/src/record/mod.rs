@@ -38,6 +38,10 @@ pub struct RecordArgs {
     /// The recording to write (replaced if it exists).
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     pub write: PathBuf,
+    /// Stop once the recording reaches this size, so that a forgotten recorder cannot fill
+    /// the node's disk (0: no limit).
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub max_mib: u64,
 }
 
 fn unix_ms() -> u64 {
@@ -108,8 +112,16 @@ pub fn run(args: RecordArgs) -> Result<()> {
     eprintln!("tracer: recording to {}", args.write.display());
     let mut names = NamesWritten::default();
     let mut pacer = DrainPacer::new(args.capture.duration);
+    let limit = args.max_mib.checked_mul(1 << 20).filter(|&l| l > 0);
     while pacer.wait(&session.stop) {
         pacer.drained(drain(&mut w, &mut session, &mut names)?);
+        if limit.is_some_and(|l| w.bytes() >= l) {
+            eprintln!(
+                "tracer: the recording reached --max-mib {} MiB: stopping (raise it, or 0 for no limit)",
+                args.max_mib
+            );
+            break;
+        }
     }
     drain(&mut w, &mut session, &mut names)?;
     let loss = session.loss_counters()?;

@@ -63,6 +63,15 @@ fn small_file() -> Vec<u8> {
 #[test]
 fn frames_round_trip() {
     let bytes = small_file();
+    let w = Writer::new(Vec::new(), &header()).expect("header");
+    let header_len = w.bytes();
+    let mut w = w;
+    w.record(0, &[1, 2, 3]).expect("record");
+    assert_eq!(w.bytes(), header_len + 8 + 3);
+    assert_eq!(
+        w.finish(&Trailer::default()).expect("finish")[..header_len as usize],
+        bytes[..header_len as usize]
+    );
     let mut r = Reader::new(Cursor::new(bytes)).expect("reader");
     assert_eq!(r.header, header());
     let mut frames = Vec::new();
