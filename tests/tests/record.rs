@@ -46,6 +46,53 @@ fn capture_args(topo: &Topology, filter: &str) -> Vec<String> {
     args
 }
 
+/// One case: a fresh VXLAN lab with one pod per node (both torn down on drop), the pods on
+/// node1 and node2, and a scratch directory for the recording.
+struct Case {
+    lab: lab::Lab,
+    topo: Topology,
+    a: lab::Pod,
+    b: lab::Pod,
+    file: PathBuf,
+    _scratch: Scratch,
+}
+
+impl Case {
+    fn new(prefix: &str) -> Case {
+        let lab = common::lab_up(prefix, 1, Encap::Vxlan);
+        let topo = lab.topology().clone();
+        let (a, b) = (
+            topo.pods_on("node1")[0].clone(),
+            topo.pods_on("node2")[0].clone(),
+        );
+        let scratch = Scratch::new(prefix);
+        Case {
+            file: scratch.0.join(format!("{prefix}.trec")),
+            lab,
+            topo,
+            a,
+            b,
+            _scratch: scratch,
+        }
+    }
+
+    /// Capture arguments for the traffic between the two pods.
+    fn pair_args(&self) -> Vec<String> {
+        capture_args(
+            &self.topo,
+            &format!("host {} and host {}", self.a.ip, self.b.ip),
+        )
+    }
+
+    /// `pair_args` plus `--write FILE` and `extra`.
+    fn record_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = self.pair_args();
+        args.extend(["--write".into(), self.file.display().to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+}
+
 /// What identifies a trace regardless of which tracer instance stamped it.
 fn trace_key(t: &Value) -> (String, Vec<(String, String, String)>, String) {
     (
@@ -70,17 +117,9 @@ fn replay(file: &std::path::Path, extra: &[&str]) -> common::TracerOutput {
 fn replay_of_a_recording_equals_the_live_trace() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = common::lab_up("trec", 1, Encap::Vxlan);
-    let topo = lab.topology().clone();
-    let scratch = Scratch::new("live");
-    let file = scratch.0.join("ping.trec");
-    let (a, b) = (
-        topo.pods_on("node1")[0].clone(),
-        topo.pods_on("node2")[0].clone(),
-    );
-    let args = capture_args(&topo, &format!("host {} and host {}", a.ip, b.ip));
-
-    let mut live_args = args.clone();
+    let case = Case::new("trec");
+    let (a, b, file) = (&case.a, &case.b, &case.file);
+    let mut live_args = case.pair_args();
     live_args.extend([
         "--output".into(),
         "json".into(),
@@ -88,9 +127,7 @@ fn replay_of_a_recording_equals_the_live_trace() {
         "100".into(),
     ]);
     let live = Tracer::start(&live_args);
-    let mut rec_args = args.clone();
-    rec_args.extend(["--write".into(), file.display().to_string()]);
-    let rec = Tracer::start_cmd("record", &rec_args);
+    let rec = Tracer::start_cmd("record", &case.record_args(&[]));
     traffic::ping(&a.netns, b.ip, 3, true).expect("ping");
     traffic::ping(&b.netns, a.ip, 2, true).expect("ping back");
     std::thread::sleep(Duration::from_millis(600));
@@ -102,7 +139,7 @@ fn replay_of_a_recording_equals_the_live_trace() {
     assert!(summary["records"].as_u64().unwrap_or(0) >= 30, "{summary}");
     assert_eq!(summary["lost_events"], 0, "{summary}");
 
-    let out = replay(&file, &["--linger-ms", "100"]);
+    let out = replay(file, &["--linger-ms", "100"]);
     assert!(out.status.success(), "replay failed: {}", out.stderr);
     assert!(out.stderr.contains("replaying"), "{}", out.stderr);
     let replayed: BTreeSet<_> = out.traces().iter().map(trace_key).collect();
@@ -119,7 +156,7 @@ fn replay_of_a_recording_equals_the_live_trace() {
     );
 
     // A filter on replay keeps only the matching packets (the requests from a to b).
-    let out = replay(&file, &["--filter", &format!("src host {} and icmp", a.ip)]);
+    let out = replay(file, &["--filter", &format!("src host {} and icmp", a.ip)]);
     assert!(out.status.success(), "{}", out.stderr);
     let filtered = out.traces();
     assert_eq!(filtered.len(), 5, "{}", out.stdout);
@@ -127,32 +164,30 @@ fn replay_of_a_recording_equals_the_live_trace() {
         .iter()
         .all(|t| t["packet"]["src"] == a.ip.to_string()));
     assert!(out.summary()["filtered"].as_u64().unwrap_or(0) > 0);
-    lab.down().expect("lab down");
+    case.lab.down().expect("lab down");
 }
 
 #[test]
 fn a_recorded_fault_is_explained_on_replay() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = common::lab_up("trecf", 1, Encap::Vxlan);
-    let topo = lab.topology().clone();
-    let scratch = Scratch::new("fault");
-    let file = scratch.0.join("fault.trec");
-    let info = lab::break_lab(&topo, Fault::MissingFdb).expect("break");
+    let case = Case::new("trecf");
+    let (topo, file) = (&case.topo, &case.file);
+    let info = lab::break_lab(topo, Fault::MissingFdb).expect("break");
     let from = topo.pod(&info.probe.from_pod).expect("probe pod").clone();
     let mut args = capture_args(
-        &topo,
+        topo,
         &format!("host {} and host {}", from.ip, info.probe.to),
     );
     args.extend(["--write".into(), file.display().to_string()]);
     let rec = Tracer::start_cmd("record", &args);
     let started = Instant::now();
-    let _ = info.probe.run(&topo, Duration::from_millis(500));
+    let _ = info.probe.run(topo, Duration::from_millis(500));
     std::thread::sleep(Duration::from_millis(800).saturating_sub(started.elapsed()));
     let rec = rec.stop();
     assert!(rec.status.success(), "record failed: {}", rec.stderr);
 
-    let out = replay(&file, &[]);
+    let out = replay(file, &[]);
     assert!(out.status.success(), "replay failed: {}", out.stderr);
     let traces = out.traces();
     let dropped: Vec<&Value> = traces
@@ -180,28 +215,17 @@ fn a_recorded_fault_is_explained_on_replay() {
         "{}",
         dropped[0]
     );
-    lab::heal(&topo, Fault::MissingFdb).expect("heal");
-    lab.down().expect("lab down");
+    lab::heal(topo, Fault::MissingFdb).expect("heal");
+    case.lab.down().expect("lab down");
 }
 
 #[test]
 fn a_killed_recorder_leaves_a_file_that_replays() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = common::lab_up("treck", 1, Encap::Vxlan);
-    let topo = lab.topology().clone();
-    let scratch = Scratch::new("kill");
-    let file = scratch.0.join("killed.trec");
-    let (a, b) = (
-        topo.pods_on("node1")[0].clone(),
-        topo.pods_on("node2")[0].clone(),
-    );
-    let mut args = capture_args(&topo, &format!("host {} and host {}", a.ip, b.ip));
-    args.extend([
-        "--write".into(),
-        file.display().to_string(),
-        "--no-drops".into(),
-    ]);
+    let case = Case::new("treck");
+    let (a, b, file) = (&case.a, &case.b, &case.file);
+    let args = case.record_args(&["--no-drops"]);
     let rec = Tracer::start_cmd("record", &args);
     traffic::ping(&a.netns, b.ip, 2, true).expect("ping");
     // Two drain periods: the records are drained and flushed to the file.
@@ -209,7 +233,7 @@ fn a_killed_recorder_leaves_a_file_that_replays() {
     let killed = rec.stop_with(libc::SIGKILL);
     assert!(!killed.status.success());
 
-    let out = replay(&file, &[]);
+    let out = replay(file, &[]);
     assert!(out.status.success(), "replay failed: {}", out.stderr);
     assert!(
         out.stderr.contains("no end frame") || out.stderr.contains("middle of a frame"),
@@ -223,7 +247,7 @@ fn a_killed_recorder_leaves_a_file_that_replays() {
         .filter(|t| t["outcome"] == "delivered" && hop_path(t).len() == 6)
         .count();
     assert_eq!(delivered, 4, "2 requests and 2 replies:\n{}", out.stdout);
-    lab.down().expect("lab down");
+    case.lab.down().expect("lab down");
 }
 
 #[test]
@@ -265,21 +289,9 @@ fn bad_recordings_and_paths_are_one_line_errors() {
 fn the_recorder_stops_itself_at_max_mib() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = common::lab_up("trecm", 1, Encap::Vxlan);
-    let topo = lab.topology().clone();
-    let scratch = Scratch::new("max");
-    let file = scratch.0.join("capped.trec");
-    let (a, b) = (
-        topo.pods_on("node1")[0].clone(),
-        topo.pods_on("node2")[0].clone(),
-    );
-    let mut args = capture_args(&topo, &format!("host {} and host {}", a.ip, b.ip));
-    args.extend([
-        "--write".into(),
-        file.display().to_string(),
-        "--max-mib".into(),
-        "1".into(),
-    ]);
+    let case = Case::new("trecm");
+    let (a, b, file) = (&case.a, &case.b, &case.file);
+    let args = case.record_args(&["--max-mib", "1"]);
     let rec = Tracer::start_cmd("record", &args);
     // ~5000 echo requests and replies, six hops each: ~6 MB of records, more than the cap.
     let flood = std::process::Command::new("ip")
@@ -295,7 +307,7 @@ fn the_recorder_stops_itself_at_max_mib() {
     let started = Instant::now();
     let out = loop {
         // The recorder stops by itself; SIGINT after 10 s would make the test fail below.
-        if started.elapsed() > Duration::from_secs(10) || !file_growing(&file) {
+        if started.elapsed() > Duration::from_secs(10) || !file_growing(file) {
             break rec.stop();
         }
     };
@@ -304,16 +316,16 @@ fn the_recorder_stops_itself_at_max_mib() {
         "the recorder did not stop at the cap: {}",
         out.stderr
     );
-    let size = std::fs::metadata(&file).expect("recording").len();
+    let size = std::fs::metadata(file).expect("recording").len();
     assert!(
         (1 << 20..8 << 20).contains(&size),
         "size {size} is not near the 1 MiB cap"
     );
-    let replayed = replay(&file, &[]);
+    let replayed = replay(file, &[]);
     assert!(replayed.status.success(), "{}", replayed.stderr);
     assert!(!replayed.stderr.contains("warning"), "{}", replayed.stderr);
     assert!(replayed.traces().len() > 100);
-    lab.down().expect("lab down");
+    case.lab.down().expect("lab down");
 }
 
 /// False once the file has not grown for 300 ms (the recorder has stopped writing).

@@ -516,3 +516,70 @@ fn diagnose_names_the_fault_and_then_its_absence() {
     assert_eq!(d["delivered"], 3, "{d}");
     lab.down().expect("lab down");
 }
+
+/// Both route-lookup hooks show the lookup that sent the probe to the unreachable default
+/// gateway (the encap-never incident); tp_btf also says on which node it was made, and shows no
+/// gateway for a directly connected route (the classic record leaves that field stale).
+#[test]
+fn route_lookups_from_both_fib_hooks() {
+    require_root();
+    for (hook, prefix, attached) in [
+        ("btf", "tv-rb", "routes: tp_btf/fib_table_lookup"),
+        (
+            "tracepoint",
+            "tv-rt",
+            "routes: tracepoint fib/fib_table_lookup",
+        ),
+    ] {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let lab = common::lab_up(prefix, 1, Vxlan);
+        let topo = lab.topology().clone();
+        let info = lab::break_lab(&topo, EncapNever).expect("break");
+        let (traces, out) = traced_probe(
+            &topo,
+            EncapNever,
+            Duration::from_millis(4800),
+            &["--fib-hook", hook],
+        );
+        assert!(out.stderr.contains(attached), "{hook}: {}", out.stderr);
+        let node1 = topo.node("node1").expect("node1");
+        let routes: Vec<&Value> = traces
+            .iter()
+            .flat_map(|t| t["routes"].as_array().into_iter().flatten())
+            .collect();
+        let default = routes.iter().find(|r| {
+            r["dst"] == info.probe.to.to_string()
+                && r["dev"] == node1.uplink.as_str()
+                && r["gw"] == "10.10.0.254"
+                && r["err"] == 0
+        });
+        let default =
+            default.unwrap_or_else(|| panic!("{hook}: no default-route lookup in {routes:?}"));
+        match hook {
+            "btf" => assert_eq!(default["node"], node1.netns.as_str(), "{default}"),
+            _ => assert!(default["node"].is_null(), "{default}"),
+        }
+        lab::heal(&topo, EncapNever).expect("heal");
+        if hook == "btf" {
+            // Healed: the receiving node's lookup for the pod is a connected route, no gateway.
+            let (traces, _) = traced_probe(
+                &topo,
+                EncapNever,
+                Duration::from_millis(800),
+                &["--fib-hook", hook],
+            );
+            let node2 = topo.node("node2").expect("node2");
+            let local = traces
+                .iter()
+                .flat_map(|t| t["routes"].as_array().into_iter().flatten())
+                .find(|r| r["node"] == node2.netns.as_str())
+                .unwrap_or_else(|| panic!("no lookup on node2 in {traces:?}"));
+            assert!(
+                local["dev"].as_str().unwrap_or("").starts_with("cali"),
+                "{local}"
+            );
+            assert!(local["gw"].is_null(), "{local}");
+        }
+        lab.down().expect("lab down");
+    }
+}

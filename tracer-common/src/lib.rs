@@ -322,6 +322,33 @@ pub struct SkbLayout {
 }
 const _: () = assert!(core::mem::size_of::<SkbLayout>() == 48);
 
+/// Offsets for `tp_btf/fib_table_lookup` (args: tb_id, flowi4, fib_nh_common, err), resolved
+/// from the running kernel's BTF by user space. The program reads `saddr`, `daddr` and the
+/// ports as one 12-byte span (user space checks they are contiguous) and `oif`, `iif` as one
+/// 8-byte span; anything else falls back to the classic tracepoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FibLayout {
+    /// Non-zero once user space filled the map.
+    pub valid: u32,
+    /// `flowi4`: `flowi4_oif` (followed by `flowi4_iif`), `flowi4_proto`, `flowi4_scope`,
+    /// `saddr` (followed by `daddr`, then `uli.ports.dport`, `uli.ports.sport`).
+    pub flow_oif: u32,
+    pub flow_proto: u32,
+    pub flow_scope: u32,
+    pub flow_saddr: u32,
+    /// `fib_nh_common`: `nhc_gw_family`, `nhc_gw` (IPv4 view), `nhc_dev`.
+    pub nhc_gw_family: u32,
+    pub nhc_gw: u32,
+    pub nhc_dev: u32,
+    /// `net_device`: `name`, `nd_net.net`; `net`: `ns.inum`.
+    pub dev_name: u32,
+    pub dev_nd_net: u32,
+    pub net_ns_inum: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<FibLayout>() == 48);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all these types are `#[repr(C)]`, `Copy`, made only of integers and byte arrays,
@@ -329,6 +356,7 @@ mod pod {
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::HopEvent {}
     unsafe impl aya::Pod for super::SkbLayout {}
+    unsafe impl aya::Pod for super::FibLayout {}
     unsafe impl aya::Pod for super::PktKey {}
     unsafe impl aya::Pod for super::PktState {}
     unsafe impl aya::Pod for super::filter::FilterProgram {}

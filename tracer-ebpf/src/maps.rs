@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    filter::FilterProgram, PktKey, PktState, SkbLayout, HIST_BUCKETS, MODE_EVENTS, N_COUNTERS,
-    N_SEGMENTS,
+    filter::FilterProgram, FibLayout, PktKey, PktState, SkbLayout, HIST_BUCKETS, MODE_EVENTS,
+    N_COUNTERS, N_SEGMENTS,
 };
 
 /// Default ring buffer size; user space may resize it before loading.
@@ -27,6 +27,10 @@ pub static FILTER: Array<FilterProgram> = Array::with_max_entries(1, 0);
 /// Kernel struct offsets for the drop hooks (from BTF, filled by user space).
 #[map]
 pub static SKB_LAYOUT: Array<SkbLayout> = Array::with_max_entries(1, 0);
+
+/// Kernel struct offsets for `tp_btf/fib_table_lookup` (set by user space from BTF).
+#[map]
+pub static FIB_LAYOUT: Array<FibLayout> = Array::with_max_entries(1, 0);
 
 /// Network namespaces (inodes) whose drops are reported by the global hooks.
 #[map]

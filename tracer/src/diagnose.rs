@@ -19,7 +19,7 @@ use crate::{
     correlate::{Outcome, Trace},
     discover::local_addrs,
     netns::Netns,
-    trace::{run_session, CaptureArgs, Output, TraceArgs},
+    trace::{run_session, CaptureArgs, Output, PrintArgs, TraceArgs},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -100,9 +100,11 @@ pub fn run(args: DiagnoseArgs) -> Result<()> {
     capture.duration = Some(Duration::from_secs(7));
     let trace_args = TraceArgs {
         capture,
-        count: None,
-        output: args.output,
-        linger_ms: 300,
+        print: PrintArgs {
+            count: None,
+            output: args.output,
+            linger_ms: 300,
+        },
         stats: false,
         interval: None,
         kernel_agg: false,

@@ -170,6 +170,9 @@ pub struct DropRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FibRecord {
     pub ts_ns: u64,
+    /// Namespace of the lookup's output device, when the hook could read it (tp_btf and a
+    /// route found); 0 when unknown (the classic tracepoint has no namespace).
+    pub netns: u32,
     pub table: u32,
     /// 0 when a route was found, else a negative errno.
     pub err: i32,
@@ -356,6 +359,7 @@ fn decode_fib(record: &[u8]) -> Result<FibRecord, DecodeError> {
     let f = &ev.fib;
     Ok(FibRecord {
         ts_ns: ev.header.ts_ns,
+        netns: ev.header.netns,
         table: f.table,
         err: f.err,
         oif: f.oif,

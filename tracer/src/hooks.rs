@@ -16,7 +16,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, KProbe, TracePoint},
     Ebpf, EbpfLoader,
 };
-use tracer_common::{filter::FilterProgram, SkbLayout, N_COUNTERS};
+use tracer_common::{filter::FilterProgram, FibLayout, SkbLayout, N_COUNTERS};
 
 use crate::{
     attach::{ebpf_object, sum_counters},
@@ -32,18 +32,19 @@ pub struct HookOptions<'a> {
     /// Namespaces whose drops are reported.
     pub netns: &'a [u32],
     pub ringbuf_bytes: u32,
-    pub drop_hook: DropHook,
+    pub drop_hook: HookChoice,
+    pub fib_hook: HookChoice,
 }
 
-/// Which kfree_skb hook to use.
+/// Which flavour of a tracepoint hook to use (`--drop-hook`, `--fib-hook`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum DropHook {
+pub enum HookChoice {
     /// tp_btf where the kernel allows it, else the classic tracepoint.
     #[default]
     Auto,
-    /// Only tp_btf/kfree_skb.
+    /// Only tp_btf.
     Btf,
-    /// Only the classic skb/kfree_skb tracepoint (what kernels without tp_btf get).
+    /// Only the classic tracepoint (what kernels without tp_btf get).
     Tracepoint,
 }
 
@@ -116,6 +117,54 @@ pub fn skb_layout(btf: &Btf, tp_format: Option<&str>) -> Result<SkbLayout> {
             layout.tp_location = l;
             layout.tp_reason = r;
         }
+    }
+    Ok(layout)
+}
+
+/// Resolves the kernel struct offsets `tp_btf/fib_table_lookup` reads; an error when the
+/// program's assumptions (contiguous addresses and ports, iif after oif) do not hold.
+pub fn fib_layout(btf: &Btf) -> Result<FibLayout> {
+    let m = |s: &str, path: &[&str]| -> Result<u32> {
+        Ok(btf
+            .member(s, path)
+            .with_context(|| format!("BTF: {s}.{}", path.join(".")))?
+            .offset)
+    };
+    let flow = |path: &[&str]| m("flowi4", path);
+    let layout = FibLayout {
+        valid: 1,
+        flow_oif: flow(&["__fl_common", "flowic_oif"])?,
+        flow_proto: flow(&["__fl_common", "flowic_proto"])?,
+        flow_scope: flow(&["__fl_common", "flowic_scope"])?,
+        flow_saddr: flow(&["saddr"])?,
+        nhc_gw_family: m("fib_nh_common", &["nhc_gw_family"])?,
+        nhc_gw: m("fib_nh_common", &["nhc_gw", "ipv4"])?,
+        nhc_dev: m("fib_nh_common", &["nhc_dev"])?,
+        dev_name: m("net_device", &["name"])?,
+        dev_nd_net: m("net_device", &["nd_net", "net"])?,
+        net_ns_inum: m("net", &["ns", "inum"])?,
+        _pad: 0,
+    };
+    let spans = [
+        ("flowi4.daddr", flow(&["daddr"])?, layout.flow_saddr + 4),
+        (
+            "flowi4.uli.ports.dport",
+            flow(&["uli", "ports", "dport"])?,
+            layout.flow_saddr + 8,
+        ),
+        (
+            "flowi4.uli.ports.sport",
+            flow(&["uli", "ports", "sport"])?,
+            layout.flow_saddr + 10,
+        ),
+        (
+            "flowi4.flowic_iif",
+            flow(&["__fl_common", "flowic_iif"])?,
+            layout.flow_oif + 4,
+        ),
+    ];
+    if let Some((name, got, want)) = spans.iter().find(|(_, got, want)| got != want) {
+        bail!("{name} is at offset {got}, not {want} as the program reads it");
     }
     Ok(layout)
 }
@@ -245,7 +294,7 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
         opts.drop_hook,
         &mut attached,
     )?;
-    attach_fib_hook(&mut ebpf, &mut attached);
+    attach_fib_hook(&mut ebpf, &aya_btf, &btf, opts.fib_hook, &mut attached)?;
     attach_encap_probes(&mut ebpf, &aya_btf, &btf, &mut attached);
 
     let events = RingBuf::try_from(
@@ -274,14 +323,14 @@ fn attach_drop_hook(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
     classic_ok: bool,
-    which: DropHook,
+    which: HookChoice,
     attached: &mut Vec<String>,
 ) -> Result<()> {
-    if which == DropHook::Tracepoint && !classic_ok {
+    if which == HookChoice::Tracepoint && !classic_ok {
         bail!("--drop-hook tracepoint: the skb/kfree_skb tracepoint format is unavailable");
     }
     let btf_err = (|| -> Result<()> {
-        if which == DropHook::Tracepoint {
+        if which == HookChoice::Tracepoint {
             bail!("not tried (--drop-hook tracepoint)");
         }
         let p: &mut BtfTracePoint = ebpf
@@ -297,8 +346,8 @@ fn attach_drop_hook(
             attached.push("drops: tp_btf/kfree_skb".into());
             return Ok(());
         }
-        Err(e) if which == DropHook::Btf => bail!("cannot attach tp_btf/kfree_skb: {e:#}"),
-        Err(_) if which == DropHook::Tracepoint => {}
+        Err(e) if which == HookChoice::Btf => bail!("cannot attach tp_btf/kfree_skb: {e:#}"),
+        Err(_) if which == HookChoice::Tracepoint => {}
         Err(e) if classic_ok => {
             log::warn!("tp_btf/kfree_skb unavailable ({e:#}); falling back to the skb/kfree_skb tracepoint");
         }
@@ -315,10 +364,44 @@ fn attach_drop_hook(
     Ok(())
 }
 
-fn attach_fib_hook(ebpf: &mut Ebpf, attached: &mut Vec<String>) {
+fn attach_fib_hook(
+    ebpf: &mut Ebpf,
+    aya_btf: &aya::Btf,
+    btf: &Btf,
+    which: HookChoice,
+    attached: &mut Vec<String>,
+) -> Result<()> {
+    let btf_result = (|| -> Result<()> {
+        if which == HookChoice::Tracepoint {
+            bail!("not tried (--fib-hook tracepoint)");
+        }
+        let layout = fib_layout(btf)?;
+        let mut m: Array<&mut MapData, FibLayout> = Array::try_from(map(ebpf, "FIB_LAYOUT")?)?;
+        m.set(0, layout, 0)?;
+        let p: &mut BtfTracePoint = ebpf
+            .program_mut("fib_lookup_btf")
+            .ok_or_else(|| anyhow!("no program fib_lookup_btf"))?
+            .try_into()?;
+        p.load("fib_table_lookup", aya_btf)?;
+        p.attach()?;
+        Ok(())
+    })();
+    match btf_result {
+        Ok(()) => {
+            attached.push("routes: tp_btf/fib_table_lookup".into());
+            return Ok(());
+        }
+        Err(e) if which == HookChoice::Btf => {
+            bail!("cannot attach tp_btf/fib_table_lookup: {e:#}")
+        }
+        Err(_) if which == HookChoice::Tracepoint => {}
+        Err(e) => log::warn!(
+            "tp_btf/fib_table_lookup unavailable ({e:#}); falling back to the fib:fib_table_lookup tracepoint"
+        ),
+    }
     let Some(format) = read_format("fib", "fib_table_lookup") else {
         log::warn!("no fib:fib_table_lookup tracepoint; verdicts will not show the route lookup");
-        return;
+        return Ok(());
     };
     if let Some((field, want)) = FIB_FIELDS
         .iter()
@@ -327,7 +410,7 @@ fn attach_fib_hook(ebpf: &mut Ebpf, attached: &mut Vec<String>) {
         log::warn!(
             "fib:fib_table_lookup has another layout on this kernel (field {field} not at offset {want}); route lookups are not traced"
         );
-        return;
+        return Ok(());
     }
     let result = (|| -> Result<()> {
         let p: &mut TracePoint = ebpf
@@ -344,6 +427,7 @@ fn attach_fib_hook(ebpf: &mut Ebpf, attached: &mut Vec<String>) {
             log::warn!("fib:fib_table_lookup did not attach ({e:#}); route lookups are not traced")
         }
     }
+    Ok(())
 }
 
 /// (program suffix, kernel function) of the encapsulation probes.
@@ -438,5 +522,22 @@ mod tests {
         let fib = "\tfield:__u8 src[4];\toffset:28;\tsize:4;\tsigned:0;\n\tfield:char name[16];\toffset:60;\tsize:16;\tsigned:0;";
         assert_eq!(tracepoint_field_offset(fib, "src"), Some(28));
         assert_eq!(tracepoint_field_offset(fib, "name"), Some(60));
+    }
+
+    /// The running kernel's BTF gives the layout `tp_btf/fib_table_lookup` needs, with the
+    /// spans the program reads in one go really contiguous (the same checks guard the attach).
+    #[test]
+    fn fib_layout_from_the_running_kernel() {
+        let btf = Btf::from_sys().expect("the kernel's BTF (/sys/kernel/btf/vmlinux)");
+        let l = fib_layout(&btf).expect("fib layout");
+        assert_eq!(l.valid, 1);
+        // struct flowi_common starts flowi4 with flowic_oif; saddr follows the common part.
+        assert_eq!(l.flow_oif, 0);
+        assert!(l.flow_proto < l.flow_saddr && l.flow_scope < l.flow_saddr);
+        assert!(l.flow_saddr >= 16, "saddr at {}", l.flow_saddr);
+        // nhc_dev is the first member of fib_nh_common; the gateway comes after its family.
+        assert_eq!(l.nhc_dev, 0);
+        assert!(l.nhc_gw > l.nhc_gw_family);
+        assert_ne!(l.dev_name, l.dev_nd_net);
     }
 }

@@ -20,7 +20,7 @@ use crate::{
     attach::{self, attach_node, describe, preflight, AttachOptions, AttachedNode},
     correlate::{CorrelateConfig, Trace},
     filter::Filter,
-    hooks::{attach_global, DropHook, GlobalHooks, HookOptions},
+    hooks::{attach_global, GlobalHooks, HookChoice, HookOptions},
     latency::ClockModel,
     netns::Netns,
     pipeline::{add_hook_counters, add_node_counters, Pipeline, PipelineConfig},
@@ -69,8 +69,11 @@ pub struct CaptureArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_sample)]
     pub sample: u32,
     /// Which kfree_skb hook to attach (auto: tp_btf, else the classic tracepoint).
-    #[arg(long, value_enum, default_value_t = DropHook::Auto)]
-    pub drop_hook: DropHook,
+    #[arg(long, value_enum, default_value_t = HookChoice::Auto)]
+    pub drop_hook: HookChoice,
+    /// Which fib_table_lookup hook to attach (auto: tp_btf, else the classic tracepoint).
+    #[arg(long, value_enum, default_value_t = HookChoice::Auto)]
+    pub fib_hook: HookChoice,
     /// Attach and detach at the normal pace: do not expedite RCU grace periods
     /// (/sys/kernel/rcu_expedited) around batches of 16 or more tcx links.
     #[arg(long)]
@@ -89,16 +92,16 @@ impl CaptureArgs {
             ringbuf_mib: 16,
             no_drops: false,
             sample: 1,
-            drop_hook: DropHook::Auto,
+            drop_hook: HookChoice::Auto,
+            fib_hook: HookChoice::Auto,
             no_rcu_expedite: false,
         }
     }
 }
 
-#[derive(Args, Debug)]
-pub struct TraceArgs {
-    #[command(flatten)]
-    pub capture: CaptureArgs,
+/// How traces are assembled and printed: shared by `tracer trace` and `tracer replay`.
+#[derive(Args, Clone, Debug)]
+pub struct PrintArgs {
     /// Stop after this many packet traces.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -107,6 +110,34 @@ pub struct TraceArgs {
     /// How long a packet's trace stays open after its latest hop, in ms.
     #[arg(long, default_value_t = 300, value_name = "MS")]
     pub linger_ms: u64,
+}
+
+impl PrintArgs {
+    /// The pipeline configuration these arguments ask for (statistics and collection off).
+    pub fn pipeline_config(&self, clock: ClockModel) -> PipelineConfig {
+        PipelineConfig {
+            output: self.output,
+            limit: self.count,
+            stats: false,
+            quiet: false,
+            collect: false,
+            kernel_agg: false,
+            correlate: CorrelateConfig {
+                linger_ns: self.linger_ms * 1_000_000,
+                ..CorrelateConfig::default()
+            },
+            clock,
+            filter: None,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    #[command(flatten)]
+    pub print: PrintArgs,
     /// Keep per-segment latency histograms (node-tx, encap, wire, decap, node-rx, ...) and
     /// print count, min, p50, p90, p99, p99.9 and max per flow and in total.
     #[arg(long)]
@@ -263,6 +294,7 @@ impl Session {
                 netns: &netns,
                 ringbuf_bytes: cap.ringbuf_mib << 20,
                 drop_hook: cap.drop_hook,
+                fib_hook: cap.fib_hook,
             })?;
             eprintln!("tracer: {}", hooks.attached.join("; "));
             Some(hooks)
@@ -353,18 +385,11 @@ pub fn run_session(args: TraceArgs, on_ready: Option<OnReady>) -> Result<Vec<Tra
 
 fn trace_loop(args: &TraceArgs, mut session: Session, collect: bool) -> Result<Vec<Trace>> {
     let cfg = PipelineConfig {
-        output: args.output,
-        limit: args.count,
         stats: args.stats,
         quiet: args.quiet,
         collect,
         kernel_agg: args.kernel_agg,
-        correlate: CorrelateConfig {
-            linger_ns: args.linger_ms * 1_000_000,
-            ..CorrelateConfig::default()
-        },
-        clock: ClockModel::shared_kernel(),
-        filter: None,
+        ..args.print.pipeline_config(ClockModel::shared_kernel())
     };
     let mut pipe = Pipeline::new(
         session.topology.clone(),

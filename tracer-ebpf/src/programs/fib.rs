@@ -1,19 +1,24 @@
-//! Route lookups: the `fib:fib_table_lookup` tracepoint, so "no route" and "wrong route" cases
-//! show the lookup that decided the packet's fate (table, result, output device, gateway).
-//! The record has no namespace: user space matches lookups to packets by addresses and time.
-//! The record layout is the one of the format file, checked by user space before attaching.
+//! Route lookups: `fib_table_lookup`, so "no route" and "wrong route" cases show the lookup
+//! that decided the packet's fate (table, result, output device, gateway).
+//!
+//! `tp_btf/fib_table_lookup` (args: tb_id, flowi4, fib_nh_common, err) where the kernel allows
+//! it: no trace record is built, which matters because this fires on every route lookup of the
+//! machine; fields are probe-read at offsets user space resolved from BTF, and a lookup that
+//! found a device carries that device's namespace. Else the classic `fib:fib_table_lookup`
+//! tracepoint, whose record has no namespace (user space then matches lookups to packets by
+//! addresses and time); its layout is the one of the format file, checked by user space.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
     EbpfContext,
 };
 use tracer_common::{
     filter::FilterInput, EventHeader, Fib, FibEvent, CTR_FILTERED, CTR_RINGBUF_FULL, EVENT_FIB,
 };
 
-use crate::maps::{count, EVENTS, FIB_SEEN, FILTER, RB_NO_WAKEUP};
+use crate::maps::{count, EVENTS, FIB_LAYOUT, FIB_SEEN, FILTER, RB_NO_WAKEUP};
 
 /// Report a successful lookup of the same (source, destination) at most this often.
 const FIB_EVERY_NS: u64 = 100_000_000;
@@ -33,9 +38,19 @@ const SPORT: usize = 56;
 const DPORT: usize = 58;
 const NAME: usize = 60;
 
+const AF_INET: u8 = 2;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
 #[tracepoint(category = "fib", name = "fib_table_lookup")]
 pub fn fib_lookup(ctx: TracePointContext) -> i32 {
     let _ = try_fib_lookup(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "fib_table_lookup")]
+pub fn fib_lookup_btf(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_fib_lookup_btf(&ctx);
     0
 }
 
@@ -48,6 +63,72 @@ fn field<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
     unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(off).cast::<T>()) }
 }
 
+/// A probe read of kernel memory at `base + off`.
+#[inline(always)]
+fn kread<T: Copy>(base: *const u8, off: u32) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel copes with any address; a bad one returns an error.
+    unsafe { bpf_probe_read_kernel(base.add(off as usize).cast::<T>()) }.ok()
+}
+
+/// Whether the lookup concerns a traced flow (counted as filtered when not). Lookups carry no
+/// ICMP detail: the filter sees addresses, protocol and ports.
+#[inline(always)]
+fn wanted(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> bool {
+    let Some(filter) = FILTER.get(0) else {
+        return true;
+    };
+    let input = FilterInput {
+        saddr: u32::from_ne_bytes(src),
+        daddr: u32::from_ne_bytes(dst),
+        proto,
+        sport,
+        dport,
+    };
+    let ok = filter.matches(&input);
+    if !ok {
+        count(CTR_FILTERED);
+    }
+    ok
+}
+
+/// A successful lookup reported recently for this pair says nothing new. Keyed by input
+/// interface too, so that each node's lookup of a forwarded pair counts.
+#[inline(always)]
+fn seen_recently(src: [u8; 4], dst: [u8; 4], iif: u32, now: u64) -> bool {
+    let pair = ((u64::from(u32::from_ne_bytes(src)) << 32) | u64::from(u32::from_ne_bytes(dst)))
+        ^ (u64::from(iif) << 48);
+    // SAFETY: map lookup with a key on the stack.
+    if let Some(&last) = unsafe { FIB_SEEN.get(pair) } {
+        if now.wrapping_sub(last) < FIB_EVERY_NS {
+            return true;
+        }
+    }
+    let _ = FIB_SEEN.insert(pair, now, 0);
+    false
+}
+
+#[inline(always)]
+fn emit(now: u64, netns: u32, fib: Fib) {
+    let Some(mut entry) = EVENTS.reserve::<FibEvent>(0) else {
+        count(CTR_RINGBUF_FULL);
+        return;
+    };
+    entry.write(FibEvent {
+        header: EventHeader {
+            kind: EVENT_FIB,
+            len: core::mem::size_of::<FibEvent>() as u16,
+            // SAFETY: helper without arguments, valid in tracing programs.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            ts_ns: now,
+            netns,
+            ifindex: fib.oif,
+        },
+        fib,
+        _pad: 0,
+    });
+    entry.submit(RB_NO_WAKEUP);
+}
+
 #[inline(always)]
 fn try_fib_lookup(ctx: &TracePointContext) -> Result<(), i32> {
     // This tracepoint fires on every route lookup of the machine: decide with direct loads
@@ -57,43 +138,21 @@ fn try_fib_lookup(ctx: &TracePointContext) -> Result<(), i32> {
     let proto = field::<u8>(ctx, PROTO);
     let sport = field::<u16>(ctx, SPORT);
     let dport = field::<u16>(ctx, DPORT);
-    if let Some(filter) = FILTER.get(0) {
-        // Lookups carry no ICMP/port detail for every caller: match on addresses and protocol.
-        let input = FilterInput {
-            saddr: u32::from_ne_bytes(src),
-            daddr: u32::from_ne_bytes(dst),
-            proto,
-            sport,
-            dport,
-        };
-        if !filter.matches(&input) {
-            count(CTR_FILTERED);
-            return Ok(());
-        }
+    if !wanted(src, dst, proto, sport, dport) {
+        return Ok(());
     }
     // SAFETY: helper without arguments, valid in tracepoint programs.
     let now = unsafe { bpf_ktime_get_ns() };
     let err = field::<i32>(ctx, ERR);
-    if err == 0 {
-        // A successful lookup that was reported recently for this pair says nothing new.
-        // Keyed by input interface too, so that each node's lookup of a forwarded pair counts.
-        let iif = u64::from(field::<u32>(ctx, IIF));
-        let pair = ((u64::from(u32::from_ne_bytes(src)) << 32)
-            | u64::from(u32::from_ne_bytes(dst)))
-            ^ (iif << 48);
-        // SAFETY: map lookup with a key on the stack.
-        if let Some(&last) = unsafe { FIB_SEEN.get(pair) } {
-            if now.wrapping_sub(last) < FIB_EVERY_NS {
-                return Ok(());
-            }
-        }
-        let _ = FIB_SEEN.insert(pair, now, 0);
+    let iif = field::<u32>(ctx, IIF);
+    if err == 0 && seen_recently(src, dst, iif, now) {
+        return Ok(());
     }
     let fib = Fib {
         table: field::<u32>(ctx, TB_ID),
         err,
         oif: field::<u32>(ctx, OIF),
-        iif: field::<u32>(ctx, IIF),
+        iif,
         src,
         dst,
         gw: field::<u32>(ctx, GW4).to_ne_bytes(),
@@ -105,23 +164,76 @@ fn try_fib_lookup(ctx: &TracePointContext) -> Result<(), i32> {
         // SAFETY: a probe read of the record (the 16-byte name is not 8-byte aligned).
         dev: unsafe { ctx.read_at::<[u8; 16]>(NAME)? },
     };
-    let Some(mut entry) = EVENTS.reserve::<FibEvent>(0) else {
-        count(CTR_RINGBUF_FULL);
-        return Ok(());
-    };
-    entry.write(FibEvent {
-        header: EventHeader {
-            kind: EVENT_FIB,
-            len: core::mem::size_of::<FibEvent>() as u16,
-            // SAFETY: helper without arguments, valid in tracepoint programs.
-            cpu: unsafe { bpf_get_smp_processor_id() },
-            ts_ns: now,
-            netns: 0,
-            ifindex: fib.oif,
-        },
-        fib,
-        _pad: 0,
-    });
-    entry.submit(RB_NO_WAKEUP);
+    emit(now, 0, fib);
     Ok(())
+}
+
+#[inline(always)]
+fn try_fib_lookup_btf(ctx: &BtfTracePointContext) -> Option<()> {
+    let layout = FIB_LAYOUT.get(0)?;
+    if layout.valid == 0 {
+        return None;
+    }
+    let flp: *const u8 = ctx.arg(1);
+    // saddr, daddr, then uli.ports: dport, sport (network order), as one read.
+    let span: [u8; 12] = kread(flp, layout.flow_saddr)?;
+    let proto: u8 = kread(flp, layout.flow_proto)?;
+    let src = [span[0], span[1], span[2], span[3]];
+    let dst = [span[4], span[5], span[6], span[7]];
+    // As the classic record: host order, and only for TCP and UDP.
+    let (sport, dport) = if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+        (
+            u16::from_be_bytes([span[10], span[11]]),
+            u16::from_be_bytes([span[8], span[9]]),
+        )
+    } else {
+        (0, 0)
+    };
+    if !wanted(src, dst, proto, sport, dport) {
+        return Some(());
+    }
+    // SAFETY: helper without arguments, valid in tracing programs.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let err: i32 = ctx.arg(3);
+    let [oif, iif]: [u32; 2] = kread(flp, layout.flow_oif)?;
+    if err == 0 && seen_recently(src, dst, iif, now) {
+        return Some(());
+    }
+    let nhc: *const u8 = ctx.arg(2);
+    let mut gw = [0u8; 4];
+    let mut dev = [0u8; 16];
+    dev[0] = b'-';
+    let mut netns = 0;
+    if !nhc.is_null() {
+        if kread::<u8>(nhc, layout.nhc_gw_family) == Some(AF_INET) {
+            gw = kread(nhc, layout.nhc_gw).unwrap_or_default();
+        }
+        let devp: *const u8 = kread::<u64>(nhc, layout.nhc_dev).unwrap_or(0) as *const u8;
+        if !devp.is_null() {
+            if let Some(name) = kread::<[u8; 16]>(devp, layout.dev_name) {
+                dev = name;
+            }
+            let net = kread::<u64>(devp, layout.dev_nd_net).unwrap_or(0) as *const u8;
+            if !net.is_null() {
+                netns = kread::<u32>(net, layout.net_ns_inum).unwrap_or(0);
+            }
+        }
+    }
+    let fib = Fib {
+        table: ctx.arg(0),
+        err,
+        oif,
+        iif,
+        src,
+        dst,
+        gw,
+        proto,
+        scope: kread(flp, layout.flow_scope).unwrap_or(0),
+        _pad: 0,
+        sport,
+        dport,
+        dev,
+    };
+    emit(now, netns, fib);
+    Some(())
 }

@@ -36,6 +36,8 @@ pub struct DropPoint {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteLookup {
     pub ts_ns: u64,
+    /// Namespace the lookup was made in, when known (0: unknown).
+    pub netns: u32,
     pub table: u32,
     /// 0 when a route was found, else a negative errno.
     pub err: i32,
@@ -52,6 +54,7 @@ impl RouteLookup {
     fn from_record(f: &FibRecord) -> Self {
         RouteLookup {
             ts_ns: f.ts_ns,
+            netns: f.netns,
             table: f.table,
             err: f.err,
             src: f.src,
@@ -88,15 +91,22 @@ impl RecentFibs {
     }
 
     /// Lookups for `packet`'s destination in `[first - lead, last]`, oldest first, at most a
-    /// few.
-    pub(super) fn for_packet(&self, packet: &PacketId, first: u64, last: u64) -> Vec<RouteLookup> {
+    /// few; a lookup whose namespace is known must be one of the namespaces in `visited`.
+    pub(super) fn for_packet(
+        &self,
+        packet: &PacketId,
+        first: u64,
+        last: u64,
+        visited: &[u32],
+    ) -> Vec<RouteLookup> {
         let from = first.saturating_sub(FIB_LEAD_NS);
         let mut out: Vec<RouteLookup> = self
             .ring
             .iter()
             .filter(|f| f.ts_ns >= from && f.ts_ns <= last && f.dst == packet.dst)
-            // The tracepoint has no namespace. Calico pods route via 169.254.1.1: a lookup
-            // choosing a link-local gateway is the pod's own, not a node's.
+            .filter(|f| f.netns == 0 || visited.contains(&f.netns))
+            // Calico pods route via 169.254.1.1: a lookup choosing a link-local gateway is the
+            // pod's own, not a node's (what tells them apart when the namespace is unknown).
             .filter(|f| !f.gw.is_some_and(|g| g.is_link_local()))
             .map(RouteLookup::from_record)
             .collect();

@@ -716,7 +716,7 @@ impl Correlator {
             Some(_) => Outcome::Dropped,
             None => self.outcome(&open.packet, &raw),
         };
-        let hops = raw
+        let hops: Vec<TraceHop> = raw
             .iter()
             .map(|h| {
                 let i = &self.ifaces[h.iface as usize];
@@ -733,9 +733,11 @@ impl Correlator {
                 }
             })
             .collect();
+        let mut visited: Vec<u32> = hops.iter().map(|h| h.netns).collect();
+        visited.dedup();
         let routes = self
             .fibs
-            .for_packet(&open.packet, open.first_ts, open.last_ts);
+            .for_packet(&open.packet, open.first_ts, open.last_ts, &visited);
         let mut trace = Trace {
             packet: open.packet,
             tcp_flags: open.tcp_flags,

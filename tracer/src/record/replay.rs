@@ -16,11 +16,11 @@ use clap::Args;
 
 use super::format::{Frame, Reader, RecordError, SOURCE_HOOKS};
 use crate::{
-    correlate::{CorrelateConfig, Trace},
+    correlate::Trace,
     filter::Filter,
     latency::{ClockModel, ClockSource},
     pipeline::{DropNames, Pipeline, PipelineConfig},
-    trace::Output,
+    trace::PrintArgs,
 };
 
 #[derive(Args, Debug)]
@@ -32,14 +32,8 @@ pub struct ReplayArgs {
     /// filter the recording was made with.
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<String>,
-    /// Stop after this many packet traces.
-    #[arg(long, value_name = "N")]
-    pub count: Option<u64>,
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
-    /// How long a packet's trace stays open after its latest hop, in ms.
-    #[arg(long, default_value_t = 300, value_name = "MS")]
-    pub linger_ms: u64,
+    #[command(flatten)]
+    pub print: PrintArgs,
     /// Per-segment latency statistics as well (`trace --stats`).
     #[arg(long)]
     pub stats: bool,
@@ -111,18 +105,10 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         },
     );
     let cfg = PipelineConfig {
-        output: args.output,
-        limit: args.count,
         stats: args.stats || args.stats_only,
         quiet: args.stats_only,
-        collect: false,
-        kernel_agg: false,
-        correlate: CorrelateConfig {
-            linger_ns: args.linger_ms * 1_000_000,
-            ..CorrelateConfig::default()
-        },
-        clock: clock_model(&h.clock)?,
         filter,
+        ..args.print.pipeline_config(clock_model(&h.clock)?)
     };
     let (end, _) = replay_into(&mut reader, cfg, BufWriter::new(io::stdout().lock()))?;
     match end {

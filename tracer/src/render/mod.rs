@@ -102,7 +102,10 @@ pub fn write_trace_text(w: &mut impl Write, t: &Trace) -> io::Result<()> {
     }
     if t.outcome == Outcome::Dropped || t.outcome == Outcome::Lost {
         for r in &t.routes {
-            writeln!(w, "  route: {}", route_text(r))?;
+            match route_node(t, r) {
+                Some(node) => writeln!(w, "  route: {node} {}", route_text(r))?,
+                None => writeln!(w, "  route: {}", route_text(r))?,
+            }
         }
     }
     if let Some(v) = &t.verdict {
@@ -112,6 +115,14 @@ pub fn write_trace_text(w: &mut impl Write, t: &Trace) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The node a route lookup was made on, when its namespace is known (one of the trace's hops).
+pub fn route_node<'a>(t: &'a Trace, r: &RouteLookup) -> Option<&'a str> {
+    if r.netns == 0 {
+        return None;
+    }
+    t.hops.iter().find(|h| h.netns == r.netns).map(|h| &*h.node)
 }
 
 /// `table 254 10.244.0.1 -> 10.244.4.1: dev eth0 via 10.10.0.254` or `...: error -101`.

@@ -128,6 +128,7 @@ fn trace_json_drop_verdict_routes_segments_and_escaping() {
     });
     t.routes = vec![RouteLookup {
         ts_ns: 5_000_100,
+        netns: 0,
         table: 254,
         err: -101,
         src: "10.244.0.1".parse().unwrap(),
@@ -137,6 +138,13 @@ fn trace_json_drop_verdict_routes_segments_and_escaping() {
         dev: String::new(),
         gw: None,
     }];
+    t.routes.push(RouteLookup {
+        netns: NS1,
+        err: 0,
+        dev: "vxlan.calico".into(),
+        gw: Some("10.244.4.0".parse().unwrap()),
+        ..t.routes[0].clone()
+    });
     let v = json_line(|w| write_trace_json(w, &t));
     assert_eq!(v["hops"][0]["node"], odd);
     assert_eq!(v["outcome"], "dropped");
@@ -153,8 +161,11 @@ fn trace_json_drop_verdict_routes_segments_and_escaping() {
     );
     assert_eq!(
         v["routes"],
-        json!([{"ts_ns": 5_000_100, "table": 254, "err": -101, "src": "10.244.0.1",
-                "dst": "10.244.4.1", "dev": "", "gw": null}])
+        json!([{"ts_ns": 5_000_100, "netns": 0, "node": null, "table": 254, "err": -101,
+                "src": "10.244.0.1", "dst": "10.244.4.1", "dev": "", "gw": null},
+               {"ts_ns": 5_000_100, "netns": NS1, "node": odd, "table": 254, "err": 0,
+                "src": "10.244.0.1", "dst": "10.244.4.1", "dev": "vxlan.calico",
+                "gw": "10.244.4.0"}])
     );
     let segs = v["segments"].as_array().unwrap();
     let names: Vec<&str> = segs.iter().map(|s| s["name"].as_str().unwrap()).collect();

@@ -54,7 +54,7 @@ pub fn write(w: &mut impl Write, t: &Trace) -> io::Result<()> {
         if i > 0 {
             o.raw(b",");
         }
-        o.route(r);
+        o.route(t, r);
     }
     o.raw(b"],\"segments\":[");
     for (i, s) in segments_with_clock(t, &ClockModel::shared_kernel())
@@ -249,9 +249,16 @@ impl Out {
         self.raw(b"}");
     }
 
-    fn route(&mut self, r: &RouteLookup) {
+    fn route(&mut self, t: &Trace, r: &RouteLookup) {
         self.raw(b"{\"ts_ns\":");
         self.num(r.ts_ns);
+        self.raw(b",\"netns\":");
+        self.num(r.netns);
+        self.raw(b",\"node\":");
+        match super::route_node(t, r) {
+            Some(node) => self.str(node),
+            None => self.raw(b"null"),
+        }
         self.raw(b",\"table\":");
         self.num(r.table);
         self.raw(b",\"err\":");

@@ -60,7 +60,9 @@ fn judge_drop(trace: &Trace, d: &DropPoint, topo: &Topology) -> Verdict {
         "{} dropped it on {} ({} in {})",
         d.node, d.ifname, d.reason, d.function
     );
-    let route = last_route(trace).map(describe_route).unwrap_or_default();
+    let route = last_route(trace, d.netns)
+        .map(describe_route)
+        .unwrap_or_default();
 
     // Pod-to-node traffic that entered the overlay: the pod CIDR overlaps the node network.
     // Only for a node's underlay address: its tunnel (VTEP) address is routed through the
@@ -177,7 +179,9 @@ fn judge_drop(trace: &Trace, d: &DropPoint, topo: &Topology) -> Verdict {
 }
 
 fn judge_mtu(trace: &Trace, d: &DropPoint, node: Option<&Node>, at: &str) -> Verdict {
-    let out_dev = last_route(trace).map(|r| r.dev.clone()).unwrap_or_default();
+    let out_dev = last_route(trace, d.netns)
+        .map(|r| r.dev.clone())
+        .unwrap_or_default();
     let out_mtu = node.and_then(|n| n.link(&out_dev)).map(|l| l.mtu);
     let uplink_mtu = node
         .and_then(|n| n.uplink())
@@ -286,7 +290,7 @@ fn judge_neigh(
         };
     }
     if matches!(dev_kind, Some(IfaceKind::Vxlan | IfaceKind::Ipip)) {
-        let gw = last_route(trace)
+        let gw = last_route(trace, d.netns)
             .and_then(|r| r.gw)
             .map(|g| g.to_string())
             .unwrap_or_else(|| "the remote VTEP".into());
@@ -385,7 +389,7 @@ fn took_default_route(trace: &Trace, node: Option<&Node>) -> bool {
     let Some(node) = node else {
         return false;
     };
-    match last_route(trace) {
+    match last_route(trace, node.netns) {
         Some(r) => node.default_gw.is_some() && r.gw == node.default_gw,
         None => node
             .route_for(trace.packet.dst)
@@ -393,13 +397,14 @@ fn took_default_route(trace: &Trace, node: Option<&Node>) -> bool {
     }
 }
 
-/// The newest lookup that decided something (a route found or not).
-fn last_route(trace: &Trace) -> Option<&RouteLookup> {
+/// The newest lookup for the packet's destination made in namespace `netns` (or in an unknown
+/// one: the classic tracepoint does not say).
+fn last_route(trace: &Trace, netns: u32) -> Option<&RouteLookup> {
     trace
         .routes
         .iter()
         .rev()
-        .find(|r| r.dst == trace.packet.dst)
+        .find(|r| r.dst == trace.packet.dst && (r.netns == 0 || r.netns == netns))
 }
 
 fn describe_route(r: &RouteLookup) -> String {

@@ -177,10 +177,17 @@ impl TraceBuilder<'_> {
         self
     }
 
-    /// A FIB lookup for the packet's destination that chose `dev` (via `gw`).
-    fn route(mut self, dev: &str, gw: Option<&str>) -> Self {
+    /// A FIB lookup for the packet's destination that chose `dev` (via `gw`), in an unknown
+    /// namespace (the classic tracepoint).
+    fn route(self, dev: &str, gw: Option<&str>) -> Self {
+        self.route_in(0, dev, gw)
+    }
+
+    /// The same, made in namespace `netns` (tp_btf with a route found).
+    fn route_in(mut self, netns: u32, dev: &str, gw: Option<&str>) -> Self {
         self.trace.routes.push(RouteLookup {
             ts_ns: self.ts(),
+            netns,
             table: 254,
             err: 0,
             src: self.trace.packet.src,
@@ -302,6 +309,27 @@ fn all_cases() -> Vec<(&'static str, Case)> {
 #[test]
 fn missing_route_is_no_route_via_the_default_gateway() {
     missing_route().check();
+}
+
+/// A later lookup on another node (known namespace) does not hide the dropping node's own.
+#[test]
+fn the_dropping_nodes_own_route_lookup_decides() {
+    Case::new(topo(), |t| {
+        trace(t, icmp(1))
+            .hop(NS1, CALI_A, Ingress)
+            .route_in(NS1, "eth0", Some("10.10.0.254"))
+            .route_in(NS2, "cali0123456789a", None)
+            .dropped(NS1, ETH0, "NEIGH_FAILED", "neigh_invalidate+0x8c")
+            .build()
+    })
+    .expect(
+        "no-route",
+        &[
+            "node1 has no route for 10.244.4.1, so it followed the default route",
+            "dev eth0 via 10.10.0.254",
+        ],
+    )
+    .check();
 }
 
 #[test]
