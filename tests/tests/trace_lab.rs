@@ -234,3 +234,64 @@ fn vxlan_pod_to_pod_hops() {
 fn native_routing_pod_to_pod_hops() {
     run_suite(Encap::None, "tt-nr");
 }
+
+/// A filter naming two pods leaves the other pods' veths unattached (they cannot see a
+/// matching packet), says so at start-up, and still traces the pair across nodes.
+#[test]
+fn a_pair_filter_leaves_the_other_pods_veths_out() {
+    require_root();
+    let lab = common::lab_up("tt-pair", 2, Encap::Vxlan);
+    let topo = lab.topology().clone();
+    let pod = |n: &str| topo.pod(n).cloned().expect("pod");
+    let (a, b, c, d) = (pod("n1p0"), pod("n1p1"), pod("n2p0"), pod("n2p1"));
+    let mut args: Vec<String> = Vec::new();
+    for n in &topo.nodes {
+        args.extend(["--netns".into(), n.netns.clone()]);
+    }
+    args.extend([
+        "--filter".into(),
+        format!("host {} and host {}", a.ip, c.ip),
+        "--output".into(),
+        "json".into(),
+        "--linger-ms".into(),
+        "100".into(),
+    ]);
+    let tracer = Tracer::start(&args);
+    traffic::ping(&a.netns, c.ip, 2, true).expect("ping across nodes");
+    traffic::ping(&b.netns, d.ip, 1, true).expect("ping between the other pods");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = tracer.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    for (node, kept, left) in [("node1", &a, &b), ("node2", &c, &d)] {
+        let netns = &topo.node(node).expect("node").netns;
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("tracer: {netns}:")))
+            .unwrap_or_else(|| panic!("no start-up line for {netns}:\n{}", out.stderr));
+        assert!(line.contains(&kept.cali), "{line}");
+        assert!(!line.contains(&left.cali), "{line}");
+        assert!(line.contains("1 pod veths left out"), "{line}");
+    }
+    let traces = out.traces();
+    let req = select(&traces, a.ip, c.ip, "icmp", None);
+    let rep = select(&traces, c.ip, a.ip, "icmp", None);
+    assert_eq!((req.len(), rep.len()), (2, 2), "{}", out.stdout);
+    assert_paths(
+        "request",
+        &req,
+        &cross_node_path(&topo, &a, &c),
+        &topo,
+        &a,
+        &c,
+    );
+    assert_paths(
+        "reply",
+        &rep,
+        &cross_node_path(&topo, &c, &a),
+        &topo,
+        &c,
+        &a,
+    );
+    lab.down().expect("lab down");
+}

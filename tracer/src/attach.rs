@@ -214,7 +214,8 @@ pub fn private_bpffs() -> Result<PathBuf> {
 pub fn attach_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<AttachedNode> {
     let name = netns.name.clone();
     let inode = netns.inode;
-    let plan = netns.run(|| discover(&name, inode, opts.extra_ifaces))?;
+    let mut plan = netns.run(|| discover(&name, inode, opts.extra_ifaces))?;
+    plan.leave_out_unconcerned_pods(opts.filter, opts.extra_ifaces);
     for note in &plan.notes {
         log::warn!("{note}");
     }
@@ -421,6 +422,13 @@ pub fn describe(node: &AttachedNode) -> String {
             let _ = write!(s, "{} ", t.name);
         }
         s.push_str("...)");
+    }
+    if node.plan.pods_left_out > 0 {
+        let _ = write!(
+            s,
+            "; {} pod veths left out (the filter cannot match their pods)",
+            node.plan.pods_left_out
+        );
     }
     s
 }

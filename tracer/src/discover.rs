@@ -7,7 +7,10 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::{bail, Result};
 
+use tracer_common::filter::FilterProgram;
+
 use crate::{
+    filter::may_involve,
     netlink::{dump_links, Link},
     topology::{Iface, IfaceKind, Node, Route},
 };
@@ -31,6 +34,36 @@ pub struct NodePlan {
     pub vxlan_port: u16,
     /// Things worth telling the user (no uplink found, ...).
     pub notes: Vec<String>,
+    /// Pod veths left out because the filter cannot concern their pods.
+    pub pods_left_out: usize,
+}
+
+impl NodePlan {
+    /// Leaves out the pod veths of pods the filter cannot concern (`filter::may_involve` on
+    /// every address routed to the veth): a packet on a pod's veth has the pod's address as
+    /// source or destination. Veths named with `--iface`, and veths with no /32 route (no known
+    /// pod address), stay. On a node with many pods and a filter naming a few, this is most of
+    /// the attach time and of the per-packet cost for everyone else's traffic.
+    pub fn leave_out_unconcerned_pods(&mut self, filter: &FilterProgram, named: &[String]) {
+        let routes = &self.node.routes;
+        let concerned = |name: &str| {
+            let mut addrs = routes
+                .iter()
+                .filter(|r| r.dev == name && r.prefix_len == 32)
+                .map(|r| r.dst)
+                .peekable();
+            addrs.peek().is_none() || addrs.any(|a| may_involve(filter, a))
+        };
+        let before = self.targets.len();
+        self.targets.retain(|t| {
+            t.kind != IfaceKind::PodVeth || named.contains(&t.name) || concerned(&t.name)
+        });
+        self.pods_left_out = before - self.targets.len();
+        let targets = &self.targets;
+        self.node
+            .ifaces
+            .retain(|i| targets.iter().any(|t| t.ifindex == i.ifindex));
+    }
 }
 
 /// Discovers the interfaces of the calling thread's namespace.
@@ -136,6 +169,7 @@ pub fn discover(name: &str, netns: u32, extra_ifaces: &[String]) -> Result<NodeP
         targets,
         vxlan_port,
         notes,
+        pods_left_out: 0,
     })
 }
 
@@ -253,5 +287,94 @@ mod tests {
             (routes[1].dst, routes[1].prefix_len, routes[1].gw),
             (Ipv4Addr::new(10, 10, 0, 0), 24, None)
         );
+    }
+
+    /// A node with pods A (10.244.0.1) and B (10.244.0.2), a veth without a pod route, the
+    /// tunnel and the uplink.
+    fn plan() -> NodePlan {
+        let target = |ifindex, name: &str, kind| AttachTarget {
+            ifindex,
+            name: name.into(),
+            kind,
+            l2: true,
+        };
+        let targets = vec![
+            target(2, "eth0", IfaceKind::Uplink),
+            target(3, "vxlan.calico", IfaceKind::Vxlan),
+            target(4, "caliaaaaaaaaaaa", IfaceKind::PodVeth),
+            target(5, "calibbbbbbbbbbb", IfaceKind::PodVeth),
+            target(6, "calixxxxxxxxxxx", IfaceKind::PodVeth),
+        ];
+        let route = |dst: &str, dev: &str| Route {
+            dst: dst.parse().expect("address"),
+            prefix_len: 32,
+            gw: None,
+            dev: dev.into(),
+        };
+        NodePlan {
+            node: Node {
+                name: "n".into(),
+                netns: 1,
+                addrs: Vec::new(),
+                ifaces: targets
+                    .iter()
+                    .map(|t| Iface {
+                        ifindex: t.ifindex,
+                        name: t.name.clone(),
+                        kind: t.kind,
+                    })
+                    .collect(),
+                links: Vec::new(),
+                default_gw: None,
+                routes: vec![
+                    route("10.244.0.1", "caliaaaaaaaaaaa"),
+                    route("10.244.0.2", "calibbbbbbbbbbb"),
+                ],
+                uplink_addrs: Vec::new(),
+            },
+            targets,
+            vxlan_port: 4789,
+            notes: Vec::new(),
+            pods_left_out: 0,
+        }
+    }
+
+    fn names(p: &NodePlan) -> Vec<&str> {
+        p.targets.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    fn program(expr: &str) -> FilterProgram {
+        crate::filter::Filter::parse(expr)
+            .expect("parse")
+            .compile()
+            .expect("compile")
+    }
+
+    #[test]
+    fn pods_the_filter_cannot_concern_are_left_out() {
+        let mut p = plan();
+        p.leave_out_unconcerned_pods(&program("host 10.244.0.1 and host 10.244.4.1"), &[]);
+        // B is left out; the veth with no known pod address stays, as do tunnel and uplink.
+        assert_eq!(
+            names(&p),
+            ["eth0", "vxlan.calico", "caliaaaaaaaaaaa", "calixxxxxxxxxxx"]
+        );
+        assert_eq!(p.pods_left_out, 1);
+        assert_eq!(p.node.ifaces.len(), 4);
+        assert!(p.node.ifaces.iter().all(|i| i.name != "calibbbbbbbbbbb"));
+
+        // Named with --iface: kept whatever the filter says.
+        let mut p = plan();
+        let named = ["calibbbbbbbbbbb".to_string()];
+        p.leave_out_unconcerned_pods(&program("host 10.244.0.1 and host 10.244.4.1"), &named);
+        assert_eq!(p.pods_left_out, 0);
+
+        // One host, or no filter: any pod may talk to it, nothing is left out.
+        for expr in ["host 10.244.4.1", ""] {
+            let mut p = plan();
+            p.leave_out_unconcerned_pods(&program(expr), &[]);
+            assert_eq!(p.pods_left_out, 0, "{expr:?}");
+            assert_eq!(p.targets.len(), 5);
+        }
     }
 }

@@ -617,7 +617,10 @@ fn simplify(clauses: Vec<Clause>) -> Result<Vec<Clause>, FilterError> {
     Ok(out)
 }
 
+mod endpoint;
 #[cfg(test)]
 mod eval;
+
+pub use endpoint::may_involve;
 #[cfg(test)]
 mod tests;
