@@ -49,6 +49,26 @@ fn missing_namespace_and_interface_are_clear_errors() {
         "1s",
     ]);
     one_line_error(&out, "nosuchif0");
+
+    // Several namespaces: an interface none has is the same one-line error; one that only
+    // some have is attached where it exists, with a warning naming the others.
+    let topo = lab.topology().clone();
+    let (n1, n2) = (&topo.nodes[0].netns, &topo.nodes[1].netns);
+    let mut both = vec!["trace", "--netns", n1, "--netns", n2];
+    both.extend(["--iface", "nosuchif0", "--duration", "1s"]);
+    let out = run_tracer(&both);
+    one_line_error(&out, "does not exist in any traced namespace");
+    let cali = &topo.pods_on("node1")[0].cali;
+    let mut some = vec!["trace", "--netns", n1, "--netns", n2];
+    some.extend(["--iface", cali, "--duration", "1s"]);
+    let out = run_tracer(&some);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("interface '{cali}' is not in {n2}")),
+        "{}",
+        out.stderr
+    );
     lab.down().expect("lab down");
 }
 

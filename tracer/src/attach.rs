@@ -210,12 +210,22 @@ pub fn private_bpffs() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Discovers, loads and attaches in `netns`.
-pub fn attach_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<AttachedNode> {
+/// Finds what to attach to in `netns`, leaving out the pod veths the filter cannot concern.
+pub fn plan_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<NodePlan> {
     let name = netns.name.clone();
     let inode = netns.inode;
     let mut plan = netns.run(|| discover(&name, inode, opts.extra_ifaces))?;
     plan.leave_out_unconcerned_pods(opts.filter, opts.extra_ifaces);
+    Ok(plan)
+}
+
+/// Loads and attaches in `netns` what `plan` names.
+pub fn attach_node(
+    netns: &Netns,
+    plan: NodePlan,
+    opts: &AttachOptions<'_>,
+) -> Result<AttachedNode> {
+    let inode = netns.inode;
     for note in &plan.notes {
         log::warn!("{note}");
     }
@@ -270,7 +280,7 @@ pub fn attach_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<AttachedNo
 
     let targets = plan.targets.clone();
     let expedited = rcu::expedite(targets.len() * 2, "attaching");
-    let (skipped, links, mut ebpf) = netns.run(|| attach_targets(&name, ebpf, &targets))?;
+    let (skipped, links, mut ebpf) = netns.run(|| attach_targets(&netns.name, ebpf, &targets))?;
     drop(expedited);
 
     let events = RingBuf::try_from(

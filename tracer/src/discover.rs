@@ -36,6 +36,9 @@ pub struct NodePlan {
     pub notes: Vec<String>,
     /// Pod veths left out because the filter cannot concern their pods.
     pub pods_left_out: usize,
+    /// Interfaces named with `--iface` that this namespace does not have (an error only when
+    /// no traced namespace has them).
+    pub missing_ifaces: Vec<String>,
 }
 
 impl NodePlan {
@@ -107,9 +110,11 @@ pub fn discover(name: &str, netns: u32, extra_ifaces: &[String]) -> Result<NodeP
              use --iface to name it"
         )),
     }
+    let mut missing_ifaces = Vec::new();
     for want in extra_ifaces {
         let Some(link) = by_name.get(want.as_str()) else {
-            bail!("{name}: interface '{want}' does not exist (see `ip link` in that namespace)");
+            missing_ifaces.push(want.clone());
+            continue;
         };
         let kind = match IfaceKind::from_name(&link.name) {
             IfaceKind::Other if uplink.is_some_and(|u| u.ifindex == link.ifindex) => {
@@ -170,6 +175,7 @@ pub fn discover(name: &str, netns: u32, extra_ifaces: &[String]) -> Result<NodeP
         vxlan_port,
         notes,
         pods_left_out: 0,
+        missing_ifaces,
     })
 }
 
@@ -336,6 +342,7 @@ mod tests {
             vxlan_port: 4789,
             notes: Vec::new(),
             pods_left_out: 0,
+            missing_ifaces: Vec::new(),
         }
     }
 

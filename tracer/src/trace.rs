@@ -17,8 +17,9 @@ use clap::{Args, ValueEnum};
 use tracer_common::{filter::FilterProgram, MODE_AGGREGATE, MODE_EVENTS};
 
 use crate::{
-    attach::{self, attach_node, describe, preflight, AttachOptions, AttachedNode},
+    attach::{self, attach_node, describe, plan_node, preflight, AttachOptions, AttachedNode},
     correlate::{CorrelateConfig, Trace},
+    discover::NodePlan,
     filter::Filter,
     hooks::{attach_global, GlobalHooks, HookChoice, HookOptions},
     latency::ClockModel,
@@ -46,7 +47,8 @@ pub struct CaptureArgs {
     /// Without it, the current namespace is traced.
     #[arg(long = "netns", value_name = "NAME|PATH")]
     pub netns: Vec<String>,
-    /// Also attach to this interface (in every traced namespace that has it).
+    /// Also attach to this interface, in every traced namespace that has it (an error when
+    /// none has it).
     #[arg(long = "iface", value_name = "IFNAME")]
     pub iface: Vec<String>,
     /// Flow filter, tcpdump-like: host, src/dst host, net CIDR, port, src/dst port, tcp, udp,
@@ -265,9 +267,14 @@ impl Session {
         };
         crate::rcu::set_enabled(!cap.no_rcu_expedite);
         let started = Instant::now();
+        let plans = namespaces
+            .iter()
+            .map(|ns| plan_node(ns, &opts).with_context(|| format!("node {}", ns.name)))
+            .collect::<Result<Vec<_>>>()?;
+        check_named_ifaces(&cap.iface, &plans)?;
         let mut nodes = Vec::new();
-        for ns in &namespaces {
-            let node = attach_node(ns, &opts).with_context(|| format!("node {}", ns.name))?;
+        for (ns, plan) in namespaces.iter().zip(plans) {
+            let node = attach_node(ns, plan, &opts).with_context(|| format!("node {}", ns.name))?;
             eprintln!("tracer: {}", describe(&node));
             nodes.push(node);
         }
@@ -323,6 +330,32 @@ impl Session {
         }
         Ok(loss)
     }
+}
+
+/// Every `--iface` must exist in at least one traced namespace (before anything is attached);
+/// where only some have it, the others are named in a warning.
+fn check_named_ifaces(named: &[String], plans: &[NodePlan]) -> Result<()> {
+    for want in named {
+        let lacking: Vec<&str> = plans
+            .iter()
+            .filter(|p| p.missing_ifaces.contains(want))
+            .map(|p| p.node.name.as_str())
+            .collect();
+        match lacking.as_slice() {
+            [] => {}
+            [only] if plans.len() == 1 => anyhow::bail!(
+                "{only}: interface '{want}' does not exist (see `ip link` in that namespace)"
+            ),
+            _ if lacking.len() == plans.len() => anyhow::bail!(
+                "interface '{want}' does not exist in any traced namespace (see `ip link` in each)"
+            ),
+            some => log::warn!(
+                "interface '{want}' is not in {}: attached where it exists",
+                some.join(", ")
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// When to drain: every `DRAIN_INTERVAL`, at once again after a busy drain, until a stop

@@ -32,6 +32,7 @@ pub const TRACER_PROGRAMS: &[&str] = &[
     "kfree_skb_btf",
     "kfree_skb_tp",
     "fib_lookup",
+    "fib_lookup_btf",
 ];
 
 /// Turns BPF run-time statistics on; restores the previous value on drop.

@@ -138,7 +138,7 @@ impl Config {
     fn label(self, plan: &Plan) -> String {
         match self {
             Config::TraceFlowNoDrops => "trace-flow --no-drops".into(),
-            Config::RecordFlow => "record-flow (to a file, replay later)".into(),
+            Config::RecordFlow => "record-flow (to a file)".into(),
             Config::Stats if !plan.kernel_agg => "stats-kernel (user-space stats)".into(),
             c => c.name().into(),
         }
