@@ -110,6 +110,21 @@ impl RecentFibs {
             .filter(|f| !f.gw.is_some_and(|g| g.is_link_local()))
             .map(RouteLookup::from_record)
             .collect();
+        // The same lookup again (same node, table, result, interfaces) says nothing new.
+        let mut seen: Vec<RouteLookup> = Vec::with_capacity(out.len());
+        out.retain(|r| {
+            let same = |s: &RouteLookup| {
+                RouteLookup {
+                    ts_ns: s.ts_ns,
+                    ..r.clone()
+                } == *s
+            };
+            let new = !seen.iter().any(same);
+            if new {
+                seen.push(r.clone());
+            }
+            new
+        });
         if out.len() > MAX_ROUTES_PER_TRACE {
             out.drain(..out.len() - MAX_ROUTES_PER_TRACE);
         }

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use super::fixtures::*;
 use super::*;
 use crate::event::Direction::{Egress, Ingress};
+use crate::event::FibRecord;
 
 fn correlator() -> Correlator {
     Correlator::new(topology(), CorrelateConfig::default())
@@ -375,4 +376,63 @@ fn noise_drops_do_not_change_a_delivered_trace() {
     assert_eq!(out[0].outcome, DELIVERED);
     assert!(out[0].drop.is_none());
     assert_eq!((c.stats().drops_seen, c.stats().noise_drops), (1, 1));
+}
+
+/// A route lookup for the packet's destination, made in `netns` (0: unknown) via `gw`.
+fn fib(packet: &PacketId, netns: u32, ts_ns: u64, dev: &str, gw: Option<Ipv4Addr>) -> FibRecord {
+    let mut name = [0u8; 16];
+    name[..dev.len()].copy_from_slice(dev.as_bytes());
+    FibRecord {
+        ts_ns,
+        netns,
+        table: 254,
+        err: 0,
+        oif: 3,
+        iif: 10,
+        src: packet.src,
+        dst: packet.dst,
+        gw,
+        proto: packet.proto,
+        sport: packet.sport,
+        dport: packet.dport,
+        dev: name,
+    }
+}
+
+/// Lookups join a trace when they are for its destination, in a namespace it visited (or an
+/// unknown one that is not a pod's own), once each.
+#[test]
+fn route_lookups_of_the_nodes_the_packet_crossed_once_each() {
+    let p = icmp(1);
+    let t0 = 1_000_000;
+    let vtep = Some(Ipv4Addr::new(10, 244, 4, 0));
+    let mut c = correlator();
+    c.push_fib(fib(&p, NS1, t0 + 1_000, "vxlan.calico", vtep));
+    // The same lookup again: dropped. Another node's lookup in a namespace the packet never
+    // visited, and a pod's own lookup via 169.254.1.1: not this trace's.
+    c.push_fib(fib(&p, NS1, t0 + 2_000, "vxlan.calico", vtep));
+    c.push_fib(fib(&p, 4_026_539_999, t0 + 3_000, "eth0", None));
+    c.push_fib(fib(
+        &p,
+        0,
+        t0 + 500,
+        "eth0",
+        Some(Ipv4Addr::new(169, 254, 1, 1)),
+    ));
+    // Unknown namespace (classic tracepoint): kept. For another destination: not this trace's.
+    c.push_fib(fib(&p, 0, t0 + 20_000, "calie0e1e2e3e4f", None));
+    let other = PacketId {
+        dst: Ipv4Addr::new(10, 244, 9, 9),
+        ..p
+    };
+    c.push_fib(fib(&other, NS1, t0 + 4_000, "eth0", None));
+    vxlan_path(p, t0).into_iter().for_each(|h| c.push(h));
+    let traces = c.finish();
+    assert_eq!(traces.len(), 1);
+    let got: Vec<(u32, &str)> = traces[0]
+        .routes
+        .iter()
+        .map(|r| (r.netns, r.dev.as_str()))
+        .collect();
+    assert_eq!(got, [(NS1, "vxlan.calico"), (0, "calie0e1e2e3e4f")]);
 }
