@@ -13,11 +13,120 @@ const SEGMENTS: [&str; 6] = ["node-tx", "encap", "wire", "decap", "node-rx", "to
 const PINGS: u64 = 20;
 
 fn run(prefix: &str, extra: &[&str]) -> Value {
+    run_from(prefix, extra, false)
+}
+
+/// A pod added to node1 by hand whose veth has an ifindex above the tracer's role array
+/// (`ROLE_ARRAY_LEN`), wired as Felix wires pods; its namespace (and with it the veth pair) is
+/// deleted on drop.
+struct HighIndexPod {
+    netns: String,
+    ip: std::net::Ipv4Addr,
+}
+
+const HIGH_IFINDEX: &str = "70000";
+
+impl HighIndexPod {
+    fn add(node_ns: &str, prefix: &str) -> HighIndexPod {
+        let netns = format!("{prefix}-n1hi");
+        let ip: std::net::Ipv4Addr = "10.244.0.60".parse().expect("address");
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &netns])
+            .output();
+        let pod = HighIndexPod { netns, ip };
+        let cali = "calihighindex0";
+        let sh = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .expect("ip");
+            assert!(
+                out.status.success(),
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        sh(&["netns", "add", &pod.netns]);
+        sh(&[
+            "-n",
+            node_ns,
+            "link",
+            "add",
+            cali,
+            "index",
+            HIGH_IFINDEX,
+            "address",
+            "ee:ee:ee:ee:ee:ee",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &pod.netns,
+        ]);
+        sh(&["-n", node_ns, "link", "set", cali, "up"]);
+        let ip32 = format!("{ip}/32");
+        sh(&[
+            "-n", node_ns, "route", "add", &ip32, "dev", cali, "scope", "link",
+        ]);
+        for (key, value) in [("conf", "proxy_arp"), ("neigh", "proxy_delay")] {
+            let path = format!("net.ipv4.{key}.{cali}.{value}");
+            let v = if value == "proxy_arp" { "1" } else { "0" };
+            let out =
+                lab::exec_in(node_ns, &["sysctl", "-qw", &format!("{path}={v}")]).expect("sysctl");
+            assert!(out.status.success(), "sysctl {path}");
+        }
+        sh(&["-n", &pod.netns, "link", "set", "lo", "up"]);
+        sh(&["-n", &pod.netns, "addr", "add", &ip32, "dev", "eth0"]);
+        sh(&["-n", &pod.netns, "link", "set", "eth0", "up"]);
+        sh(&[
+            "-n",
+            &pod.netns,
+            "route",
+            "add",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ]);
+        sh(&[
+            "-n",
+            &pod.netns,
+            "route",
+            "add",
+            "default",
+            "via",
+            "169.254.1.1",
+            "dev",
+            "eth0",
+        ]);
+        pod
+    }
+}
+
+impl Drop for HighIndexPod {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+    }
+}
+
+fn run_from(prefix: &str, extra: &[&str], high_index: bool) -> Value {
     require_root();
     let lab = common::lab_up(prefix, 1, Encap::Vxlan);
     let topo = lab.topology().clone();
-    let a = topo.pod("n1p0").expect("n1p0").clone();
+    let mut a = topo.pod("n1p0").expect("n1p0").clone();
     let c = topo.pod("n2p0").expect("n2p0").clone();
+    let _extra_pod = high_index.then(|| {
+        let node1 = &topo.node("node1").expect("node1").netns;
+        let pod = HighIndexPod::add(node1, prefix);
+        (a.netns, a.ip) = (pod.netns.clone(), pod.ip);
+        pod
+    });
     let mut args: Vec<String> = Vec::new();
     for n in &topo.nodes {
         args.extend(["--netns".into(), n.netns.clone()]);
@@ -113,5 +222,13 @@ fn user_space_stats_cover_every_vxlan_segment() {
 #[test]
 fn kernel_aggregation_covers_every_vxlan_segment() {
     let stats = run("ts-ka", &["--kernel-agg"]);
+    check_segments(&stats, 2 * PINGS);
+}
+
+/// The same with the sending pod's veth above the role array: its role comes from the hash
+/// map, so node-tx (which starts at a pod veth) is still measured.
+#[test]
+fn kernel_aggregation_with_a_pod_veth_above_the_role_array() {
+    let stats = run_from("ts-kh", &["--kernel-agg"], true);
     check_segments(&stats, 2 * PINGS);
 }

@@ -70,6 +70,8 @@ pub const MODE_AGGREGATE: u32 = 2;
 pub const ROLE_POD: u8 = 1;
 pub const ROLE_TUNNEL: u8 = 2;
 pub const ROLE_UPLINK: u8 = 3;
+/// Interfaces with an ifindex below this have their role in an array, the others in a hash.
+pub const ROLE_ARRAY_LEN: u32 = 65536;
 
 /// In-kernel latency histograms: one per segment, log2 buckets of nanoseconds (bucket `i`
 /// counts deltas in `[2^i, 2^(i+1))`, bucket 0 also counts 0).

@@ -8,11 +8,11 @@
 
 use tracer_common::{
     Ipv4Packet, PktKey, PktState, CTR_AGG_MAP_FULL, DIR_EGRESS, DIR_INGRESS, HIST_BUCKETS,
-    ROLE_POD, ROLE_TUNNEL, ROLE_UPLINK, SEG_DECAP, SEG_ENCAP, SEG_NODE_RX, SEG_NODE_TX,
-    SEG_SAME_NODE, SEG_TOTAL, SEG_WIRE,
+    ROLE_ARRAY_LEN, ROLE_POD, ROLE_TUNNEL, ROLE_UPLINK, SEG_DECAP, SEG_ENCAP, SEG_NODE_RX,
+    SEG_NODE_TX, SEG_SAME_NODE, SEG_TOTAL, SEG_WIRE,
 };
 
-use crate::maps::{count, LAT_HIST, PKT_STATE, ROLES};
+use crate::maps::{count, LAT_HIST, PKT_STATE, ROLES, ROLE_BY_IFINDEX};
 
 #[inline(always)]
 fn point(role: u8, dir: u8) -> u8 {
@@ -83,10 +83,15 @@ fn record(segment: u32, delta: u64) {
 /// Accounts one hop of `pkt` seen at `ifindex` (direction `dir`) in `netns` at `ts`.
 #[inline(always)]
 pub fn hop(pkt: &Ipv4Packet, ifindex: u32, dir: u8, netns: u32, ts: u64) {
-    // SAFETY: map lookup with a key on the stack.
-    let Some(&role) = (unsafe { ROLES.get(ifindex) }) else {
-        return;
+    let role = if ifindex < ROLE_ARRAY_LEN {
+        ROLE_BY_IFINDEX.get(ifindex).copied().unwrap_or(0)
+    } else {
+        // SAFETY: map lookup with a key on the stack.
+        unsafe { ROLES.get(ifindex) }.copied().unwrap_or(0)
     };
+    if role == 0 {
+        return;
+    }
     let key = key_of(pkt);
     let here = point(role, dir);
     let Some(prev) = PKT_STATE.get_ptr_mut(key) else {

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     filter::FilterProgram, FibLayout, PktKey, PktState, SkbLayout, HIST_BUCKETS, MODE_EVENTS,
-    N_COUNTERS, N_SEGMENTS,
+    N_COUNTERS, N_SEGMENTS, ROLE_ARRAY_LEN,
 };
 
 /// Default ring buffer size; user space may resize it before loading.
@@ -41,7 +41,12 @@ pub static TRACED_NETNS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 pub static FIB_SEEN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 
-/// Role (`ROLE_*`) of each attached interface of this namespace, by ifindex (aggregation).
+/// Role (`ROLE_*`, 0: none) of each attached interface of this namespace whose ifindex is
+/// below `ROLE_ARRAY_LEN` (aggregation): an array lookup, which the verifier inlines.
+#[map]
+pub static ROLE_BY_IFINDEX: Array<u8> = Array::with_max_entries(ROLE_ARRAY_LEN, 0);
+
+/// Roles of the attached interfaces with larger ifindexes (nodes with a long pod churn).
 #[map]
 pub static ROLES: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 

@@ -19,8 +19,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use tracer_common::{
-    filter::FilterProgram, HIST_BUCKETS, MODE_AGGREGATE, N_COUNTERS, N_SEGMENTS, ROLE_POD,
-    ROLE_TUNNEL, ROLE_UPLINK,
+    filter::FilterProgram, HIST_BUCKETS, MODE_AGGREGATE, N_COUNTERS, N_SEGMENTS, ROLE_ARRAY_LEN,
+    ROLE_POD, ROLE_TUNNEL, ROLE_UPLINK,
 };
 
 use crate::{
@@ -248,18 +248,32 @@ pub fn attach_node(
         .load(ebpf_object()?)
         .context("loading the eBPF object")?;
     if opts.mode & MODE_AGGREGATE != 0 {
-        let mut roles: HashMap<&mut MapData, u32, u8> = HashMap::try_from(
+        let roles: Vec<(u32, u8)> = plan
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let role = match t.kind {
+                    IfaceKind::PodVeth => ROLE_POD,
+                    IfaceKind::Vxlan | IfaceKind::Ipip => ROLE_TUNNEL,
+                    IfaceKind::Uplink => ROLE_UPLINK,
+                    IfaceKind::Other => return None,
+                };
+                Some((t.ifindex, role))
+            })
+            .collect();
+        let mut by_index: Array<&mut MapData, u8> = Array::try_from(
+            ebpf.map_mut("ROLE_BY_IFINDEX")
+                .ok_or_else(|| anyhow!("eBPF object has no ROLE_BY_IFINDEX map"))?,
+        )?;
+        for &(ifindex, role) in roles.iter().filter(|(i, _)| *i < ROLE_ARRAY_LEN) {
+            by_index.set(ifindex, role, 0)?;
+        }
+        let mut by_hash: HashMap<&mut MapData, u32, u8> = HashMap::try_from(
             ebpf.map_mut("ROLES")
                 .ok_or_else(|| anyhow!("eBPF object has no ROLES map"))?,
         )?;
-        for t in &plan.targets {
-            let role = match t.kind {
-                IfaceKind::PodVeth => ROLE_POD,
-                IfaceKind::Vxlan | IfaceKind::Ipip => ROLE_TUNNEL,
-                IfaceKind::Uplink => ROLE_UPLINK,
-                IfaceKind::Other => continue,
-            };
-            roles.insert(t.ifindex, role, 0)?;
+        for &(ifindex, role) in roles.iter().filter(|(i, _)| *i >= ROLE_ARRAY_LEN) {
+            by_hash.insert(ifindex, role, 0)?;
         }
     }
     {
