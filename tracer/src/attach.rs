@@ -19,8 +19,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use tracer_common::{
-    filter::FilterProgram, HIST_BUCKETS, MODE_AGGREGATE, N_COUNTERS, N_SEGMENTS, ROLE_ARRAY_LEN,
-    ROLE_POD, ROLE_TUNNEL, ROLE_UPLINK,
+    filter::FilterProgram, CTR_RINGBUF_FULL, HIST_BUCKETS, MODE_AGGREGATE, N_COUNTERS, N_SEGMENTS,
+    ROLE_ARRAY_LEN, ROLE_POD, ROLE_TUNNEL, ROLE_UPLINK,
 };
 
 use crate::{
@@ -103,6 +103,11 @@ impl AttachedNode {
         sum_counters(&self.counters)
     }
 
+    /// Events lost so far because the ring buffer was full (one map read).
+    pub fn ringbuf_full(&self) -> Result<u64> {
+        ringbuf_full(&self.counters)
+    }
+
     /// The in-kernel latency histograms (shared by every namespace), summed over CPUs:
     /// `[segment][bucket]`.
     pub fn histograms(&self) -> Result<Vec<[u64; HIST_BUCKETS]>> {
@@ -138,6 +143,11 @@ impl Drop for AttachedNode {
 }
 
 /// Sum over CPUs of each counter (`CTR_*`) of a `COUNTERS` map.
+/// Sum over CPUs of `CTR_RINGBUF_FULL`.
+pub fn ringbuf_full(map: &PerCpuArray<MapData, u64>) -> Result<u64> {
+    Ok(map.get(&CTR_RINGBUF_FULL, 0)?.iter().sum())
+}
+
 pub fn sum_counters(map: &PerCpuArray<MapData, u64>) -> Result<[u64; N_COUNTERS as usize]> {
     let mut out = [0u64; N_COUNTERS as usize];
     for (i, slot) in out.iter_mut().enumerate() {

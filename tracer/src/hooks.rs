@@ -64,6 +64,11 @@ impl GlobalHooks {
     pub fn counters(&self) -> Result<[u64; N_COUNTERS as usize]> {
         sum_counters(&self.counters)
     }
+
+    /// Events lost so far because the ring buffer was full (one map read).
+    pub fn ringbuf_full(&self) -> Result<u64> {
+        crate::attach::ringbuf_full(&self.counters)
+    }
 }
 
 /// Names from the running kernel: drop reasons and text symbols.

@@ -164,6 +164,12 @@ impl<W: Write> Pipeline<W> {
         ok
     }
 
+    /// The tracer lost events (ring buffer full) between two drains, `[from_ns, to_ns]`: traces
+    /// in flight then are not called lost.
+    pub fn tracer_loss(&mut self, from_ns: u64, to_ns: u64) {
+        self.correlator.note_tracer_loss(from_ns, to_ns);
+    }
+
     /// Records that could not be read as whole records (a recording cut short): the tracer's
     /// own loss.
     pub fn count_decode_errors(&mut self, n: u64) {

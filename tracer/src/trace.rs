@@ -33,6 +33,9 @@ use crate::{
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 /// A drain that found at least this many records means load: the next one starts at once.
 const BUSY_DRAIN: usize = 4096;
+/// At most this many records per ring buffer per drain: under sustained load a ring buffer is
+/// never empty, and expiry, loss checks and the stop request must still get their turn.
+pub const MAX_PER_DRAIN: usize = 65_536;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -319,6 +322,18 @@ impl Session {
         })
     }
 
+    /// Events lost so far by every ring buffer of the session (ring buffer full).
+    pub fn ringbuf_full(&self) -> Result<u64> {
+        let mut n = 0;
+        for node in &self.nodes {
+            n += node.ringbuf_full()?;
+        }
+        if let Some(h) = &self.hooks {
+            n += h.ringbuf_full()?;
+        }
+        Ok(n)
+    }
+
     /// The kernel-side counters of the tracer's own losses and exclusions, summed.
     pub fn loss_counters(&self) -> Result<LossCounters> {
         let mut loss = LossCounters::default();
@@ -431,6 +446,7 @@ fn trace_loop(args: &TraceArgs, mut session: Session, collect: bool) -> Result<V
     );
     let mut next_report = args.interval.map(|i| Instant::now() + i);
     let mut pacer = DrainPacer::new(args.capture.duration);
+    let mut losses = LossWatch::new(&session)?;
     while pacer.wait(&session.stop) {
         if let (Some(at), Some(every)) = (next_report, args.interval) {
             if Instant::now() >= at {
@@ -439,12 +455,19 @@ fn trace_loop(args: &TraceArgs, mut session: Session, collect: bool) -> Result<V
             }
         }
         pacer.drained(drain(&mut pipe, &mut session));
-        if pipe.tick(monotonic_ns())? {
+        let now = monotonic_ns();
+        if let Some((from, to)) = losses.check(&session, now)? {
+            pipe.tracer_loss(from, to);
+        }
+        if pipe.tick(now)? {
             break;
         }
     }
     // Final drain: what is already in the ring buffers, then every open trace.
     drain(&mut pipe, &mut session);
+    if let Some((from, to)) = losses.check(&session, monotonic_ns())? {
+        pipe.tracer_loss(from, to);
+    }
     pipe.close_all()?;
     let loss = session.loss_counters()?;
     write_stats(&mut pipe, &session)?;
@@ -453,17 +476,47 @@ fn trace_loop(args: &TraceArgs, mut session: Session, collect: bool) -> Result<V
     pipe.write_summary(loss)
 }
 
+/// Notices, drain by drain, when the ring buffers' lost-event counter grew.
+pub struct LossWatch {
+    seen: u64,
+    since_ns: u64,
+}
+
+impl LossWatch {
+    pub fn new(session: &Session) -> Result<LossWatch> {
+        Ok(LossWatch {
+            seen: session.ringbuf_full()?,
+            since_ns: monotonic_ns(),
+        })
+    }
+
+    /// After a drain at `now_ns`: the window since the previous drain if events were lost in
+    /// it.
+    pub fn check(&mut self, session: &Session, now_ns: u64) -> Result<Option<(u64, u64)>> {
+        let full = session.ringbuf_full()?;
+        let window = (full > self.seen).then_some((self.since_ns, now_ns));
+        (self.seen, self.since_ns) = (full, now_ns);
+        Ok(window)
+    }
+}
+
 /// Moves every record waiting in the ring buffers into the pipeline; returns how many.
 fn drain<W: Write>(pipe: &mut Pipeline<W>, session: &mut Session) -> usize {
     let mut n = 0;
     for node in session.nodes.iter_mut() {
-        while let Some(item) = node.events.next() {
+        for _ in 0..MAX_PER_DRAIN {
+            let Some(item) = node.events.next() else {
+                break;
+            };
             n += 1;
             pipe.node_record(&node.plan.node.name, &item);
         }
     }
     if let Some(hooks) = session.hooks.as_mut() {
-        while let Some(item) = hooks.events.next() {
+        for _ in 0..MAX_PER_DRAIN {
+            let Some(item) = hooks.events.next() else {
+                break;
+            };
             n += 1;
             pipe.hook_record(&item, &hooks.names);
         }

@@ -129,6 +129,9 @@ pub struct Trace {
     pub routes: Vec<RouteLookup>,
     /// For dropped and lost packets: the likely cause in the user's terms.
     pub verdict: Option<Verdict>,
+    /// The tracer itself lost events (ring buffer full) while this packet was in flight, so
+    /// missing hops prove nothing: such a trace is never called `lost`, only `incomplete`.
+    pub tracer_loss: bool,
 }
 
 impl Trace {
@@ -165,6 +168,11 @@ pub struct CorrelateStats {
     pub drops_seen: u64,
     /// Drops that are not faults (an echo reply nobody listens for, ...), ignored.
     pub noise_drops: u64,
+    /// Drains after which the tracer found it had lost events (ring buffer full).
+    pub loss_windows: u64,
+    /// Traces that would have been called lost but are incomplete because the tracer lost
+    /// events while they were in flight.
+    pub lost_withheld: u64,
 }
 
 /// Per 5-tuple totals over emitted traces.
@@ -367,6 +375,8 @@ pub struct Correlator {
     flows: BTreeMap<FlowKey, FlowSummary>,
     /// Recent FIB lookups, attached to traces when they are emitted.
     fibs: evidence::RecentFibs,
+    /// Time windows `[from, to]` in which the tracer lost events, oldest first.
+    loss_windows: std::collections::VecDeque<(u64, u64)>,
 }
 
 impl Correlator {
@@ -402,7 +412,33 @@ impl Correlator {
             stats: CorrelateStats::default(),
             flows: BTreeMap::new(),
             fibs: evidence::RecentFibs::default(),
+            loss_windows: std::collections::VecDeque::new(),
         }
+    }
+
+    /// The tracer lost events (ring buffer full) somewhere in `[from_ns, to_ns]` (between two
+    /// drains): traces in flight then cannot be called lost.
+    pub fn note_tracer_loss(&mut self, from_ns: u64, to_ns: u64) {
+        self.stats.loss_windows += 1;
+        // Windows older than anything that can still be open are of no use.
+        let horizon = self.cfg.window_ns + self.cfg.drop_wait_ns + self.cfg.linger_ns;
+        while self
+            .loss_windows
+            .front()
+            .is_some_and(|&(_, to)| to + horizon < from_ns)
+        {
+            self.loss_windows.pop_front();
+        }
+        self.loss_windows.push_back((from_ns, to_ns));
+    }
+
+    /// Whether the tracer lost events while a packet seen from `first` to `last` could still
+    /// have produced hops (up to the drop wait after its last one).
+    fn lost_events_during(&self, first: u64, last: u64) -> bool {
+        let until = last + self.cfg.drop_wait_ns;
+        self.loss_windows
+            .iter()
+            .any(|&(from, to)| from <= until && to >= first)
     }
 
     /// Adds one hop record (any order, duplicates allowed).
@@ -712,10 +748,17 @@ impl Correlator {
         };
         let mut raw = open.hops;
         raw.sort_unstable_by_key(|h| (h.ts_ns, h.iface, h.dir));
-        let outcome = match &open.drop {
+        let mut outcome = match &open.drop {
             Some(_) => Outcome::Dropped,
             None => self.outcome(&open.packet, &raw),
         };
+        let tracer_loss = matches!(outcome, Outcome::Lost | Outcome::Incomplete)
+            && self.lost_events_during(open.first_ts, open.last_ts);
+        if tracer_loss && outcome == Outcome::Lost {
+            // The hops after the uplink may be among what the tracer lost.
+            outcome = Outcome::Incomplete;
+            self.stats.lost_withheld += 1;
+        }
         let hops: Vec<TraceHop> = raw
             .iter()
             .map(|h| {
@@ -747,6 +790,7 @@ impl Correlator {
             drop: open.drop,
             routes,
             verdict: None,
+            tracer_loss,
         };
         if matches!(trace.outcome, Outcome::Dropped | Outcome::Lost) {
             trace.verdict = crate::verdict::judge(&trace, &self.topology);

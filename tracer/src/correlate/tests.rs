@@ -436,3 +436,34 @@ fn route_lookups_of_the_nodes_the_packet_crossed_once_each() {
         .collect();
     assert_eq!(got, [(NS1, "vxlan.calico"), (0, "calie0e1e2e3e4f")]);
 }
+
+/// A packet last seen leaving node1's uplink is lost, unless the tracer itself lost events
+/// while it was in flight: then it is only incomplete, flagged, and gets no verdict.
+#[test]
+fn no_lost_verdict_while_the_tracer_was_losing_events() {
+    let t0 = 1_000_000_000;
+    let first_three = |id| vxlan_path(icmp(id), t0)[..3].to_vec();
+    let run_with = |window: Option<(u64, u64)>| {
+        let mut c = correlator();
+        if let Some((from, to)) = window {
+            c.note_tracer_loss(from, to);
+        }
+        first_three(1).into_iter().for_each(|h| c.push(h));
+        let t = c.finish().pop().expect("one trace");
+        (t, c.stats().clone())
+    };
+    let (t, stats) = run_with(None);
+    assert_eq!((t.outcome, t.tracer_loss), (Outcome::Lost, false));
+    assert!(t.verdict.is_some());
+    assert_eq!(stats.lost_withheld, 0);
+
+    // Events lost 2 ms after the packet's last hop: its later hops may be among them.
+    let (t, stats) = run_with(Some((t0 + 2_000_000, t0 + 50_000_000)));
+    assert_eq!((t.outcome, t.tracer_loss), (Outcome::Incomplete, true));
+    assert!(t.verdict.is_none(), "{:?}", t.verdict);
+    assert_eq!(stats.lost_withheld, 1);
+
+    // Losses long before the packet say nothing about it.
+    let (t, _) = run_with(Some((t0 - 20_000_000_000, t0 - 19_000_000_000)));
+    assert_eq!((t.outcome, t.tracer_loss), (Outcome::Lost, false));
+}

@@ -12,8 +12,9 @@
 //! the nodes, their interfaces, addresses and routes, and the clock. Drop reasons and drop
 //! locations are kernel-specific, so the recorder writes the name of each value (`FRAME_REASON`,
 //! `FRAME_LOCATION`) before the first record that uses it. `FRAME_TICK` marks the end of a
-//! drain with the monotonic time the live pipeline would have expired traces at; `FRAME_END`
-//! holds the tracer's own loss counters. A file cut short (a killed recorder, a full disk) is
+//! drain with the monotonic time the live pipeline would have expired traces at; `FRAME_LOSS`
+//! says the ring buffers lost events between two drains (traces in flight then are not called
+//! lost); `FRAME_END` holds the tracer's own loss counters. A file cut short (a killed recorder, a full disk) is
 //! read up to its last whole frame and reported as truncated.
 
 use std::io::{self, Read, Write};
@@ -36,6 +37,8 @@ pub const FRAME_LOCATION: u8 = 3;
 pub const FRAME_TICK: u8 = 4;
 /// The trailer (JSON): the tracer's own losses and how the recording ended.
 pub const FRAME_END: u8 = 5;
+/// `from_ns u64 | to_ns u64`: the ring buffers lost events between these two drains.
+pub const FRAME_LOSS: u8 = 6;
 
 /// `source` of records from the global hooks (drops, route lookups, probes).
 pub const SOURCE_HOOKS: u16 = u16::MAX;
@@ -158,6 +161,14 @@ impl<W: Write> Writer<W> {
         self.frame(FRAME_TICK, 0, &[&now_ns.to_le_bytes()])
     }
 
+    pub fn loss(&mut self, from_ns: u64, to_ns: u64) -> io::Result<()> {
+        self.frame(
+            FRAME_LOSS,
+            0,
+            &[&from_ns.to_le_bytes(), &to_ns.to_le_bytes()],
+        )
+    }
+
     pub fn records(&self) -> u64 {
         self.records
     }
@@ -188,6 +199,7 @@ pub enum Frame<'a> {
     Reason { value: u32, name: String },
     Location { addr: u64, symbol: String },
     Tick { now_ns: u64 },
+    Loss { from_ns: u64, to_ns: u64 },
     End(Trailer),
 }
 
@@ -291,10 +303,14 @@ impl<R: Read> Reader<R> {
             FRAME_TICK if p.len() == 8 => Frame::Tick {
                 now_ns: u64::from_le_bytes(p.try_into().expect("8 bytes")),
             },
+            FRAME_LOSS if p.len() == 16 => Frame::Loss {
+                from_ns: u64::from_le_bytes(p[..8].try_into().expect("8 bytes")),
+                to_ns: u64::from_le_bytes(p[8..].try_into().expect("8 bytes")),
+            },
             FRAME_END => Frame::End(
                 serde_json::from_slice(p).map_err(|e| corrupt(&format!("trailer: {e}")))?,
             ),
-            FRAME_REASON | FRAME_LOCATION | FRAME_TICK => {
+            FRAME_REASON | FRAME_LOCATION | FRAME_TICK | FRAME_LOSS => {
                 return Err(corrupt(&format!("frame kind {kind} of {len} bytes")))
             }
             other => return Err(corrupt(&format!("unknown frame kind {other}"))),

@@ -27,7 +27,7 @@ use crate::{
     event::{decode, Event},
     hooks::Names,
     latency::ClockSource,
-    trace::{monotonic_ns, CaptureArgs, DrainPacer, Session},
+    trace::{monotonic_ns, CaptureArgs, DrainPacer, LossWatch, Session, MAX_PER_DRAIN},
 };
 use format::{native_byte_order, Header, Trailer, Writer, SOURCE_HOOKS};
 
@@ -112,9 +112,10 @@ pub fn run(args: RecordArgs) -> Result<()> {
     eprintln!("tracer: recording to {}", args.write.display());
     let mut names = NamesWritten::default();
     let mut pacer = DrainPacer::new(args.capture.duration);
+    let mut losses = LossWatch::new(&session)?;
     let limit = args.max_mib.checked_mul(1 << 20).filter(|&l| l > 0);
     while pacer.wait(&session.stop) {
-        pacer.drained(drain(&mut w, &mut session, &mut names)?);
+        pacer.drained(drain(&mut w, &mut session, &mut names, &mut losses)?);
         if limit.is_some_and(|l| w.bytes() >= l) {
             eprintln!(
                 "tracer: the recording reached --max-mib {} MiB: stopping (raise it, or 0 for no limit)",
@@ -123,7 +124,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
             break;
         }
     }
-    drain(&mut w, &mut session, &mut names)?;
+    drain(&mut w, &mut session, &mut names, &mut losses)?;
     let loss = session.loss_counters()?;
     drop(session);
     let records = w.records();
@@ -165,16 +166,23 @@ fn drain<W: Write>(
     w: &mut Writer<W>,
     session: &mut Session,
     names: &mut NamesWritten,
+    losses: &mut LossWatch,
 ) -> Result<usize> {
     let mut n = 0;
     for (i, node) in session.nodes.iter_mut().enumerate() {
-        while let Some(item) = node.events.next() {
+        for _ in 0..MAX_PER_DRAIN {
+            let Some(item) = node.events.next() else {
+                break;
+            };
             n += 1;
             w.record(i as u16, &item).context("writing the recording")?;
         }
     }
     if let Some(hooks) = session.hooks.as_mut() {
-        while let Some(item) = hooks.events.next() {
+        for _ in 0..MAX_PER_DRAIN {
+            let Some(item) = hooks.events.next() else {
+                break;
+            };
             n += 1;
             names
                 .before(w, &item, &hooks.names)
@@ -183,7 +191,11 @@ fn drain<W: Write>(
                 .context("writing the recording")?;
         }
     }
-    w.tick(monotonic_ns()).context("writing the recording")?;
+    let now = monotonic_ns();
+    if let Some((from, to)) = losses.check(session, now)? {
+        w.loss(from, to).context("writing the recording")?;
+    }
+    w.tick(now).context("writing the recording")?;
     if n > 0 {
         // What was drained reaches the file now: a recorder killed later loses nothing of it.
         w.flush().context("writing the recording")?;

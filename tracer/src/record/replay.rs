@@ -187,6 +187,7 @@ pub fn replay_into<R: Read, W: Write>(
             Frame::Location { addr, symbol } => {
                 names.locations.insert(addr, symbol);
             }
+            Frame::Loss { from_ns, to_ns } => pipe.tracer_loss(from_ns, to_ns),
             Frame::Tick { now_ns } => {
                 if pipe.tick(now_ns)? {
                     end = Some(ReplayEnd::CountReached);

@@ -52,6 +52,7 @@ fn small_file() -> Vec<u8> {
         .expect("location");
     w.record(SOURCE_HOOKS, &[4, 5]).expect("record");
     w.tick(42).expect("tick");
+    w.loss(40, 42).expect("loss");
     w.finish(&Trailer {
         loss: loss(),
         records: 2,
@@ -96,6 +97,10 @@ fn frames_round_trip() {
             data: &[4, 5],
         },
         Frame::Tick { now_ns: 42 },
+        Frame::Loss {
+            from_ns: 40,
+            to_ns: 42,
+        },
         Frame::End(Trailer {
             loss: loss(),
             records: 2,
@@ -131,7 +136,7 @@ fn every_cut_is_reported_and_never_panics() {
                         Err(e) => break Some(e),
                     }
                 };
-                assert!(n < 6, "cut {cut}: all frames read from a cut file");
+                assert!(n < 7, "cut {cut}: all frames read from a cut file");
                 match end {
                     None | Some(RecordError::Truncated { .. }) => {}
                     Some(e) => panic!("cut {cut}: unexpected {e}"),
@@ -151,6 +156,7 @@ fn r_remaining(r: Reader<Cursor<Vec<u8>>>) -> usize {
             Frame::Reason { name, .. } => 4 + name.len(),
             Frame::Location { symbol, .. } => 8 + symbol.len(),
             Frame::Tick { .. } => 8,
+            Frame::Loss { .. } => 16,
             Frame::End(t) => serde_json::to_vec(&t).expect("json").len(),
         };
     }

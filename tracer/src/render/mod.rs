@@ -54,10 +54,15 @@ pub fn write_trace_text(w: &mut impl Write, t: &Trace) -> io::Result<()> {
     let outcome = match (t.outcome, t.hops.last()) {
         (Outcome::Incomplete, Some(h)) => {
             format!(
-                "INCOMPLETE (last seen {} {} {})",
+                "INCOMPLETE (last seen {} {} {}{})",
                 h.node,
                 h.ifname,
-                h.dir.as_str()
+                h.dir.as_str(),
+                if t.tracer_loss {
+                    "; the tracer lost events meanwhile"
+                } else {
+                    ""
+                }
             )
         }
         (Outcome::Incomplete, None) => "INCOMPLETE (no hops)".to_string(),
@@ -231,6 +236,15 @@ pub fn write_summary_text(
          {} unreadable drops, {} aggregation states (map full)",
         loss.ringbuf_full, loss.decode_errors, loss.drop_read_errors, loss.agg_map_full
     )?;
+    if s.lost_withheld > 0 {
+        writeln!(
+            w,
+            "{} traces are incomplete, not lost: the tracer lost events while they were in \
+             flight (for every packet at this rate: `tracer record`, a larger --ringbuf-mib, or \
+             --sample N)",
+            s.lost_withheld
+        )?;
+    }
     writeln!(
         w,
         "not traced: {} filtered, {} not IPv4, {} malformed, {} sampled out",
@@ -295,6 +309,7 @@ pub fn write_summary_json(
             unknown_iface_hops: s.unknown_iface_hops,
             evicted: s.evicted,
             open_traces: c.open_traces() as u64,
+            lost_withheld: s.lost_withheld,
         },
     };
     serde_json::to_writer(&mut *w, &view)?;
@@ -472,6 +487,7 @@ struct SummaryJson {
     unknown_iface_hops: u64,
     evicted: u64,
     open_traces: u64,
+    lost_withheld: u64,
 }
 
 #[derive(Serialize)]

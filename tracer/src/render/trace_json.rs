@@ -33,7 +33,9 @@ pub fn write(w: &mut impl Write, t: &Trace) -> io::Result<()> {
     }
     o.raw(b"],\"outcome\":\"");
     o.raw(t.outcome.as_str().as_bytes());
-    o.raw(b"\",\"drop\":");
+    o.raw(b"\",\"tracer_loss\":");
+    o.raw(if t.tracer_loss { b"true" } else { b"false" });
+    o.raw(b",\"drop\":");
     match &t.drop {
         Some(d) => o.drop_point(d, first),
         None => o.raw(b"null"),

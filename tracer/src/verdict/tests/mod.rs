@@ -87,6 +87,7 @@ fn trace(topo: &Topology, packet: PacketId) -> TraceBuilder<'_> {
             drop: None,
             routes: Vec::new(),
             verdict: None,
+            tracer_loss: false,
         },
     }
 }
