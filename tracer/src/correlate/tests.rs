@@ -441,7 +441,7 @@ fn route_lookups_of_the_nodes_the_packet_crossed_once_each() {
 /// while it was in flight: then it is only incomplete, flagged, and gets no verdict.
 #[test]
 fn no_lost_verdict_while_the_tracer_was_losing_events() {
-    let t0 = 1_000_000_000;
+    let t0 = 100_000_000_000;
     let first_three = |id| vxlan_path(icmp(id), t0)[..3].to_vec();
     let run_with = |window: Option<(u64, u64)>| {
         let mut c = correlator();
