@@ -112,6 +112,22 @@ fn assert_paths(what: &str, traces: &[&Value], want: &Path, topo: &Topology, src
     }
 }
 
+/// `--netns` for every node, `--filter FILTER`, JSON output, a short linger.
+fn json_args(topo: &Topology, filter: &str) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    for n in &topo.nodes {
+        args.extend(["--netns".into(), n.netns.clone()]);
+    }
+    args.extend([
+        "--filter".into(),
+        filter.into(),
+        "--output".into(),
+        "json".into(),
+    ]);
+    args.extend(["--linger-ms".into(), "100".into()]);
+    args
+}
+
 fn run_suite(encap: Encap, prefix: &str) {
     require_root();
     let lab = common::lab_up(prefix, 2, encap);
@@ -119,18 +135,7 @@ fn run_suite(encap: Encap, prefix: &str) {
     let pod = |n: &str| topo.pod(n).cloned().expect("pod");
     let (a, b, c, d) = (pod("n1p0"), pod("n1p1"), pod("n2p0"), pod("n2p1"));
 
-    let mut args: Vec<String> = Vec::new();
-    for n in &topo.nodes {
-        args.extend(["--netns".into(), n.netns.clone()]);
-    }
-    args.extend([
-        "--filter".into(),
-        format!("host {}", a.ip),
-        "--output".into(),
-        "json".into(),
-    ]);
-    args.extend(["--linger-ms".into(), "100".into()]);
-    let tracer = Tracer::start(&args);
+    let tracer = Tracer::start(&json_args(&topo, &format!("host {}", a.ip)));
 
     traffic::ping(&a.netns, c.ip, 1, true).expect("ping across nodes");
     let tcp = traffic::tcp_exchange(&c.netns, c.ip, 8080, &a.netns, b"hello").expect("tcp");
@@ -244,19 +249,10 @@ fn a_pair_filter_leaves_the_other_pods_veths_out() {
     let topo = lab.topology().clone();
     let pod = |n: &str| topo.pod(n).cloned().expect("pod");
     let (a, b, c, d) = (pod("n1p0"), pod("n1p1"), pod("n2p0"), pod("n2p1"));
-    let mut args: Vec<String> = Vec::new();
-    for n in &topo.nodes {
-        args.extend(["--netns".into(), n.netns.clone()]);
-    }
-    args.extend([
-        "--filter".into(),
-        format!("host {} and host {}", a.ip, c.ip),
-        "--output".into(),
-        "json".into(),
-        "--linger-ms".into(),
-        "100".into(),
-    ]);
-    let tracer = Tracer::start(&args);
+    let tracer = Tracer::start(&json_args(
+        &topo,
+        &format!("host {} and host {}", a.ip, c.ip),
+    ));
     traffic::ping(&a.netns, c.ip, 2, true).expect("ping across nodes");
     traffic::ping(&b.netns, d.ip, 1, true).expect("ping between the other pods");
     std::thread::sleep(std::time::Duration::from_millis(300));
