@@ -142,12 +142,12 @@ impl Drop for AttachedNode {
     }
 }
 
-/// Sum over CPUs of each counter (`CTR_*`) of a `COUNTERS` map.
-/// Sum over CPUs of `CTR_RINGBUF_FULL`.
+/// Sum over CPUs of `CTR_RINGBUF_FULL` of a `COUNTERS` map.
 pub fn ringbuf_full(map: &PerCpuArray<MapData, u64>) -> Result<u64> {
     Ok(map.get(&CTR_RINGBUF_FULL, 0)?.iter().sum())
 }
 
+/// Sum over CPUs of each counter (`CTR_*`) of a `COUNTERS` map.
 pub fn sum_counters(map: &PerCpuArray<MapData, u64>) -> Result<[u64; N_COUNTERS as usize]> {
     let mut out = [0u64; N_COUNTERS as usize];
     for (i, slot) in out.iter_mut().enumerate() {
@@ -358,8 +358,11 @@ fn attach_targets(
             ]
         })
         .collect();
+    // Every pod veth of a node without uplink or tunnel may have been left out by the filter.
+    let Some(&(fd0, if0, eg0)) = jobs.first() else {
+        return Ok((Vec::new(), Vec::new(), ebpf));
+    };
     // Probe tcx with the first job: old kernels answer EINVAL (unknown attach type).
-    let (fd0, if0, eg0) = jobs[0];
     let first = tcx::link_create(fd0, if0, eg0);
     if let Err(e) = &first {
         if matches!(

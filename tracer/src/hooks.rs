@@ -324,6 +324,55 @@ fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
         .ok_or_else(|| anyhow!("eBPF object has no {name} map"))
 }
 
+/// Loads program `prog` as `tp_btf` on the kernel tracepoint `func` and attaches it.
+fn attach_btf(ebpf: &mut Ebpf, prog: &str, func: &str, btf: &aya::Btf) -> Result<()> {
+    let p: &mut BtfTracePoint = ebpf
+        .program_mut(prog)
+        .ok_or_else(|| anyhow!("no program {prog}"))?
+        .try_into()?;
+    p.load(func, btf)?;
+    p.attach()?;
+    Ok(())
+}
+
+/// Loads program `prog` and attaches it to the classic tracepoint `category/name`.
+fn attach_tracepoint(ebpf: &mut Ebpf, prog: &str, category: &str, name: &str) -> Result<()> {
+    let p: &mut TracePoint = ebpf
+        .program_mut(prog)
+        .ok_or_else(|| anyhow!("no program {prog}"))?
+        .try_into()?;
+    p.load()?;
+    p.attach(category, name)?;
+    Ok(())
+}
+
+/// The `--drop-hook` / `--fib-hook` policy: tries the tp_btf flavour (`attempt`) unless
+/// `which` rules it out. `Ok(true)`: attached. `Ok(false)`: use the classic tracepoint
+/// `classic` (with a warning when tp_btf failed). An error when only tp_btf was allowed, or
+/// when it failed and `classic_ok` says there is no classic tracepoint to fall back to.
+fn btf_first(
+    which: HookChoice,
+    hook: &str,
+    classic: &str,
+    classic_ok: bool,
+    attempt: impl FnOnce() -> Result<()>,
+) -> Result<bool> {
+    if which == HookChoice::Tracepoint {
+        return Ok(false);
+    }
+    match attempt() {
+        Ok(()) => Ok(true),
+        Err(e) if which == HookChoice::Btf => bail!("cannot attach tp_btf/{hook}: {e:#}"),
+        Err(e) if classic_ok => {
+            log::warn!("tp_btf/{hook} unavailable ({e:#}); falling back to the {classic} tracepoint");
+            Ok(false)
+        }
+        Err(e) => bail!(
+            "cannot attach tp_btf/{hook} ({e:#}), and the {classic} tracepoint format is unavailable"
+        ),
+    }
+}
+
 fn attach_drop_hook(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
@@ -334,36 +383,12 @@ fn attach_drop_hook(
     if which == HookChoice::Tracepoint && !classic_ok {
         bail!("--drop-hook tracepoint: the skb/kfree_skb tracepoint format is unavailable");
     }
-    let btf_err = (|| -> Result<()> {
-        if which == HookChoice::Tracepoint {
-            bail!("not tried (--drop-hook tracepoint)");
-        }
-        let p: &mut BtfTracePoint = ebpf
-            .program_mut("kfree_skb_btf")
-            .ok_or_else(|| anyhow!("no program kfree_skb_btf"))?
-            .try_into()?;
-        p.load("kfree_skb", btf)?;
-        p.attach()?;
-        Ok(())
-    })();
-    match btf_err {
-        Ok(()) => {
-            attached.push("drops: tp_btf/kfree_skb".into());
-            return Ok(());
-        }
-        Err(e) if which == HookChoice::Btf => bail!("cannot attach tp_btf/kfree_skb: {e:#}"),
-        Err(_) if which == HookChoice::Tracepoint => {}
-        Err(e) if classic_ok => {
-            log::warn!("tp_btf/kfree_skb unavailable ({e:#}); falling back to the skb/kfree_skb tracepoint");
-        }
-        Err(e) => bail!("cannot attach a drop hook: tp_btf/kfree_skb failed ({e:#}) and the skb/kfree_skb tracepoint format is unavailable"),
+    let attempt = || attach_btf(ebpf, "kfree_skb_btf", "kfree_skb", btf);
+    if btf_first(which, "kfree_skb", "skb/kfree_skb", classic_ok, attempt)? {
+        attached.push("drops: tp_btf/kfree_skb".into());
+        return Ok(());
     }
-    let p: &mut TracePoint = ebpf
-        .program_mut("kfree_skb_tp")
-        .ok_or_else(|| anyhow!("no program kfree_skb_tp"))?
-        .try_into()?;
-    p.load()?;
-    p.attach("skb", "kfree_skb")
+    attach_tracepoint(ebpf, "kfree_skb_tp", "skb", "kfree_skb")
         .context("attaching the skb/kfree_skb tracepoint")?;
     attached.push("drops: tracepoint skb/kfree_skb".into());
     Ok(())
@@ -376,33 +401,23 @@ fn attach_fib_hook(
     which: HookChoice,
     attached: &mut Vec<String>,
 ) -> Result<()> {
-    let btf_result = (|| -> Result<()> {
-        if which == HookChoice::Tracepoint {
-            bail!("not tried (--fib-hook tracepoint)");
-        }
+    let attempt = || -> Result<()> {
         let layout = fib_layout(btf)?;
         let mut m: Array<&mut MapData, FibLayout> = Array::try_from(map(ebpf, "FIB_LAYOUT")?)?;
         m.set(0, layout, 0)?;
-        let p: &mut BtfTracePoint = ebpf
-            .program_mut("fib_lookup_btf")
-            .ok_or_else(|| anyhow!("no program fib_lookup_btf"))?
-            .try_into()?;
-        p.load("fib_table_lookup", aya_btf)?;
-        p.attach()?;
-        Ok(())
-    })();
-    match btf_result {
-        Ok(()) => {
-            attached.push("routes: tp_btf/fib_table_lookup".into());
-            return Ok(());
-        }
-        Err(e) if which == HookChoice::Btf => {
-            bail!("cannot attach tp_btf/fib_table_lookup: {e:#}")
-        }
-        Err(_) if which == HookChoice::Tracepoint => {}
-        Err(e) => log::warn!(
-            "tp_btf/fib_table_lookup unavailable ({e:#}); falling back to the fib:fib_table_lookup tracepoint"
-        ),
+        attach_btf(ebpf, "fib_lookup_btf", "fib_table_lookup", aya_btf)
+    };
+    // Without the classic tracepoint the tracer still works, only without route lookups:
+    // its absence is a warning below, not an error here.
+    if btf_first(
+        which,
+        "fib_table_lookup",
+        "fib:fib_table_lookup",
+        true,
+        attempt,
+    )? {
+        attached.push("routes: tp_btf/fib_table_lookup".into());
+        return Ok(());
     }
     let Some(format) = read_format("fib", "fib_table_lookup") else {
         log::warn!("no fib:fib_table_lookup tracepoint; verdicts will not show the route lookup");
@@ -417,16 +432,7 @@ fn attach_fib_hook(
         );
         return Ok(());
     }
-    let result = (|| -> Result<()> {
-        let p: &mut TracePoint = ebpf
-            .program_mut("fib_lookup")
-            .ok_or_else(|| anyhow!("no program fib_lookup"))?
-            .try_into()?;
-        p.load()?;
-        p.attach("fib", "fib_table_lookup")?;
-        Ok(())
-    })();
-    match result {
+    match attach_tracepoint(ebpf, "fib_lookup", "fib", "fib_table_lookup") {
         Ok(()) => attached.push("routes: tracepoint fib/fib_table_lookup".into()),
         Err(e) => {
             log::warn!("fib:fib_table_lookup did not attach ({e:#}); route lookups are not traced")

@@ -6,7 +6,7 @@
 //! ticks, it therefore prints the same traces live and from a file. Records that do not decode
 //! are counted (the tracer's own loss), never fatal.
 
-use std::io::Write;
+use std::{io::Write, net::Ipv4Addr};
 
 use anyhow::Result;
 use tracer_common::{
@@ -18,7 +18,7 @@ use tracer_common::{
 
 use crate::{
     correlate::{CorrelateConfig, Correlator, Trace},
-    event::{decode, DecodeError, Event, FibRecord, PacketId},
+    event::{decode, DecodeError, Event, PacketId},
     latency::{self, ClockModel, LatencyStats, SegmentName},
     render::{self, LossCounters},
     topology::Topology,
@@ -110,7 +110,7 @@ impl<W: Write> Pipeline<W> {
     /// A record from a node's ring buffer (tc hops only).
     pub fn node_record(&mut self, source: &str, bytes: &[u8]) {
         match decode(bytes) {
-            Ok(Event::Hop(hop)) if !self.passes(&hop.packet) => {}
+            Ok(Event::Hop(hop)) if !self.packet_passes(&hop.packet) => {}
             Ok(Event::Hop(hop)) => self.correlator.push(hop),
             Ok(other) => self.unexpected(&other),
             Err(e) => self.decode_error(source, &e),
@@ -120,8 +120,8 @@ impl<W: Write> Pipeline<W> {
     /// A record from the global hooks' ring buffer (drops, route lookups, probes).
     pub fn hook_record(&mut self, bytes: &[u8], names: &dyn DropNames) {
         match decode(bytes) {
-            Ok(Event::Drop(d)) if !self.passes(&d.packet) => {}
-            Ok(Event::Fib(f)) if !self.passes_fib(&f) => {}
+            Ok(Event::Drop(d)) if !self.packet_passes(&d.packet) => {}
+            Ok(Event::Fib(f)) if !self.passes(f.src, f.dst, f.proto, f.sport, f.dport) => {}
             Ok(Event::Drop(d)) => {
                 let reason = names.reason_name(d.reason);
                 let function = names.location(d.location);
@@ -134,34 +134,28 @@ impl<W: Write> Pipeline<W> {
         }
     }
 
-    /// Whether a packet passes the user-space filter (counted when it does not).
-    fn passes(&mut self, p: &PacketId) -> bool {
-        self.passes_input(&FilterInput {
-            saddr: u32::from_ne_bytes(p.src.octets()),
-            daddr: u32::from_ne_bytes(p.dst.octets()),
-            proto: p.proto,
-            sport: p.sport,
-            dport: p.dport,
-        })
-    }
-
-    /// Route lookups are matched on addresses, protocol and ports, as in the kernel.
-    fn passes_fib(&mut self, f: &FibRecord) -> bool {
-        self.passes_input(&FilterInput {
-            saddr: u32::from_ne_bytes(f.src.octets()),
-            daddr: u32::from_ne_bytes(f.dst.octets()),
-            proto: f.proto,
-            sport: f.sport,
-            dport: f.dport,
-        })
-    }
-
-    fn passes_input(&mut self, input: &FilterInput) -> bool {
-        let ok = self.filter.as_ref().is_none_or(|f| f.matches(input));
+    /// Whether a packet passes the user-space filter (counted when it does not). Route lookups
+    /// are matched on their addresses, protocol and ports, as in the kernel.
+    fn passes(&mut self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, sport: u16, dport: u16) -> bool {
+        let Some(filter) = &self.filter else {
+            return true;
+        };
+        let ok = filter.matches(&FilterInput {
+            saddr: u32::from_ne_bytes(src.octets()),
+            daddr: u32::from_ne_bytes(dst.octets()),
+            proto,
+            sport,
+            dport,
+        });
         if !ok {
             self.filtered += 1;
         }
         ok
+    }
+
+    /// `passes` for a packet's identity.
+    fn packet_passes(&mut self, p: &PacketId) -> bool {
+        self.passes(p.src, p.dst, p.proto, p.sport, p.dport)
     }
 
     /// The tracer lost events (ring buffer full) between two drains, `[from_ns, to_ns]`: traces

@@ -35,7 +35,7 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 const BUSY_DRAIN: usize = 4096;
 /// At most this many records per ring buffer per drain: under sustained load a ring buffer is
 /// never empty, and expiry, loss checks and the stop request must still get their turn.
-pub const MAX_PER_DRAIN: usize = 65_536;
+const MAX_PER_DRAIN: usize = 65_536;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -213,6 +213,14 @@ pub fn run(args: TraceArgs) -> Result<()> {
 /// Work started once every program is attached (diagnose's probes); runs on its own thread.
 pub type OnReady = Box<dyn FnOnce() + Send>;
 
+/// Where a drained record comes from.
+pub enum Source<'a> {
+    /// The tc hops of node `index` (in `Session::nodes`), named `name`.
+    Node(usize, &'a str),
+    /// The global hooks (drops, route lookups, probes), with the kernel's names for drops.
+    Hooks(&'a crate::hooks::Names),
+}
+
 /// Everything attached for one capture: the nodes' tc programs, the global hooks, and what
 /// user space knows about the nodes. Dropping it detaches everything.
 pub struct Session {
@@ -320,6 +328,34 @@ impl Session {
             filter_text,
             stop,
         })
+    }
+
+    /// Hands every waiting record to `on_record`, at most `MAX_PER_DRAIN` per ring buffer (under
+    /// sustained load a ring buffer is never empty); returns how many. Stops at the first error.
+    pub fn drain<E>(
+        &mut self,
+        mut on_record: impl FnMut(Source<'_>, &[u8]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let mut n = 0;
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            for _ in 0..MAX_PER_DRAIN {
+                let Some(item) = node.events.next() else {
+                    break;
+                };
+                n += 1;
+                on_record(Source::Node(i, &node.plan.node.name), &item)?;
+            }
+        }
+        if let Some(hooks) = self.hooks.as_mut() {
+            for _ in 0..MAX_PER_DRAIN {
+                let Some(item) = hooks.events.next() else {
+                    break;
+                };
+                n += 1;
+                on_record(Source::Hooks(&hooks.names), &item)?;
+            }
+        }
+        Ok(n)
     }
 
     /// Events lost so far by every ring buffer of the session (ring buffer full).
@@ -502,25 +538,14 @@ impl LossWatch {
 
 /// Moves every record waiting in the ring buffers into the pipeline; returns how many.
 fn drain<W: Write>(pipe: &mut Pipeline<W>, session: &mut Session) -> usize {
-    let mut n = 0;
-    for node in session.nodes.iter_mut() {
-        for _ in 0..MAX_PER_DRAIN {
-            let Some(item) = node.events.next() else {
-                break;
-            };
-            n += 1;
-            pipe.node_record(&node.plan.node.name, &item);
+    // The pipeline counts what it cannot decode; nothing here fails.
+    let Ok(n) = session.drain(|source, item| -> Result<(), std::convert::Infallible> {
+        match source {
+            Source::Node(_, name) => pipe.node_record(name, item),
+            Source::Hooks(names) => pipe.hook_record(item, names),
         }
-    }
-    if let Some(hooks) = session.hooks.as_mut() {
-        for _ in 0..MAX_PER_DRAIN {
-            let Some(item) = hooks.events.next() else {
-                break;
-            };
-            n += 1;
-            pipe.hook_record(&item, &hooks.names);
-        }
-    }
+        Ok(())
+    });
     n
 }
 

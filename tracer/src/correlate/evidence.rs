@@ -8,7 +8,7 @@
 
 use std::{collections::VecDeque, net::Ipv4Addr};
 
-use super::{Correlator, Entry, PackedId, TraceHead, BUCKET_SHIFT, NIL};
+use super::{Correlator, Entry, PackedId, TraceHead, TraceHop, BUCKET_SHIFT, NIL};
 use crate::event::{DropRecord, Encap, FibRecord, PacketId};
 
 /// Where the kernel dropped a packet.
@@ -51,6 +51,14 @@ pub struct RouteLookup {
 }
 
 impl RouteLookup {
+    /// The same lookup, whenever it was made (every field but the time).
+    fn same_as(&self, o: &RouteLookup) -> bool {
+        (self.netns, self.table, self.err, self.src, self.dst)
+            == (o.netns, o.table, o.err, o.src, o.dst)
+            && (self.oif, self.iif, self.gw) == (o.oif, o.iif, o.gw)
+            && self.dev == o.dev
+    }
+
     fn from_record(f: &FibRecord) -> Self {
         RouteLookup {
             ts_ns: f.ts_ns,
@@ -91,40 +99,34 @@ impl RecentFibs {
     }
 
     /// Lookups for `packet`'s destination in `[first - lead, last]`, oldest first, at most a
-    /// few; a lookup whose namespace is known must be one of the namespaces in `visited`.
+    /// few; a lookup whose namespace is known must be one of the namespaces of `hops`.
     pub(super) fn for_packet(
         &self,
         packet: &PacketId,
         first: u64,
         last: u64,
-        visited: &[u32],
+        hops: &[TraceHop],
     ) -> Vec<RouteLookup> {
         let from = first.saturating_sub(FIB_LEAD_NS);
         let mut out: Vec<RouteLookup> = self
             .ring
             .iter()
             .filter(|f| f.ts_ns >= from && f.ts_ns <= last && f.dst == packet.dst)
-            .filter(|f| f.netns == 0 || visited.contains(&f.netns))
+            .filter(|f| f.netns == 0 || hops.iter().any(|h| h.netns == f.netns))
             // Calico pods route via 169.254.1.1: a lookup choosing a link-local gateway is the
             // pod's own, not a node's (what tells them apart when the namespace is unknown).
             .filter(|f| !f.gw.is_some_and(|g| g.is_link_local()))
             .map(RouteLookup::from_record)
             .collect();
         // The same lookup again (same node, table, result, interfaces) says nothing new.
-        let mut seen: Vec<RouteLookup> = Vec::with_capacity(out.len());
-        out.retain(|r| {
-            let same = |s: &RouteLookup| {
-                RouteLookup {
-                    ts_ns: s.ts_ns,
-                    ..r.clone()
-                } == *s
-            };
-            let new = !seen.iter().any(same);
-            if new {
-                seen.push(r.clone());
+        let mut i = 0;
+        while i < out.len() {
+            if out[..i].iter().any(|earlier| earlier.same_as(&out[i])) {
+                out.remove(i);
+            } else {
+                i += 1;
             }
-            new
-        });
+        }
         if out.len() > MAX_ROUTES_PER_TRACE {
             out.drain(..out.len() - MAX_ROUTES_PER_TRACE);
         }

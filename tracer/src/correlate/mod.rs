@@ -776,11 +776,9 @@ impl Correlator {
                 }
             })
             .collect();
-        let mut visited: Vec<u32> = hops.iter().map(|h| h.netns).collect();
-        visited.dedup();
         let routes = self
             .fibs
-            .for_packet(&open.packet, open.first_ts, open.last_ts, &visited);
+            .for_packet(&open.packet, open.first_ts, open.last_ts, &hops);
         let mut trace = Trace {
             packet: open.packet,
             tcp_flags: open.tcp_flags,

@@ -27,7 +27,7 @@ use crate::{
     event::{decode, Event},
     hooks::Names,
     latency::ClockSource,
-    trace::{monotonic_ns, CaptureArgs, DrainPacer, LossWatch, Session, MAX_PER_DRAIN},
+    trace::{monotonic_ns, CaptureArgs, DrainPacer, LossWatch, Session, Source},
 };
 use format::{native_byte_order, Header, Trailer, Writer, SOURCE_HOOKS};
 
@@ -168,29 +168,15 @@ fn drain<W: Write>(
     names: &mut NamesWritten,
     losses: &mut LossWatch,
 ) -> Result<usize> {
-    let mut n = 0;
-    for (i, node) in session.nodes.iter_mut().enumerate() {
-        for _ in 0..MAX_PER_DRAIN {
-            let Some(item) = node.events.next() else {
-                break;
-            };
-            n += 1;
-            w.record(i as u16, &item).context("writing the recording")?;
-        }
-    }
-    if let Some(hooks) = session.hooks.as_mut() {
-        for _ in 0..MAX_PER_DRAIN {
-            let Some(item) = hooks.events.next() else {
-                break;
-            };
-            n += 1;
-            names
-                .before(w, &item, &hooks.names)
-                .context("writing the recording")?;
-            w.record(SOURCE_HOOKS, &item)
-                .context("writing the recording")?;
-        }
-    }
+    let n = session
+        .drain(|source, item| match source {
+            Source::Node(i, _) => w.record(i as u16, item),
+            Source::Hooks(hook_names) => {
+                names.before(w, item, hook_names)?;
+                w.record(SOURCE_HOOKS, item)
+            }
+        })
+        .context("writing the recording")?;
     let now = monotonic_ns();
     if let Some((from, to)) = losses.check(session, now)? {
         w.loss(from, to).context("writing the recording")?;
