@@ -71,13 +71,17 @@ impl HighIndexPod {
         sh(&[
             "-n", node_ns, "route", "add", &ip32, "dev", cali, "scope", "link",
         ]);
-        for (key, value) in [("conf", "proxy_arp"), ("neigh", "proxy_delay")] {
-            let path = format!("net.ipv4.{key}.{cali}.{value}");
-            let v = if value == "proxy_arp" { "1" } else { "0" };
-            let out =
-                lab::exec_in(node_ns, &["sysctl", "-qw", &format!("{path}={v}")]).expect("sysctl");
-            assert!(out.status.success(), "sysctl {path}");
-        }
+        // Proxy ARP without delay, as the lab does for its own pods (written from inside the
+        // node's namespace: /proc/sys/net is per namespace).
+        lab::in_netns(node_ns, move || {
+            for (path, value) in [
+                (format!("/proc/sys/net/ipv4/conf/{cali}/proxy_arp"), "1"),
+                (format!("/proc/sys/net/ipv4/neigh/{cali}/proxy_delay"), "0"),
+            ] {
+                std::fs::write(&path, value).unwrap_or_else(|e| panic!("{path}: {e}"));
+            }
+        })
+        .expect("node namespace");
         sh(&["-n", &pod.netns, "link", "set", "lo", "up"]);
         sh(&["-n", &pod.netns, "addr", "add", &ip32, "dev", "eth0"]);
         sh(&["-n", &pod.netns, "link", "set", "eth0", "up"]);
