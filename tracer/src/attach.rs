@@ -33,12 +33,32 @@ use crate::{
 /// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
-const PROGRAMS: [&str; 4] = [
-    "hop_ingress",
-    "hop_egress",
-    "hop_ingress_l3",
-    "hop_egress_l3",
-];
+/// The tc programs for interfaces with an Ethernet header (ingress, egress).
+const L2_PROGRAMS: (&str, &str) = ("hop_ingress", "hop_egress");
+/// The tc programs for interfaces without one (tunl0-like).
+const L3_PROGRAMS: (&str, &str) = ("hop_ingress_l3", "hop_egress_l3");
+
+/// The pair of programs that serves `target`.
+fn programs_of(target: &AttachTarget) -> (&'static str, &'static str) {
+    if target.l2 {
+        L2_PROGRAMS
+    } else {
+        L3_PROGRAMS
+    }
+}
+
+/// The programs some target of `targets` needs, each once. Verifying a tc program is the
+/// largest part of start-up, so a node without tunl0 does not load the L3 pair.
+fn programs_needed(targets: &[AttachTarget]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for t in targets {
+        let (ingress, egress) = programs_of(t);
+        if !out.contains(&ingress) {
+            out.extend([ingress, egress]);
+        }
+    }
+    out
+}
 
 /// The embedded eBPF object.
 pub fn ebpf_object() -> Result<&'static [u8]> {
@@ -229,12 +249,15 @@ pub fn plan_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<NodePlan> {
     Ok(plan)
 }
 
-/// Loads and attaches in `netns` what `plan` names.
-pub fn attach_node(
-    netns: &Netns,
+/// One namespace's eBPF object with its maps created and filled, programs not yet verified.
+pub struct OpenedNode {
     plan: NodePlan,
-    opts: &AttachOptions<'_>,
-) -> Result<AttachedNode> {
+    ebpf: Ebpf,
+}
+
+/// Creates the maps of `netns`'s load (and, with `shared_pins`, finds or pins the shared ones:
+/// so this step runs for one namespace at a time) and fills them from `plan` and `opts`.
+pub fn open_node(netns: &Netns, plan: NodePlan, opts: &AttachOptions<'_>) -> Result<OpenedNode> {
     let inode = netns.inode;
     for note in &plan.notes {
         log::warn!("{note}");
@@ -293,7 +316,15 @@ pub fn attach_node(
         )?;
         filter.set(0, opts.filter, 0)?;
     }
-    for prog in PROGRAMS {
+    Ok(OpenedNode { plan, ebpf })
+}
+
+/// Verifies the programs `opened` needs and attaches them in `netns`. Independent of other
+/// namespaces: start-up runs it for every namespace at once (verification is CPU work).
+pub fn attach_node(netns: &Netns, opened: OpenedNode) -> Result<AttachedNode> {
+    let OpenedNode { plan, mut ebpf } = opened;
+    let programs = programs_needed(&plan.targets);
+    for &prog in &programs {
         let p: &mut SchedClassifier = ebpf
             .program_mut(prog)
             .ok_or_else(|| anyhow!("eBPF object has no program {prog}"))?
@@ -304,7 +335,8 @@ pub fn attach_node(
 
     let targets = plan.targets.clone();
     let expedited = rcu::expedite(targets.len() * 2, "attaching");
-    let (skipped, links, mut ebpf) = netns.run(|| attach_targets(&netns.name, ebpf, &targets))?;
+    let (skipped, links, mut ebpf) =
+        netns.run(|| attach_targets(&netns.name, ebpf, &programs, &targets))?;
     drop(expedited);
 
     let events = RingBuf::try_from(
@@ -331,27 +363,21 @@ pub fn attach_node(
 fn attach_targets(
     node: &str,
     mut ebpf: Ebpf,
+    programs: &[&'static str],
     targets: &[AttachTarget],
 ) -> Result<(Vec<String>, Vec<OwnedFd>, Ebpf)> {
     let mut fds = std::collections::HashMap::new();
-    for prog in PROGRAMS {
+    for &prog in programs {
         let p: &SchedClassifier = ebpf
             .program(prog)
             .ok_or_else(|| anyhow!("eBPF object has no program {prog}"))?
             .try_into()?;
         fds.insert(prog, p.fd()?.as_fd().as_raw_fd());
     }
-    let names = |t: &AttachTarget| {
-        if t.l2 {
-            ("hop_ingress", "hop_egress")
-        } else {
-            ("hop_ingress_l3", "hop_egress_l3")
-        }
-    };
     let jobs: Vec<(RawFd, u32, bool)> = targets
         .iter()
         .flat_map(|t| {
-            let (ingress, egress) = names(t);
+            let (ingress, egress) = programs_of(t);
             [
                 (fds[ingress], t.ifindex, false),
                 (fds[egress], t.ifindex, true),
@@ -372,7 +398,7 @@ fn attach_targets(
             log::warn!("{node}: no tcx on this kernel ({e}); attaching through clsact/netlink, one interface at a time");
             let mut skipped = Vec::new();
             for t in targets {
-                let (ingress, egress) = names(t);
+                let (ingress, egress) = programs_of(t);
                 match attach_pair(&mut ebpf, &t.name, ingress, egress) {
                     Ok(()) => {}
                     Err(e) if t.kind == IfaceKind::PodVeth && !iface_exists(&t.name) => {
@@ -468,4 +494,44 @@ pub fn describe(node: &AttachedNode) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str, kind: IfaceKind, l2: bool) -> AttachTarget {
+        AttachTarget {
+            ifindex: 1,
+            name: name.into(),
+            kind,
+            l2,
+        }
+    }
+
+    #[test]
+    fn only_the_program_pairs_some_target_needs_are_loaded() {
+        let veth = target("cali1", IfaceKind::PodVeth, true);
+        let vxlan = target("vxlan.calico", IfaceKind::Vxlan, true);
+        let tunl = target("tunl0", IfaceKind::Ipip, false);
+        assert_eq!(
+            programs_needed(&[veth.clone(), vxlan.clone()]),
+            ["hop_ingress", "hop_egress"]
+        );
+        assert_eq!(
+            programs_needed(std::slice::from_ref(&tunl)),
+            ["hop_ingress_l3", "hop_egress_l3"]
+        );
+        assert_eq!(
+            programs_needed(&[veth, tunl.clone(), vxlan, tunl.clone()]),
+            [
+                "hop_ingress",
+                "hop_egress",
+                "hop_ingress_l3",
+                "hop_egress_l3"
+            ]
+        );
+        assert!(programs_needed(&[]).is_empty());
+        assert_eq!(programs_of(&tunl), L3_PROGRAMS);
+    }
 }

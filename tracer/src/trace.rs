@@ -17,7 +17,9 @@ use clap::{Args, ValueEnum};
 use tracer_common::{filter::FilterProgram, MODE_AGGREGATE, MODE_EVENTS};
 
 use crate::{
-    attach::{self, attach_node, describe, plan_node, preflight, AttachOptions, AttachedNode},
+    attach::{
+        self, attach_node, describe, open_node, plan_node, preflight, AttachOptions, AttachedNode,
+    },
     correlate::{CorrelateConfig, Trace},
     discover::NodePlan,
     filter::Filter,
@@ -283,11 +285,60 @@ impl Session {
             .map(|ns| plan_node(ns, &opts).with_context(|| format!("node {}", ns.name)))
             .collect::<Result<Vec<_>>>()?;
         check_named_ifaces(&cap.iface, &plans)?;
-        let mut nodes = Vec::new();
-        for (ns, plan) in namespaces.iter().zip(plans) {
-            let node = attach_node(ns, plan, &opts).with_context(|| format!("node {}", ns.name))?;
-            eprintln!("tracer: {}", describe(&node));
-            nodes.push(node);
+        // Maps are created one namespace at a time (the shared aggregation maps are found or
+        // pinned by whichever load comes first); the programs are then verified and attached
+        // for every namespace at once, next to the global hooks: verification is CPU work and
+        // the largest part of start-up.
+        let opened = namespaces
+            .iter()
+            .zip(plans)
+            .map(|(ns, plan)| {
+                open_node(ns, plan, &opts).with_context(|| format!("node {}", ns.name))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // In-kernel aggregation is for high packet rates: no per-packet route-lookup events
+        // either.
+        let want_hooks = !(cap.no_drops || kernel_agg);
+        let netns: Vec<u32> = namespaces.iter().map(|n| n.inode).collect();
+        let hook_opts = HookOptions {
+            filter: &program,
+            netns: &netns,
+            ringbuf_bytes: cap.ringbuf_mib << 20,
+            drop_hook: cap.drop_hook,
+            fib_hook: cap.fib_hook,
+        };
+        let (nodes, hooks) = std::thread::scope(|s| {
+            let hooks = want_hooks.then(|| s.spawn(|| attach_global(&hook_opts)));
+            let nodes: Vec<_> = namespaces
+                .iter()
+                .zip(opened)
+                .map(|(ns, node)| {
+                    s.spawn(move || {
+                        attach_node(ns, node).with_context(|| format!("node {}", ns.name))
+                    })
+                })
+                .collect();
+            let nodes = nodes
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("an attach thread panicked")))
+                })
+                .collect::<Result<Vec<_>>>();
+            let hooks = hooks
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the hook thread panicked")))
+                })
+                .transpose();
+            (nodes, hooks)
+        });
+        let (nodes, hooks) = (nodes?, hooks?);
+        for node in &nodes {
+            eprintln!("tracer: {}", describe(node));
+        }
+        if let Some(h) = &hooks {
+            eprintln!("tracer: {}", h.attached.join("; "));
         }
         let filter_text = if filter.is_match_all() {
             "none".to_string()
@@ -300,22 +351,6 @@ impl Session {
         );
         let topology = Topology {
             nodes: nodes.iter().map(|n| n.plan.node.clone()).collect(),
-        };
-        // In-kernel aggregation is for high packet rates: no per-packet route-lookup events
-        // either.
-        let hooks = if cap.no_drops || kernel_agg {
-            None
-        } else {
-            let netns: Vec<u32> = namespaces.iter().map(|n| n.inode).collect();
-            let hooks = attach_global(&HookOptions {
-                filter: &program,
-                netns: &netns,
-                ringbuf_bytes: cap.ringbuf_mib << 20,
-                drop_hook: cap.drop_hook,
-                fib_hook: cap.fib_hook,
-            })?;
-            eprintln!("tracer: {}", hooks.attached.join("; "));
-            Some(hooks)
         };
         if let Some(path) = &cap.ready_file {
             std::fs::write(path, b"ready\n")

@@ -2,7 +2,8 @@
 //!
 //! Design note: start-up is measured from just before the tracer is spawned to its ready file
 //! appearing (polled every 2 ms), i.e. what a user or a test waits for, including the drop
-//! hooks; the tracer's own `attached in N ms` line (tc programs only) is reported next to it.
+//! hooks; the tracer's own `attached in N ms` line (from the start of attaching to the last
+//! program attached, global hooks included) is reported next to it.
 //! Each lab size gets its own lab (prefix `tbench-up`, removed before the next one); the lab is
 //! idle while the tracer starts. The pipeline benchmark is the tracer's own
 //! `pipeline-bench` subcommand, used only when the tracer has it.
