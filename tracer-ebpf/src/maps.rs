@@ -28,10 +28,6 @@ pub static FILTER: Array<FilterProgram> = Array::with_max_entries(1, 0);
 #[map]
 pub static SKB_LAYOUT: Array<SkbLayout> = Array::with_max_entries(1, 0);
 
-/// Kernel struct offsets for `tp_btf/fib_table_lookup` (set by user space from BTF).
-#[map]
-pub static FIB_LAYOUT: Array<FibLayout> = Array::with_max_entries(1, 0);
-
 /// Network namespaces (inodes) whose drops are reported by the global hooks.
 #[map]
 pub static TRACED_NETNS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
@@ -79,6 +75,37 @@ pub fn mode() -> u32 {
 pub fn sample_every() -> u32 {
     // SAFETY: as for `netns_ino`.
     unsafe { core::ptr::read_volatile(&SAMPLE_EVERY) }
+}
+
+/// Kernel struct offsets for `tp_btf/fib_table_lookup` (patched in by user space from BTF;
+/// all zero, `valid` included, in loads that do not attach it). Read-only and frozen, so the
+/// verifier knows each offset: the program loads fields through its typed pointers directly.
+#[unsafe(no_mangle)]
+static FIB_OFFSETS: FibLayout = FibLayout {
+    valid: 0,
+    flow_oif: 0,
+    flow_iif: 0,
+    flow_proto: 0,
+    flow_scope: 0,
+    flow_saddr: 0,
+    flow_daddr: 0,
+    flow_dport: 0,
+    flow_sport: 0,
+    nhc_gw_family: 0,
+    nhc_gw: 0,
+    nhc_dev: 0,
+    dev_name: 0,
+    dev_nd_net: 0,
+    net_ns_inum: 0,
+    _pad: 0,
+};
+
+/// One offset of [`FIB_OFFSETS`], read so that the verifier sees a load from the frozen
+/// global (a known constant), e.g. `fib_offset(|l| &l.flow_saddr)`.
+#[inline(always)]
+pub fn fib_offset(field: impl FnOnce(&FibLayout) -> &u32) -> u32 {
+    // SAFETY: as for `netns_ino`.
+    unsafe { core::ptr::read_volatile(field(&FIB_OFFSETS)) }
 }
 
 /// Inode of the network namespace these programs are attached in (set by user space).

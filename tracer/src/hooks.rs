@@ -126,8 +126,8 @@ pub fn skb_layout(btf: &Btf, tp_format: Option<&str>) -> Result<SkbLayout> {
     Ok(layout)
 }
 
-/// Resolves the kernel struct offsets `tp_btf/fib_table_lookup` reads; an error when the
-/// program's assumptions (contiguous addresses and ports, iif after oif) do not hold.
+/// Resolves the kernel struct offsets `tp_btf/fib_table_lookup` reads; an error names the
+/// first member the running kernel does not have.
 pub fn fib_layout(btf: &Btf) -> Result<FibLayout> {
     let m = |s: &str, path: &[&str]| -> Result<u32> {
         Ok(btf
@@ -136,12 +136,16 @@ pub fn fib_layout(btf: &Btf) -> Result<FibLayout> {
             .offset)
     };
     let flow = |path: &[&str]| m("flowi4", path);
-    let layout = FibLayout {
+    Ok(FibLayout {
         valid: 1,
         flow_oif: flow(&["__fl_common", "flowic_oif"])?,
+        flow_iif: flow(&["__fl_common", "flowic_iif"])?,
         flow_proto: flow(&["__fl_common", "flowic_proto"])?,
         flow_scope: flow(&["__fl_common", "flowic_scope"])?,
         flow_saddr: flow(&["saddr"])?,
+        flow_daddr: flow(&["daddr"])?,
+        flow_dport: flow(&["uli", "ports", "dport"])?,
+        flow_sport: flow(&["uli", "ports", "sport"])?,
         nhc_gw_family: m("fib_nh_common", &["nhc_gw_family"])?,
         nhc_gw: m("fib_nh_common", &["nhc_gw", "ipv4"])?,
         nhc_dev: m("fib_nh_common", &["nhc_dev"])?,
@@ -149,29 +153,7 @@ pub fn fib_layout(btf: &Btf) -> Result<FibLayout> {
         dev_nd_net: m("net_device", &["nd_net", "net"])?,
         net_ns_inum: m("net", &["ns", "inum"])?,
         _pad: 0,
-    };
-    let spans = [
-        ("flowi4.daddr", flow(&["daddr"])?, layout.flow_saddr + 4),
-        (
-            "flowi4.uli.ports.dport",
-            flow(&["uli", "ports", "dport"])?,
-            layout.flow_saddr + 8,
-        ),
-        (
-            "flowi4.uli.ports.sport",
-            flow(&["uli", "ports", "sport"])?,
-            layout.flow_saddr + 10,
-        ),
-        (
-            "flowi4.flowic_iif",
-            flow(&["__fl_common", "flowic_iif"])?,
-            layout.flow_oif + 4,
-        ),
-    ];
-    if let Some((name, got, want)) = spans.iter().find(|(_, got, want)| got != want) {
-        bail!("{name} is at offset {got}, not {want} as the program reads it");
-    }
-    Ok(layout)
+    })
 }
 
 /// Offset of `name` in a tracepoint format file (`field:void * skbaddr; offset:8; ...`).
@@ -270,8 +252,12 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
         }
     };
 
+    // The route hook's offsets are read-only globals (see `FibLayout`): known before loading.
+    let fib = fib_layout(&btf);
+    let fib_offsets = fib.as_ref().copied().unwrap_or_default();
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
+        .override_global("FIB_OFFSETS", &fib_offsets, true)
         .load(ebpf_object()?)
         .context("loading the eBPF object (global hooks)")?;
     {
@@ -299,7 +285,13 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
         opts.drop_hook,
         &mut attached,
     )?;
-    attach_fib_hook(&mut ebpf, &aya_btf, &btf, opts.fib_hook, &mut attached)?;
+    attach_fib_hook(
+        &mut ebpf,
+        &aya_btf,
+        fib.map(|_| ()),
+        opts.fib_hook,
+        &mut attached,
+    )?;
     attach_encap_probes(&mut ebpf, &aya_btf, &btf, &mut attached);
 
     let events = RingBuf::try_from(
@@ -394,17 +386,17 @@ fn attach_drop_hook(
     Ok(())
 }
 
+/// `layout`: whether the offsets the tp_btf program needs were resolved (they were patched in
+/// before loading).
 fn attach_fib_hook(
     ebpf: &mut Ebpf,
     aya_btf: &aya::Btf,
-    btf: &Btf,
+    layout: Result<()>,
     which: HookChoice,
     attached: &mut Vec<String>,
 ) -> Result<()> {
     let attempt = || -> Result<()> {
-        let layout = fib_layout(btf)?;
-        let mut m: Array<&mut MapData, FibLayout> = Array::try_from(map(ebpf, "FIB_LAYOUT")?)?;
-        m.set(0, layout, 0)?;
+        layout?;
         attach_btf(ebpf, "fib_lookup_btf", "fib_table_lookup", aya_btf)
     };
     // Without the classic tracepoint the tracer still works, only without route lookups:
@@ -535,8 +527,7 @@ mod tests {
         assert_eq!(tracepoint_field_offset(fib, "name"), Some(60));
     }
 
-    /// The running kernel's BTF gives the layout `tp_btf/fib_table_lookup` needs, with the
-    /// spans the program reads in one go really contiguous (the same checks guard the attach).
+    /// The running kernel's BTF gives the layout `tp_btf/fib_table_lookup` needs.
     #[test]
     fn fib_layout_from_the_running_kernel() {
         let btf = Btf::from_sys().expect("the kernel's BTF (/sys/kernel/btf/vmlinux)");
@@ -546,6 +537,15 @@ mod tests {
         assert_eq!(l.flow_oif, 0);
         assert!(l.flow_proto < l.flow_saddr && l.flow_scope < l.flow_saddr);
         assert!(l.flow_saddr >= 16, "saddr at {}", l.flow_saddr);
+        assert_eq!(
+            (l.flow_iif, l.flow_daddr),
+            (l.flow_oif + 4, l.flow_saddr + 4)
+        );
+        // uli.ports: dport first, then sport (both in network order).
+        assert_eq!(
+            (l.flow_dport, l.flow_sport),
+            (l.flow_saddr + 8, l.flow_saddr + 10)
+        );
         // nhc_dev is the first member of fib_nh_common; the gateway comes after its family.
         assert_eq!(l.nhc_dev, 0);
         assert!(l.nhc_gw > l.nhc_gw_family);

@@ -3,8 +3,10 @@
 //!
 //! `tp_btf/fib_table_lookup` (args: tb_id, flowi4, fib_nh_common, err) where the kernel allows
 //! it: no trace record is built, which matters because this fires on every route lookup of the
-//! machine; fields are probe-read at offsets user space resolved from BTF, and a lookup that
-//! found a device carries that device's namespace. Else the classic `fib:fib_table_lookup`
+//! machine. Fields are loaded directly through the typed argument pointers at offsets user space
+//! resolved from BTF and patched in as read-only globals (the verifier knows them, so each load
+//! is one instruction, not a probe-read helper call); a lookup that found a device carries that
+//! device's namespace. Else the classic `fib:fib_table_lookup`
 //! tracepoint, whose record has no namespace (user space then matches lookups to packets by
 //! addresses and time); its layout is the one of the format file, checked by user space.
 
@@ -18,7 +20,7 @@ use tracer_common::{
     filter::FilterInput, EventHeader, Fib, FibEvent, CTR_FILTERED, CTR_RINGBUF_FULL, EVENT_FIB,
 };
 
-use crate::maps::{count, EVENTS, FIB_LAYOUT, FIB_SEEN, FILTER, RB_NO_WAKEUP};
+use crate::maps::{count, fib_offset, EVENTS, FIB_SEEN, FILTER, RB_NO_WAKEUP};
 
 /// Report a successful lookup of the same (source, destination) at most this often.
 const FIB_EVERY_NS: u64 = 100_000_000;
@@ -63,11 +65,23 @@ fn field<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
     unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(off).cast::<T>()) }
 }
 
-/// A probe read of kernel memory at `base + off`.
+/// A probe read of kernel memory at `base + off` (for what the verifier cannot type: the
+/// 16-byte device name).
 #[inline(always)]
 fn kread<T: Copy>(base: *const u8, off: u32) -> Option<T> {
     // SAFETY: bpf_probe_read_kernel copes with any address; a bad one returns an error.
     unsafe { bpf_probe_read_kernel(base.add(off as usize).cast::<T>()) }.ok()
+}
+
+/// A direct load of the field at `off` of the kernel object `base` points to. `base` must be
+/// a typed (BTF) pointer the verifier knows, from the arguments or loaded through one, and
+/// `off` a constant to the verifier (a `fib_offset`) that starts a member of exactly `T`'s
+/// size: the verifier checks both against BTF and turns the load into a fault-tolerant one (a
+/// NULL or bad pointer reads as 0).
+#[inline(always)]
+fn load<T: Copy>(base: *const u8, off: u32) -> T {
+    // SAFETY: see above; the kernel handles faults of BTF pointer loads.
+    unsafe { core::ptr::read_volatile(base.add(off as usize).cast::<T>()) }
 }
 
 /// Whether the lookup concerns a traced flow (counted as filtered when not). Lookups carry no
@@ -170,21 +184,18 @@ fn try_fib_lookup(ctx: &TracePointContext) -> Result<(), i32> {
 
 #[inline(always)]
 fn try_fib_lookup_btf(ctx: &BtfTracePointContext) -> Option<()> {
-    let layout = FIB_LAYOUT.get(0)?;
-    if layout.valid == 0 {
+    if fib_offset(|l| &l.valid) == 0 {
         return None;
     }
     let flp: *const u8 = ctx.arg(1);
-    // saddr, daddr, then uli.ports: dport, sport (network order), as one read.
-    let span: [u8; 12] = kread(flp, layout.flow_saddr)?;
-    let proto: u8 = kread(flp, layout.flow_proto)?;
-    let src = [span[0], span[1], span[2], span[3]];
-    let dst = [span[4], span[5], span[6], span[7]];
+    let src = load::<u32>(flp, fib_offset(|l| &l.flow_saddr)).to_ne_bytes();
+    let dst = load::<u32>(flp, fib_offset(|l| &l.flow_daddr)).to_ne_bytes();
+    let proto = load::<u8>(flp, fib_offset(|l| &l.flow_proto));
     // As the classic record: host order, and only for TCP and UDP.
     let (sport, dport) = if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
         (
-            u16::from_be_bytes([span[10], span[11]]),
-            u16::from_be_bytes([span[8], span[9]]),
+            u16::from_be(load::<u16>(flp, fib_offset(|l| &l.flow_sport))),
+            u16::from_be(load::<u16>(flp, fib_offset(|l| &l.flow_dport))),
         )
     } else {
         (0, 0)
@@ -195,7 +206,7 @@ fn try_fib_lookup_btf(ctx: &BtfTracePointContext) -> Option<()> {
     // SAFETY: helper without arguments, valid in tracing programs.
     let now = unsafe { bpf_ktime_get_ns() };
     let err: i32 = ctx.arg(3);
-    let [oif, iif]: [u32; 2] = kread(flp, layout.flow_oif)?;
+    let iif = load::<u32>(flp, fib_offset(|l| &l.flow_iif));
     if err == 0 && seen_recently(src, dst, iif, now) {
         return Some(());
     }
@@ -205,30 +216,30 @@ fn try_fib_lookup_btf(ctx: &BtfTracePointContext) -> Option<()> {
     dev[0] = b'-';
     let mut netns = 0;
     if !nhc.is_null() {
-        if kread::<u8>(nhc, layout.nhc_gw_family) == Some(AF_INET) {
-            gw = kread(nhc, layout.nhc_gw).unwrap_or_default();
+        if load::<u8>(nhc, fib_offset(|l| &l.nhc_gw_family)) == AF_INET {
+            gw = load::<u32>(nhc, fib_offset(|l| &l.nhc_gw)).to_ne_bytes();
         }
-        let devp: *const u8 = kread::<u64>(nhc, layout.nhc_dev).unwrap_or(0) as *const u8;
+        let devp = load::<u64>(nhc, fib_offset(|l| &l.nhc_dev)) as *const u8;
         if !devp.is_null() {
-            if let Some(name) = kread::<[u8; 16]>(devp, layout.dev_name) {
+            if let Some(name) = kread::<[u8; 16]>(devp, fib_offset(|l| &l.dev_name)) {
                 dev = name;
             }
-            let net = kread::<u64>(devp, layout.dev_nd_net).unwrap_or(0) as *const u8;
+            let net = load::<u64>(devp, fib_offset(|l| &l.dev_nd_net)) as *const u8;
             if !net.is_null() {
-                netns = kread::<u32>(net, layout.net_ns_inum).unwrap_or(0);
+                netns = load::<u32>(net, fib_offset(|l| &l.net_ns_inum));
             }
         }
     }
     let fib = Fib {
         table: ctx.arg(0),
         err,
-        oif,
+        oif: load::<u32>(flp, fib_offset(|l| &l.flow_oif)),
         iif,
         src,
         dst,
         gw,
         proto,
-        scope: kread(flp, layout.flow_scope).unwrap_or(0),
+        scope: load::<u8>(flp, fib_offset(|l| &l.flow_scope)),
         _pad: 0,
         sport,
         dport,
