@@ -388,7 +388,8 @@ pub fn render(r: &Results) -> String {
     if !r.throughput.is_empty() {
         let _ = writeln!(
             o,
-            "\nThroughput: iperf3 n1p0 -> n2p0 across VXLAN, median over rounds, ratio to baseline;\n\
+            "\nThroughput: iperf3 n1p0 -> n2p0 across VXLAN (client on CPU 0, server on CPU 1 where\n\
+             there are two), median over rounds, ratio to baseline;\n\
              lost = tracer lost_events (max over rounds), or tcpdump's 'dropped by kernel'"
         );
         let _ = writeln!(

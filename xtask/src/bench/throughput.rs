@@ -8,6 +8,12 @@
 //! (ready file / "listening on"), iperf3, SIGINT, its final numbers read. The iperf3 server
 //! lives for the whole phase in pod n2p0's namespace. UDP uses 64-byte datagrams at full
 //! speed (`-b 0`): a packet-rate load, reported as datagrams received per second.
+//!
+//! On machines with two or more CPUs the iperf3 client is pinned to CPU 0 and the server to
+//! CPU 1 (`taskset`). Unpinned, the scheduler's placement of the two (same CPU or not, and
+//! where the softirq work lands) changed from run to run, which moved 64-byte UDP by ±10 %
+//! between identical baseline runs on the 2-core VM; pinned, identical runs agree within a few
+//! percent. The tracer and tcpdump are not pinned: they compete for the CPUs as they would.
 
 use std::{
     path::{Path, PathBuf},
@@ -60,6 +66,7 @@ impl Env {
             "iperf3 server",
             Command::new("ip")
                 .args(["netns", "exec", &b.netns])
+                .args(pin_to_cpu(1))
                 .args(["iperf3", "-s", "-p", IPERF_PORT]),
             Stdout::Null,
         )?;
@@ -355,6 +362,16 @@ pub fn tcpdump_drops(stderr: &[String]) -> Option<u64> {
     })
 }
 
+/// `taskset -c CPU` in front of an iperf3 command, when the machine has a second CPU to keep
+/// the client and the server apart (see the design note).
+fn pin_to_cpu(cpu: usize) -> Vec<String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return Vec::new();
+    }
+    vec!["taskset".into(), "-c".into(), cpu.to_string()]
+}
+
 /// One iperf3 run from the client pod to the server pod (retried once if the server is
 /// still busy with the previous test).
 pub fn iperf(env: &Env, proto: Proto, seconds: u64) -> Result<Sample> {
@@ -381,6 +398,7 @@ pub fn iperf(env: &Env, proto: Proto, seconds: u64) -> Result<Sample> {
             "iperf3 client",
             Command::new("ip")
                 .args(["netns", "exec", &env.client_ns])
+                .args(pin_to_cpu(0))
                 .args(&args),
             Duration::from_secs(seconds + 20),
         )?;
