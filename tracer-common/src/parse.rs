@@ -209,6 +209,62 @@ fn outer_encap(outer: &Ipv4Hdr, kind: u8) -> Encap {
     }
 }
 
+/// The headers [`quick_parse`] and [`quick_filter_input`] read, located at fixed offsets.
+struct QuickHeaders {
+    outer: Ipv4Hdr,
+    /// The first four bytes of the outer L4 header (ports for UDP).
+    ports: [u8; 4],
+    /// The VXLAN header when the packet is VXLAN.
+    vxlan: Option<[u8; 8]>,
+    /// The header the packet is identified by (the inner one for VXLAN), and where its L4
+    /// starts.
+    ip: Ipv4Hdr,
+    ip_l4: usize,
+}
+
+/// Locates the headers of the common case (see [`quick_parse`]); `None` for anything else.
+/// Inlined into each caller, which then loads only the bytes it uses.
+#[inline(always)]
+fn quick_headers(p: &Linear, l2: bool, vxlan_port: u16) -> Option<QuickHeaders> {
+    let l3 = if l2 { ETH_HLEN } else { 0 };
+    if p.data + l3 + QUICK_SPAN > p.end {
+        return None;
+    }
+    if l2 && p.read::<[u8; 2]>(12)? != [0x08, 0x00] {
+        return None;
+    }
+    let outer = ipv4_fixed(p, l3)?;
+    let l4 = l3 + 20;
+    let ports: [u8; 4] = p.read(l4)?;
+    if outer.proto == IPPROTO_UDP && be16([ports[2], ports[3]]) == vxlan_port {
+        // Outer UDP (8) + VXLAN (8) + inner Ethernet (14), then the inner IPv4 header.
+        let inner_eth = l4 + UDP_HLEN + VXLAN_HLEN;
+        let inner_l3 = inner_eth + ETH_HLEN;
+        if p.data + inner_l3 + QUICK_SPAN > p.end {
+            return None;
+        }
+        let vx: [u8; 8] = p.read(l4 + UDP_HLEN)?;
+        if vx[0] & 0x08 == 0 || p.read::<[u8; 2]>(inner_eth + 12)? != [0x08, 0x00] {
+            return None;
+        }
+        let inner = ipv4_fixed(p, inner_l3)?;
+        return Some(QuickHeaders {
+            outer,
+            ports,
+            vxlan: Some(vx),
+            ip: inner,
+            ip_l4: inner_l3 + 20,
+        });
+    }
+    Some(QuickHeaders {
+        outer,
+        ports,
+        vxlan: None,
+        ip: outer,
+        ip_l4: l4,
+    })
+}
+
 /// [`parse`] for the common case only, from fixed offsets in the linear area: no VLAN tag,
 /// IPv4 headers without options, not a non-first fragment, at least [`QUICK_SPAN`] bytes from
 /// the (inner) IPv4 header, and for VXLAN an inner Ethernet/IPv4 header right behind the VXLAN
@@ -219,47 +275,50 @@ fn outer_encap(outer: &Ipv4Hdr, kind: u8) -> Encap {
 #[inline(always)]
 pub fn quick_parse(data: usize, end: usize, l2: bool, vxlan_port: u16) -> Option<Parsed> {
     let p = Linear { data, end };
-    let l3 = if l2 { ETH_HLEN } else { 0 };
-    if data + l3 + QUICK_SPAN > end {
-        return None;
-    }
-    if l2 && p.read::<[u8; 2]>(12)? != [0x08, 0x00] {
-        return None;
-    }
-    let outer = ipv4_fixed(&p, l3)?;
-    let l4 = l3 + 20;
-    let ports: [u8; 4] = p.read(l4)?;
-    let dport = be16([ports[2], ports[3]]);
-    // The header the packet is identified by (the inner one for VXLAN), where its L4 starts,
-    // and the encapsulation; one fill below keeps the program small for the verifier.
-    let (ip, ip_l4, encap) = if outer.proto == IPPROTO_UDP && dport == vxlan_port {
-        // Outer UDP (8) + VXLAN (8) + inner Ethernet (14), then the inner IPv4 header.
-        let inner_eth = l4 + UDP_HLEN + VXLAN_HLEN;
-        let inner_l3 = inner_eth + ETH_HLEN;
-        if data + inner_l3 + QUICK_SPAN > end {
-            return None;
-        }
-        let vx: [u8; 8] = p.read(l4 + UDP_HLEN)?;
-        if vx[0] & 0x08 == 0 || p.read::<[u8; 2]>(inner_eth + 12)? != [0x08, 0x00] {
-            return None;
-        }
-        let inner = ipv4_fixed(&p, inner_l3)?;
-        let encap = Encap {
-            sport: be16([ports[0], ports[1]]),
-            dport,
+    let h = quick_headers(&p, l2, vxlan_port)?;
+    let encap = match h.vxlan {
+        Some(vx) => Encap {
+            sport: be16([h.ports[0], h.ports[1]]),
+            dport: vxlan_port,
             vni: u32::from_be_bytes([0, vx[4], vx[5], vx[6]]),
-            ..outer_encap(&outer, ENCAP_VXLAN)
-        };
-        (inner, inner_l3 + 20, encap)
-    } else {
-        (outer, l4, Encap::default())
+            ..outer_encap(&h.outer, ENCAP_VXLAN)
+        },
+        None => Encap::default(),
     };
     let mut parsed = Parsed {
         encap,
         ..Parsed::default()
     };
-    parsed.flags = fill_packet(&p, &ip, ip_l4, &mut parsed.pkt);
+    parsed.flags = fill_packet(&p, &h.ip, h.ip_l4, &mut parsed.pkt);
     Some(parsed)
+}
+
+/// What [`quick_parse`] would hand the filter (`filter_input(&quick_parse(..)?.pkt)`, property
+/// tested below), without building the rest: the tc programs decide on this, and a packet the
+/// filter rejects (most packets on a busy node) costs only these loads.
+#[inline(always)]
+pub fn quick_filter_input(
+    data: usize,
+    end: usize,
+    l2: bool,
+    vxlan_port: u16,
+) -> Option<FilterInput> {
+    let p = Linear { data, end };
+    let h = quick_headers(&p, l2, vxlan_port)?;
+    let (sport, dport) = if crate::filter::has_ports(h.ip.proto) {
+        // QUICK_SPAN guarantees the 14 bytes of L4 that fill_packet may read.
+        let l4: [u8; 4] = p.read(h.ip_l4)?;
+        (be16([l4[0], l4[1]]), be16([l4[2], l4[3]]))
+    } else {
+        (0, 0)
+    };
+    Some(FilterInput {
+        saddr: u32::from_ne_bytes(h.ip.saddr),
+        daddr: u32::from_ne_bytes(h.ip.daddr),
+        proto: h.ip.proto,
+        sport,
+        dport,
+    })
 }
 
 /// Bytes from an IPv4 header that [`quick_parse`] needs in the linear area: the header without
@@ -464,6 +523,13 @@ mod tests {
             let cut = f.len() - (next() as usize % 8).min(f.len());
             let f = &f[..cut];
             for l2 in [true, false] {
+                let data = f.as_ptr() as usize;
+                let input = quick_filter_input(data, data + f.len(), l2, VX);
+                assert_eq!(
+                    input,
+                    quick(f, l2).map(|q| filter_input(&q.pkt)),
+                    "{f:x?} l2={l2}"
+                );
                 if let Some(q) = quick(f, l2) {
                     answered += 1;
                     assert_eq!(Some(q), full(f, l2), "{f:x?} l2={l2}");

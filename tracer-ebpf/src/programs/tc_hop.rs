@@ -11,11 +11,14 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use tracer_common::{
-    EventHeader, Hop, HopEvent, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_RINGBUF_FULL,
-    CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS, EVENT_HOP, MODE_AGGREGATE, MODE_EVENTS,
+    filter::FilterInput, EventHeader, Hop, HopEvent, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4,
+    CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS, EVENT_HOP, MODE_AGGREGATE,
+    MODE_EVENTS,
 };
 
-use tracer_common::parse::{filter_input, parse, quick_parse, Linear, Packet, Skip};
+use tracer_common::parse::{
+    filter_input, parse, quick_filter_input, quick_parse, Linear, Packet, Skip,
+};
 
 use crate::{
     aggregate,
@@ -58,26 +61,46 @@ pub fn hop_egress_l3(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// Whether the flow filter keeps a packet with these fields.
+#[inline(always)]
+fn wanted(input: &FilterInput) -> bool {
+    FILTER.get(0).is_none_or(|f| f.matches(input))
+}
+
 #[inline(always)]
 fn hop(ctx: &TcContext, dir: u8, l2: bool) {
-    // Nearly every packet takes the quick path (fixed offsets in the linear area); anything
-    // unusual (VLAN, IP options, IPIP, non-linear headers) the full parser. One filter call
-    // site: the verifier checks the filter loop once per program.
+    // Nearly every packet has its headers at fixed offsets in the linear area: the filter then
+    // decides on the few fields it looks at, loaded from there, before anything else is built
+    // (a rejected packet costs only those loads). Anything unusual (VLAN, IP options, IPIP,
+    // non-linear headers) goes through the full parser first. One filter call site: the
+    // verifier checks the filter loop once per program.
     let port = vxlan_port();
-    let parsed = match quick_parse(ctx.data(), ctx.data_end(), l2, port) {
-        Some(p) => p,
-        None => match parse(&Skb(ctx), l2, port) {
-            Ok(p) => p,
-            Err(Skip::NotIpv4) => return count(CTR_NOT_IPV4),
-            Err(Skip::Malformed) => return count(CTR_MALFORMED),
-        },
+    let parsed = match quick_filter_input(ctx.data(), ctx.data_end(), l2, port) {
+        Some(input) => {
+            if !wanted(&input) {
+                return count(CTR_FILTERED);
+            }
+            // The same checks on the same bytes: `quick_filter_input` answers exactly when
+            // `quick_parse` does (property-tested), so `None` cannot happen; it is counted
+            // rather than sent through a second inlined copy of the full parser.
+            match quick_parse(ctx.data(), ctx.data_end(), l2, port) {
+                Some(p) => p,
+                None => return count(CTR_MALFORMED),
+            }
+        }
+        None => {
+            let p = match parse(&Skb(ctx), l2, port) {
+                Ok(p) => p,
+                Err(Skip::NotIpv4) => return count(CTR_NOT_IPV4),
+                Err(Skip::Malformed) => return count(CTR_MALFORMED),
+            };
+            if !wanted(&filter_input(&p.pkt)) {
+                return count(CTR_FILTERED);
+            }
+            p
+        }
     };
     let pkt = &parsed.pkt;
-    if let Some(filter) = FILTER.get(0) {
-        if !filter.matches(&filter_input(pkt)) {
-            return count(CTR_FILTERED);
-        }
-    }
     // SAFETY: `skb` is the context pointer the kernel handed to this program.
     let skb = unsafe { &*ctx.skb.skb };
     // SAFETY: helper without arguments, valid in tc programs.
