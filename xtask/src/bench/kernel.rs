@@ -8,6 +8,12 @@
 //! the tracer is ready and one taken right after iperf3, so loading and attaching are not
 //! counted. Instances of the same program (one per node) are summed. With stats on, the
 //! kernel adds two clock reads per program run, so these numbers are slightly pessimistic.
+//!
+//! Next to them, each tc program of the running tracer is run [`TEST_RUN_REPEAT`] times with
+//! `BPF_PROG_TEST_RUN` (`bpftool prog run`) on two synthetic frames carrying the benchmark
+//! pods' TCP packet, alone and inside VXLAN, with statistics switched off meanwhile: the
+//! program's own cost, free of the traffic's noise and of bpf_stats' clock reads. With the matching filter each run emits an event; the repeat count
+//! keeps them well inside the ring buffer. A verdict other than `TC_ACT_UNSPEC` is an error.
 
 use std::{collections::HashSet, process::Command, time::Duration};
 
@@ -16,12 +22,17 @@ use serde_json::Value;
 
 use super::{
     procs::run_capture,
-    report::{CostRun, ProgCost, Proto},
+    report::{CostRun, ProgCost, Proto, TestRunCost},
     throughput::{self, Env, MISS_FILTER},
     Plan,
 };
 
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// Runs per synthetic frame and program (events stay far below the ring buffer's capacity).
+pub const TEST_RUN_REPEAT: u32 = 20_000;
+/// `TC_ACT_UNSPEC` (-1) as bpftool prints the return value.
+const TC_ACT_UNSPEC: &str = "4294967295";
 
 /// Names of the tracer's programs (bpftool shows at most 15 characters; these fit).
 pub const TRACER_PROGRAMS: &[&str] = &[
@@ -49,6 +60,19 @@ impl StatsOn {
         std::fs::write(STATS_SYSCTL, "1")
             .with_context(|| format!("writing 1 to {STATS_SYSCTL}"))?;
         Ok(StatsOn { previous })
+    }
+}
+
+impl StatsOn {
+    /// Runs `f` with statistics off (they cost two clock reads per program run, which would
+    /// count in a synthetic-frame measurement), then turns them back on.
+    fn paused<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        std::fs::write(STATS_SYSCTL, "0")
+            .with_context(|| format!("writing 0 to {STATS_SYSCTL}"))?;
+        let out = f();
+        std::fs::write(STATS_SYSCTL, "1")
+            .with_context(|| format!("writing 1 to {STATS_SYSCTL}"))?;
+        out
     }
 }
 
@@ -142,24 +166,32 @@ pub fn cost_delta(
 
 /// Both runs (matching, then non-matching filter).
 pub fn run(plan: &Plan, env: &Env) -> Result<Vec<CostRun>> {
-    let _stats = StatsOn::enable()?;
+    let stats = StatsOn::enable()?;
     let mut runs = Vec::new();
     for (label, filter) in [
         ("match", env.match_filter.clone()),
         ("miss", MISS_FILTER.to_string()),
     ] {
-        let r = match one(plan, env, &filter) {
-            Ok((progs, bps)) => CostRun {
-                label,
-                filter,
-                progs,
-                bps,
-                error: None,
-            },
+        let r = match one(plan, env, &filter, &stats) {
+            Ok((progs, bps, test_runs)) => {
+                let (test_runs, error) = match test_runs {
+                    Ok(t) => (t, None),
+                    Err(e) => (Vec::new(), Some(format!("BPF_PROG_TEST_RUN: {e:#}"))),
+                };
+                CostRun {
+                    label,
+                    filter,
+                    progs,
+                    test_runs,
+                    bps,
+                    error,
+                }
+            }
             Err(e) => CostRun {
                 label,
                 filter,
                 progs: Vec::new(),
+                test_runs: Vec::new(),
                 bps: None,
                 error: Some(format!("{e:#}")),
             },
@@ -179,14 +211,17 @@ pub fn run(plan: &Plan, env: &Env) -> Result<Vec<CostRun>> {
     Ok(runs)
 }
 
-/// The program costs and the TCP throughput of one run.
-fn one(plan: &Plan, env: &Env, filter: &str) -> Result<(Vec<ProgCost>, Option<f64>)> {
+/// The program costs and the TCP throughput of one run, and the synthetic-frame costs.
+type OneRun = (Vec<ProgCost>, Option<f64>, Result<Vec<TestRunCost>>);
+
+fn one(plan: &Plan, env: &Env, filter: &str, stats: &StatsOn) -> Result<OneRun> {
     let old_ids: HashSet<u64> = prog_show()?.into_iter().map(|p| p.id).collect();
     let args = throughput::tracer_cmdline("trace", env, filter, &[]);
     let tracer = throughput::start_tracer(plan, env, &args)?;
     let before = prog_show()?;
     let sample = throughput::iperf(env, Proto::Tcp, plan.seconds)?;
     let after = prog_show()?;
+    let test_runs = stats.paused(|| test_run_costs(env, &old_ids, &after));
     throughput::stop_tracer(tracer)?;
     let progs = cost_delta(&old_ids, &before, &after);
     if progs.is_empty() {
@@ -195,12 +230,144 @@ fn one(plan: &Plan, env: &Env, filter: &str) -> Result<(Vec<ProgCost>, Option<f6
             TRACER_PROGRAMS.join("/")
         );
     }
-    Ok((progs, sample.bps))
+    Ok((progs, sample.bps, test_runs))
+}
+
+/// An Ethernet frame with an IPv4 header (`proto`, `payload`) from `src` to `dst`.
+fn ipv4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0xee; 12];
+    f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+    f.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, proto, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The benchmark pods' TCP packet (client to server, 64 bytes of payload) alone, and inside
+/// VXLAN between the two nodes: ("tcp", frame), ("vxlan", frame).
+pub fn synthetic_frames(client: [u8; 4], server: [u8; 4]) -> [(&'static str, Vec<u8>); 2] {
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&43070u16.to_be_bytes());
+    tcp.extend_from_slice(&5201u16.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2, 0x50, 0x18, 2, 0, 0, 0, 0, 0]);
+    tcp.resize(20 + 64, 0x5a);
+    let inner = ipv4_frame(client, server, 6, &tcp);
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&40000u16.to_be_bytes());
+    udp.extend_from_slice(&4789u16.to_be_bytes());
+    udp.extend_from_slice(&((16 + inner.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0, 0x08, 0, 0, 0, 0, 0x10, 0, 0]);
+    udp.extend_from_slice(&inner);
+    let vxlan = ipv4_frame([10, 10, 0, 1], [10, 10, 0, 2], 17, &udp);
+    [("vxlan", vxlan), ("tcp", inner)]
+}
+
+/// ns per run from `bpftool prog run` output (`duration (average): 46ns`, or `duration: 46ns`
+/// from older bpftool), after checking the program's verdict.
+pub fn parse_prog_run(out: &str) -> Result<f64> {
+    let ret = out
+        .split("Return value: ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .context("bpftool prog run: no return value")?;
+    if ret != TC_ACT_UNSPEC {
+        bail!("the program returned {ret}, not TC_ACT_UNSPEC (pass-through)");
+    }
+    let ns = out
+        .split("duration")
+        .nth(1)
+        .and_then(|d| d.split(':').nth(1))
+        .and_then(|d| d.trim().split("ns").next())
+        .context("bpftool prog run: no duration")?;
+    ns.parse::<f64>()
+        .with_context(|| format!("bpftool prog run: duration {ns:?}"))
+}
+
+/// The tracer's tc programs (one instance of each name) on the synthetic frames.
+fn test_run_costs(
+    env: &Env,
+    old_ids: &HashSet<u64>,
+    progs: &[ProgInfo],
+) -> Result<Vec<TestRunCost>> {
+    let ip = |s: &str| -> Result<[u8; 4]> {
+        Ok(s.parse::<std::net::Ipv4Addr>()
+            .with_context(|| format!("pod address {s}"))?
+            .octets())
+    };
+    let mut files = Vec::new();
+    for (kind, frame) in synthetic_frames(ip(&env.client_ip)?, ip(&env.server_ip)?) {
+        let path = env.scratch.join(format!("frame-{kind}.bin"));
+        std::fs::write(&path, frame).with_context(|| format!("writing {}", path.display()))?;
+        files.push((kind, path));
+    }
+    let mut out = Vec::new();
+    for name in ["hop_ingress", "hop_egress"] {
+        let Some(p) = progs
+            .iter()
+            .find(|p| p.name == name && !old_ids.contains(&p.id))
+        else {
+            continue;
+        };
+        for (kind, path) in &files {
+            let id = p.id.to_string();
+            let repeat = TEST_RUN_REPEAT.to_string();
+            let run = run_capture(
+                "bpftool prog run",
+                Command::new("bpftool")
+                    .args(["prog", "run", "id", &id, "data_in"])
+                    .arg(path)
+                    .args(["repeat", &repeat]),
+                Duration::from_secs(30),
+            )?;
+            let text = [run.stdout.join("\n"), run.stderr.join("\n")].join("\n");
+            if !run.status.success() {
+                bail!("bpftool prog run id {id} failed: {}", text.trim());
+            }
+            out.push(TestRunCost {
+                program: name.to_string(),
+                frame: kind,
+                repeat: TEST_RUN_REPEAT,
+                ns: parse_prog_run(&text).with_context(|| format!("{name} on the {kind} frame"))?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_bpftool_prog_run_and_refuses_a_dropping_verdict() {
+        let ns = parse_prog_run("Return value: 4294967295, duration (average): 46ns\n").unwrap();
+        assert_eq!(ns, 46.0);
+        assert_eq!(
+            parse_prog_run("Return value: 4294967295, duration: 1292ns").unwrap(),
+            1292.0
+        );
+        let err = parse_prog_run("Return value: 2, duration (average): 46ns").unwrap_err();
+        assert!(format!("{err}").contains("returned 2"), "{err}");
+        assert!(parse_prog_run("Error: failed to run program").is_err());
+    }
+
+    #[test]
+    fn synthetic_frames_carry_the_pods_packet() {
+        let [(vk, vxlan), (tk, tcp)] = synthetic_frames([10, 244, 0, 1], [10, 244, 4, 1]);
+        assert_eq!((vk, tk), ("vxlan", "tcp"));
+        // The TCP frame is the VXLAN frame's inner frame, behind 14 + 20 + 8 + 8 bytes.
+        assert_eq!(&vxlan[50..], &tcp[..]);
+        assert_eq!(&tcp[26..34], &[10, 244, 0, 1, 10, 244, 4, 1]);
+        assert_eq!(u16::from_be_bytes([vxlan[36], vxlan[37]]), 4789);
+        assert_eq!(vxlan[42], 0x08, "VXLAN I flag");
+        assert_eq!(
+            u16::from_be_bytes([vxlan[16], vxlan[17]]) as usize,
+            vxlan.len() - 14,
+            "outer IPv4 total length"
+        );
+    }
 
     #[test]
     fn parses_bpftool_and_counts_only_new_tracer_programs() {

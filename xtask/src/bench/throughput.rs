@@ -40,6 +40,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The throughput lab as the benchmark sees it, plus the iperf3 server.
 pub struct Env {
     pub client_ns: String,
+    pub client_ip: String,
     pub server_ip: String,
     pub node_ns: Vec<String>,
     /// (node netns, interface) pairs that tcpdump listens on.
@@ -81,6 +82,7 @@ impl Env {
         })?;
         Ok(Env {
             client_ns: a.netns.clone(),
+            client_ip: a.ip.to_string(),
             server_ip: b.ip.to_string(),
             node_ns: topo.nodes.iter().map(|n| n.netns.clone()).collect(),
             capture_ifaces,
