@@ -302,12 +302,14 @@ pub struct FuncEvent {
 const _: () = assert!(core::mem::size_of::<FuncEvent>() == 40);
 
 /// Kernel struct layout for the drop hooks, resolved by user space from the running kernel's BTF
-/// (and the classic tracepoint's format file) and written into the `SKB_LAYOUT` map. Offsets
-/// are in bytes; nothing here is baked at build time.
+/// (and the classic tracepoint's format file) and patched into the programs as a read-only
+/// global before loading (`SKB_OFFSETS`): the verifier knows each offset, so `tp_btf/kfree_skb`
+/// loads the skb's fields directly through its typed pointer. Offsets are in bytes; nothing
+/// here is baked at build time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SkbLayout {
-    /// Non-zero once user space filled the map; the hooks do nothing before.
+    /// Non-zero when user space resolved the layout; the hooks do nothing otherwise.
     pub valid: u32,
     pub skb_head: u32,
     pub skb_len: u32,

@@ -24,10 +24,6 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(N_COUNTERS
 #[map]
 pub static FILTER: Array<FilterProgram> = Array::with_max_entries(1, 0);
 
-/// Kernel struct offsets for the drop hooks (from BTF, filled by user space).
-#[map]
-pub static SKB_LAYOUT: Array<SkbLayout> = Array::with_max_entries(1, 0);
-
 /// Network namespaces (inodes) whose drops are reported by the global hooks.
 #[map]
 pub static TRACED_NETNS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
@@ -75,6 +71,33 @@ pub fn mode() -> u32 {
 pub fn sample_every() -> u32 {
     // SAFETY: as for `netns_ino`.
     unsafe { core::ptr::read_volatile(&SAMPLE_EVERY) }
+}
+
+/// Kernel struct offsets for the drop hooks (patched in by user space from BTF; all zero,
+/// `valid` included, in loads that do not attach them). Read-only and frozen like
+/// [`FIB_OFFSETS`].
+#[unsafe(no_mangle)]
+static SKB_OFFSETS: SkbLayout = SkbLayout {
+    valid: 0,
+    skb_head: 0,
+    skb_len: 0,
+    skb_dev: 0,
+    skb_network_header: 0,
+    skb_mark: 0,
+    dev_ifindex: 0,
+    dev_nd_net: 0,
+    net_ns_inum: 0,
+    tp_skbaddr: 0,
+    tp_location: 0,
+    tp_reason: 0,
+};
+
+/// One offset of [`SKB_OFFSETS`] (a constant to the verifier), e.g.
+/// `skb_offset(|l| &l.skb_dev)`.
+#[inline(always)]
+pub fn skb_offset(field: impl FnOnce(&SkbLayout) -> &u32) -> u32 {
+    // SAFETY: as for `netns_ino`.
+    unsafe { core::ptr::read_volatile(field(&SKB_OFFSETS)) }
 }
 
 /// Kernel struct offsets for `tp_btf/fib_table_lookup` (patched in by user space from BTF;

@@ -252,18 +252,16 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
         }
     };
 
-    // The route hook's offsets are read-only globals (see `FibLayout`): known before loading.
+    // The hooks' kernel offsets are read-only globals (see `SkbLayout`, `FibLayout`): known
+    // before loading, so the verifier knows them too.
     let fib = fib_layout(&btf);
     let fib_offsets = fib.as_ref().copied().unwrap_or_default();
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
+        .override_global("SKB_OFFSETS", &layout, true)
         .override_global("FIB_OFFSETS", &fib_offsets, true)
         .load(ebpf_object()?)
         .context("loading the eBPF object (global hooks)")?;
-    {
-        let mut m: Array<&mut MapData, SkbLayout> = Array::try_from(map(&mut ebpf, "SKB_LAYOUT")?)?;
-        m.set(0, layout, 0)?;
-    }
     {
         let mut m: Array<&mut MapData, FilterProgram> = Array::try_from(map(&mut ebpf, "FILTER")?)?;
         m.set(0, opts.filter, 0)?;

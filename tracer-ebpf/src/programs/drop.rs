@@ -2,9 +2,15 @@
 //!
 //! `tp_btf/kfree_skb` (args: skb, location, reason, rx_sk) where the kernel has BTF, the classic
 //! `skb/kfree_skb` tracepoint otherwise (field offsets from its format file). Both read the skb
-//! with `bpf_probe_read_kernel` at offsets user space resolved from the running kernel's BTF,
-//! parse the packet from its network header (so a dropped VXLAN or IPIP packet is matched to its
-//! inner flow), apply the flow filter, and report only drops in traced namespaces.
+//! at offsets user space resolved from the running kernel's BTF (read-only globals, constants
+//! to the verifier), parse the packet from its network header with probe reads (so a dropped
+//! VXLAN or IPIP packet is matched to its inner flow), apply the flow filter, and report only
+//! drops in traced namespaces.
+//!
+//! The hook fires for every drop on the machine, most of them in namespaces nobody traces, so
+//! the namespace test comes first. Under `tp_btf` the skb, its device and the device's
+//! namespace are typed pointers and that test is four direct loads; the classic tracepoint
+//! hands over a bare address, read with `bpf_probe_read_kernel`.
 
 use aya_ebpf::{
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
@@ -12,13 +18,13 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    Drop, DropEvent, EventHeader, SkbLayout, CTR_DROP_OTHER_NETNS, CTR_DROP_READ_ERR, CTR_FILTERED,
+    Drop, DropEvent, EventHeader, CTR_DROP_OTHER_NETNS, CTR_DROP_READ_ERR, CTR_FILTERED,
     CTR_MALFORMED, CTR_NOT_IPV4, CTR_RINGBUF_FULL, EVENT_DROP,
 };
 
 use tracer_common::parse::{filter_input, parse, Packet, Skip};
 
-use crate::maps::{count, vxlan_port, EVENTS, FILTER, RB_NO_WAKEUP, SKB_LAYOUT, TRACED_NETNS};
+use crate::maps::{count, skb_offset, vxlan_port, EVENTS, FILTER, RB_NO_WAKEUP, TRACED_NETNS};
 
 /// SKB_DROP_REASON_NOT_SPECIFIED is 2 on every kernel that has reasons; anything below is
 /// "not a drop" (SKB_NOT_DROPPED_YET = 0, SKB_CONSUMED = 1). Checked again by name in user space.
@@ -35,10 +41,32 @@ impl Packet for KernelBytes {
     }
 }
 
-#[inline(always)]
-fn field<T: Copy>(base: *const u8, off: u32) -> Option<T> {
-    // SAFETY: as above: a probe read of kernel memory, failure is reported, not faulted.
-    unsafe { bpf_probe_read_kernel(base.add(off as usize).cast::<T>()) }.ok()
+/// How the skb's own fields are read: the two hooks differ only in this.
+trait SkbFields {
+    fn get<T: Copy>(base: *const u8, off: u32) -> Option<T>;
+}
+
+/// `tp_btf`: `base` is a typed (BTF) pointer and `off` a constant to the verifier that starts a
+/// member of exactly `T`'s size, so this is one fault-tolerant load (a bad pointer reads 0).
+struct Typed;
+
+impl SkbFields for Typed {
+    #[inline(always)]
+    fn get<T: Copy>(base: *const u8, off: u32) -> Option<T> {
+        // SAFETY: see above; the kernel handles faults of BTF pointer loads.
+        Some(unsafe { core::ptr::read_volatile(base.add(off as usize).cast::<T>()) })
+    }
+}
+
+/// The classic tracepoint: `base` is a bare address, probe-read.
+struct Probed;
+
+impl SkbFields for Probed {
+    #[inline(always)]
+    fn get<T: Copy>(base: *const u8, off: u32) -> Option<T> {
+        // SAFETY: as above: a probe read of kernel memory, failure is reported, not faulted.
+        unsafe { bpf_probe_read_kernel(base.add(off as usize).cast::<T>()) }.ok()
+    }
 }
 
 #[btf_tracepoint(function = "kfree_skb")]
@@ -46,51 +74,46 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     let skb: *const u8 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
-    if let Some(layout) = SKB_LAYOUT.get(0) {
-        on_drop(layout, skb, location, reason);
-    }
+    on_drop::<Typed>(skb, location, reason);
     0
 }
 
 #[tracepoint(category = "skb", name = "kfree_skb")]
 pub fn kfree_skb_tp(ctx: TracePointContext) -> i32 {
-    let Some(layout) = SKB_LAYOUT.get(0) else {
-        return 0;
-    };
     // SAFETY: reads of the tracepoint record at offsets from its format file.
     let (skb, location, reason) = unsafe {
         (
-            ctx.read_at::<u64>(layout.tp_skbaddr as usize),
-            ctx.read_at::<u64>(layout.tp_location as usize),
-            ctx.read_at::<u32>(layout.tp_reason as usize),
+            ctx.read_at::<u64>(skb_offset(|l| &l.tp_skbaddr) as usize),
+            ctx.read_at::<u64>(skb_offset(|l| &l.tp_location) as usize),
+            ctx.read_at::<u32>(skb_offset(|l| &l.tp_reason) as usize),
         )
     };
     if let (Ok(skb), Ok(location), Ok(reason)) = (skb, location, reason) {
-        on_drop(layout, skb as *const u8, location, reason);
+        on_drop::<Probed>(skb as *const u8, location, reason);
     }
     0
 }
 
 #[inline(always)]
-fn on_drop(layout: &SkbLayout, skb: *const u8, location: u64, reason: u32) {
-    if reason < FIRST_DROP_REASON || skb.is_null() || layout.valid == 0 {
+fn on_drop<F: SkbFields>(skb: *const u8, location: u64, reason: u32) {
+    if reason < FIRST_DROP_REASON || skb.is_null() || skb_offset(|l| &l.valid) == 0 {
         return;
     }
-    if report(layout, skb, location, reason).is_none() {
+    if report::<F>(skb, location, reason).is_none() {
         count(CTR_DROP_READ_ERR);
     }
 }
 
 /// Returns None only when kernel memory could not be read.
 #[inline(always)]
-fn report(layout: &SkbLayout, skb: *const u8, location: u64, reason: u32) -> Option<()> {
-    let dev: u64 = field(skb, layout.skb_dev)?;
+fn report<F: SkbFields>(skb: *const u8, location: u64, reason: u32) -> Option<()> {
+    let dev: u64 = F::get(skb, skb_offset(|l| &l.skb_dev))?;
     let (netns, ifindex) = if dev != 0 {
         let dev = dev as *const u8;
-        let ifindex: u32 = field(dev, layout.dev_ifindex)?;
-        let net: u64 = field(dev, layout.dev_nd_net)?;
+        let ifindex: u32 = F::get(dev, skb_offset(|l| &l.dev_ifindex))?;
+        let net: u64 = F::get(dev, skb_offset(|l| &l.dev_nd_net))?;
         let inum: u32 = if net != 0 {
-            field(net as *const u8, layout.net_ns_inum)?
+            F::get(net as *const u8, skb_offset(|l| &l.net_ns_inum))?
         } else {
             0
         };
@@ -103,8 +126,10 @@ fn report(layout: &SkbLayout, skb: *const u8, location: u64, reason: u32) -> Opt
         count(CTR_DROP_OTHER_NETNS);
         return Some(());
     }
-    let head: u64 = field(skb, layout.skb_head)?;
-    let nh: u16 = field(skb, layout.skb_network_header)?;
+    // `head` is probe-read whatever the hook: the packet bytes behind it are probe-read at a
+    // variable offset, which the verifier allows only from a plain address.
+    let head: u64 = Probed::get(skb, skb_offset(|l| &l.skb_head))?;
+    let nh: u16 = F::get(skb, skb_offset(|l| &l.skb_network_header))?;
     if head == 0 || nh == u16::MAX {
         count(CTR_NOT_IPV4);
         return Some(());
@@ -127,8 +152,8 @@ fn report(layout: &SkbLayout, skb: *const u8, location: u64, reason: u32) -> Opt
             return Some(());
         }
     }
-    let skb_len: u32 = field(skb, layout.skb_len)?;
-    let mark: u32 = field(skb, layout.skb_mark).unwrap_or(0);
+    let skb_len: u32 = F::get(skb, skb_offset(|l| &l.skb_len))?;
+    let mark: u32 = F::get(skb, skb_offset(|l| &l.skb_mark)).unwrap_or(0);
     let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
         count(CTR_RINGBUF_FULL);
         return Some(());

@@ -15,7 +15,7 @@ use tracer_common::{
     FUNC_VXLAN_XMIT,
 };
 
-use crate::maps::{count, EVENTS, RB_NO_WAKEUP, SKB_LAYOUT};
+use crate::maps::{count, skb_offset, EVENTS, RB_NO_WAKEUP};
 
 #[fentry(function = "vxlan_xmit")]
 pub fn fentry_vxlan_xmit(ctx: FEntryContext) -> i32 {
@@ -57,21 +57,19 @@ pub fn kprobe_vxlan_rcv(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn emit(func: u32, skb: u64) {
-    let skb_len = SKB_LAYOUT
-        .get(0)
-        .filter(|l| l.valid != 0)
+    let skb_len = if skb_offset(|l| &l.valid) != 0 {
         // SAFETY: probe read of kernel memory at a BTF-resolved offset; failure yields 0.
-        .and_then(|l| {
-            unsafe {
-                bpf_probe_read_kernel(
-                    (skb as *const u8)
-                        .wrapping_add(l.skb_len as usize)
-                        .cast::<u32>(),
-                )
-            }
-            .ok()
-        })
-        .unwrap_or(0);
+        unsafe {
+            bpf_probe_read_kernel(
+                (skb as *const u8)
+                    .wrapping_add(skb_offset(|l| &l.skb_len) as usize)
+                    .cast::<u32>(),
+            )
+        }
+        .unwrap_or(0)
+    } else {
+        0
+    };
     let Some(mut entry) = EVENTS.reserve::<FuncEvent>(0) else {
         count(CTR_RINGBUF_FULL);
         return;
