@@ -108,8 +108,8 @@ pub fn write_trace_text(w: &mut impl Write, t: &Trace) -> io::Result<()> {
     if t.outcome == Outcome::Dropped || t.outcome == Outcome::Lost {
         for r in &t.routes {
             match route_node(t, r) {
-                Some(node) => writeln!(w, "  route: {node} {}", route_text(r))?,
-                None => writeln!(w, "  route: {}", route_text(r))?,
+                Some(node) => writeln!(w, "  route: {node} {}", route_text(t, r))?,
+                None => writeln!(w, "  route: {}", route_text(t, r))?,
             }
         }
     }
@@ -130,9 +130,34 @@ pub fn route_node<'a>(t: &'a Trace, r: &RouteLookup) -> Option<&'a str> {
     t.hops.iter().find(|h| h.netns == r.netns).map(|h| &*h.node)
 }
 
-/// `table 254 10.244.0.1 -> 10.244.4.1: dev eth0 via 10.10.0.254` or `...: error -101`.
-fn route_text(r: &RouteLookup) -> String {
-    let head = format!("table {} {} -> {}", r.table, r.src, r.dst);
+/// Loopback's ifindex in every namespace: the input interface of output route lookups (a
+/// packet the node sends itself, such as a tunnel's outer header).
+const LOOPBACK_IFINDEX: u32 = 1;
+
+/// The name of a route lookup's input interface: `lo` for the node's own packets, else the
+/// trace's hop on that interface in the lookup's namespace; `None` when unknown.
+pub fn route_iif<'a>(t: &'a Trace, r: &RouteLookup) -> Option<&'a str> {
+    match r.iif {
+        0 => None,
+        LOOPBACK_IFINDEX => Some("lo"),
+        iif => t
+            .hops
+            .iter()
+            .find(|h| h.netns == r.netns && h.ifindex == iif)
+            .map(|h| &*h.ifname),
+    }
+}
+
+/// `table 254 10.244.0.1 -> 10.244.4.1 iif cali1: dev eth0 via 10.10.0.254` or
+/// `...: no route (error -101)`. The input interface tells apart the lookups a forwarded
+/// packet and the node's own output (`iif lo`) make for the same addresses.
+fn route_text(t: &Trace, r: &RouteLookup) -> String {
+    let mut head = format!("table {} {} -> {}", r.table, r.src, r.dst);
+    match (route_iif(t, r), r.iif) {
+        (Some(name), _) => head.push_str(&format!(" iif {name}")),
+        (None, 0) => {}
+        (None, iif) => head.push_str(&format!(" iif #{iif}")),
+    }
     if r.err != 0 {
         return format!("{head}: no route (error {})", r.err);
     }

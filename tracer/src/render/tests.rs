@@ -141,6 +141,7 @@ fn trace_json_drop_verdict_routes_segments_and_escaping() {
     t.routes.push(RouteLookup {
         netns: NS1,
         err: 0,
+        iif: CALI_A,
         dev: "vxlan.calico".into(),
         gw: Some("10.244.4.0".parse().unwrap()),
         ..t.routes[0].clone()
@@ -161,11 +162,12 @@ fn trace_json_drop_verdict_routes_segments_and_escaping() {
     );
     assert_eq!(
         v["routes"],
-        json!([{"ts_ns": 5_000_100, "netns": 0, "node": null, "table": 254, "err": -101,
-                "src": "10.244.0.1", "dst": "10.244.4.1", "dev": "", "gw": null},
-               {"ts_ns": 5_000_100, "netns": NS1, "node": odd, "table": 254, "err": 0,
-                "src": "10.244.0.1", "dst": "10.244.4.1", "dev": "vxlan.calico",
-                "gw": "10.244.4.0"}])
+        json!([{"ts_ns": 5_000_100, "netns": 0, "node": null, "iif": 3, "iif_name": null,
+                "table": 254, "err": -101, "src": "10.244.0.1", "dst": "10.244.4.1", "dev": "",
+                "gw": null},
+               {"ts_ns": 5_000_100, "netns": NS1, "node": odd, "iif": CALI_A,
+                "iif_name": "cali3f2a9b0c1d4", "table": 254, "err": 0, "src": "10.244.0.1",
+                "dst": "10.244.4.1", "dev": "vxlan.calico", "gw": "10.244.4.0"}])
     );
     let segs = v["segments"].as_array().unwrap();
     let names: Vec<&str> = segs.iter().map(|s| s["name"].as_str().unwrap()).collect();
@@ -266,4 +268,54 @@ fn summary_as_json() {
         (&json!(2), &json!(168), &json!(2))
     );
     assert_eq!(flows[1]["incomplete"], 1);
+}
+
+/// Route lines name the lookup's input interface: the lookups a forwarded packet and the node's
+/// own output make for the same addresses would otherwise print alike.
+#[test]
+fn route_lines_name_the_input_interface() {
+    let (mut t, _) = traces(&vxlan_path(icmp(0x1a2b), 5_000_000));
+    let mut t = t.remove(0);
+    t.outcome = Outcome::Lost;
+    let forward = RouteLookup {
+        ts_ns: 5_000_100,
+        netns: NS1,
+        table: 254,
+        err: 0,
+        src: "10.244.0.1".parse().unwrap(),
+        dst: "10.244.4.1".parse().unwrap(),
+        oif: ETH0,
+        iif: CALI_A,
+        dev: "eth0".into(),
+        gw: Some("10.10.0.254".parse().unwrap()),
+    };
+    t.routes = vec![
+        forward.clone(),
+        RouteLookup {
+            iif: 1,
+            ..forward.clone()
+        },
+        RouteLookup {
+            iif: 77,
+            ..forward.clone()
+        },
+        RouteLookup {
+            iif: 0,
+            err: -101,
+            gw: None,
+            dev: String::new(),
+            ..forward
+        },
+    ];
+    let s = text(&t);
+    let routes: Vec<&str> = s.lines().filter(|l| l.contains("route:")).collect();
+    assert_eq!(
+        routes,
+        [
+            "  route: node1 table 254 10.244.0.1 -> 10.244.4.1 iif cali3f2a9b0c1d4: dev eth0 via 10.10.0.254",
+            "  route: node1 table 254 10.244.0.1 -> 10.244.4.1 iif lo: dev eth0 via 10.10.0.254",
+            "  route: node1 table 254 10.244.0.1 -> 10.244.4.1 iif #77: dev eth0 via 10.10.0.254",
+            "  route: node1 table 254 10.244.0.1 -> 10.244.4.1: no route (error -101)",
+        ]
+    );
 }

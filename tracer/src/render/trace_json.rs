@@ -261,6 +261,13 @@ impl Out {
             Some(node) => self.str(node),
             None => self.raw(b"null"),
         }
+        self.raw(b",\"iif\":");
+        self.num(r.iif);
+        self.raw(b",\"iif_name\":");
+        match super::route_iif(t, r) {
+            Some(name) => self.str(name),
+            None => self.raw(b"null"),
+        }
         self.raw(b",\"table\":");
         self.num(r.table);
         self.raw(b",\"err\":");
