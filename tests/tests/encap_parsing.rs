@@ -164,18 +164,7 @@ fn l3_device_without_ethernet_header_is_parsed() {
     let topo = lab.topology().clone();
     let node = topo.nodes[0].clone();
     let a = topo.pod("n1p0").expect("n1p0").clone();
-    let out = lab::exec_in(
-        &node.netns,
-        &["ip", "tuntap", "add", "dev", "tun0", "mode", "tun"],
-    )
-    .expect("ip");
-    assert!(
-        out.status.success(),
-        "ip tuntap: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = lab::exec_in(&node.netns, &["ip", "link", "set", "tun0", "up"]).expect("ip");
-    assert!(out.status.success());
+    common::add_tun(&node.netns, "tun0");
 
     let args = vec![
         "--netns".to_string(),

@@ -289,17 +289,7 @@ fn tc_programs_pass_every_packet_through_unchanged() {
         topo.pod("n1p0").expect("n1p0").clone(),
         topo.pod("n2p0").expect("n2p0").clone(),
     );
-    for cmd in [
-        &["ip", "tuntap", "add", "dev", "tun0", "mode", "tun"][..],
-        &["ip", "link", "set", "tun0", "up"],
-    ] {
-        let out = lab::exec_in(&node.netns, cmd).expect("ip");
-        assert!(
-            out.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    common::add_tun(&node.netns, "tun0");
     let veth = lab::exec_in(
         &node.netns,
         &["cat", &format!("/sys/class/net/{}/ifindex", a.cali)],

@@ -40,6 +40,22 @@ pub fn lab_up(prefix: &str, pods_per_node: usize, encap: lab::Encap) -> lab::Lab
     lab::Lab::up(&spec).expect("lab up")
 }
 
+/// Creates an L3 `tun` device `name`, up, in `netns` (which the lab removes with its
+/// namespaces): like `tunl0`, it has no Ethernet header, so the tracer loads its L3 programs.
+pub fn add_tun(netns: &str, name: &str) {
+    for cmd in [
+        &["ip", "tuntap", "add", "dev", name, "mode", "tun"][..],
+        &["ip", "link", "set", name, "up"],
+    ] {
+        let out = lab::exec_in(netns, cmd).expect("ip");
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// The tracer binary: `TRACER_BIN` (set by `cargo xtask test`), else target/release/tracer.
 pub fn tracer_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TRACER_BIN") {
