@@ -304,6 +304,34 @@ fn open_traces_are_bounded() {
     assert_eq!(c.stats().traces_emitted, 5);
 }
 
+/// Many packets with one identity (UDP with IP ID 0, a replayed packet): each still gets its
+/// own trace with its own hops, but at most `MAX_SAME_IDENTITY` stay open at once, so `push`
+/// never walks a long chain.
+#[test]
+fn packets_sharing_one_identity_are_bounded() {
+    let mut c = Correlator::new(topology(), CorrelateConfig::default());
+    let n = 10_000u64;
+    for i in 0..n {
+        // Every microsecond the same packet identity enters and leaves node1: each packet
+        // conflicts with the previous one on both interfaces, so it opens its own trace.
+        c.push(hop(icmp(0), NS1, CALI_A, Ingress, 1_000_000 + i * 1_000));
+        c.push(hop(icmp(0), NS1, VXLAN, Egress, 1_000_500 + i * 1_000));
+        assert!(c.open_traces() <= MAX_SAME_IDENTITY);
+    }
+    assert_eq!(c.open_traces(), MAX_SAME_IDENTITY);
+    assert_eq!(c.stats().identity_evicted, n - MAX_SAME_IDENTITY as u64);
+    let mut traces = c.expire(0);
+    traces.extend(c.finish());
+    assert_eq!(traces.len() as u64, n);
+    // No hop was lost or mixed up: each trace is one packet's two hops, half a microsecond apart.
+    for t in &traces {
+        let ts: Vec<u64> = t.hops.iter().map(|h| h.ts_ns).collect();
+        assert_eq!(ts.len(), 2, "{ts:?}");
+        assert_eq!(ts[1] - ts[0], 500, "{ts:?}");
+    }
+    assert_eq!(c.stats().evicted, 0);
+}
+
 fn drop_of(p: PacketId, netns: u32, ifindex: u32, ts_ns: u64) -> crate::event::DropRecord {
     crate::event::DropRecord {
         ts_ns,

@@ -242,12 +242,14 @@ pub fn write_summary_text(
     writeln!(
         w,
         "correlator: {} hops seen, {} duplicates dropped, {} on unknown interfaces, \
-         {} traces emitted ({} early: too many open), {} still open",
+         {} traces emitted ({} early: too many open, {} early: too many with one identity), \
+         {} still open",
         s.hops_seen,
         s.duplicates,
         s.unknown_iface_hops,
         s.traces_emitted,
         s.evicted,
+        s.identity_evicted,
         c.open_traces()
     )?;
     writeln!(
@@ -333,6 +335,7 @@ pub fn write_summary_json(
             duplicates: s.duplicates,
             unknown_iface_hops: s.unknown_iface_hops,
             evicted: s.evicted,
+            identity_evicted: s.identity_evicted,
             open_traces: c.open_traces() as u64,
             lost_withheld: s.lost_withheld,
         },
@@ -511,6 +514,7 @@ struct SummaryJson {
     duplicates: u64,
     unknown_iface_hops: u64,
     evicted: u64,
+    identity_evicted: u64,
     open_traces: u64,
     lost_withheld: u64,
 }
