@@ -57,7 +57,8 @@ pub const CTR_DROP_READ_ERR: u32 = 5;
 pub const CTR_DROP_OTHER_NETNS: u32 = 6;
 /// Packets not reported because of `--sample 1/N`.
 pub const CTR_SAMPLED_OUT: u32 = 7;
-/// In-kernel aggregation: packet-state map updates that failed (map full).
+/// In-kernel aggregation: packets whose state slot was taken over by another packet while
+/// they were still in flight (see [`PktSlot`]), so their later segments were not measured.
 pub const CTR_AGG_MAP_FULL: u32 = 8;
 /// Number of counter slots (some reserved for later hooks).
 pub const N_COUNTERS: u32 = 12;
@@ -116,6 +117,25 @@ pub struct PktState {
     pub _pad: u16,
 }
 const _: () = assert!(core::mem::size_of::<PktState>() == 32);
+
+/// Slots of the in-kernel aggregation table (a power of two).
+pub const PKT_SLOTS: u32 = 1 << 16;
+
+/// One slot of the in-kernel aggregation table, an array indexed by a hash of the packet's
+/// identity: which packet it follows (`live` non-zero until the packet is delivered) and
+/// where that packet was last seen. A direct-mapped table instead of a hash map: each hop is
+/// an array access the verifier inlines, with no insert or delete (and no map lock) per
+/// packet. A packet whose slot another one takes over while it is in flight loses its later
+/// segments, counted in `CTR_AGG_MAP_FULL`; with 65,536 slots and packets in flight for
+/// microseconds that is rare.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PktSlot {
+    pub key: PktKey,
+    pub live: u32,
+    pub state: PktState,
+}
+const _: () = assert!(core::mem::size_of::<PktSlot>() == 56);
 
 /// Header at the start of every ring-buffer record.
 #[repr(C)]
@@ -368,5 +388,6 @@ mod pod {
     unsafe impl aya::Pod for super::FibLayout {}
     unsafe impl aya::Pod for super::PktKey {}
     unsafe impl aya::Pod for super::PktState {}
+    unsafe impl aya::Pod for super::PktSlot {}
     unsafe impl aya::Pod for super::filter::FilterProgram {}
 }

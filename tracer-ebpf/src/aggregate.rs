@@ -1,6 +1,7 @@
 //! In-kernel latency aggregation: no event per packet. Each hop looks up where the packet was
-//! last seen (a shared LRU map keyed by its identity), adds the time since then to the per-CPU
-//! log2 histogram of the segment it closes, and records itself. User space merges the per-CPU
+//! last seen (a shared direct-mapped table indexed by a hash of its identity, see `PktSlot`),
+//! adds the time since then to the per-CPU log2 histogram of the segment it closes, and records
+//! itself. User space merges the per-CPU
 //! histograms. Segments: node-tx (pod ingress -> uplink egress), encap (tunnel egress -> uplink
 //! egress), wire (uplink egress -> another node's uplink ingress), decap (uplink ingress ->
 //! tunnel ingress), node-rx (uplink ingress -> pod egress), same-node (pod ingress -> pod
@@ -8,11 +9,15 @@
 
 use tracer_common::{
     Ipv4Packet, PktKey, PktState, CTR_AGG_MAP_FULL, DIR_EGRESS, DIR_INGRESS, HIST_BUCKETS,
-    ROLE_ARRAY_LEN, ROLE_POD, ROLE_TUNNEL, ROLE_UPLINK, SEG_DECAP, SEG_ENCAP, SEG_NODE_RX,
-    SEG_NODE_TX, SEG_SAME_NODE, SEG_TOTAL, SEG_WIRE,
+    PKT_SLOTS, ROLE_ARRAY_LEN, ROLE_POD, ROLE_TUNNEL, ROLE_UPLINK, SEG_DECAP, SEG_ENCAP,
+    SEG_NODE_RX, SEG_NODE_TX, SEG_SAME_NODE, SEG_TOTAL, SEG_WIRE,
 };
 
 use crate::maps::{count, LAT_HIST, PKT_STATE, ROLES, ROLE_BY_IFINDEX};
+
+/// A slot whose packet was last seen longer ago than this was abandoned (the packet was
+/// dropped or left the traced nodes): taking it over loses nothing.
+const ABANDONED_NS: u64 = 1_000_000_000;
 
 #[inline(always)]
 fn point(role: u8, dir: u8) -> u8 {
@@ -94,9 +99,24 @@ pub fn hop(pkt: &Ipv4Packet, ifindex: u32, dir: u8, netns: u32, ts: u64) {
     }
     let key = key_of(pkt);
     let here = point(role, dir);
-    let Some(prev) = PKT_STATE.get_ptr_mut(key) else {
-        // First sighting: the only insert of the packet's life.
-        let state = PktState {
+    let Some(slot) = PKT_STATE.get_ptr_mut(identity_hash(&key) & (PKT_SLOTS - 1)) else {
+        return;
+    };
+    // SAFETY: the pointer comes from a lookup of this array with an index below its size; the
+    // slot is updated in place (the hops of one packet follow each other, so only a packet
+    // with a colliding hash could write it meanwhile, which at worst skews that one sample).
+    let slot = unsafe { &mut *slot };
+    if slot.live == 0 || slot.key != key {
+        // First sighting: take the slot (a delivered packet's last hop does not).
+        if here == point(ROLE_POD, DIR_EGRESS) {
+            return;
+        }
+        if slot.live != 0 && ts.saturating_sub(slot.state.last_ts) < ABANDONED_NS {
+            count(CTR_AGG_MAP_FULL);
+        }
+        slot.key = key;
+        slot.live = 1;
+        slot.state = PktState {
             first_ts: ts,
             entry_ts: ts,
             last_ts: ts,
@@ -105,14 +125,9 @@ pub fn hop(pkt: &Ipv4Packet, ifindex: u32, dir: u8, netns: u32, ts: u64) {
             last_point: here,
             _pad: 0,
         };
-        if here != point(ROLE_POD, DIR_EGRESS) && PKT_STATE.insert(key, state, 0).is_err() {
-            count(CTR_AGG_MAP_FULL);
-        }
         return;
-    };
-    // SAFETY: the pointer comes from a successful lookup of this map; the entry is updated in
-    // place (the hops of one packet follow each other, so nothing else writes it meanwhile).
-    let state = unsafe { &mut *prev };
+    }
+    let state = &mut slot.state;
     if ts >= state.last_ts {
         let same_node = state.netns == netns;
         let since_last = ts - state.last_ts;
@@ -144,8 +159,8 @@ pub fn hop(pkt: &Ipv4Packet, ifindex: u32, dir: u8, netns: u32, ts: u64) {
         }
     }
     if here == point(ROLE_POD, DIR_EGRESS) {
-        // Delivered: forget the packet.
-        let _ = PKT_STATE.remove(key);
+        // Delivered: free the slot.
+        slot.live = 0;
         return;
     }
     if state.netns != netns || here == point(ROLE_POD, DIR_INGRESS) {

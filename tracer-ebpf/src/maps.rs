@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    filter::FilterProgram, FibLayout, PktKey, PktState, SkbLayout, HIST_BUCKETS, MODE_EVENTS,
-    N_COUNTERS, N_SEGMENTS, ROLE_ARRAY_LEN,
+    filter::FilterProgram, FibLayout, PktSlot, SkbLayout, HIST_BUCKETS, MODE_EVENTS, N_COUNTERS,
+    N_SEGMENTS, PKT_SLOTS, ROLE_ARRAY_LEN,
 };
 
 /// Default ring buffer size; user space may resize it before loading.
@@ -42,10 +42,11 @@ pub static ROLE_BY_IFINDEX: Array<u8> = Array::with_max_entries(ROLE_ARRAY_LEN, 
 #[map]
 pub static ROLES: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 
-/// Where each in-flight packet was last seen (aggregation). Shared by every traced namespace
-/// (user space pins it in a private bpffs so that all loads use one map).
+/// Where each in-flight packet was last seen (aggregation): a direct-mapped table indexed by
+/// a hash of the packet's identity (see `PktSlot`). Shared by every traced namespace (user
+/// space pins it in a private bpffs so that all loads use one map).
 #[map]
-pub static PKT_STATE: LruHashMap<PktKey, PktState> = LruHashMap::with_max_entries(65536, 0);
+pub static PKT_STATE: Array<PktSlot> = Array::with_max_entries(PKT_SLOTS, 0);
 
 /// Per-CPU log2 latency histograms, one per segment (aggregation; shared like PKT_STATE).
 #[map]

@@ -44,8 +44,8 @@ pub struct LossCounters {
     pub encap_probe_hits: u64,
     /// Packets skipped by `--sample`.
     pub sampled_out: u64,
-    /// In-kernel aggregation: packet states that could not be stored (map full): the tracer's
-    /// own loss.
+    /// In-kernel aggregation: packets whose state slot another packet took over while they
+    /// were in flight (their later segments were not measured): the tracer's own loss.
     pub agg_map_full: u64,
 }
 
@@ -260,7 +260,7 @@ pub fn write_summary_text(
     writeln!(
         w,
         "tracer lost (not kernel drops): {} events (ring buffer full), {} decode errors, \
-         {} unreadable drops, {} aggregation states (map full)",
+         {} unreadable drops, {} aggregation slots taken over in flight",
         loss.ringbuf_full, loss.decode_errors, loss.drop_read_errors, loss.agg_map_full
     )?;
     if s.lost_withheld > 0 {

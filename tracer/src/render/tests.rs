@@ -229,7 +229,7 @@ fn summary_as_text() {
     assert_eq!(lines[6], "kernel drops: 0 seen, 0 ignored as noise");
     assert_eq!(
         lines[7],
-        "tracer lost (not kernel drops): 7 events (ring buffer full), 2 decode errors, 0 unreadable drops, 0 aggregation states (map full)"
+        "tracer lost (not kernel drops): 7 events (ring buffer full), 2 decode errors, 0 unreadable drops, 0 aggregation slots taken over in flight"
     );
     assert_eq!(
         lines[8],
