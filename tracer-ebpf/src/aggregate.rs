@@ -16,8 +16,9 @@ use tracer_common::{
 use crate::maps::{count, LAT_HIST, PKT_STATE, ROLES, ROLE_BY_IFINDEX};
 
 /// A slot whose packet was last seen longer ago than this was abandoned (the packet was
-/// dropped or left the traced nodes): taking it over loses nothing.
-const ABANDONED_NS: u64 = 1_000_000_000;
+/// dropped or left the traced nodes; crossing two nodes takes microseconds): taking it over
+/// loses nothing and is not counted.
+const ABANDONED_NS: u64 = 100_000_000;
 
 #[inline(always)]
 fn point(role: u8, dir: u8) -> u8 {
