@@ -51,14 +51,6 @@ pub struct RouteLookup {
 }
 
 impl RouteLookup {
-    /// The same lookup, whenever it was made (every field but the time).
-    fn same_as(&self, o: &RouteLookup) -> bool {
-        (self.netns, self.table, self.err, self.src, self.dst)
-            == (o.netns, o.table, o.err, o.src, o.dst)
-            && (self.oif, self.iif, self.gw) == (o.oif, o.iif, o.gw)
-            && self.dev == o.dev
-    }
-
     fn from_record(f: &FibRecord) -> Self {
         RouteLookup {
             ts_ns: f.ts_ns,
@@ -100,6 +92,10 @@ impl RecentFibs {
 
     /// Lookups for `packet`'s destination in `[first - lead, last]`, oldest first, at most a
     /// few; a lookup whose namespace is known must be one of the namespaces of `hops`.
+    ///
+    /// Runs for every emitted trace, so it allocates only what it returns: the window is found
+    /// from the newest end of the ring, repeats are recognised on the raw records, and only the
+    /// lookups kept become [`RouteLookup`]s (each with its device name as a `String`).
     pub(super) fn for_packet(
         &self,
         packet: &PacketId,
@@ -108,30 +104,43 @@ impl RecentFibs {
         hops: &[TraceHop],
     ) -> Vec<RouteLookup> {
         let from = first.saturating_sub(FIB_LEAD_NS);
-        let mut out: Vec<RouteLookup> = self
+        // Records arrive in drain order, close to time order: scanning back to a second before
+        // the window covers any reordering between ring buffers.
+        let stop = from.saturating_sub(FIB_LEAD_NS);
+        let start = self
             .ring
             .iter()
-            .filter(|f| f.ts_ns >= from && f.ts_ns <= last && f.dst == packet.dst)
-            .filter(|f| f.netns == 0 || hops.iter().any(|h| h.netns == f.netns))
-            // Calico pods route via 169.254.1.1: a lookup choosing a link-local gateway is the
-            // pod's own, not a node's (what tells them apart when the namespace is unknown).
-            .filter(|f| !f.gw.is_some_and(|g| g.is_link_local()))
-            .map(RouteLookup::from_record)
-            .collect();
-        // The same lookup again (same node, table, result, interfaces) says nothing new.
-        let mut i = 0;
-        while i < out.len() {
-            if out[..i].iter().any(|earlier| earlier.same_as(&out[i])) {
-                out.remove(i);
-            } else {
-                i += 1;
+            .rposition(|f| f.ts_ns < stop)
+            .map_or(0, |i| i + 1);
+        // Indices of the distinct matching lookups, oldest first (a repeat of an earlier one
+        // says nothing new).
+        let mut distinct: Vec<usize> = Vec::new();
+        for (i, f) in self.ring.iter().enumerate().skip(start) {
+            let wanted = f.ts_ns >= from
+                && f.ts_ns <= last
+                && f.dst == packet.dst
+                && (f.netns == 0 || hops.iter().any(|h| h.netns == f.netns))
+                // Calico pods route via 169.254.1.1: a lookup choosing a link-local gateway is
+                // the pod's own, not a node's (what tells them apart when the namespace is
+                // unknown).
+                && !f.gw.is_some_and(|g| g.is_link_local());
+            if wanted && !distinct.iter().any(|&d| same_lookup(&self.ring[d], f)) {
+                distinct.push(i);
             }
         }
-        if out.len() > MAX_ROUTES_PER_TRACE {
-            out.drain(..out.len() - MAX_ROUTES_PER_TRACE);
-        }
-        out
+        let keep = distinct.len().saturating_sub(MAX_ROUTES_PER_TRACE);
+        distinct[keep..]
+            .iter()
+            .map(|&i| RouteLookup::from_record(&self.ring[i]))
+            .collect()
     }
+}
+
+/// The same lookup, whenever it was made (every field a [`RouteLookup`] shows but the time).
+fn same_lookup(a: &FibRecord, b: &FibRecord) -> bool {
+    (a.netns, a.table, a.err, a.src, a.dst) == (b.netns, b.table, b.err, b.src, b.dst)
+        && (a.oif, a.iif, a.gw) == (b.oif, b.iif, b.gw)
+        && a.dev_name() == b.dev_name()
 }
 
 impl Correlator {

@@ -465,6 +465,37 @@ fn route_lookups_of_the_nodes_the_packet_crossed_once_each() {
     assert_eq!(got, [(NS1, "vxlan.calico"), (0, "calie0e1e2e3e4f")]);
 }
 
+/// The window (from a second before the first hop to the last hop), the cap (the newest
+/// distinct lookups), and repeats recognised by the device name up to its NUL.
+#[test]
+fn route_lookups_in_the_window_newest_distinct_kept() {
+    let p = icmp(1);
+    let t0 = 5_000_000_000;
+    let mut c = correlator();
+    // Long before the window (the scan stops there) and just before it: not this trace's.
+    c.push_fib(fib(&p, NS1, 1_000, "eth0", None));
+    c.push_fib(fib(&p, NS1, t0 - 1_000_000_001, "eth0", None));
+    // Twelve distinct lookups in the window (another output interface each).
+    for i in 0..12u32 {
+        let mut f = fib(&p, NS1, t0 - 900_000_000 + u64::from(i), "eth0", None);
+        f.oif = 100 + i;
+        c.push_fib(f);
+    }
+    // A repeat of the newest whose name buffer has bytes after the NUL (the classic record
+    // leaves them unwritten): the same lookup.
+    let mut again = fib(&p, NS1, t0 - 800_000_000, "eth0", None);
+    again.oif = 111;
+    again.dev[10] = b'x';
+    c.push_fib(again);
+    // After the last hop: not this trace's.
+    c.push_fib(fib(&p, NS1, t0 + 10_000_000, "lo", None));
+    vxlan_path(p, t0).into_iter().for_each(|h| c.push(h));
+    let traces = c.finish();
+    let oifs: Vec<u32> = traces[0].routes.iter().map(|r| r.oif).collect();
+    assert_eq!(oifs, (104..112).collect::<Vec<u32>>());
+    assert!(traces[0].routes.iter().all(|r| r.dev == "eth0"));
+}
+
 /// A packet last seen leaving node1's uplink is lost, unless the tracer itself lost events
 /// while it was in flight: then it is only incomplete, flagged, and gets no verdict.
 #[test]
