@@ -190,12 +190,17 @@ pub struct FibRecord {
 
 impl FibRecord {
     pub fn dev_name(&self) -> &str {
+        std::str::from_utf8(self.dev_bytes()).unwrap_or("?")
+    }
+
+    /// The output device's name up to its NUL (the bytes after it may be stale).
+    pub fn dev_bytes(&self) -> &[u8] {
         let end = self
             .dev
             .iter()
             .position(|&b| b == 0)
             .unwrap_or(self.dev.len());
-        std::str::from_utf8(&self.dev[..end]).unwrap_or("?")
+        &self.dev[..end]
     }
 }
 

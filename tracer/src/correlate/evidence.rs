@@ -140,7 +140,7 @@ impl RecentFibs {
 fn same_lookup(a: &FibRecord, b: &FibRecord) -> bool {
     (a.netns, a.table, a.err, a.src, a.dst) == (b.netns, b.table, b.err, b.src, b.dst)
         && (a.oif, a.iif, a.gw) == (b.oif, b.iif, b.gw)
-        && a.dev_name() == b.dev_name()
+        && a.dev_bytes() == b.dev_bytes()
 }
 
 impl Correlator {
