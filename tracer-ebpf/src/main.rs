@@ -2,7 +2,7 @@
 //!
 //! Design notes:
 //! - One file per hook under `programs/`; shared bounded parsing in `parse.rs`; maps and the
-//!   emit helper in `maps.rs`.
+//!   emit helper in `maps.rs`; reads of kernel objects at BTF offsets in `kmem.rs`.
 //! - Every tc program returns `TC_ACT_UNSPEC` (tcx: "next"), on every path, errors included:
 //!   the tracer never changes what happens to a packet, nor skips another tcx program.
 //! - Settings that differ per load (netns inode, VXLAN port) are read-only globals that user
@@ -11,6 +11,7 @@
 #![no_main]
 
 mod aggregate;
+mod kmem;
 mod maps;
 mod programs;
 

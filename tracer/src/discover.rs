@@ -25,6 +25,17 @@ pub struct AttachTarget {
     pub l2: bool,
 }
 
+impl AttachTarget {
+    /// The interface as the topology describes it.
+    pub fn iface(&self) -> Iface {
+        Iface {
+            ifindex: self.ifindex,
+            name: self.name.clone(),
+            kind: self.kind,
+        }
+    }
+}
+
 /// What was found in one namespace.
 #[derive(Clone, Debug)]
 pub struct NodePlan {
@@ -160,14 +171,7 @@ pub fn discover(name: &str, netns: u32, extra_ifaces: &[String]) -> Result<NodeP
             .map(|(_, a)| *a)
             .collect(),
         addrs: addrs.iter().map(|(_, a)| *a).collect(),
-        ifaces: targets
-            .iter()
-            .map(|t| Iface {
-                ifindex: t.ifindex,
-                name: t.name.clone(),
-                kind: t.kind,
-            })
-            .collect(),
+        ifaces: targets.iter().map(AttachTarget::iface).collect(),
     };
     Ok(NodePlan {
         node,
@@ -322,14 +326,7 @@ mod tests {
                 name: "n".into(),
                 netns: 1,
                 addrs: Vec::new(),
-                ifaces: targets
-                    .iter()
-                    .map(|t| Iface {
-                        ifindex: t.ifindex,
-                        name: t.name.clone(),
-                        kind: t.kind,
-                    })
-                    .collect(),
+                ifaces: targets.iter().map(AttachTarget::iface).collect(),
                 links: Vec::new(),
                 default_gw: None,
                 routes: vec![

@@ -1,7 +1,7 @@
 //! Prerequisites: installs what is missing and is quick when everything is there.
 //!
 //! - Debian packages: LLVM 22 (for bpf-linker), iproute2, nftables, iptables, ping, tcpdump,
-//!   iperf3, bpftool;
+//!   iperf3, bpftool, util-linux (taskset);
 //! - rust-src for the nightly toolchain (the eBPF crate builds core with -Z build-std);
 //! - bpf-linker built against LLVM 22 (`LLVM_PREFIX=/usr/lib/llvm-22`; without it, cargo finds
 //!   an older llvm-config and fails with `unable to find library -lLLVM`).
@@ -24,6 +24,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tcpdump", "/usr/bin/tcpdump"),
     ("iperf3", "/usr/bin/iperf3"),
     ("bpftool", "/usr/sbin/bpftool"),
+    // taskset (the benchmark pins iperf3); part of every Debian base system, listed so that a
+    // slimmer image still gets it.
+    ("util-linux", "/usr/bin/taskset"),
 ];
 
 pub fn run(quiet: bool) -> Result<()> {

@@ -13,7 +13,7 @@
 //! hands over a bare address, read with `bpf_probe_read_kernel`.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -24,7 +24,10 @@ use tracer_common::{
 
 use tracer_common::parse::{filter_input, parse, Packet, Skip};
 
-use crate::maps::{count, skb_offset, vxlan_port, EVENTS, FILTER, RB_NO_WAKEUP, TRACED_NETNS};
+use crate::{
+    kmem,
+    maps::{count, skb_offset, vxlan_port, EVENTS, FILTER, RB_NO_WAKEUP, TRACED_NETNS},
+};
 
 /// SKB_DROP_REASON_NOT_SPECIFIED is 2 on every kernel that has reasons; anything below is
 /// "not a drop" (SKB_NOT_DROPPED_YET = 0, SKB_CONSUMED = 1). Checked again by name in user space.
@@ -36,8 +39,7 @@ struct KernelBytes(*const u8);
 impl Packet for KernelBytes {
     #[inline(always)]
     fn read<T: Copy>(&self, off: usize) -> Option<T> {
-        // SAFETY: bpf_probe_read_kernel copes with any address; a bad one returns an error.
-        unsafe { bpf_probe_read_kernel(self.0.add(off).cast::<T>()) }.ok()
+        kmem::probe(self.0, off as u32)
     }
 }
 
@@ -53,8 +55,7 @@ struct Typed;
 impl SkbFields for Typed {
     #[inline(always)]
     fn get<T: Copy>(base: *const u8, off: u32) -> Option<T> {
-        // SAFETY: see above; the kernel handles faults of BTF pointer loads.
-        Some(unsafe { core::ptr::read_volatile(base.add(off as usize).cast::<T>()) })
+        Some(kmem::load(base, off))
     }
 }
 
@@ -64,8 +65,7 @@ struct Probed;
 impl SkbFields for Probed {
     #[inline(always)]
     fn get<T: Copy>(base: *const u8, off: u32) -> Option<T> {
-        // SAFETY: as above: a probe read of kernel memory, failure is reported, not faulted.
-        unsafe { bpf_probe_read_kernel(base.add(off as usize).cast::<T>()) }.ok()
+        kmem::probe(base, off)
     }
 }
 

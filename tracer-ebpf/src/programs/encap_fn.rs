@@ -6,7 +6,7 @@
 //! then warns once and relies on the tc hops on vxlan.calico / tunl0 and the tracepoints.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{fentry, kprobe},
     programs::{FEntryContext, ProbeContext},
 };
@@ -15,7 +15,10 @@ use tracer_common::{
     FUNC_VXLAN_XMIT,
 };
 
-use crate::maps::{count, skb_offset, EVENTS, RB_NO_WAKEUP};
+use crate::{
+    kmem,
+    maps::{count, skb_offset, EVENTS, RB_NO_WAKEUP},
+};
 
 #[fentry(function = "vxlan_xmit")]
 pub fn fentry_vxlan_xmit(ctx: FEntryContext) -> i32 {
@@ -58,15 +61,7 @@ pub fn kprobe_vxlan_rcv(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn emit(func: u32, skb: u64) {
     let skb_len = if skb_offset(|l| &l.valid) != 0 {
-        // SAFETY: probe read of kernel memory at a BTF-resolved offset; failure yields 0.
-        unsafe {
-            bpf_probe_read_kernel(
-                (skb as *const u8)
-                    .wrapping_add(skb_offset(|l| &l.skb_len) as usize)
-                    .cast::<u32>(),
-            )
-        }
-        .unwrap_or(0)
+        kmem::probe::<u32>(skb as *const u8, skb_offset(|l| &l.skb_len)).unwrap_or(0)
     } else {
         0
     };

@@ -11,7 +11,7 @@
 //! addresses and time); its layout is the one of the format file, checked by user space.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
     EbpfContext,
@@ -20,7 +20,10 @@ use tracer_common::{
     filter::FilterInput, EventHeader, Fib, FibEvent, CTR_FILTERED, CTR_RINGBUF_FULL, EVENT_FIB,
 };
 
-use crate::maps::{count, fib_offset, EVENTS, FIB_SEEN, FILTER, RB_NO_WAKEUP};
+use crate::{
+    kmem::{load, probe},
+    maps::{count, fib_offset, EVENTS, FIB_SEEN, FILTER, RB_NO_WAKEUP},
+};
 
 /// Report a successful lookup of the same (source, destination) at most this often.
 const FIB_EVERY_NS: u64 = 100_000_000;
@@ -63,25 +66,6 @@ fn field<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
     // SAFETY: `off` is a field offset of this tracepoint's record (checked by user space against
     // the format file before attaching), aligned to the field's size.
     unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(off).cast::<T>()) }
-}
-
-/// A probe read of kernel memory at `base + off` (for what the verifier cannot type: the
-/// 16-byte device name).
-#[inline(always)]
-fn kread<T: Copy>(base: *const u8, off: u32) -> Option<T> {
-    // SAFETY: bpf_probe_read_kernel copes with any address; a bad one returns an error.
-    unsafe { bpf_probe_read_kernel(base.add(off as usize).cast::<T>()) }.ok()
-}
-
-/// A direct load of the field at `off` of the kernel object `base` points to. `base` must be
-/// a typed (BTF) pointer the verifier knows, from the arguments or loaded through one, and
-/// `off` a constant to the verifier (a `fib_offset`) that starts a member of exactly `T`'s
-/// size: the verifier checks both against BTF and turns the load into a fault-tolerant one (a
-/// NULL or bad pointer reads as 0).
-#[inline(always)]
-fn load<T: Copy>(base: *const u8, off: u32) -> T {
-    // SAFETY: see above; the kernel handles faults of BTF pointer loads.
-    unsafe { core::ptr::read_volatile(base.add(off as usize).cast::<T>()) }
 }
 
 /// Whether the lookup concerns a traced flow (counted as filtered when not). Lookups carry no
@@ -221,7 +205,7 @@ fn try_fib_lookup_btf(ctx: &BtfTracePointContext) -> Option<()> {
         }
         let devp = load::<u64>(nhc, fib_offset(|l| &l.nhc_dev)) as *const u8;
         if !devp.is_null() {
-            if let Some(name) = kread::<[u8; 16]>(devp, fib_offset(|l| &l.dev_name)) {
+            if let Some(name) = probe::<[u8; 16]>(devp, fib_offset(|l| &l.dev_name)) {
                 dev = name;
             }
             let net = load::<u64>(devp, fib_offset(|l| &l.dev_nd_net)) as *const u8;

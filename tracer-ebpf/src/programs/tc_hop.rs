@@ -83,7 +83,10 @@ fn hop(ctx: &TcContext, dir: u8, l2: bool) {
             }
             // The same checks on the same bytes: `quick_filter_input` answers exactly when
             // `quick_parse` does (property-tested), so `None` cannot happen; it is counted
-            // rather than sent through a second inlined copy of the full parser.
+            // rather than sent through a second inlined copy of the full parser. Walking the
+            // headers again is deliberate: keeping the located headers across the filter call
+            // instead gave no measurable gain (BPF_PROG_TEST_RUN) and 2.8x the verifier's work
+            // (246k instructions per program against 89k).
             match quick_parse(ctx.data(), ctx.data_end(), l2, port) {
                 Some(p) => p,
                 None => return count(CTR_MALFORMED),
