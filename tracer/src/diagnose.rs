@@ -16,10 +16,13 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::{
-    correlate::{Outcome, Trace},
+    capture::CaptureArgs,
     discover::local_addrs,
+    model::{Outcome, Trace},
     netns::Netns,
-    trace::{run_session, CaptureArgs, Output, PrintArgs, TraceArgs},
+    pipeline::PrintArgs,
+    render::Output,
+    trace::{run_session, TraceArgs},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

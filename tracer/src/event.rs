@@ -13,6 +13,8 @@ use tracer_common::{
     FUNC_VXLAN_RCV, FUNC_VXLAN_XMIT,
 };
 
+use crate::model::{Direction, Encap, EncapKind, PacketId};
+
 /// Why a record could not be decoded.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -34,91 +36,6 @@ pub enum DecodeError {
     BadEncap(u8),
     #[error("function record with unknown function {0}")]
     BadFunc(u32),
-}
-
-/// Direction of a tc hop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Direction {
-    Ingress,
-    Egress,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Ingress => "ingress",
-            Direction::Egress => "egress",
-        }
-    }
-}
-
-/// Encapsulation type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum EncapKind {
-    Vxlan,
-    Ipip,
-}
-
-impl EncapKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EncapKind::Vxlan => "vxlan",
-            EncapKind::Ipip => "ipip",
-        }
-    }
-}
-
-/// Outer headers of an encapsulated packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Encap {
-    pub kind: EncapKind,
-    /// VXLAN network identifier; 0 for IPIP.
-    pub vni: u32,
-    pub outer_src: Ipv4Addr,
-    pub outer_dst: Ipv4Addr,
-    /// Outer UDP ports (VXLAN); 0 for IPIP.
-    pub outer_sport: u16,
-    pub outer_dport: u16,
-    pub outer_ip_id: u16,
-}
-
-/// The (inner) packet's identity: the same value at every hop of one packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PacketId {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    pub proto: u8,
-    /// TCP/UDP ports; 0 otherwise.
-    pub sport: u16,
-    pub dport: u16,
-    pub ip_id: u16,
-    /// TCP sequence number; 0 otherwise.
-    pub tcp_seq: u32,
-    /// ICMP echo identifier and sequence; 0 otherwise.
-    pub icmp_id: u16,
-    pub icmp_seq: u16,
-}
-
-/// The 5-tuple of a flow (what a per-flow summary groups by).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowKey {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    pub proto: u8,
-    pub sport: u16,
-    pub dport: u16,
-}
-
-impl PacketId {
-    pub fn flow(&self) -> FlowKey {
-        FlowKey {
-            src: self.src,
-            dst: self.dst,
-            proto: self.proto,
-            sport: self.sport,
-            dport: self.dport,
-        }
-    }
 }
 
 /// One packet seen by one tc program.
@@ -393,18 +310,6 @@ fn decode_func(record: &[u8]) -> Result<FuncRecord, DecodeError> {
         skb: ev.func.skb,
         len: ev.func.skb_len,
     })
-}
-
-/// Human name of an IP protocol number.
-pub fn proto_name(proto: u8) -> String {
-    match proto {
-        1 => "icmp".into(),
-        4 => "ipip".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        132 => "sctp".into(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

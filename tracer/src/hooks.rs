@@ -3,10 +3,9 @@
 //! object as the tc programs, with a ring buffer of their own.
 //!
 //! Everything kernel-specific comes from the running kernel: sk_buff / net_device / net offsets
-//! from BTF, drop-reason names from BTF (else the tracepoint's format file), tracepoint record
-//! layouts from their format files, locations symbolised through /proc/kallsyms. Each hook that
-//! cannot attach is a one-line warning naming the fallback; only "no drop hook at all" is fatal
-//! when drops were asked for.
+//! from BTF, tracepoint record layouts from their format files, and the names of drop reasons
+//! and locations (`names`). Each hook that cannot attach is a one-line warning naming the
+//! fallback; only "no drop hook at all" is fatal when drops were asked for.
 
 use std::path::Path;
 
@@ -20,8 +19,8 @@ use tracer_common::{filter::FilterProgram, FibLayout, SkbLayout, N_COUNTERS};
 
 use crate::{
     attach::{ebpf_object, sum_counters},
-    btf::{Btf, DropReasons},
-    kallsyms::Kallsyms,
+    btf::Btf,
+    names::KernelNames,
 };
 
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -52,7 +51,7 @@ pub enum HookChoice {
 pub struct GlobalHooks {
     pub events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
-    pub names: Names,
+    pub names: KernelNames,
     /// One line per hook: what is attached.
     pub attached: Vec<String>,
     /// Owns the programs and their links.
@@ -68,29 +67,6 @@ impl GlobalHooks {
     /// Events lost so far because the ring buffer was full (one map read).
     pub fn ringbuf_full(&self) -> Result<u64> {
         crate::attach::ringbuf_full(&self.counters)
-    }
-}
-
-/// Names from the running kernel: drop reasons and text symbols.
-pub struct Names {
-    pub reasons: DropReasons,
-    pub kallsyms: Option<Kallsyms>,
-}
-
-impl Names {
-    /// The reason's name in the running kernel, or `reason <n>`.
-    pub fn reason_name(&self, value: u32) -> String {
-        self.reasons
-            .name(value)
-            .map_or_else(|| format!("reason {value}"), str::to_string)
-    }
-
-    /// `function+0xoff`, or the hex address when kallsyms is unavailable.
-    pub fn location(&self, addr: u64) -> String {
-        match &self.kallsyms {
-            Some(k) => k.format(addr),
-            None => format!("{addr:#x}"),
-        }
     }
 }
 
@@ -229,28 +205,7 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
     let btf = Btf::from_sys().context("reading the kernel's BTF")?;
     let kfree_format = read_format("skb", "kfree_skb");
     let layout = skb_layout(&btf, kfree_format.as_deref())?;
-    let reasons = match DropReasons::from_btf(&btf) {
-        Ok(r) => r,
-        Err(e) => {
-            match kfree_format
-                .as_deref()
-                .map(DropReasons::from_tracepoint_format)
-            {
-                Some(Ok(r)) => {
-                    log::warn!("drop reasons not in BTF ({e}); using the kfree_skb tracepoint's format file");
-                    r
-                }
-                _ => bail!("cannot name drop reasons: {e}, and no kfree_skb tracepoint format"),
-            }
-        }
-    };
-    let kallsyms = match Kallsyms::load() {
-        Ok(k) => Some(k),
-        Err(e) => {
-            log::warn!("cannot read /proc/kallsyms ({e}); drop locations are shown as addresses");
-            None
-        }
-    };
+    let names = KernelNames::load(&btf, kfree_format.as_deref())?;
 
     // The hooks' kernel offsets are read-only globals (see `SkbLayout`, `FibLayout`): known
     // before loading, so the verifier knows them too.
@@ -303,7 +258,7 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
     Ok(GlobalHooks {
         events,
         counters,
-        names: Names { reasons, kallsyms },
+        names,
         attached,
         _ebpf: ebpf,
     })

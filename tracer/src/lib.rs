@@ -7,14 +7,18 @@
 
 pub mod attach;
 pub mod btf;
+pub mod capture;
 pub mod correlate;
 pub mod diagnose;
 pub mod discover;
 pub mod event;
 pub mod filter;
+#[cfg(test)]
+mod fixtures;
 pub mod hooks;
-pub mod kallsyms;
 pub mod latency;
+pub mod model;
+pub mod names;
 pub mod netlink;
 pub mod netns;
 pub mod pipeline;

@@ -1,46 +1,73 @@
-//! The user-space stages after collection: decode -> correlate -> latency -> render.
+//! The user-space stages, in order: decode -> filter -> name -> correlate -> verdict -> flows ->
+//! latency -> render.
+//!
+//! 1. **decode** (`event`): raw ring-buffer bytes to typed records; an undecodable record is
+//!    counted (the tracer's own loss), never fatal.
+//! 2. **filter**: replay's user-space `--filter` (live, the kernel filters).
+//! 3. **name** (`names`): a drop's reason and location in the kernel's words; noise (a consumed
+//!    skb, an echo reply nobody wanted) is counted and stops here.
+//! 4. **correlate** (`correlate`): hops, drops and route lookups grouped into one [`Trace`] per
+//!    packet with its outcome and evidence, emitted when settled (`tick`).
+//! 5. **verdict** (`verdict`): why a dropped or lost packet died.
+//! 6. **flows**: per 5-tuple totals of the emitted traces.
+//! 7. **latency** (`latency`): per-segment histograms, with `--stats`.
+//! 8. **render** (`render`): text or JSON lines, then the summary.
 //!
 //! One `Pipeline` is fed raw kernel records, whether they come straight from the ring buffers
 //! (`tracer trace`) or from a recording (`tracer replay`), and `tick` is called with the
 //! monotonic time after every drain, exactly as the live loop saw it. Fed the same records and
-//! ticks, it therefore prints the same traces live and from a file. Records that do not decode
-//! are counted (the tracer's own loss), never fatal.
+//! ticks, it therefore prints the same traces live and from a file.
 
-use std::{io::Write, net::Ipv4Addr};
+use std::{collections::BTreeMap, io::Write, net::Ipv4Addr};
 
 use anyhow::Result;
+use clap::Args;
 use tracer_common::{
     filter::{FilterInput, FilterProgram},
-    CTR_AGG_MAP_FULL, CTR_DROP_READ_ERR, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4,
-    CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, N_COUNTERS, SEG_DECAP, SEG_ENCAP, SEG_NODE_RX, SEG_NODE_TX,
-    SEG_SAME_NODE, SEG_TOTAL, SEG_WIRE,
+    SEG_DECAP, SEG_ENCAP, SEG_NODE_RX, SEG_NODE_TX, SEG_SAME_NODE, SEG_TOTAL, SEG_WIRE,
 };
 
 use crate::{
-    correlate::{CorrelateConfig, Correlator, Trace},
-    event::{decode, DecodeError, Event, PacketId},
+    correlate::{CorrelateConfig, Correlator},
+    event::{decode, DecodeError, DropRecord, Event, HopRecord},
     latency::{self, ClockModel, LatencyStats, SegmentName},
-    render::{self, LossCounters},
+    model::{FlowKey, FlowSummary, LossCounters, Outcome, PacketId, Trace},
+    names::{is_noise, DropNames},
+    render::{self, Output, RunSummary},
     topology::Topology,
-    trace::Output,
+    verdict,
 };
 
-/// Turns the raw values of a drop record into words: the live kernel's names, or the names a
-/// recording kept.
-pub trait DropNames {
-    /// The drop reason's name in the kernel that dropped the packet (`reason <n>` if unknown).
-    fn reason_name(&self, value: u32) -> String;
-    /// `function+0xoff` of a drop location (the hex address if it cannot be symbolised).
-    fn location(&self, addr: u64) -> String;
+/// How traces are assembled and printed: shared by `tracer trace` and `tracer replay`.
+#[derive(Args, Clone, Debug)]
+pub struct PrintArgs {
+    /// Stop after this many packet traces.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// How long a packet's trace stays open after its latest hop, in ms.
+    #[arg(long, default_value_t = 300, value_name = "MS")]
+    pub linger_ms: u64,
 }
 
-impl DropNames for crate::hooks::Names {
-    fn reason_name(&self, value: u32) -> String {
-        crate::hooks::Names::reason_name(self, value)
-    }
-
-    fn location(&self, addr: u64) -> String {
-        crate::hooks::Names::location(self, addr)
+impl PrintArgs {
+    /// The pipeline configuration these arguments ask for (statistics and collection off).
+    pub fn pipeline_config(&self, clock: ClockModel) -> PipelineConfig {
+        PipelineConfig {
+            output: self.output,
+            limit: self.count,
+            stats: false,
+            quiet: false,
+            collect: false,
+            kernel_agg: false,
+            correlate: CorrelateConfig {
+                linger_ns: self.linger_ms * 1_000_000,
+                ..CorrelateConfig::default()
+            },
+            clock,
+            filter: None,
+        }
     }
 }
 
@@ -64,13 +91,28 @@ pub struct PipelineConfig {
     pub filter: Option<FilterProgram>,
 }
 
-pub struct Pipeline<W: Write> {
-    correlator: Correlator,
-    out: W,
-    output: Output,
+/// The pipeline's own counters (the correlator keeps its own).
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
     decode_errors: u64,
     func_events: u64,
     printed: u64,
+    /// Records the user-space filter left out.
+    filtered: u64,
+    /// Drop records named (noise included).
+    drops_seen: u64,
+    /// Drops that are not faults, ignored.
+    noise_drops: u64,
+}
+
+pub struct Pipeline<W: Write> {
+    correlator: Correlator,
+    /// What the verdict stage judges against (the correlator has its own copy for naming).
+    topology: Topology,
+    flows: BTreeMap<FlowKey, FlowSummary>,
+    counts: Counts,
+    out: W,
+    output: Output,
     limit: Option<u64>,
     latency: Option<LatencyStats>,
     clock: ClockModel,
@@ -78,19 +120,17 @@ pub struct Pipeline<W: Write> {
     collected: Option<Vec<Trace>>,
     kernel_agg: bool,
     filter: Option<FilterProgram>,
-    /// Records the user-space filter left out.
-    filtered: u64,
 }
 
 impl<W: Write> Pipeline<W> {
     pub fn new(topology: Topology, cfg: PipelineConfig, out: W) -> Self {
         Pipeline {
-            correlator: Correlator::new(topology, cfg.correlate),
+            correlator: Correlator::new(topology.clone(), cfg.correlate),
+            topology,
+            flows: BTreeMap::new(),
+            counts: Counts::default(),
             out,
             output: cfg.output,
-            decode_errors: 0,
-            func_events: 0,
-            printed: 0,
             limit: cfg.limit,
             latency: (cfg.stats || cfg.quiet).then(|| LatencyStats::new(cfg.clock.clone())),
             clock: cfg.clock,
@@ -98,7 +138,6 @@ impl<W: Write> Pipeline<W> {
             collected: cfg.collect.then(Vec::new),
             kernel_agg: cfg.kernel_agg,
             filter: cfg.filter,
-            filtered: 0,
         }
     }
 
@@ -110,8 +149,7 @@ impl<W: Write> Pipeline<W> {
     /// A record from a node's ring buffer (tc hops only).
     pub fn node_record(&mut self, source: &str, bytes: &[u8]) {
         match decode(bytes) {
-            Ok(Event::Hop(hop)) if !self.packet_passes(&hop.packet) => {}
-            Ok(Event::Hop(hop)) => self.correlator.push(hop),
+            Ok(Event::Hop(hop)) => self.push_hop(hop),
             Ok(other) => self.unexpected(&other),
             Err(e) => self.decode_error(source, &e),
         }
@@ -120,18 +158,35 @@ impl<W: Write> Pipeline<W> {
     /// A record from the global hooks' ring buffer (drops, route lookups, probes).
     pub fn hook_record(&mut self, bytes: &[u8], names: &dyn DropNames) {
         match decode(bytes) {
-            Ok(Event::Drop(d)) if !self.packet_passes(&d.packet) => {}
+            Ok(Event::Drop(d)) => self.push_drop(&d, names),
             Ok(Event::Fib(f)) if !self.passes(f.src, f.dst, f.proto, f.sport, f.dport) => {}
-            Ok(Event::Drop(d)) => {
-                let reason = names.reason_name(d.reason);
-                let function = names.location(d.location);
-                self.correlator.push_drop(&d, &reason, function);
-            }
             Ok(Event::Fib(f)) => self.correlator.push_fib(f),
-            Ok(Event::Func(_)) => self.func_events += 1,
+            Ok(Event::Func(_)) => self.counts.func_events += 1,
             Ok(other) => self.unexpected(&other),
             Err(e) => self.decode_error("global hooks", &e),
         }
+    }
+
+    /// A decoded hop: filter, then correlate.
+    pub(crate) fn push_hop(&mut self, hop: HopRecord) {
+        if self.packet_passes(&hop.packet) {
+            self.correlator.push(hop);
+        }
+    }
+
+    /// A decoded drop: filter, name, drop the noise, then correlate.
+    pub(crate) fn push_drop(&mut self, d: &DropRecord, names: &dyn DropNames) {
+        if !self.packet_passes(&d.packet) {
+            return;
+        }
+        self.counts.drops_seen += 1;
+        let reason = names.reason_name(d.reason);
+        if is_noise(&reason, &d.packet, d.icmp_type) {
+            self.counts.noise_drops += 1;
+            return;
+        }
+        let function = names.location(d.location);
+        self.correlator.push_drop(d, &reason, function);
     }
 
     /// Whether a packet passes the user-space filter (counted when it does not). Route lookups
@@ -148,7 +203,7 @@ impl<W: Write> Pipeline<W> {
             dport,
         });
         if !ok {
-            self.filtered += 1;
+            self.counts.filtered += 1;
         }
         ok
     }
@@ -167,17 +222,17 @@ impl<W: Write> Pipeline<W> {
     /// Records that could not be read as whole records (a recording cut short): the tracer's
     /// own loss.
     pub fn count_decode_errors(&mut self, n: u64) {
-        self.decode_errors += n;
+        self.counts.decode_errors += n;
     }
 
     fn unexpected(&mut self, ev: &Event) {
-        self.decode_errors += 1;
+        self.counts.decode_errors += 1;
         log::warn!("record of an unexpected kind on this ring buffer: {ev:?}");
     }
 
     fn decode_error(&mut self, source: &str, e: &DecodeError) {
-        self.decode_errors += 1;
-        if self.decode_errors <= 5 {
+        self.counts.decode_errors += 1;
+        if self.counts.decode_errors <= 5 {
             log::warn!("undecodable record from {source}: {e}");
         }
     }
@@ -195,11 +250,16 @@ impl<W: Write> Pipeline<W> {
         self.emit(rest).map(|_| ())
     }
 
+    /// The stages after correlation, trace by trace: verdict, flows, latency, render.
     fn emit(&mut self, traces: Vec<Trace>) -> Result<bool> {
-        for t in traces {
-            if self.limit.is_some_and(|l| self.printed >= l) {
+        for mut t in traces {
+            if self.limit.is_some_and(|l| self.counts.printed >= l) {
                 break;
             }
+            if matches!(t.outcome, Outcome::Dropped | Outcome::Lost) {
+                t.verdict = verdict::judge(&t, &self.topology);
+            }
+            self.flows.entry(t.packet.flow()).or_default().record(&t);
             if let Some(stats) = self.latency.as_mut() {
                 stats.record(&t);
             }
@@ -209,13 +269,18 @@ impl<W: Write> Pipeline<W> {
                     Output::Json => render::write_trace_json(&mut self.out, &t)?,
                 }
             }
-            self.printed += 1;
+            self.counts.printed += 1;
             if let Some(all) = self.collected.as_mut() {
                 all.push(t);
             }
         }
         self.out.flush()?;
-        Ok(self.limit.is_some_and(|l| self.printed >= l))
+        Ok(self.limit.is_some_and(|l| self.counts.printed >= l))
+    }
+
+    /// Per 5-tuple totals over the traces emitted so far, ordered by flow.
+    pub fn flows(&self) -> &BTreeMap<FlowKey, FlowSummary> {
+        &self.flows
     }
 
     /// Prints the latency statistics so far (when kept); `kernel_hist` are the in-kernel
@@ -249,32 +314,24 @@ impl<W: Write> Pipeline<W> {
     /// counters; decode errors and probe hits are the pipeline's own) and returns the traces
     /// kept for the caller.
     pub fn write_summary(mut self, mut loss: LossCounters) -> Result<Vec<Trace>> {
-        loss.decode_errors += self.decode_errors;
-        loss.filtered += self.filtered;
-        loss.encap_probe_hits += self.func_events;
+        loss.decode_errors += self.counts.decode_errors;
+        loss.filtered += self.counts.filtered;
+        loss.encap_probe_hits += self.counts.func_events;
+        let summary = RunSummary {
+            flows: &self.flows,
+            correlator: self.correlator.stats(),
+            open_traces: self.correlator.open_traces(),
+            drops_seen: self.counts.drops_seen,
+            noise_drops: self.counts.noise_drops,
+            loss: &loss,
+        };
         match self.output {
-            Output::Text => render::write_summary_text(&mut self.out, &self.correlator, &loss)?,
-            Output::Json => render::write_summary_json(&mut self.out, &self.correlator, &loss)?,
+            Output::Text => render::write_summary_text(&mut self.out, &summary)?,
+            Output::Json => render::write_summary_json(&mut self.out, &summary)?,
         }
         self.out.flush()?;
         Ok(self.collected.take().unwrap_or_default())
     }
-}
-
-/// Adds a node's kernel counters (`CTR_*`, summed over CPUs) to `loss`.
-pub fn add_node_counters(loss: &mut LossCounters, c: &[u64; N_COUNTERS as usize]) {
-    loss.ringbuf_full += c[CTR_RINGBUF_FULL as usize];
-    loss.filtered += c[CTR_FILTERED as usize];
-    loss.not_ipv4 += c[CTR_NOT_IPV4 as usize];
-    loss.malformed += c[CTR_MALFORMED as usize];
-    loss.sampled_out += c[CTR_SAMPLED_OUT as usize];
-    loss.agg_map_full += c[CTR_AGG_MAP_FULL as usize];
-}
-
-/// Adds the global hooks' kernel counters to `loss`.
-pub fn add_hook_counters(loss: &mut LossCounters, c: &[u64; N_COUNTERS as usize]) {
-    loss.ringbuf_full += c[CTR_RINGBUF_FULL as usize];
-    loss.drop_read_errors += c[CTR_DROP_READ_ERR as usize];
 }
 
 /// The latency segment of an in-kernel histogram index (`SEG_*`).
@@ -290,3 +347,6 @@ fn segment_name(seg: u32) -> Option<SegmentName> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests;

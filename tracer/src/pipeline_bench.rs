@@ -1,10 +1,11 @@
-//! `tracer pipeline-bench`: user-space pipeline throughput (decode + correlate + latency, and
-//! with `--render text|json` the rendering of every trace into a sink), on
-//! one core, with synthetic ring-buffer records of VXLAN pod-to-pod packets (six hops each,
-//! in the order the kernel emits them). No root, no kernel: it measures our code only.
+//! `tracer pipeline-bench`: user-space pipeline throughput on one core, measured on the real
+//! [`Pipeline`] (the one `trace` and `replay` run) writing into a sink: every stage from decode
+//! to latency, and with `--render text|json` the rendering of every trace as well. The input is
+//! synthetic ring-buffer records of VXLAN pod-to-pod packets (six hops each, in the order the
+//! kernel emits them). No root, no kernel: it measures our code only.
 
 use std::{
-    io::{self, BufWriter, Write},
+    io::{self, BufWriter},
     net::Ipv4Addr,
     time::Instant,
 };
@@ -16,12 +17,11 @@ use tracer_common::{
 };
 
 use crate::{
-    correlate::{CorrelateConfig, Correlator, Trace},
-    event::{decode, Event},
-    latency::{ClockModel, LatencyStats},
-    render,
+    latency::ClockModel,
+    model::LossCounters,
+    pipeline::{Pipeline, PipelineConfig, PrintArgs},
+    render::Output,
     topology::{Iface, IfaceKind, Link, Node, Topology},
-    trace::Output,
 };
 
 #[derive(Args, Debug)]
@@ -128,24 +128,26 @@ pub(crate) fn packet_records(n: u64, t0: u64, out: &mut Vec<[u8; size_of::<HopEv
     }
 }
 
-fn render(w: &mut impl Write, output: Option<Output>, t: &Trace) -> io::Result<()> {
-    match output {
-        None => Ok(()),
-        Some(Output::Text) => render::write_trace_text(w, t),
-        Some(Output::Json) => render::write_trace_json(w, t),
-    }
-}
-
 pub fn run(args: PipelineBenchArgs) -> Result<()> {
     let packets = args.events.div_ceil(6);
     // Records are generated ahead in chunks so that generation is not measured.
     const CHUNK: u64 = 100_000;
-    let mut correlator = Correlator::new(topology(), CorrelateConfig::default());
-    let mut stats = LatencyStats::new(ClockModel::shared_kernel());
-    let mut buf = Vec::with_capacity(CHUNK as usize * 6);
-    let (mut events, mut traces, mut elapsed) = (0u64, 0u64, 0f64);
+    let print = PrintArgs {
+        count: None,
+        output: args.render.unwrap_or(Output::Text),
+        linger_ms: 300,
+    };
+    // Without rendering, the pipeline runs as `tracer stats` does (latency kept, no per-trace
+    // output); with it, as `trace --stats --output text|json`.
+    let cfg = PipelineConfig {
+        stats: true,
+        quiet: args.render.is_none(),
+        ..print.pipeline_config(ClockModel::shared_kernel())
+    };
     // Rendered bytes go to a sink through the same buffered writer `trace` uses.
-    let mut sink = BufWriter::new(io::sink());
+    let mut pipe = Pipeline::new(topology(), cfg, BufWriter::new(io::sink()));
+    let mut buf = Vec::with_capacity(CHUNK as usize * 6);
+    let (mut events, mut elapsed) = (0u64, 0f64);
     let mut done = 0;
     while done < packets {
         let n = CHUNK.min(packets - done);
@@ -157,26 +159,18 @@ pub fn run(args: PipelineBenchArgs) -> Result<()> {
         let now_ns = 1_000_000_000 + (done + n) * 1_000;
         let started = Instant::now();
         for rec in &buf {
-            if let Ok(Event::Hop(h)) = decode(rec) {
-                correlator.push(h);
-            }
+            pipe.node_record("bench", rec);
             events += 1;
         }
-        for t in correlator.expire(now_ns) {
-            stats.record(&t);
-            render(&mut sink, args.render, &t)?;
-            traces += 1;
-        }
+        pipe.tick(now_ns)?;
         elapsed += started.elapsed().as_secs_f64();
         done += n;
     }
     let started = Instant::now();
-    for t in correlator.finish() {
-        stats.record(&t);
-        render(&mut sink, args.render, &t)?;
-        traces += 1;
-    }
+    pipe.close_all()?;
     elapsed += started.elapsed().as_secs_f64();
+    let traces: u64 = pipe.flows().values().map(|f| f.packets).sum();
+    pipe.write_summary(LossCounters::default())?;
     println!(
         "{}",
         serde_json::json!({

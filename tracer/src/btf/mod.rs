@@ -22,16 +22,12 @@
 //!   Bitfields are rejected (kind_flag bitfield size, a non-byte bit offset, or an old-style
 //!   INT with fewer bits than its size).
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    fmt,
-};
+use std::{collections::HashSet, fmt};
 
 const MAGIC: u16 = 0xeb9f;
 const HEADER_LEN: usize = 24;
 const MAX_DEPTH: u32 = 32;
 const SYS_PATH: &str = "/sys/kernel/btf/vmlinux";
-const DROP_REASON_PREFIX: &str = "SKB_DROP_REASON_";
 
 const KIND_INT: u32 = 1;
 const KIND_PTR: u32 = 2;
@@ -536,112 +532,6 @@ impl Btf {
     /// Whether a FUNC of this name exists.
     pub fn has_func(&self, name: &str) -> bool {
         self.find(name, |t| t.kind == KIND_FUNC).is_some()
-    }
-}
-
-/// Drop-reason names as the kernel prints them (`NO_SOCKET`, not `SKB_DROP_REASON_NO_SOCKET`).
-#[derive(Debug, Clone, Default)]
-pub struct DropReasons {
-    by_value: BTreeMap<u32, String>,
-    by_name: HashMap<String, u32>,
-}
-
-impl DropReasons {
-    /// From `enum skb_drop_reason` in the kernel's BTF.
-    pub fn from_btf(btf: &Btf) -> Result<Self, BtfError> {
-        Ok(Self::from_pairs(btf.enum_values("skb_drop_reason")?))
-    }
-
-    /// From enum (name, value) pairs: `SKB_DROP_REASON_X` becomes `X`, and `SKB_CONSUMED`,
-    /// `SKB_NOT_DROPPED_YET` lose `SKB_`. `SKB_DROP_REASON_SUBSYS_MASK` (a mask, not a reason)
-    /// and values outside u32 are skipped; when two names share a value, `name` gives the first.
-    pub fn from_pairs(pairs: Vec<(String, i64)>) -> Self {
-        let short = pairs.into_iter().filter_map(|(name, value)| {
-            let short = match name.strip_prefix(DROP_REASON_PREFIX) {
-                Some("SUBSYS_MASK") => return None,
-                Some(s) => s,
-                None => name.strip_prefix("SKB_").unwrap_or(&name),
-            };
-            Some((short.to_string(), value))
-        });
-        Self::from_short_names(short)
-    }
-
-    fn from_short_names(pairs: impl Iterator<Item = (String, i64)>) -> Self {
-        let mut r = DropReasons::default();
-        for (name, value) in pairs {
-            let Ok(value) = u32::try_from(value) else {
-                continue;
-            };
-            r.by_value.entry(value).or_insert_with(|| name.clone());
-            r.by_name.entry(name).or_insert(value);
-        }
-        r
-    }
-
-    /// From the `print fmt:` line of `/sys/kernel/tracing/events/skb/kfree_skb/format`:
-    /// `__print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 3, "NO_SOCKET" }, ...)`.
-    pub fn from_tracepoint_format(text: &str) -> Result<Self, BtfError> {
-        let err = |m: String| BtfError::TracepointFormat(m);
-        let fmt = text
-            .lines()
-            .find_map(|l| l.trim_start().strip_prefix("print fmt:"))
-            .ok_or_else(|| err("no 'print fmt:' line".into()))?;
-        let start = fmt
-            .find("__print_symbolic(REC->reason")
-            .or_else(|| fmt.find("__print_symbolic("))
-            .ok_or_else(|| err("no __print_symbolic(...) in 'print fmt:'".into()))?;
-        // `{ 2, "NOT_SPECIFIED" }, ...)`: the names never contain braces or parentheses.
-        let table = &fmt[start..];
-        let table = &table[..table
-            .find(')')
-            .ok_or_else(|| err("unclosed table".into()))?];
-        let mut pairs = Vec::new();
-        for entry in table.split('{').skip(1) {
-            let bad = || err(format!("bad __print_symbolic entry '{{{entry}'"));
-            let (value, name) = entry.split_once(',').ok_or_else(bad)?;
-            let name = name.trim_end().trim_end_matches(',').trim_end();
-            let name = name.strip_suffix('}').ok_or_else(bad)?.trim();
-            let name = name.strip_prefix('"').and_then(|n| n.strip_suffix('"'));
-            let value = value.trim();
-            let value = match value.strip_prefix("0x") {
-                Some(hex) => i64::from_str_radix(hex, 16).ok(),
-                None => value.parse().ok(),
-            };
-            match (value, name) {
-                (Some(v), Some(n)) => pairs.push((n.to_string(), v)),
-                _ => return Err(bad()),
-            }
-        }
-        if pairs.is_empty() {
-            return Err(err("empty __print_symbolic table".into()));
-        }
-        Ok(Self::from_short_names(pairs.into_iter()))
-    }
-
-    /// Name of a reason value.
-    pub fn name(&self, value: u32) -> Option<&str> {
-        self.by_value.get(&value).map(String::as_str)
-    }
-
-    /// Value of a reason name (`NO_SOCKET` or `SKB_DROP_REASON_NO_SOCKET`).
-    pub fn value(&self, name: &str) -> Option<u32> {
-        let short = name.strip_prefix(DROP_REASON_PREFIX).unwrap_or(name);
-        self.by_name.get(short).copied()
-    }
-
-    /// Number of distinct values.
-    pub fn len(&self) -> usize {
-        self.by_value.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_value.is_empty()
-    }
-
-    /// (value, name) pairs sorted by value.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {
-        self.by_value.iter().map(|(&k, n)| (k, n.as_str()))
     }
 }
 

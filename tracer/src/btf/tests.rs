@@ -163,7 +163,7 @@ fn btf_garbage_never_panics() {
             let _ = member(&btf, path);
         }
         let _ = (btf.enum_values("color"), btf.enum_values("big"));
-        let _ = (btf.has_func("do_thing"), DropReasons::from_btf(&btf));
+        let _ = (btf.has_func("do_thing"), btf.enum_values("skb_drop_reason"));
     }
     assert!(parsed > 1000, "lookups reached only {parsed} times");
 }
@@ -187,43 +187,6 @@ fn btf_shared_and_cyclic_anonymous_members_stay_fast() {
 }
 
 #[test]
-fn btf_drop_reasons_from_pairs() {
-    let names = "SKB_NOT_DROPPED_YET SKB_CONSUMED SKB_DROP_REASON_NOT_SPECIFIED \
-        SKB_DROP_REASON_SKB_CSUM X SKB_DROP_REASON_SUBSYS_MASK";
-    let values = [0, 1, 2, 3, -1, 0xffff0000];
-    let pairs = names.split(' ').map(String::from).zip(values).collect();
-    let r = DropReasons::from_pairs(pairs);
-    assert_eq!(
-        (r.len(), r.name(1), r.name(3)),
-        (4, Some("CONSUMED"), Some("SKB_CSUM"))
-    );
-    assert_eq!(r.value("SKB_DROP_REASON_SKB_CSUM"), r.value("SKB_CSUM"));
-    assert_eq!((r.value("NOT_SPECIFIED"), r.name(9)), (Some(2), None));
-}
-
-const FORMAT: &str = "name: kfree_skb\nID: 2310\nformat:\n\
-    \tfield:enum skb_drop_reason reason;\toffset:36;\tsize:4;\tsigned:0;\n\n\
-    print fmt: \"skbaddr=%p location=%pS reason: %s\", REC->skbaddr, REC->location, \
-    __print_symbolic(REC->reason, { 2, \"NOT_SPECIFIED\" }, { 3, \"NO_SOCKET\" }, \
-    {0x4,\"SOCKET_CLOSE\"}, { 75, \"SKB_CSUM\" }, { 128, \"MAX\" })\n";
-
-#[test]
-fn btf_drop_reasons_from_tracepoint_format() {
-    let r = DropReasons::from_tracepoint_format(FORMAT).unwrap();
-    assert_eq!(
-        (r.name(2), r.name(4)),
-        (Some("NOT_SPECIFIED"), Some("SOCKET_CLOSE"))
-    );
-    assert_eq!((r.value("SKB_CSUM"), r.name(5)), (Some(75), None));
-    let values: Vec<u32> = r.iter().map(|(v, _)| v).collect();
-    assert_eq!(values, [2, 3, 4, 75, 128]);
-    let (b1, b2) = (FORMAT.replace("{ 3,", "{ 3 "), FORMAT.replace("})", "}"));
-    for bad in ["", "print fmt: \"%d\", REC->x", &b1, &b2] {
-        assert!(DropReasons::from_tracepoint_format(bad).is_err(), "{bad}");
-    }
-}
-
-#[test]
 fn btf_running_kernel() {
     if !std::path::Path::new(SYS_PATH).exists() {
         return eprintln!("skipped: {SYS_PATH} missing");
@@ -243,20 +206,4 @@ fn btf_running_kernel() {
         assert_eq!(m.size.to_string(), size, "{field}");
     }
     assert!(btf.has_func("ip_forward") && !btf.has_func("no_such_function_xyz"));
-    let r = DropReasons::from_btf(&btf).unwrap();
-    let all: Vec<_> = r.iter().map(|(v, n)| format!("{v}={n}")).collect();
-    eprintln!("{} drop reasons: {}", r.len(), all.join(" "));
-    let want = "NOT_SPECIFIED NO_SOCKET NETFILTER_DROP IP_RPFILTER NEIGH_FAILED \
-        IP_INNOROUTES PKT_TOO_BIG NO_TX_TARGET";
-    for n in want.split_whitespace() {
-        assert!(r.value(n).is_some(), "{n}");
-    }
-    let format = "/sys/kernel/tracing/events/skb/kfree_skb/format";
-    if let Ok(text) = std::fs::read_to_string(format) {
-        let tp = DropReasons::from_tracepoint_format(&text).unwrap();
-        for (v, n) in tp.iter() {
-            assert_eq!(r.name(v), Some(n), "tracepoint and BTF disagree on {v}");
-        }
-        eprintln!("the tracepoint format agrees on its {} reasons", tp.len());
-    }
 }

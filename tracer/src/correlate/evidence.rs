@@ -2,53 +2,15 @@
 //!
 //! A drop record carries the dropped packet's (inner) identity, so it joins the open trace of
 //! that packet the way a hop does; a drop with no open trace starts one (a packet dropped before
-//! any traced hop). Noise (an echo reply nobody listens for, ...) is counted and ignored, so it
-//! never turns a delivered trace into a dropped one. FIB lookups carry no namespace: the recent
-//! ones are kept in a bounded ring and attached to a trace by destination address and time.
+//! any traced hop). Noise never reaches here (the pipeline drops it after naming). FIB lookups
+//! carry no namespace: the recent ones are kept in a bounded ring and attached to a trace by
+//! destination address and time.
 
-use std::{collections::VecDeque, net::Ipv4Addr};
+use std::collections::VecDeque;
 
-use super::{Correlator, Entry, PackedId, TraceHead, TraceHop, BUCKET_SHIFT, NIL};
-use crate::event::{DropRecord, Encap, FibRecord, PacketId};
-
-/// Where the kernel dropped a packet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DropPoint {
-    /// Node of `skb->dev` (or `netns:<inode>`).
-    pub node: String,
-    pub netns: u32,
-    pub ifindex: u32,
-    /// Device name (`-` when the skb had no device).
-    pub ifname: String,
-    pub ts_ns: u64,
-    /// Drop reason name from the running kernel (`NETFILTER_DROP`, ...), or `reason <n>`.
-    pub reason: String,
-    pub reason_code: u32,
-    /// Symbolised location: `nft_do_chain+0x3f2`.
-    pub function: String,
-    pub location: u64,
-    pub len: u32,
-    /// The dropped skb's outer header when it was still (or already) encapsulated.
-    pub encap: Option<Encap>,
-}
-
-/// One FIB lookup that concerned a traced packet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteLookup {
-    pub ts_ns: u64,
-    /// Namespace the lookup was made in, when known (0: unknown).
-    pub netns: u32,
-    pub table: u32,
-    /// 0 when a route was found, else a negative errno.
-    pub err: i32,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    pub oif: u32,
-    pub iif: u32,
-    /// Output device name ("" when none).
-    pub dev: String,
-    pub gw: Option<Ipv4Addr>,
-}
+use super::{Correlator, Entry, PackedId, TraceHead, BUCKET_SHIFT, NIL};
+use crate::event::{DropRecord, FibRecord};
+use crate::model::{DropPoint, PacketId, RouteLookup, TraceHop};
 
 impl RouteLookup {
     fn from_record(f: &FibRecord) -> Self {
@@ -149,13 +111,9 @@ impl Correlator {
         self.fibs.push(f);
     }
 
-    /// Adds one drop, with its reason name and symbolised location already resolved.
+    /// Adds one drop (not noise), with its reason name and symbolised location already
+    /// resolved.
     pub fn push_drop(&mut self, d: &DropRecord, reason: &str, function: String) {
-        self.stats.drops_seen += 1;
-        if crate::verdict::is_noise(reason, &d.packet, d.icmp_type) {
-            self.stats.noise_drops += 1;
-            return;
-        }
         let (node, ifname) = self.drop_names(d.netns, d.ifindex);
         let point = DropPoint {
             node,

@@ -1,7 +1,8 @@
-//! Correlation: hop records in, one [`Trace`] per packet out.
+//! Correlation: hop records in, one [`Trace`] per packet out, with its outcome and evidence.
 //!
-//! Stage 3 of the pipeline (collect -> decode -> **correlate** -> render). Pure: no I/O and no
-//! clock. The caller passes "now" to [`Correlator::expire`], so the same code runs live and on
+//! The correlate stage of the pipeline (see `pipeline`): it stops at the outcome and the
+//! evidence (the drop, the route lookups); the verdict stage judges the trace after it. Pure:
+//! no I/O and no clock. The caller passes "now" to [`Correlator::expire`], so the same code runs live and on
 //! recorded files, and is unit-tested with synthetic records.
 //!
 //! Design notes:
@@ -33,8 +34,7 @@
 //!   packet): without the bound, 80,000 such packets within the linger made every push walk
 //!   every earlier one, and the tracer spent 20 s on one drain.
 //! - **Outcome.** Decided when a trace is emitted, from its last hop by time (see
-//!   [`Outcome`]). Flow summaries count emitted traces only: call `finish` before reading
-//!   them for a complete picture.
+//!   [`Outcome`]).
 //! - **Limits.** A hop that arrives after its trace was emitted (later than the linger) starts
 //!   a new trace, and a duplicate of an emitted hop is not recognised. Two packets with one
 //!   identity whose hops interleave in time can be mixed up; the per-hop conflict rule keeps
@@ -46,7 +46,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
-use crate::event::{Direction, Encap, FlowKey, HopRecord, PacketId};
+use crate::event::HopRecord;
+use crate::model::{
+    CorrelateStats, Direction, DropPoint, Encap, Outcome, PacketId, Trace, TraceHop,
+};
 use crate::topology::{IfaceKind, Topology};
 
 /// Open traces that may share one packet identity (see the design note).
@@ -74,150 +77,6 @@ impl Default for CorrelateConfig {
             linger_ns: 300_000_000,
             max_open: 1 << 20,
             drop_wait_ns: 4_000_000_000,
-        }
-    }
-}
-
-/// What became of a traced packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// The last hop hands the packet to a pod (egress on a pod veth), or the packet is for a
-    /// traced node and its last hop is an ingress on that node.
-    Delivered,
-    /// The kernel dropped it (see `Trace::drop`).
-    Dropped,
-    /// It vanished after leaving a node's uplink, without a kernel drop on a traced node: on
-    /// the wire, or somewhere the tracer does not see.
-    Lost,
-    /// Anything else: the packet was last seen somewhere on the way.
-    Incomplete,
-}
-
-impl Outcome {
-    /// Lower-case name, as in the JSON output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Delivered => "delivered",
-            Outcome::Dropped => "dropped",
-            Outcome::Lost => "lost",
-            Outcome::Incomplete => "incomplete",
-        }
-    }
-}
-
-/// One hop of a trace, with names resolved through the topology.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TraceHop {
-    /// Node name, or `netns:<inode>` for a namespace the topology does not know (shared with
-    /// the correlator's interface table: emitting a hop allocates nothing).
-    pub node: Arc<str>,
-    pub netns: u32,
-    pub ifindex: u32,
-    /// Interface name, or `if<ifindex>` for an interface the topology does not know.
-    pub ifname: Arc<str>,
-    /// `None` for an interface the topology does not know.
-    pub kind: Option<IfaceKind>,
-    pub dir: Direction,
-    pub ts_ns: u64,
-    pub len: u32,
-    pub encap: Option<Encap>,
-}
-
-/// All hops of one packet, sorted by time.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Trace {
-    pub packet: PacketId,
-    /// TCP flags byte and ICMP type of the packet (constant along the path).
-    pub tcp_flags: u8,
-    pub icmp_type: u8,
-    pub hops: Vec<TraceHop>,
-    pub outcome: Outcome,
-    /// Where the kernel dropped the packet, if it did.
-    pub drop: Option<DropPoint>,
-    /// FIB lookups for the packet's destination seen while it was in flight (latest last).
-    pub routes: Vec<RouteLookup>,
-    /// For dropped and lost packets: the likely cause in the user's terms.
-    pub verdict: Option<Verdict>,
-    /// The tracer itself lost events (ring buffer full) while this packet was in flight, so
-    /// missing hops prove nothing: such a trace is never called `lost`, only `incomplete`.
-    pub tracer_loss: bool,
-}
-
-impl Trace {
-    /// Time of the first hop (0 for a trace without hops).
-    pub fn first_ts_ns(&self) -> u64 {
-        self.hops.first().map_or(0, |h| h.ts_ns)
-    }
-
-    /// Time of the last hop (0 for a trace without hops).
-    pub fn last_ts_ns(&self) -> u64 {
-        self.hops.last().map_or(0, |h| h.ts_ns)
-    }
-
-    /// `skb->len` at the first hop (0 for a trace without hops).
-    pub fn first_len(&self) -> u32 {
-        self.hops.first().map_or(0, |h| h.len)
-    }
-}
-
-/// The correlator's own counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CorrelateStats {
-    /// Every hop pushed, duplicates included.
-    pub hops_seen: u64,
-    /// Exact duplicates dropped.
-    pub duplicates: u64,
-    /// Hops on a `(netns, ifindex)` the topology does not know (kept).
-    pub unknown_iface_hops: u64,
-    /// Traces emitted (by `expire`, `finish` or eviction).
-    pub traces_emitted: u64,
-    /// Traces emitted early because too many were open.
-    pub evicted: u64,
-    /// Traces emitted early because too many open traces had their identity.
-    pub identity_evicted: u64,
-    /// Drop records seen (noise included).
-    pub drops_seen: u64,
-    /// Drops that are not faults (an echo reply nobody listens for, ...), ignored.
-    pub noise_drops: u64,
-    /// Drains after which the tracer found it had lost events (ring buffer full).
-    pub loss_windows: u64,
-    /// Traces that would have been called lost but are incomplete because the tracer lost
-    /// events while they were in flight.
-    pub lost_withheld: u64,
-}
-
-/// Per 5-tuple totals over emitted traces.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FlowSummary {
-    /// Packets (traces).
-    pub packets: u64,
-    /// Sum of `skb->len` at each trace's first hop.
-    pub bytes: u64,
-    /// Hops over all traces.
-    pub hops: u64,
-    pub first_ts_ns: u64,
-    pub last_ts_ns: u64,
-    pub delivered: u64,
-    pub dropped: u64,
-    pub lost: u64,
-    pub incomplete: u64,
-}
-
-impl FlowSummary {
-    fn record(&mut self, t: &Trace) {
-        if self.packets == 0 {
-            self.first_ts_ns = t.first_ts_ns();
-        }
-        self.first_ts_ns = self.first_ts_ns.min(t.first_ts_ns());
-        self.last_ts_ns = self.last_ts_ns.max(t.last_ts_ns());
-        self.packets += 1;
-        self.bytes += u64::from(t.first_len());
-        self.hops += t.hops.len() as u64;
-        match t.outcome {
-            Outcome::Delivered => self.delivered += 1,
-            Outcome::Dropped => self.dropped += 1,
-            Outcome::Lost => self.lost += 1,
-            Outcome::Incomplete => self.incomplete += 1,
         }
     }
 }
@@ -383,7 +242,6 @@ pub struct Correlator {
     /// Traces evicted early, handed out by the next `expire`/`finish`.
     ready: Vec<Trace>,
     stats: CorrelateStats,
-    flows: BTreeMap<FlowKey, FlowSummary>,
     /// Recent FIB lookups, attached to traces when they are emitted.
     fibs: evidence::RecentFibs,
     /// Time windows `[from, to]` in which the tracer lost events, oldest first.
@@ -421,7 +279,6 @@ impl Correlator {
             buckets: BTreeMap::new(),
             ready: Vec::new(),
             stats: CorrelateStats::default(),
-            flows: BTreeMap::new(),
             fibs: evidence::RecentFibs::default(),
             loss_windows: std::collections::VecDeque::new(),
         }
@@ -574,11 +431,6 @@ impl Correlator {
         &self.stats
     }
 
-    /// Per 5-tuple totals over the traces emitted so far, ordered by flow.
-    pub fn flows(&self) -> impl Iterator<Item = (&FlowKey, &FlowSummary)> {
-        self.flows.iter()
-    }
-
     /// Number of traces currently open.
     pub fn open_traces(&self) -> usize {
         self.open
@@ -651,7 +503,7 @@ impl Correlator {
         self.open_slot(key, head, hop.ts_ns, hops, None);
     }
 
-    /// Removes an open trace and turns it into a [`Trace`], updating stats and flows.
+    /// Removes an open trace and turns it into a [`Trace`] (no verdict yet: a later stage).
     fn emit(&mut self, slot: u32) -> Trace {
         let Some(open) = self.remove(slot) else {
             unreachable!("emit is only called on open slots")
@@ -689,7 +541,8 @@ impl Correlator {
         let routes = self
             .fibs
             .for_packet(&open.packet, open.first_ts, open.last_ts, &hops);
-        let mut trace = Trace {
+        self.stats.traces_emitted += 1;
+        Trace {
             packet: open.packet,
             tcp_flags: open.tcp_flags,
             icmp_type: open.icmp_type,
@@ -699,16 +552,7 @@ impl Correlator {
             routes,
             verdict: None,
             tracer_loss,
-        };
-        if matches!(trace.outcome, Outcome::Dropped | Outcome::Lost) {
-            trace.verdict = crate::verdict::judge(&trace, &self.topology);
         }
-        self.stats.traces_emitted += 1;
-        self.flows
-            .entry(trace.packet.flow())
-            .or_default()
-            .record(&trace);
-        trace
     }
 
     fn outcome(&self, packet: &PacketId, hops: &[RawHop]) -> Outcome {
@@ -745,10 +589,6 @@ fn sort_traces(traces: &mut [Trace]) {
 
 mod evidence;
 mod slots;
-pub use crate::verdict::Verdict;
-pub use evidence::{DropPoint, RouteLookup};
 
-#[cfg(test)]
-pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;

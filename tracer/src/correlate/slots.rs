@@ -5,9 +5,10 @@
 //! deciding which trace a hop joins and what an emitted trace says live in the parent.
 
 use super::{
-    is_current, Correlator, DropPoint, Entry, OpenTrace, PackedId, RawHop, Slot, TraceHead,
-    BUCKET_SHIFT, MAX_SAME_IDENTITY, NIL,
+    is_current, Correlator, Entry, OpenTrace, PackedId, RawHop, Slot, TraceHead, BUCKET_SHIFT,
+    MAX_SAME_IDENTITY, NIL,
 };
+use crate::model::DropPoint;
 
 impl Correlator {
     /// Opens a trace (evicting the oldest if too many are open) and files it for expiry.

@@ -2,10 +2,10 @@
 
 use std::net::Ipv4Addr;
 
-use super::fixtures::*;
 use super::*;
-use crate::event::Direction::{Egress, Ingress};
 use crate::event::FibRecord;
+use crate::fixtures::*;
+use crate::model::Direction::{Egress, Ingress};
 
 fn correlator() -> Correlator {
     Correlator::new(topology(), CorrelateConfig::default())
@@ -243,42 +243,6 @@ fn unknown_interfaces_are_kept_and_counted() {
 }
 
 #[test]
-fn flow_summary_counts() {
-    let mut c = correlator();
-    let mut tcp = icmp(5);
-    (tcp.proto, tcp.sport, tcp.dport, tcp.icmp_id, tcp.icmp_seq) = (6, 40000, 5201, 0, 0);
-    let lost = &vxlan_path(icmp(2), 2_000_000)[..3];
-    let tcp = vxlan_path(tcp, 3_000_000);
-    let hops = vxlan_path(icmp(1), 1_000)
-        .into_iter()
-        .chain(lost.iter().copied());
-    hops.chain(tcp.iter().copied())
-        .chain([tcp[0]])
-        .for_each(|h| c.push(h));
-    assert_eq!(c.finish().len(), 3);
-    let flows: Vec<_> = c.flows().collect();
-    assert_eq!(flows.len(), 2);
-    let (key, icmp_flow) = flows[0];
-    assert_eq!((key.proto, key.sport), (1, 0));
-    let expected = FlowSummary {
-        packets: 2,
-        bytes: 168,
-        hops: 9,
-        first_ts_ns: 1_000,
-        last_ts_ns: 2_011_920,
-        delivered: 1,
-        dropped: 0,
-        lost: 1,
-        incomplete: 0,
-    };
-    assert_eq!(*icmp_flow, expected);
-    let (key, f) = flows[1];
-    assert_eq!((key.proto, key.sport, key.dport), (6, 40000, 5201));
-    assert_eq!((f.packets, f.bytes, f.hops, f.delivered), (1, 84, 6, 1));
-    assert_eq!(c.stats().duplicates, 1);
-}
-
-#[test]
 fn open_traces_are_bounded() {
     let cfg = CorrelateConfig {
         max_open: 2,
@@ -332,24 +296,6 @@ fn packets_sharing_one_identity_are_bounded() {
     assert_eq!(c.stats().evicted, 0);
 }
 
-fn drop_of(p: PacketId, netns: u32, ifindex: u32, ts_ns: u64) -> crate::event::DropRecord {
-    crate::event::DropRecord {
-        ts_ns,
-        cpu: 0,
-        netns,
-        ifindex,
-        location: 0xffff_ffff_8100_0000,
-        skb: 0xffff_8880_0000_0000,
-        reason: 58,
-        len: 98,
-        mark: 0,
-        flags: 0,
-        packet: p,
-        icmp_type: 8,
-        encap: None,
-    }
-}
-
 #[test]
 fn unsettled_traces_wait_for_a_late_drop() {
     let ms = 1_000_000;
@@ -378,8 +324,10 @@ fn unsettled_traces_wait_for_a_late_drop() {
         (d.node.as_str(), d.ifname.as_str(), d.reason.as_str()),
         ("node1", "eth0", "NEIGH_FAILED")
     );
+    // The correlator stops at the outcome and the evidence: the verdict stage judges it.
+    assert!(out[0].verdict.is_none());
     assert_eq!(
-        out[0].verdict.as_ref().map(|v| v.name),
+        crate::verdict::judge(&out[0], &topology()).map(|v| v.name),
         Some("no-neighbour")
     );
     assert!(c.expire(t0 + ms + wait - 1).is_empty());
@@ -388,22 +336,6 @@ fn unsettled_traces_wait_for_a_late_drop() {
         [(2, 1, INCOMPLETE)]
     );
     assert_eq!(c.open_traces(), 0);
-}
-
-#[test]
-fn noise_drops_do_not_change_a_delivered_trace() {
-    let mut c = correlator();
-    let mut reply = icmp(7);
-    std::mem::swap(&mut reply.src, &mut reply.dst);
-    vxlan_path(reply, 1_000).iter().for_each(|h| c.push(*h));
-    let mut d = drop_of(reply, NS1, 0, 50_000);
-    d.icmp_type = 0;
-    c.push_drop(&d, "NO_SOCKET", "ping_rcv+0x5d".into());
-    let out = c.finish();
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].outcome, DELIVERED);
-    assert!(out[0].drop.is_none());
-    assert_eq!((c.stats().drops_seen, c.stats().noise_drops), (1, 1));
 }
 
 /// A route lookup for the packet's destination, made in `netns` (0: unknown) via `gw`.
@@ -513,13 +445,14 @@ fn no_lost_verdict_while_the_tracer_was_losing_events() {
     };
     let (t, stats) = run_with(None);
     assert_eq!((t.outcome, t.tracer_loss), (Outcome::Lost, false));
-    assert!(t.verdict.is_some());
+    assert!(crate::verdict::judge(&t, &topology()).is_some());
     assert_eq!(stats.lost_withheld, 0);
 
     // Events lost 2 ms after the packet's last hop: its later hops may be among them.
     let (t, stats) = run_with(Some((t0 + 2_000_000, t0 + 50_000_000)));
     assert_eq!((t.outcome, t.tracer_loss), (Outcome::Incomplete, true));
-    assert!(t.verdict.is_none(), "{:?}", t.verdict);
+    let v = crate::verdict::judge(&t, &topology());
+    assert!(v.is_none(), "{v:?}");
     assert_eq!(stats.lost_withheld, 1);
 
     // Losses long before the packet say nothing about it.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::correlate::TraceHop;
+use crate::model::TraceHop;
 
 /// Where the hop timestamps come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

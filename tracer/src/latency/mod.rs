@@ -1,7 +1,7 @@
 //! Latency: where a packet's time goes, per segment of its path, as percentiles.
 //!
 //! Pure user space, after correlation (collect -> decode -> correlate -> **latency** ->
-//! render). A [`Trace`](crate::correlate::Trace) is cut into named [`Segment`]s (`node-tx`,
+//! render). A [`Trace`](crate::model::Trace) is cut into named [`Segment`]s (`node-tx`,
 //! `encap`, `wire`, `decap`, `node-rx`, `same-node`, `total`), and [`LatencyStats`] keeps an
 //! HDR histogram per segment, per flow and in total, rendered as text tables or one JSON line.
 //!

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::clock::{ClockModel, ClockSource};
 use super::stats::{LatencyStats, SegmentSet, Summary};
 use super::SegmentName;
-use crate::event::{proto_name, FlowKey};
+use crate::model::{proto_name, FlowKey};
 
 const COLUMNS: [&str; 8] = [
     "segment", "count", "min", "p50", "p90", "p99", "p99.9", "max",

@@ -2,8 +2,8 @@
 
 use super::clock::{saturate, ClockModel};
 use super::{Segment, SegmentName};
-use crate::correlate::{Outcome, Trace, TraceHop};
-use crate::event::Direction::{self, Egress, Ingress};
+use crate::model::Direction::{self, Egress, Ingress};
+use crate::model::{Outcome, Trace, TraceHop};
 use crate::topology::IfaceKind;
 
 const POD: &[IfaceKind] = &[IfaceKind::PodVeth];

@@ -7,8 +7,7 @@ use hdrhistogram::Histogram;
 use super::clock::{ClockModel, ClockSource};
 use super::segment::{measure, Measured};
 use super::SegmentName;
-use crate::correlate::Trace;
-use crate::event::FlowKey;
+use crate::model::{FlowKey, Trace};
 
 /// Largest value a histogram holds (60 s); larger values are recorded as this.
 pub const MAX_NS: u64 = 60_000_000_000;

@@ -3,10 +3,10 @@ use std::net::Ipv4Addr;
 use serde_json::Value;
 
 use super::*;
-use crate::correlate::fixtures::{hop, icmp, topology, vxlan_path, CALI_A, NS1, NS2};
-use crate::correlate::{CorrelateConfig, Correlator, Outcome, Trace, TraceHop};
-use crate::event::Direction::{self, Egress, Ingress};
-use crate::event::{FlowKey, PacketId};
+use crate::correlate::{CorrelateConfig, Correlator};
+use crate::fixtures::{hop, icmp, topology, vxlan_path, CALI_A, NS1, NS2};
+use crate::model::Direction::{self, Egress, Ingress};
+use crate::model::{FlowKey, Outcome, PacketId, Trace, TraceHop};
 use crate::topology::IfaceKind::{self, Ipip, PodVeth, Uplink, Vxlan};
 
 use SegmentName::{Decap, Encap, NodeRx, NodeTx, SameNode, Total, Wire};

@@ -22,7 +22,7 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{render::LossCounters, topology::Topology};
+use crate::{model::LossCounters, topology::Topology};
 
 pub const MAGIC: [u8; 8] = *b"TRACEREC";
 pub const VERSION: u32 = 1;

@@ -24,10 +24,10 @@ pub use replay::{replay, replay_into, ReplayArgs, ReplayEnd};
 use tracer_common::{EventHeader, EVENT_DROP};
 
 use crate::{
+    capture::{monotonic_ns, CaptureArgs, DrainPacer, LossWatch, Session, Source},
     event::{decode, Event},
-    hooks::Names,
     latency::ClockSource,
-    trace::{monotonic_ns, CaptureArgs, DrainPacer, LossWatch, Session, Source},
+    names::{DropNames, KernelNames},
 };
 use format::{native_byte_order, Header, Trailer, Writer, SOURCE_HOOKS};
 
@@ -68,7 +68,7 @@ impl NamesWritten {
         &mut self,
         w: &mut Writer<W>,
         data: &[u8],
-        names: &Names,
+        names: &KernelNames,
     ) -> std::io::Result<()> {
         let is_drop = data.len() >= std::mem::size_of::<EventHeader>()
             && u16::from_ne_bytes([data[0], data[1]]) == EVENT_DROP;

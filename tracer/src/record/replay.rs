@@ -5,7 +5,6 @@
 //! a corrupt one prints what came before the damage and then fails.
 
 use std::{
-    collections::HashMap,
     fs::File,
     io::{self, BufReader, BufWriter, Read, Write},
     path::PathBuf,
@@ -16,11 +15,11 @@ use clap::Args;
 
 use super::format::{Frame, Reader, RecordError, SOURCE_HOOKS};
 use crate::{
-    correlate::Trace,
     filter::Filter,
     latency::{ClockModel, ClockSource},
-    pipeline::{DropNames, Pipeline, PipelineConfig},
-    trace::PrintArgs,
+    model::Trace,
+    names::RecordedNames,
+    pipeline::{Pipeline, PipelineConfig, PrintArgs},
 };
 
 #[derive(Args, Debug)]
@@ -40,29 +39,6 @@ pub struct ReplayArgs {
     /// Only the latency statistics, no per-packet lines (`tracer stats`).
     #[arg(long)]
     pub stats_only: bool,
-}
-
-/// Drop reason and location names as the recording kept them.
-#[derive(Default)]
-struct RecordedNames {
-    reasons: HashMap<u32, String>,
-    locations: HashMap<u64, String>,
-}
-
-impl DropNames for RecordedNames {
-    fn reason_name(&self, value: u32) -> String {
-        self.reasons
-            .get(&value)
-            .cloned()
-            .unwrap_or_else(|| format!("reason {value}"))
-    }
-
-    fn location(&self, addr: u64) -> String {
-        self.locations
-            .get(&addr)
-            .cloned()
-            .unwrap_or_else(|| format!("{addr:#x}"))
-    }
 }
 
 fn clock_model(name: &str) -> Result<ClockModel> {
@@ -181,12 +157,8 @@ pub fn replay_into<R: Read, W: Write>(
                 Some(node) => pipe.node_record(node, data),
                 None => pipe.count_decode_errors(1),
             },
-            Frame::Reason { value, name } => {
-                names.reasons.insert(value, name);
-            }
-            Frame::Location { addr, symbol } => {
-                names.locations.insert(addr, symbol);
-            }
+            Frame::Reason { value, name } => names.add_reason(value, name),
+            Frame::Location { addr, symbol } => names.add_location(addr, symbol),
             Frame::Loss { from_ns, to_ns } => pipe.tracer_loss(from_ns, to_ns),
             Frame::Tick { now_ns } => {
                 if pipe.tick(now_ns)? {

@@ -14,10 +14,11 @@ use super::{
 use crate::{
     correlate::CorrelateConfig,
     latency::ClockModel,
-    pipeline::{DropNames, Pipeline, PipelineConfig},
+    model::LossCounters,
+    names::DropNames,
+    pipeline::{Pipeline, PipelineConfig},
     pipeline_bench::{packet_records, topology},
-    render::LossCounters,
-    trace::Output,
+    render::Output,
 };
 
 fn header() -> Header {

@@ -1,8 +1,8 @@
 //! Render: traces and summaries as text for people and JSON lines for programs.
 //!
-//! Stage 4 of the pipeline (collect -> decode -> correlate -> **render**). Formatting only:
-//! every number printed here was computed upstream (the correlator's traces, flows and stats,
-//! and the loss counters the caller read from the kernel and the decoder).
+//! The last stage of the pipeline (see `pipeline`). Formatting only: every number printed here
+//! was computed upstream and arrives in a [`Trace`] or a [`RunSummary`] (the flows, the
+//! correlator's counters, the loss counters the caller read from the kernel and the decoder).
 //!
 //! Design notes:
 //! - Text: one header line per trace (the packet and its outcome), then one line per hop with
@@ -16,37 +16,36 @@
 //!   not kernel drops), and what it chose not to trace (filtered, not IPv4, malformed).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::correlate::{Correlator, FlowSummary, Outcome, RouteLookup, Trace};
-use crate::event::{proto_name, Encap, EncapKind, FlowKey};
+use crate::model::{
+    proto_name, CorrelateStats, Encap, EncapKind, FlowKey, FlowSummary, LossCounters, Outcome,
+    RouteLookup, Trace,
+};
 
-/// Counters of the tracer's own losses and exclusions, filled by the caller.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct LossCounters {
-    /// Events lost because the ring buffer was full.
-    pub ringbuf_full: u64,
-    /// Records the decoder rejected.
-    pub decode_errors: u64,
-    /// Packets that did not match the flow filter.
-    pub filtered: u64,
-    /// Packets that were not IPv4.
-    pub not_ipv4: u64,
-    /// Packets with malformed or truncated headers.
-    pub malformed: u64,
-    /// Drops whose skb could not be read (reported apart: the tracer's own blind spot).
-    pub drop_read_errors: u64,
-    /// Encapsulation function probe hits (fentry/kprobe), where the kernel allows them.
-    pub encap_probe_hits: u64,
-    /// Packets skipped by `--sample`.
-    pub sampled_out: u64,
-    /// In-kernel aggregation: packets whose state slot another packet took over while they
-    /// were in flight (their later segments were not measured): the tracer's own loss.
-    pub agg_map_full: u64,
+/// How traces and summaries are printed (`--output`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// What a run saw besides its traces: everything the summary prints.
+pub struct RunSummary<'a> {
+    /// Per 5-tuple totals of the emitted traces, ordered by flow.
+    pub flows: &'a BTreeMap<FlowKey, FlowSummary>,
+    pub correlator: &'a CorrelateStats,
+    /// Traces still open when the summary was written.
+    pub open_traces: usize,
+    /// Drop records seen (noise included), and those ignored as noise.
+    pub drops_seen: u64,
+    pub noise_drops: u64,
+    /// The tracer's own losses and exclusions.
+    pub loss: &'a LossCounters,
 }
 
 /// Writes one trace as text: a header line and one line per hop.
@@ -192,11 +191,8 @@ pub fn write_trace_json(w: &mut impl Write, t: &Trace) -> io::Result<()> {
 }
 
 /// Writes the per-flow table, the totals and the tracer's own counters as text.
-pub fn write_summary_text(
-    w: &mut impl Write,
-    c: &Correlator,
-    loss: &LossCounters,
-) -> io::Result<()> {
+pub fn write_summary_text(w: &mut impl Write, r: &RunSummary<'_>) -> io::Result<()> {
+    let loss = r.loss;
     let header = [
         "proto",
         "flow",
@@ -210,7 +206,7 @@ pub fn write_summary_text(
     ];
     let mut rows = vec![header.map(String::from)];
     let mut total = Totals::default();
-    for (key, f) in c.flows() {
+    for (key, f) in r.flows {
         total.add(f);
         rows.push(summary_row(
             proto_name(key.proto).to_uppercase(),
@@ -238,7 +234,7 @@ pub fn write_summary_text(
         }
         writeln!(w)?;
     }
-    let s = c.stats();
+    let s = r.correlator;
     writeln!(
         w,
         "correlator: {} hops seen, {} duplicates dropped, {} on unknown interfaces, \
@@ -250,12 +246,12 @@ pub fn write_summary_text(
         s.traces_emitted,
         s.evicted,
         s.identity_evicted,
-        c.open_traces()
+        r.open_traces
     )?;
     writeln!(
         w,
         "kernel drops: {} seen, {} ignored as noise",
-        s.drops_seen, s.noise_drops
+        r.drops_seen, r.noise_drops
     )?;
     writeln!(
         w,
@@ -280,14 +276,12 @@ pub fn write_summary_text(
 }
 
 /// Writes the summary as one JSON object `{"summary": {...}}` on its own line.
-pub fn write_summary_json(
-    w: &mut impl Write,
-    c: &Correlator,
-    loss: &LossCounters,
-) -> io::Result<()> {
+pub fn write_summary_json(w: &mut impl Write, r: &RunSummary<'_>) -> io::Result<()> {
+    let loss = r.loss;
     let mut total = Totals::default();
-    let flows = c
-        .flows()
+    let flows = r
+        .flows
+        .iter()
         .map(|(key, f)| {
             total.add(f);
             FlowJson {
@@ -309,7 +303,7 @@ pub fn write_summary_json(
             }
         })
         .collect();
-    let s = c.stats();
+    let s = r.correlator;
     let view = SummaryLine {
         summary: SummaryJson {
             flows,
@@ -320,8 +314,8 @@ pub fn write_summary_json(
             dropped: total.dropped,
             lost: total.lost,
             incomplete: total.incomplete,
-            drops_seen: s.drops_seen,
-            noise_drops: s.noise_drops,
+            drops_seen: r.drops_seen,
+            noise_drops: r.noise_drops,
             lost_events: loss.ringbuf_full,
             decode_errors: loss.decode_errors,
             drop_read_errors: loss.drop_read_errors,
@@ -336,7 +330,7 @@ pub fn write_summary_json(
             unknown_iface_hops: s.unknown_iface_hops,
             evicted: s.evicted,
             identity_evicted: s.identity_evicted,
-            open_traces: c.open_traces() as u64,
+            open_traces: r.open_traces as u64,
             lost_withheld: s.lost_withheld,
         },
     };

@@ -3,10 +3,10 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::correlate::fixtures::*;
-use crate::correlate::CorrelateConfig;
-use crate::event::Direction::{Egress, Ingress};
+use crate::correlate::{CorrelateConfig, Correlator};
 use crate::event::HopRecord;
+use crate::fixtures::*;
+use crate::model::Direction::{Egress, Ingress};
 
 fn traces(hops: &[HopRecord]) -> (Vec<Trace>, Correlator) {
     let mut c = Correlator::new(topology(), CorrelateConfig::default());
@@ -109,7 +109,7 @@ fn trace_json_drop_verdict_routes_segments_and_escaping() {
     let odd = "we\"ird\\name\n\u{1}é";
     t.hops[0].node = odd.into();
     t.outcome = Outcome::Dropped;
-    t.drop = Some(crate::correlate::DropPoint {
+    t.drop = Some(crate::model::DropPoint {
         node: "node1".into(),
         netns: NS1,
         ifindex: 4,
@@ -122,7 +122,7 @@ fn trace_json_drop_verdict_routes_segments_and_escaping() {
         len: 84,
         encap: None,
     });
-    t.verdict = Some(crate::verdict::Verdict {
+    t.verdict = Some(crate::model::Verdict {
         name: "no-vxlan-fdb",
         explanation: odd.to_string(),
     });
@@ -192,19 +192,44 @@ fn json_proto_and_unknown_kind() {
     assert_eq!(v["outcome"], "incomplete");
 }
 
-fn summary_correlator() -> Correlator {
-    let mut udp = icmp(3);
-    (udp.proto, udp.sport, udp.dport, udp.icmp_id, udp.icmp_seq) = (17, 5353, 53, 0, 0);
-    let mut hops = vxlan_path(icmp(1), 1_000);
-    hops.extend(vxlan_path(icmp(2), 2_000_000));
-    hops.extend(&vxlan_path(udp, 3_000_000)[..2]);
-    hops.push(hops[0]);
-    traces(&hops).1
+/// What the pipeline hands render for a summary: the correlator's counters and the flows of
+/// its traces.
+struct SummaryInput {
+    c: Correlator,
+    flows: BTreeMap<FlowKey, FlowSummary>,
+}
+
+impl SummaryInput {
+    fn new() -> Self {
+        let mut udp = icmp(3);
+        (udp.proto, udp.sport, udp.dport, udp.icmp_id, udp.icmp_seq) = (17, 5353, 53, 0, 0);
+        let mut hops = vxlan_path(icmp(1), 1_000);
+        hops.extend(vxlan_path(icmp(2), 2_000_000));
+        hops.extend(&vxlan_path(udp, 3_000_000)[..2]);
+        hops.push(hops[0]);
+        let (traces, c) = traces(&hops);
+        let mut flows = BTreeMap::<FlowKey, FlowSummary>::new();
+        for t in &traces {
+            flows.entry(t.packet.flow()).or_default().record(t);
+        }
+        SummaryInput { c, flows }
+    }
+
+    fn summary<'a>(&'a self, loss: &'a LossCounters) -> RunSummary<'a> {
+        RunSummary {
+            flows: &self.flows,
+            correlator: self.c.stats(),
+            open_traces: self.c.open_traces(),
+            drops_seen: 0,
+            noise_drops: 0,
+            loss,
+        }
+    }
 }
 
 #[test]
 fn summary_as_text() {
-    let c = summary_correlator();
+    let input = SummaryInput::new();
     let loss = LossCounters {
         ringbuf_full: 7,
         decode_errors: 2,
@@ -212,7 +237,7 @@ fn summary_as_text() {
         ..Default::default()
     };
     let mut out = Vec::new();
-    write_summary_text(&mut out, &c, &loss).unwrap();
+    write_summary_text(&mut out, &input.summary(&loss)).unwrap();
     let s = String::from_utf8(out).unwrap();
     let lines: Vec<&str> = s.lines().collect();
     assert_eq!(
@@ -239,13 +264,13 @@ fn summary_as_text() {
 
 #[test]
 fn summary_as_json() {
-    let c = summary_correlator();
+    let input = SummaryInput::new();
     let loss = LossCounters {
         ringbuf_full: 7,
         decode_errors: 2,
         ..Default::default()
     };
-    let v = json_line(|w| write_summary_json(w, &c, &loss));
+    let v = json_line(|w| write_summary_json(w, &input.summary(&loss)));
     let s = &v["summary"];
     assert_eq!(
         (s["traces"].as_u64(), s["hops"].as_u64()),

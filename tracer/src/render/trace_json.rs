@@ -13,10 +13,9 @@ use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
 use super::proto_json;
-use crate::correlate::{DropPoint, RouteLookup, Trace, TraceHop};
-use crate::event::{Encap, PacketId};
 use crate::latency::segments_with_clock;
 use crate::latency::ClockModel;
+use crate::model::{DropPoint, Encap, PacketId, RouteLookup, Trace, TraceHop};
 
 /// Writes `t` as one JSON object followed by a newline.
 pub fn write(w: &mut impl Write, t: &Trace) -> io::Result<()> {

@@ -13,18 +13,9 @@
 use std::net::Ipv4Addr;
 
 use crate::{
-    correlate::{DropPoint, Outcome, RouteLookup, Trace},
-    event::{EncapKind, PacketId},
+    model::{DropPoint, EncapKind, Outcome, PacketId, RouteLookup, Trace, Verdict},
     topology::{IfaceKind, Node, Topology},
 };
-
-/// Why a packet died.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    /// Stable machine name (see the module notes).
-    pub name: &'static str,
-    pub explanation: String,
-}
 
 /// VXLAN adds 50 bytes (outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8), IPIP 20.
 const VXLAN_OVERHEAD: u32 = 50;
@@ -162,7 +153,7 @@ fn judge_drop(trace: &Trace, d: &DropPoint, topo: &Topology) -> Verdict {
                     d.node,
                     p.src,
                     p.dst,
-                    crate::event::proto_name(p.proto),
+                    crate::model::proto_name(p.proto),
                     if p.dport != 0 { format!(" port {}", p.dport) } else { String::new() },
                     route
                 ),

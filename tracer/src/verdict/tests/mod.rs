@@ -4,15 +4,14 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use super::{block_of, is_noise, judge, Verdict};
-use crate::correlate::fixtures::{
-    self, icmp, vxlan_encap, vxlan_path, CALI_A, CALI_C, ETH0, NS1, NS2, VXLAN,
-};
-use crate::correlate::{DropPoint, Outcome, RouteLookup, Trace, TraceHop};
-use crate::event::{
+use super::{block_of, judge};
+use crate::event::HopRecord;
+use crate::fixtures::{self, icmp, vxlan_encap, vxlan_path, CALI_A, CALI_C, ETH0, NS1, NS2, VXLAN};
+use crate::model::{
     Direction::{self, Egress, Ingress},
-    Encap, EncapKind, HopRecord, PacketId,
+    DropPoint, Encap, EncapKind, Outcome, PacketId, RouteLookup, Trace, TraceHop, Verdict,
 };
+use crate::names::is_noise;
 use crate::topology::{Link, Topology};
 
 const TUNL0: u32 = 4;

@@ -2,7 +2,8 @@
 
 use std::net::Ipv4Addr;
 
-use crate::event::{Direction, Encap, EncapKind, HopRecord, PacketId};
+use crate::event::{DropRecord, HopRecord};
+use crate::model::{Direction, Encap, EncapKind, PacketId};
 use crate::topology::{Iface, IfaceKind, Link, Node, Topology};
 
 pub const NS1: u32 = 4_026_532_001;
@@ -119,4 +120,23 @@ pub fn vxlan_path(packet: PacketId, t0: u64) -> Vec<HopRecord> {
         (h.encap, h.len) = (Some(vxlan_encap()), 134);
     }
     hops
+}
+
+/// A drop of `p` on `(netns, ifindex)` at `ts_ns` (reason value 58, an echo request).
+pub fn drop_of(p: PacketId, netns: u32, ifindex: u32, ts_ns: u64) -> DropRecord {
+    DropRecord {
+        ts_ns,
+        cpu: 0,
+        netns,
+        ifindex,
+        location: 0xffff_ffff_8100_0000,
+        skb: 0xffff_8880_0000_0000,
+        reason: 58,
+        len: 98,
+        mark: 0,
+        flags: 0,
+        packet: p,
+        icmp_type: 8,
+        encap: None,
+    }
 }

@@ -1,0 +1,329 @@
+//! The trace model: the types every stage exchanges, and nothing else.
+//!
+//! Decode produces records about packets ([`PacketId`], [`Encap`], [`Direction`]); the
+//! correlator groups them into [`Trace`]s with their evidence ([`DropPoint`], [`RouteLookup`])
+//! and an [`Outcome`]; the verdict stage adds a [`Verdict`]; latency and render read traces and
+//! the run's counters ([`FlowSummary`], [`CorrelateStats`], [`LossCounters`]). Plain data: no
+//! I/O, no logic beyond small accessors, so every stage can depend on this module and it on
+//! none of them.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use crate::topology::IfaceKind;
+
+// ---- Packets ----
+
+/// Direction of a tc hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+/// Encapsulation type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EncapKind {
+    Vxlan,
+    Ipip,
+}
+
+impl EncapKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EncapKind::Vxlan => "vxlan",
+            EncapKind::Ipip => "ipip",
+        }
+    }
+}
+
+/// Outer headers of an encapsulated packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Encap {
+    pub kind: EncapKind,
+    /// VXLAN network identifier; 0 for IPIP.
+    pub vni: u32,
+    pub outer_src: Ipv4Addr,
+    pub outer_dst: Ipv4Addr,
+    /// Outer UDP ports (VXLAN); 0 for IPIP.
+    pub outer_sport: u16,
+    pub outer_dport: u16,
+    pub outer_ip_id: u16,
+}
+
+/// The (inner) packet's identity: the same value at every hop of one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PacketId {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    /// TCP/UDP ports; 0 otherwise.
+    pub sport: u16,
+    pub dport: u16,
+    pub ip_id: u16,
+    /// TCP sequence number; 0 otherwise.
+    pub tcp_seq: u32,
+    /// ICMP echo identifier and sequence; 0 otherwise.
+    pub icmp_id: u16,
+    pub icmp_seq: u16,
+}
+
+/// The 5-tuple of a flow (what a per-flow summary groups by).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl PacketId {
+    pub fn flow(&self) -> FlowKey {
+        FlowKey {
+            src: self.src,
+            dst: self.dst,
+            proto: self.proto,
+            sport: self.sport,
+            dport: self.dport,
+        }
+    }
+}
+
+/// Human name of an IP protocol number.
+pub fn proto_name(proto: u8) -> String {
+    match proto {
+        1 => "icmp".into(),
+        4 => "ipip".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        132 => "sctp".into(),
+        other => other.to_string(),
+    }
+}
+
+// ---- Traces ----
+
+/// What became of a traced packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The last hop hands the packet to a pod (egress on a pod veth), or the packet is for a
+    /// traced node and its last hop is an ingress on that node.
+    Delivered,
+    /// The kernel dropped it (see `Trace::drop`).
+    Dropped,
+    /// It vanished after leaving a node's uplink, without a kernel drop on a traced node: on
+    /// the wire, or somewhere the tracer does not see.
+    Lost,
+    /// Anything else: the packet was last seen somewhere on the way.
+    Incomplete,
+}
+
+impl Outcome {
+    /// Lower-case name, as in the JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Dropped => "dropped",
+            Outcome::Lost => "lost",
+            Outcome::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// One hop of a trace, with names resolved through the topology.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceHop {
+    /// Node name, or `netns:<inode>` for a namespace the topology does not know (shared with
+    /// the correlator's interface table: emitting a hop allocates nothing).
+    pub node: Arc<str>,
+    pub netns: u32,
+    pub ifindex: u32,
+    /// Interface name, or `if<ifindex>` for an interface the topology does not know.
+    pub ifname: Arc<str>,
+    /// `None` for an interface the topology does not know.
+    pub kind: Option<IfaceKind>,
+    pub dir: Direction,
+    pub ts_ns: u64,
+    pub len: u32,
+    pub encap: Option<Encap>,
+}
+
+/// All hops of one packet, sorted by time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trace {
+    pub packet: PacketId,
+    /// TCP flags byte and ICMP type of the packet (constant along the path).
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub hops: Vec<TraceHop>,
+    pub outcome: Outcome,
+    /// Where the kernel dropped the packet, if it did.
+    pub drop: Option<DropPoint>,
+    /// FIB lookups for the packet's destination seen while it was in flight (latest last).
+    pub routes: Vec<RouteLookup>,
+    /// For dropped and lost packets: the likely cause in the user's terms.
+    pub verdict: Option<Verdict>,
+    /// The tracer itself lost events (ring buffer full) while this packet was in flight, so
+    /// missing hops prove nothing: such a trace is never called `lost`, only `incomplete`.
+    pub tracer_loss: bool,
+}
+
+impl Trace {
+    /// Time of the first hop (0 for a trace without hops).
+    pub fn first_ts_ns(&self) -> u64 {
+        self.hops.first().map_or(0, |h| h.ts_ns)
+    }
+
+    /// Time of the last hop (0 for a trace without hops).
+    pub fn last_ts_ns(&self) -> u64 {
+        self.hops.last().map_or(0, |h| h.ts_ns)
+    }
+
+    /// `skb->len` at the first hop (0 for a trace without hops).
+    pub fn first_len(&self) -> u32 {
+        self.hops.first().map_or(0, |h| h.len)
+    }
+}
+
+/// Where the kernel dropped a packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropPoint {
+    /// Node of `skb->dev` (or `netns:<inode>`).
+    pub node: String,
+    pub netns: u32,
+    pub ifindex: u32,
+    /// Device name (`-` when the skb had no device).
+    pub ifname: String,
+    pub ts_ns: u64,
+    /// Drop reason name from the running kernel (`NETFILTER_DROP`, ...), or `reason <n>`.
+    pub reason: String,
+    pub reason_code: u32,
+    /// Symbolised location: `nft_do_chain+0x3f2`.
+    pub function: String,
+    pub location: u64,
+    pub len: u32,
+    /// The dropped skb's outer header when it was still (or already) encapsulated.
+    pub encap: Option<Encap>,
+}
+
+/// One FIB lookup that concerned a traced packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteLookup {
+    pub ts_ns: u64,
+    /// Namespace the lookup was made in, when known (0: unknown).
+    pub netns: u32,
+    pub table: u32,
+    /// 0 when a route was found, else a negative errno.
+    pub err: i32,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub oif: u32,
+    pub iif: u32,
+    /// Output device name ("" when none).
+    pub dev: String,
+    pub gw: Option<Ipv4Addr>,
+}
+
+/// Why a packet died.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Stable machine name (see `verdict`'s module notes).
+    pub name: &'static str,
+    pub explanation: String,
+}
+
+// ---- Counters of a run ----
+
+/// Per 5-tuple totals over emitted traces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowSummary {
+    /// Packets (traces).
+    pub packets: u64,
+    /// Sum of `skb->len` at each trace's first hop.
+    pub bytes: u64,
+    /// Hops over all traces.
+    pub hops: u64,
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub lost: u64,
+    pub incomplete: u64,
+}
+
+impl FlowSummary {
+    /// Counts one emitted trace.
+    pub fn record(&mut self, t: &Trace) {
+        if self.packets == 0 {
+            self.first_ts_ns = t.first_ts_ns();
+        }
+        self.first_ts_ns = self.first_ts_ns.min(t.first_ts_ns());
+        self.last_ts_ns = self.last_ts_ns.max(t.last_ts_ns());
+        self.packets += 1;
+        self.bytes += u64::from(t.first_len());
+        self.hops += t.hops.len() as u64;
+        match t.outcome {
+            Outcome::Delivered => self.delivered += 1,
+            Outcome::Dropped => self.dropped += 1,
+            Outcome::Lost => self.lost += 1,
+            Outcome::Incomplete => self.incomplete += 1,
+        }
+    }
+}
+
+/// The correlator's own counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CorrelateStats {
+    /// Every hop pushed, duplicates included.
+    pub hops_seen: u64,
+    /// Exact duplicates dropped.
+    pub duplicates: u64,
+    /// Hops on a `(netns, ifindex)` the topology does not know (kept).
+    pub unknown_iface_hops: u64,
+    /// Traces emitted (by `expire`, `finish` or eviction).
+    pub traces_emitted: u64,
+    /// Traces emitted early because too many were open.
+    pub evicted: u64,
+    /// Traces emitted early because too many open traces had their identity.
+    pub identity_evicted: u64,
+    /// Drains after which the tracer found it had lost events (ring buffer full).
+    pub loss_windows: u64,
+    /// Traces that would have been called lost but are incomplete because the tracer lost
+    /// events while they were in flight.
+    pub lost_withheld: u64,
+}
+
+/// Counters of the tracer's own losses and exclusions, filled by the caller.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LossCounters {
+    /// Events lost because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Records the decoder rejected.
+    pub decode_errors: u64,
+    /// Packets that did not match the flow filter.
+    pub filtered: u64,
+    /// Packets that were not IPv4.
+    pub not_ipv4: u64,
+    /// Packets with malformed or truncated headers.
+    pub malformed: u64,
+    /// Drops whose skb could not be read (reported apart: the tracer's own blind spot).
+    pub drop_read_errors: u64,
+    /// Encapsulation function probe hits (fentry/kprobe), where the kernel allows them.
+    pub encap_probe_hits: u64,
+    /// Packets skipped by `--sample`.
+    pub sampled_out: u64,
+    /// In-kernel aggregation: packets whose state slot another packet took over while they
+    /// were in flight (their later segments were not measured): the tracer's own loss.
+    pub agg_map_full: u64,
+}

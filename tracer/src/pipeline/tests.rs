@@ -1,0 +1,147 @@
+//! The stages after correlation, run by the pipeline: flows, the noise filter and the verdict
+//! stage (the correlator's own behaviour is tested in `correlate`).
+
+use serde_json::Value;
+
+use super::*;
+use crate::fixtures::*;
+use crate::model::FlowSummary;
+
+/// Names every drop reason as the kernel named this test's drop.
+struct Named(&'static str);
+
+impl DropNames for Named {
+    fn reason_name(&self, _value: u32) -> String {
+        self.0.to_string()
+    }
+
+    fn location(&self, addr: u64) -> String {
+        format!("{addr:#x}")
+    }
+}
+
+fn pipeline(out: &mut Vec<u8>) -> Pipeline<&mut Vec<u8>> {
+    let print = PrintArgs {
+        count: None,
+        output: Output::Json,
+        linger_ms: 300,
+    };
+    let cfg = PipelineConfig {
+        collect: true,
+        ..print.pipeline_config(ClockModel::shared_kernel())
+    };
+    Pipeline::new(topology(), cfg, out)
+}
+
+/// Closes the pipeline and writes its summary: its traces.
+fn finish(mut pipe: Pipeline<&mut Vec<u8>>) -> Vec<Trace> {
+    pipe.close_all().unwrap();
+    pipe.write_summary(LossCounters::default()).unwrap()
+}
+
+/// The JSON summary the pipeline wrote last.
+fn summary(out: &[u8]) -> Value {
+    let text = std::str::from_utf8(out).unwrap();
+    let last = text.lines().last().expect("a summary line");
+    let line: Value = serde_json::from_str(last).unwrap();
+    line["summary"].clone()
+}
+
+#[test]
+fn flow_summary_counts() {
+    let mut out = Vec::new();
+    let mut pipe = pipeline(&mut out);
+    let mut tcp = icmp(5);
+    (tcp.proto, tcp.sport, tcp.dport, tcp.icmp_id, tcp.icmp_seq) = (6, 40000, 5201, 0, 0);
+    let lost = &vxlan_path(icmp(2), 2_000_000)[..3];
+    let tcp = vxlan_path(tcp, 3_000_000);
+    let hops = vxlan_path(icmp(1), 1_000)
+        .into_iter()
+        .chain(lost.iter().copied());
+    hops.chain(tcp.iter().copied())
+        .chain([tcp[0]])
+        .for_each(|h| pipe.push_hop(h));
+    pipe.close_all().unwrap();
+    let flows: Vec<_> = pipe.flows().iter().collect();
+    assert_eq!(flows.len(), 2);
+    let (key, icmp_flow) = flows[0];
+    assert_eq!((key.proto, key.sport), (1, 0));
+    let expected = FlowSummary {
+        packets: 2,
+        bytes: 168,
+        hops: 9,
+        first_ts_ns: 1_000,
+        last_ts_ns: 2_011_920,
+        delivered: 1,
+        dropped: 0,
+        lost: 1,
+        incomplete: 0,
+    };
+    assert_eq!(*icmp_flow, expected);
+    let (key, f) = flows[1];
+    assert_eq!((key.proto, key.sport, key.dport), (6, 40000, 5201));
+    assert_eq!((f.packets, f.bytes, f.hops, f.delivered), (1, 84, 6, 1));
+    let traces = finish(pipe);
+    let summary = summary(&out);
+    assert_eq!(traces.len(), 3);
+    assert_eq!(summary["duplicates"], 1, "{summary}");
+    assert_eq!(summary["flows"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn noise_drops_do_not_change_a_delivered_trace() {
+    let mut out = Vec::new();
+    let mut pipe = pipeline(&mut out);
+    let mut reply = icmp(7);
+    std::mem::swap(&mut reply.src, &mut reply.dst);
+    vxlan_path(reply, 1_000)
+        .iter()
+        .for_each(|h| pipe.push_hop(*h));
+    let mut d = drop_of(reply, NS1, 0, 50_000);
+    d.icmp_type = 0;
+    pipe.push_drop(&d, &Named("NO_SOCKET"));
+    let traces = finish(pipe);
+    let summary = summary(&out);
+    assert_eq!(traces.len(), 1);
+    assert_eq!(traces[0].outcome, Outcome::Delivered);
+    assert!(traces[0].drop.is_none());
+    assert_eq!(
+        (&summary["drops_seen"], &summary["noise_drops"]),
+        (&Value::from(1), &Value::from(1)),
+        "{summary}"
+    );
+}
+
+/// The verdict stage judges dropped and lost traces, and only those.
+#[test]
+fn verdicts_for_dropped_and_lost_traces_only() {
+    let mut out = Vec::new();
+    let mut pipe = pipeline(&mut out);
+    vxlan_path(icmp(1), 1_000)
+        .iter()
+        .for_each(|h| pipe.push_hop(*h));
+    vxlan_path(icmp(2), 2_000_000)[..3]
+        .iter()
+        .for_each(|h| pipe.push_hop(*h));
+    let dropped = vxlan_path(icmp(3), 3_000_000);
+    pipe.push_hop(dropped[0]);
+    pipe.push_drop(
+        &drop_of(icmp(3), NS1, VXLAN, 3_010_000),
+        &Named("NO_TX_TARGET"),
+    );
+    let traces = finish(pipe);
+    let summary = summary(&out);
+    let verdicts: Vec<(Outcome, Option<&str>)> = traces
+        .iter()
+        .map(|t| (t.outcome, t.verdict.as_ref().map(|v| v.name)))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (Outcome::Delivered, None),
+            (Outcome::Lost, Some("underlay-drop")),
+            (Outcome::Dropped, Some("no-vxlan-fdb")),
+        ]
+    );
+    assert_eq!(summary["drops_seen"], 1, "{summary}");
+}
