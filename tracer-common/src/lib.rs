@@ -1,9 +1,11 @@
 //! Wire types shared by the kernel programs (`tracer-ebpf`) and user space (`tracer`).
 //!
 //! Design notes:
-//! - Every record that crosses the ring buffer starts with an [`EventHeader`]; the body that
-//!   follows depends on `kind`. User space checks `kind` and `len` before it reads a body, so a
-//!   record written by a different build is rejected, never misread.
+//! - Every record that crosses the ring buffer is an [`Event<T>`]: an [`EventHeader`] (kind,
+//!   length, time, CPU, namespace, interface), then a body `T` whose kind is
+//!   [`EventBody::KIND`]. The kernel fills the header in one helper and user space reads it in
+//!   one place; it checks `kind` and `len` before it reads a body, so a record written by a
+//!   different build is rejected, never misread.
 //! - `#[repr(C)]`, explicit padding, `u8`/`u32` flags instead of `bool`, and a size assertion
 //!   beside each type: the two sides cannot disagree silently.
 //! - Addresses are kept as the four bytes seen on the wire; ports, IP IDs and sequence numbers
@@ -159,6 +161,20 @@ pub struct EventHeader {
 }
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 24);
 
+/// A ring-buffer record: the header, then the body of the header's kind.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event<T> {
+    pub header: EventHeader,
+    pub body: T,
+}
+
+/// A record body: its kind (`EVENT_*`). Bodies are `#[repr(C)]` with explicit padding and a
+/// size that is a multiple of 8, so `Event<T>` has no implicit padding either.
+pub trait EventBody: Copy {
+    const KIND: u16;
+}
+
 /// The (inner) IPv4 packet and the fields that identify it across hops.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -228,13 +244,12 @@ pub struct Hop {
 }
 const _: () = assert!(core::mem::size_of::<Hop>() == 72);
 
-/// An `EVENT_HOP` record as written to the ring buffer.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HopEvent {
-    pub header: EventHeader,
-    pub hop: Hop,
+impl EventBody for Hop {
+    const KIND: u16 = EVENT_HOP;
 }
+
+/// An `EVENT_HOP` record as written to the ring buffer.
+pub type HopEvent = Event<Hop>;
 const _: () = assert!(core::mem::size_of::<HopEvent>() == 96);
 
 /// Body of an `EVENT_DROP` record: an skb freed with a drop reason. The header's `netns` and
@@ -258,12 +273,12 @@ pub struct Drop {
 }
 const _: () = assert!(core::mem::size_of::<Drop>() == 88);
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DropEvent {
-    pub header: EventHeader,
-    pub drop: Drop,
+impl EventBody for Drop {
+    const KIND: u16 = EVENT_DROP;
 }
+
+/// An `EVENT_DROP` record as written to the ring buffer.
+pub type DropEvent = Event<Drop>;
 const _: () = assert!(core::mem::size_of::<DropEvent>() == 112);
 
 /// Body of an `EVENT_FIB` record: one IPv4 FIB lookup. The tracepoint carries no namespace, so
@@ -288,16 +303,16 @@ pub struct Fib {
     pub dport: u16,
     /// Name of the output device, NUL padded.
     pub dev: [u8; 16],
+    pub _pad_end: u32,
 }
-const _: () = assert!(core::mem::size_of::<Fib>() == 52);
+const _: () = assert!(core::mem::size_of::<Fib>() == 56);
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FibEvent {
-    pub header: EventHeader,
-    pub fib: Fib,
-    pub _pad: u32,
+impl EventBody for Fib {
+    const KIND: u16 = EVENT_FIB;
 }
+
+/// An `EVENT_FIB` record as written to the ring buffer.
+pub type FibEvent = Event<Fib>;
 const _: () = assert!(core::mem::size_of::<FibEvent>() == 80);
 
 /// Encapsulation functions probed with fentry/kprobe (`Func::func`).
@@ -316,12 +331,12 @@ pub struct Func {
 }
 const _: () = assert!(core::mem::size_of::<Func>() == 16);
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FuncEvent {
-    pub header: EventHeader,
-    pub func: Func,
+impl EventBody for Func {
+    const KIND: u16 = EVENT_FUNC;
 }
+
+/// An `EVENT_FUNC` record as written to the ring buffer.
+pub type FuncEvent = Event<Func>;
 const _: () = assert!(core::mem::size_of::<FuncEvent>() == 40);
 
 /// Kernel struct layout for the drop hooks, resolved by user space from the running kernel's BTF
@@ -383,14 +398,24 @@ const _: () = assert!(core::mem::size_of::<FibLayout>() == 64);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all these types are `#[repr(C)]`, `Copy`, made only of integers and byte arrays,
-    // with explicit padding, so every bit pattern is valid.
-    unsafe impl aya::Pod for super::EventHeader {}
-    unsafe impl aya::Pod for super::HopEvent {}
-    unsafe impl aya::Pod for super::SkbLayout {}
-    unsafe impl aya::Pod for super::FibLayout {}
-    unsafe impl aya::Pod for super::PktKey {}
-    unsafe impl aya::Pod for super::PktState {}
-    unsafe impl aya::Pod for super::PktSlot {}
-    unsafe impl aya::Pod for super::filter::FilterProgram {}
+    /// `aya::Pod` for wire types. Every one is `#[repr(C)]`, `Copy`, made only of integers and
+    /// byte arrays, with explicit padding, so every bit pattern is valid.
+    macro_rules! pod {
+        ($($t:ty),* $(,)?) => {$(
+            // SAFETY: see the macro's note; the types listed below all qualify.
+            unsafe impl aya::Pod for $t {}
+        )*};
+    }
+    pod!(
+        super::EventHeader,
+        super::Hop,
+        super::SkbLayout,
+        super::FibLayout,
+        super::PktKey,
+        super::PktState,
+        super::PktSlot,
+        super::filter::FilterProgram,
+    );
+    // SAFETY: a header followed by a `Pod` body, both `#[repr(C)]` without implicit padding.
+    unsafe impl<T: aya::Pod> aya::Pod for super::Event<T> {}
 }

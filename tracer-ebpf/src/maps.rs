@@ -1,12 +1,14 @@
-//! Maps shared by the programs, the per-load globals, and the emit/count helpers.
+//! Maps shared by the programs, the per-load globals, and the emit/count helpers: every
+//! record reaches the ring buffer through [`emit`], the one place that fills the header.
 
 use aya_ebpf::{
+    helpers::bpf_get_smp_processor_id,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    filter::FilterProgram, FibLayout, PktSlot, SkbLayout, HIST_BUCKETS, MODE_EVENTS, N_COUNTERS,
-    N_SEGMENTS, PKT_SLOTS, ROLE_ARRAY_LEN,
+    filter::FilterProgram, Event, EventBody, EventHeader, FibLayout, PktSlot, SkbLayout,
+    CTR_RINGBUF_FULL, HIST_BUCKETS, MODE_EVENTS, N_COUNTERS, N_SEGMENTS, PKT_SLOTS, ROLE_ARRAY_LEN,
 };
 
 /// Default ring buffer size; user space may resize it before loading.
@@ -159,4 +161,26 @@ pub fn count(counter: u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
         unsafe { *slot += 1 };
     }
+}
+
+/// Writes one record (`header` from the arguments, then `body`) to the ring buffer without a
+/// wakeup; a full ring buffer is counted (`CTR_RINGBUF_FULL`), the tracer's own loss.
+#[inline(always)]
+pub fn emit<T: EventBody + 'static>(ts_ns: u64, netns: u32, ifindex: u32, body: T) {
+    let Some(mut entry) = EVENTS.reserve::<Event<T>>(0) else {
+        return count(CTR_RINGBUF_FULL);
+    };
+    entry.write(Event {
+        header: EventHeader {
+            kind: T::KIND,
+            len: core::mem::size_of::<Event<T>>() as u16,
+            // SAFETY: a helper without arguments, valid in every program type.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            ts_ns,
+            netns,
+            ifindex,
+        },
+        body,
+    });
+    entry.submit(RB_NO_WAKEUP);
 }

@@ -10,6 +10,7 @@ use std::{
     fmt::Write as _,
     os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
+    time::Instant,
 };
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -159,6 +160,20 @@ impl Drop for AttachedNode {
         let links = std::mem::take(&mut self.tcx_links);
         let _expedited = rcu::expedite(links.len(), "detaching");
         drop(links);
+    }
+}
+
+/// Logs (at info level: `RUST_LOG=info`) what the verifier did for a program just loaded:
+/// the instructions it processed (the figure the 1M limit applies to) and the time it took.
+pub(crate) fn log_verified(
+    name: &str,
+    started: Instant,
+    info: Result<aya::programs::ProgramInfo, aya::programs::ProgramError>,
+) {
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    match info.ok().and_then(|i| i.verified_instruction_count()) {
+        Some(n) => log::info!("verified {name}: {n} instructions in {ms:.0} ms"),
+        None => log::info!("verified {name} in {ms:.0} ms (the kernel does not report the count)"),
     }
 }
 
@@ -329,8 +344,10 @@ pub fn attach_node(netns: &Netns, opened: OpenedNode) -> Result<AttachedNode> {
             .program_mut(prog)
             .ok_or_else(|| anyhow!("eBPF object has no program {prog}"))?
             .try_into()?;
+        let started = Instant::now();
         p.load()
             .with_context(|| format!("loading tc program {prog} (verifier)"))?;
+        log_verified(prog, started, p.info());
     }
 
     let targets = plan.targets.clone();

@@ -1,16 +1,20 @@
 //! Typed, owned events decoded from ring-buffer records.
 //!
-//! Stage 2 of the pipeline (collect -> **decode** -> correlate -> render). Decoding never
-//! panics: a short record, a record whose `len` disagrees with its kind, or an unknown kind is
-//! a [`DecodeError`], counted by the caller and reported, never silently dropped.
+//! The decode stage of the pipeline (see `pipeline`). Every record is an `Event<T>` of
+//! `tracer_common`: [`decode`] reads the header once, checks its kind and length, then the
+//! body of that kind. Decoding never panics: a short record, a record whose `len` disagrees
+//! with its kind, or an unknown kind is a [`DecodeError`], counted by the caller and reported,
+//! never silently dropped. Only what a later stage reads is decoded: the kernel's fixed-size
+//! records also carry the CPU, `skb->mark`, the TTL, the IP total length and parser flags,
+//! which no stage uses yet.
 
 use std::net::Ipv4Addr;
 
 use thiserror::Error;
 use tracer_common::{
-    DropEvent, EventHeader, FibEvent, FuncEvent, HopEvent, DIR_EGRESS, DIR_INGRESS, ENCAP_IPIP,
-    ENCAP_NONE, ENCAP_VXLAN, EVENT_DROP, EVENT_FIB, EVENT_FUNC, EVENT_HOP, FUNC_IPTUNNEL_XMIT,
-    FUNC_VXLAN_RCV, FUNC_VXLAN_XMIT,
+    Drop, Event as WireEvent, EventBody, EventHeader, Fib, Func, Hop, DIR_EGRESS, DIR_INGRESS,
+    ENCAP_IPIP, ENCAP_NONE, ENCAP_VXLAN, EVENT_DROP, EVENT_FIB, EVENT_FUNC, EVENT_HOP,
+    FUNC_IPTUNNEL_XMIT, FUNC_VXLAN_RCV, FUNC_VXLAN_XMIT,
 };
 
 use crate::model::{Direction, Encap, EncapKind, PacketId};
@@ -43,21 +47,15 @@ pub enum DecodeError {
 pub struct HopRecord {
     /// CLOCK_MONOTONIC of the producing node, ns.
     pub ts_ns: u64,
-    pub cpu: u32,
     /// Network namespace inode of the hop (identifies the node).
     pub netns: u32,
     pub ifindex: u32,
     pub dir: Direction,
     /// `skb->len`.
     pub len: u32,
-    pub mark: u32,
-    /// `HOP_F_*` bits.
-    pub flags: u8,
     pub packet: PacketId,
-    pub ttl: u8,
     pub tcp_flags: u8,
     pub icmp_type: u8,
-    pub ip_len: u16,
     pub encap: Option<Encap>,
 }
 
@@ -65,7 +63,6 @@ pub struct HopRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropRecord {
     pub ts_ns: u64,
-    pub cpu: u32,
     /// Namespace and device of `skb->dev` (0 when the skb had no device).
     pub netns: u32,
     pub ifindex: u32,
@@ -76,8 +73,6 @@ pub struct DropRecord {
     /// Raw `enum skb_drop_reason` value of the running kernel.
     pub reason: u32,
     pub len: u32,
-    pub mark: u32,
-    pub flags: u8,
     pub packet: PacketId,
     pub icmp_type: u8,
     pub encap: Option<Encap>,
@@ -171,29 +166,29 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     }
     let record = &bytes[..declared];
     match header.kind {
-        EVENT_HOP => decode_hop(record).map(Event::Hop),
-        EVENT_DROP => decode_drop(record).map(Event::Drop),
-        EVENT_FIB => decode_fib(record).map(Event::Fib),
-        EVENT_FUNC => decode_func(record).map(Event::Func),
+        EVENT_HOP => decode_hop(&header, body(record)?).map(Event::Hop),
+        EVENT_DROP => decode_drop(&header, body(record)?).map(Event::Drop),
+        EVENT_FIB => Ok(Event::Fib(decode_fib(&header, body(record)?))),
+        EVENT_FUNC => decode_func(&header, body(record)?).map(Event::Func),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
 
-/// The record as `T`, which must be exactly its size.
-fn body<T: Copy>(record: &[u8], kind: u16) -> Result<T, DecodeError> {
-    let need = std::mem::size_of::<T>();
-    if record.len() != need {
-        return Err(DecodeError::BadBodyLength {
-            kind,
-            got: record.len(),
-            need,
-        });
-    }
-    read_pod(record).ok_or(DecodeError::BadBodyLength {
-        kind,
+/// The body of a record whose header said kind `T::KIND`: the record must be exactly an
+/// `Event<T>`.
+fn body<T: EventBody>(record: &[u8]) -> Result<T, DecodeError> {
+    let need = std::mem::size_of::<WireEvent<T>>();
+    let bad = || DecodeError::BadBodyLength {
+        kind: T::KIND,
         got: record.len(),
         need,
-    })
+    };
+    if record.len() != need {
+        return Err(bad());
+    }
+    read_pod::<WireEvent<T>>(record)
+        .map(|ev| ev.body)
+        .ok_or_else(bad)
 }
 
 fn encap(e: &tracer_common::Encap) -> Result<Option<Encap>, DecodeError> {
@@ -230,58 +225,44 @@ fn packet_id(p: &tracer_common::Ipv4Packet) -> PacketId {
     }
 }
 
-fn decode_hop(record: &[u8]) -> Result<HopRecord, DecodeError> {
-    let ev: HopEvent = body(record, EVENT_HOP)?;
-    let dir = match ev.hop.dir {
+fn decode_hop(h: &EventHeader, hop: Hop) -> Result<HopRecord, DecodeError> {
+    let dir = match hop.dir {
         DIR_INGRESS => Direction::Ingress,
         DIR_EGRESS => Direction::Egress,
         other => return Err(DecodeError::BadDirection(other)),
     };
-    let p = &ev.hop.pkt;
     Ok(HopRecord {
-        ts_ns: ev.header.ts_ns,
-        cpu: ev.header.cpu,
-        netns: ev.header.netns,
-        ifindex: ev.header.ifindex,
+        ts_ns: h.ts_ns,
+        netns: h.netns,
+        ifindex: h.ifindex,
         dir,
-        len: ev.hop.skb_len,
-        mark: ev.hop.mark,
-        flags: ev.hop.flags,
-        packet: packet_id(p),
-        ttl: p.ttl,
-        tcp_flags: p.tcp_flags,
-        icmp_type: p.icmp_type,
-        ip_len: p.tot_len,
-        encap: encap(&ev.hop.encap)?,
+        len: hop.skb_len,
+        packet: packet_id(&hop.pkt),
+        tcp_flags: hop.pkt.tcp_flags,
+        icmp_type: hop.pkt.icmp_type,
+        encap: encap(&hop.encap)?,
     })
 }
 
-fn decode_drop(record: &[u8]) -> Result<DropRecord, DecodeError> {
-    let ev: DropEvent = body(record, EVENT_DROP)?;
-    let d = &ev.drop;
+fn decode_drop(h: &EventHeader, d: Drop) -> Result<DropRecord, DecodeError> {
     Ok(DropRecord {
-        ts_ns: ev.header.ts_ns,
-        cpu: ev.header.cpu,
-        netns: ev.header.netns,
-        ifindex: ev.header.ifindex,
+        ts_ns: h.ts_ns,
+        netns: h.netns,
+        ifindex: h.ifindex,
         location: d.location,
         skb: d.skb,
         reason: d.reason,
         len: d.skb_len,
-        mark: d.mark,
-        flags: d.flags,
         packet: packet_id(&d.pkt),
         icmp_type: d.pkt.icmp_type,
         encap: encap(&d.encap)?,
     })
 }
 
-fn decode_fib(record: &[u8]) -> Result<FibRecord, DecodeError> {
-    let ev: FibEvent = body(record, EVENT_FIB)?;
-    let f = &ev.fib;
-    Ok(FibRecord {
-        ts_ns: ev.header.ts_ns,
-        netns: ev.header.netns,
+fn decode_fib(h: &EventHeader, f: Fib) -> FibRecord {
+    FibRecord {
+        ts_ns: h.ts_ns,
+        netns: h.netns,
         table: f.table,
         err: f.err,
         oif: f.oif,
@@ -293,29 +274,28 @@ fn decode_fib(record: &[u8]) -> Result<FibRecord, DecodeError> {
         sport: f.sport,
         dport: f.dport,
         dev: f.dev,
-    })
+    }
 }
 
-fn decode_func(record: &[u8]) -> Result<FuncRecord, DecodeError> {
-    let ev: FuncEvent = body(record, EVENT_FUNC)?;
-    let func = match ev.func.func {
+fn decode_func(h: &EventHeader, f: Func) -> Result<FuncRecord, DecodeError> {
+    let func = match f.func {
         FUNC_VXLAN_XMIT => EncapFunc::VxlanXmit,
         FUNC_IPTUNNEL_XMIT => EncapFunc::IptunnelXmit,
         FUNC_VXLAN_RCV => EncapFunc::VxlanRcv,
         other => return Err(DecodeError::BadFunc(other)),
     };
     Ok(FuncRecord {
-        ts_ns: ev.header.ts_ns,
+        ts_ns: h.ts_ns,
         func,
-        skb: ev.func.skb,
-        len: ev.func.skb_len,
+        skb: f.skb,
+        len: f.skb_len,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracer_common::{Encap as WireEncap, Hop, Ipv4Packet};
+    use tracer_common::{Encap as WireEncap, HopEvent, Ipv4Packet};
 
     fn record(ev: &HopEvent) -> Vec<u8> {
         // SAFETY: HopEvent is a plain #[repr(C)] struct of integers without implicit padding.
@@ -335,7 +315,7 @@ mod tests {
                 netns: 4026531993,
                 ifindex: 2,
             },
-            hop: Hop {
+            body: Hop {
                 dir: DIR_EGRESS,
                 flags: 0,
                 _pad: 0,
@@ -395,8 +375,8 @@ mod tests {
     #[test]
     fn decodes_a_plain_hop() {
         let mut ev = vxlan_hop();
-        ev.hop.encap = WireEncap::default();
-        ev.hop.dir = DIR_INGRESS;
+        ev.body.encap = WireEncap::default();
+        ev.body.dir = DIR_INGRESS;
         let Ok(Event::Hop(h)) = decode(&record(&ev)) else {
             panic!("decodes")
         };
@@ -423,10 +403,10 @@ mod tests {
         ev.header.kind = 77;
         assert_eq!(decode(&record(&ev)), Err(DecodeError::UnknownKind(77)));
         let mut ev = vxlan_hop();
-        ev.hop.dir = 9;
+        ev.body.dir = 9;
         assert_eq!(decode(&record(&ev)), Err(DecodeError::BadDirection(9)));
         let mut ev = vxlan_hop();
-        ev.hop.encap.kind = 5;
+        ev.body.encap.kind = 5;
         assert_eq!(decode(&record(&ev)), Err(DecodeError::BadEncap(5)));
         let mut ev = vxlan_hop();
         ev.header.len = 40;

@@ -77,18 +77,13 @@ pub fn icmp(ip_id: u16) -> PacketId {
 pub fn hop(packet: PacketId, netns: u32, ifindex: u32, dir: Direction, ts: u64) -> HopRecord {
     HopRecord {
         ts_ns: ts,
-        cpu: 0,
         netns,
         ifindex,
         dir,
         len: 84,
-        mark: 0,
-        flags: 0,
         packet,
-        ttl: 64,
         tcp_flags: 0,
         icmp_type: 8,
-        ip_len: 84,
         encap: None,
     }
 }
@@ -126,15 +121,12 @@ pub fn vxlan_path(packet: PacketId, t0: u64) -> Vec<HopRecord> {
 pub fn drop_of(p: PacketId, netns: u32, ifindex: u32, ts_ns: u64) -> DropRecord {
     DropRecord {
         ts_ns,
-        cpu: 0,
         netns,
         ifindex,
         location: 0xffff_ffff_8100_0000,
         skb: 0xffff_8880_0000_0000,
         reason: 58,
         len: 98,
-        mark: 0,
-        flags: 0,
         packet: p,
         icmp_type: 8,
         encap: None,

@@ -7,7 +7,7 @@
 //! and locations (`names`). Each hook that cannot attach is a one-line warning naming the
 //! fallback; only "no drop hook at all" is fatal when drops were asked for.
 
-use std::path::Path;
+use std::{path::Path, time::Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
@@ -18,7 +18,7 @@ use aya::{
 use tracer_common::{filter::FilterProgram, FibLayout, SkbLayout, N_COUNTERS};
 
 use crate::{
-    attach::{ebpf_object, sum_counters},
+    attach::{ebpf_object, log_verified, sum_counters},
     btf::Btf,
     names::KernelNames,
 };
@@ -275,7 +275,9 @@ fn attach_btf(ebpf: &mut Ebpf, prog: &str, func: &str, btf: &aya::Btf) -> Result
         .program_mut(prog)
         .ok_or_else(|| anyhow!("no program {prog}"))?
         .try_into()?;
+    let started = Instant::now();
     p.load(func, btf)?;
+    log_verified(prog, started, p.info());
     p.attach()?;
     Ok(())
 }
@@ -286,7 +288,9 @@ fn attach_tracepoint(ebpf: &mut Ebpf, prog: &str, category: &str, name: &str) ->
         .program_mut(prog)
         .ok_or_else(|| anyhow!("no program {prog}"))?
         .try_into()?;
+    let started = Instant::now();
     p.load()?;
+    log_verified(prog, started, p.info());
     p.attach(category, name)?;
     Ok(())
 }
@@ -405,7 +409,9 @@ fn attach_encap_probes(ebpf: &mut Ebpf, aya_btf: &aya::Btf, btf: &Btf, attached:
                 .program_mut(&format!("fentry_{prog}"))
                 .ok_or_else(|| anyhow!("no program fentry_{prog}"))?
                 .try_into()?;
+            let started = Instant::now();
             p.load(func, aya_btf)?;
+            log_verified(&format!("fentry_{prog}"), started, p.info());
             p.attach()?;
             Ok(())
         })();
@@ -421,7 +427,9 @@ fn attach_encap_probes(ebpf: &mut Ebpf, aya_btf: &aya::Btf, btf: &Btf, attached:
                 .program_mut(&format!("kprobe_{prog}"))
                 .ok_or_else(|| anyhow!("no program kprobe_{prog}"))?
                 .try_into()?;
+            let started = Instant::now();
             p.load()?;
+            log_verified(&format!("kprobe_{prog}"), started, p.info());
             p.attach(func, 0)?;
             Ok(())
         })();

@@ -5,29 +5,30 @@
 //! Each stage is its own module; `trace` wires them together. Kernel names come from `btf` and
 //! `kallsyms`; the flow filter is compiled by `filter`.
 
-pub mod attach;
-pub mod btf;
-pub mod capture;
-pub mod correlate;
-pub mod diagnose;
-pub mod discover;
-pub mod event;
-pub mod filter;
+pub(crate) mod attach;
+pub(crate) mod btf;
+pub(crate) mod capture;
+pub mod cli;
+pub(crate) mod correlate;
+pub(crate) mod diagnose;
+pub(crate) mod discover;
+pub(crate) mod event;
+pub(crate) mod filter;
 #[cfg(test)]
 mod fixtures;
-pub mod hooks;
-pub mod latency;
-pub mod model;
-pub mod names;
-pub mod netlink;
-pub mod netns;
-pub mod pipeline;
-pub mod pipeline_bench;
-pub mod rcu;
-pub mod record;
-pub mod render;
-pub mod signals;
-pub mod tcx;
-pub mod topology;
-pub mod trace;
-pub mod verdict;
+pub(crate) mod hooks;
+pub(crate) mod latency;
+pub(crate) mod model;
+pub(crate) mod names;
+pub(crate) mod netlink;
+pub(crate) mod netns;
+pub(crate) mod pipeline;
+pub(crate) mod pipeline_bench;
+pub(crate) mod rcu;
+pub(crate) mod record;
+pub(crate) mod render;
+pub(crate) mod signals;
+pub(crate) mod tcx;
+pub(crate) mod topology;
+pub(crate) mod trace;
+pub(crate) mod verdict;

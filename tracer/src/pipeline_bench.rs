@@ -114,7 +114,7 @@ pub(crate) fn packet_records(n: u64, t0: u64, out: &mut Vec<[u8; size_of::<HopEv
                 netns: NS[node],
                 ifindex,
             },
-            hop: Hop {
+            body: Hop {
                 dir,
                 skb_len: 1414,
                 encap: if encap { vxlan } else { Encap::default() },

@@ -13,20 +13,19 @@
 //! hands over a bare address, read with `bpf_probe_read_kernel`.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    Drop, DropEvent, EventHeader, CTR_DROP_OTHER_NETNS, CTR_DROP_READ_ERR, CTR_FILTERED,
-    CTR_MALFORMED, CTR_NOT_IPV4, CTR_RINGBUF_FULL, EVENT_DROP,
+    Drop, CTR_DROP_OTHER_NETNS, CTR_DROP_READ_ERR, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4,
 };
 
 use tracer_common::parse::{filter_input, parse, Packet, Skip};
 
 use crate::{
     kmem,
-    maps::{count, skb_offset, vxlan_port, EVENTS, FILTER, RB_NO_WAKEUP, TRACED_NETNS},
+    maps::{count, emit, skb_offset, vxlan_port, FILTER, TRACED_NETNS},
 };
 
 /// SKB_DROP_REASON_NOT_SPECIFIED is 2 on every kernel that has reasons; anything below is
@@ -154,21 +153,13 @@ fn report<F: SkbFields>(skb: *const u8, location: u64, reason: u32) -> Option<()
     }
     let skb_len: u32 = F::get(skb, skb_offset(|l| &l.skb_len))?;
     let mark: u32 = F::get(skb, skb_offset(|l| &l.skb_mark)).unwrap_or(0);
-    let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
-        count(CTR_RINGBUF_FULL);
-        return Some(());
-    };
-    entry.write(DropEvent {
-        header: EventHeader {
-            kind: EVENT_DROP,
-            len: core::mem::size_of::<DropEvent>() as u16,
-            // SAFETY: helpers without arguments, valid in tracing programs.
-            cpu: unsafe { bpf_get_smp_processor_id() },
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            netns,
-            ifindex,
-        },
-        drop: Drop {
+    // SAFETY: a helper without arguments, valid in tracing programs.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    emit(
+        ts_ns,
+        netns,
+        ifindex,
+        Drop {
             location,
             skb: skb as u64,
             reason,
@@ -179,7 +170,6 @@ fn report<F: SkbFields>(skb: *const u8, location: u64, reason: u32) -> Option<()
             encap: parsed.encap,
             pkt: parsed.pkt,
         },
-    });
-    entry.submit(RB_NO_WAKEUP);
+    );
     Some(())
 }

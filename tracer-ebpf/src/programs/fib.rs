@@ -11,18 +11,16 @@
 //! addresses and time); its layout is the one of the format file, checked by user space.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
     EbpfContext,
 };
-use tracer_common::{
-    filter::FilterInput, EventHeader, Fib, FibEvent, CTR_FILTERED, CTR_RINGBUF_FULL, EVENT_FIB,
-};
+use tracer_common::{filter::FilterInput, Fib, CTR_FILTERED};
 
 use crate::{
     kmem::{load, probe},
-    maps::{count, fib_offset, EVENTS, FIB_SEEN, FILTER, RB_NO_WAKEUP},
+    maps::{count, emit, fib_offset, FIB_SEEN, FILTER},
 };
 
 /// Report a successful lookup of the same (source, destination) at most this often.
@@ -106,28 +104,6 @@ fn seen_recently(src: [u8; 4], dst: [u8; 4], iif: u32, now: u64) -> bool {
 }
 
 #[inline(always)]
-fn emit(now: u64, netns: u32, fib: Fib) {
-    let Some(mut entry) = EVENTS.reserve::<FibEvent>(0) else {
-        count(CTR_RINGBUF_FULL);
-        return;
-    };
-    entry.write(FibEvent {
-        header: EventHeader {
-            kind: EVENT_FIB,
-            len: core::mem::size_of::<FibEvent>() as u16,
-            // SAFETY: helper without arguments, valid in tracing programs.
-            cpu: unsafe { bpf_get_smp_processor_id() },
-            ts_ns: now,
-            netns,
-            ifindex: fib.oif,
-        },
-        fib,
-        _pad: 0,
-    });
-    entry.submit(RB_NO_WAKEUP);
-}
-
-#[inline(always)]
 fn try_fib_lookup(ctx: &TracePointContext) -> Result<(), i32> {
     // This tracepoint fires on every route lookup of the machine: decide with direct loads
     // before anything else.
@@ -161,8 +137,9 @@ fn try_fib_lookup(ctx: &TracePointContext) -> Result<(), i32> {
         dport,
         // SAFETY: a probe read of the record (the 16-byte name is not 8-byte aligned).
         dev: unsafe { ctx.read_at::<[u8; 16]>(NAME)? },
+        _pad_end: 0,
     };
-    emit(now, 0, fib);
+    emit(now, 0, fib.oif, fib);
     Ok(())
 }
 
@@ -228,7 +205,8 @@ fn try_fib_lookup_btf(ctx: &BtfTracePointContext) -> Option<()> {
         sport,
         dport,
         dev,
+        _pad_end: 0,
     };
-    emit(now, netns, fib);
+    emit(now, netns, fib.oif, fib);
     Some(())
 }

@@ -5,15 +5,11 @@
 //! (`*_l3` for tunl0-like devices). All return `TC_ACT_UNSPEC` (tcx "next") on every path.
 
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC,
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
-    macros::classifier,
-    programs::TcContext,
+    bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
 };
 use tracer_common::{
-    filter::FilterInput, EventHeader, Hop, HopEvent, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4,
-    CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS, EVENT_HOP, MODE_AGGREGATE,
-    MODE_EVENTS,
+    filter::FilterInput, Hop, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_SAMPLED_OUT,
+    DIR_EGRESS, DIR_INGRESS, MODE_AGGREGATE, MODE_EVENTS,
 };
 
 use tracer_common::parse::{
@@ -22,7 +18,7 @@ use tracer_common::parse::{
 
 use crate::{
     aggregate,
-    maps::{count, mode, netns_ino, sample_every, vxlan_port, EVENTS, FILTER, RB_NO_WAKEUP},
+    maps::{count, emit, mode, netns_ino, sample_every, vxlan_port, FILTER},
 };
 
 /// Direct packet access when the bytes are in the linear area, `bpf_skb_load_bytes` otherwise.
@@ -120,20 +116,12 @@ fn hop(ctx: &TcContext, dir: u8, l2: bool) {
     if every > 1 && !aggregate::identity_hash(&aggregate::key_of(pkt)).is_multiple_of(every) {
         return count(CTR_SAMPLED_OUT);
     }
-    let Some(mut entry) = EVENTS.reserve::<HopEvent>(0) else {
-        return count(CTR_RINGBUF_FULL);
-    };
-    entry.write(HopEvent {
-        header: EventHeader {
-            kind: EVENT_HOP,
-            len: core::mem::size_of::<HopEvent>() as u16,
-            // SAFETY: helper calls without arguments that are valid in tc programs.
-            cpu: unsafe { bpf_get_smp_processor_id() },
-            ts_ns,
-            netns: netns_ino(),
-            ifindex: skb.ifindex,
-        },
-        hop: Hop {
+    // Emitted events are not counted here (a map update per event); user space counts them.
+    emit(
+        ts_ns,
+        netns_ino(),
+        skb.ifindex,
+        Hop {
             dir,
             flags: parsed.flags,
             _pad: 0,
@@ -143,7 +131,5 @@ fn hop(ctx: &TcContext, dir: u8, l2: bool) {
             encap: parsed.encap,
             pkt: parsed.pkt,
         },
-    });
-    // Emitted events are not counted here (a map update per event); user space counts them.
-    entry.submit(RB_NO_WAKEUP);
+    );
 }

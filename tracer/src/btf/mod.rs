@@ -193,6 +193,7 @@ fn read_u32(data: &[u8], off: usize, big_endian: bool) -> Option<u32> {
 
 impl Btf {
     /// Parses a BTF blob. Validates the header and the bounds of every type record.
+    #[cfg(test)]
     pub fn from_bytes(data: &[u8]) -> Result<Btf, BtfError> {
         Btf::from_vec(data.to_vec())
     }

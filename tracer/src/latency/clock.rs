@@ -57,6 +57,13 @@ impl ClockModel {
 
     /// Sets the offset of the node with network namespace `netns` (see the type's notes). For
     /// [`ClockSource::SharedKernel`] it is stored but not used: one clock has no offsets.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the cross-node merge (issue 12) sets clock offsets"
+        )
+    )]
     pub fn set_offset(&mut self, netns: u32, offset_ns: i64) {
         self.offsets.insert(netns, offset_ns);
     }
@@ -75,6 +82,10 @@ impl ClockModel {
     }
 
     /// Whether timestamps of the two nodes can be subtracted.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the cross-node merge (issue 12) asks it")
+    )]
     pub fn synchronized(&self, a: u32, b: u32) -> bool {
         a == b || (self.offset(a).is_some() && self.offset(b).is_some())
     }

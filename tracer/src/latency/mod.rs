@@ -56,8 +56,12 @@ use serde::Serialize;
 
 pub use clock::{ClockModel, ClockSource};
 pub use output::{write_stats_json, write_stats_text};
-pub use segment::{segments, segments_with_clock};
-pub use stats::{LatencyStats, Summary, DEFAULT_MAX_FLOWS, MAX_NS};
+#[cfg(test)]
+pub use segment::segments;
+pub use segment::segments_with_clock;
+pub use stats::LatencyStats;
+#[cfg(test)]
+pub use stats::{Summary, DEFAULT_MAX_FLOWS, MAX_NS};
 
 /// A named part of a packet's path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -21,6 +21,7 @@ pub(super) enum Measured {
 /// The segments of a trace, in path order, taking all hops as stamped by one clock (offset 0):
 /// a cross-node `ns` is the raw difference of two nodes' clocks, which may be negative. See
 /// [`segments_with_clock`] for traces from nodes with their own clocks.
+#[cfg(test)]
 pub fn segments(trace: &Trace) -> Vec<Segment> {
     segments_with_clock(trace, &ClockModel::shared_kernel())
 }

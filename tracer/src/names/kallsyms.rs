@@ -149,6 +149,7 @@ impl Kallsyms {
     }
 
     /// The function containing `addr` and the offset into it.
+    #[cfg(test)]
     pub fn symbolize(&self, addr: u64) -> Option<(&str, u64)> {
         let s = &self.syms[self.lookup(addr)?];
         Some((self.name(s), addr - s.addr))
@@ -169,6 +170,7 @@ impl Kallsyms {
     }
 
     /// Address of the first (lowest) text symbol with this name.
+    #[cfg(test)]
     pub fn addr_of(&self, name: &str) -> Option<u64> {
         self.syms
             .iter()
@@ -177,12 +179,9 @@ impl Kallsyms {
     }
 
     /// Number of text symbols.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.syms.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.syms.is_empty()
     }
 }
 

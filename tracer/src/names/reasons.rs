@@ -94,21 +94,20 @@ impl DropReasons {
     }
 
     /// Value of a reason name (`NO_SOCKET` or `SKB_DROP_REASON_NO_SOCKET`).
+    #[cfg(test)]
     pub fn value(&self, name: &str) -> Option<u32> {
         let short = name.strip_prefix(DROP_REASON_PREFIX).unwrap_or(name);
         self.by_name.get(short).copied()
     }
 
     /// Number of distinct values.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_value.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_value.is_empty()
-    }
-
     /// (value, name) pairs sorted by value.
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (u32, &str)> {
         self.by_value.iter().map(|(&k, n)| (k, n.as_str()))
     }

@@ -20,7 +20,9 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::Args;
-pub use replay::{replay, replay_into, ReplayArgs, ReplayEnd};
+pub use replay::{replay, ReplayArgs};
+#[cfg(test)]
+use replay::{replay_into, ReplayEnd};
 use tracer_common::{EventHeader, EVENT_DROP};
 
 use crate::{

@@ -232,11 +232,11 @@ fn drop_record(n: u64, ts: u64) -> Vec<u8> {
             ts_ns: ts + 10_000,
             ..hop.header
         },
-        drop: Drop {
+        body: Drop {
             location: 0xffff_ffff_8123_4567,
             reason: 77,
             skb_len: 1414,
-            pkt: Ipv4Packet { ..hop.hop.pkt },
+            pkt: Ipv4Packet { ..hop.body.pkt },
             ..Drop::default()
         },
     };

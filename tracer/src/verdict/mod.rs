@@ -13,23 +13,13 @@
 use std::net::Ipv4Addr;
 
 use crate::{
-    model::{DropPoint, EncapKind, Outcome, PacketId, RouteLookup, Trace, Verdict},
+    model::{DropPoint, EncapKind, Outcome, RouteLookup, Trace, Verdict},
     topology::{IfaceKind, Node, Topology},
 };
 
 /// VXLAN adds 50 bytes (outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8), IPIP 20.
 const VXLAN_OVERHEAD: u32 = 50;
 const IPIP_OVERHEAD: u32 = 20;
-
-/// Drops that are not faults: a consumed skb, or the echo reply a ping socket did not want
-/// (every echo reply produces one at some ping socket).
-pub fn is_noise(reason: &str, packet: &PacketId, icmp_type: u8) -> bool {
-    match reason {
-        "NOT_DROPPED_YET" | "CONSUMED" => true,
-        "NO_SOCKET" => packet.proto == 1 && icmp_type == 0,
-        _ => false,
-    }
-}
 
 /// The verdict for a dropped or lost trace; `None` for other outcomes.
 pub fn judge(trace: &Trace, topo: &Topology) -> Option<Verdict> {

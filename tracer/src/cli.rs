@@ -1,0 +1,63 @@
+//! The command line: one subcommand per job, each a thin call into its module.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::{diagnose, pipeline_bench, record, trace};
+
+#[derive(Parser)]
+#[command(
+    name = "tracer",
+    version,
+    about = "eBPF dataplane tracer for Kubernetes pod networking on Calico"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Trace packets hop by hop through pod veths, tunnels and uplinks.
+    Trace(trace::TraceArgs),
+    /// Per-segment latency statistics only (no per-packet lines): `trace --stats` quietly.
+    Stats(trace::TraceArgs),
+    /// Write the raw kernel records to a file, to correlate later with `replay` (cheap enough
+    /// for every packet of a fast flow; the file is the evidence for a report).
+    Record(record::RecordArgs),
+    /// Print the traces, verdicts and latency of a recording, as `trace` would have live.
+    Replay(record::ReplayArgs),
+    /// Send a few probes from a pod's namespace to one address, trace them, print one verdict.
+    Diagnose(diagnose::DiagnoseArgs),
+    /// Benchmark of the user-space pipeline (decode + correlate + latency) on synthetic events.
+    #[command(hide = true)]
+    PipelineBench(pipeline_bench::PipelineBenchArgs),
+}
+
+/// Parses the command line, runs the command, and says what failed in one line.
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Trace(args) => trace::run(args),
+        Command::Stats(mut args) => {
+            args.quiet = true;
+            args.stats = true;
+            trace::run(args)
+        }
+        Command::Record(args) => record::run(args),
+        Command::Replay(args) => record::replay(args),
+        Command::Diagnose(args) => diagnose::run(args),
+        Command::PipelineBench(args) => pipeline_bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tracer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
