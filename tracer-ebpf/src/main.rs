@@ -1,8 +1,10 @@
 //! Kernel side of the tracer: tc programs on the pod veths, the tunnel devices and the uplink.
 //!
 //! Design notes:
-//! - One file per hook under `programs/`; shared bounded parsing in `parse.rs`; maps and the
-//!   emit helper in `maps.rs`; reads of kernel objects at BTF offsets in `kmem.rs`.
+//! - One file per hook under `programs/`; the shared bounded parser is `tracer_common::parse`
+//!   (also unit-tested on the host); maps, globals and the one `emit` helper that writes every
+//!   record (`Event<T>`: header, then body) in `maps.rs`; reads of kernel objects at BTF
+//!   offsets in `kmem.rs`.
 //! - Every tc program returns `TC_ACT_UNSPEC` (tcx: "next"), on every path, errors included:
 //!   the tracer never changes what happens to a packet, nor skips another tcx program.
 //! - Settings that differ per load (netns inode, VXLAN port) are read-only globals that user

@@ -1,9 +1,13 @@
-//! The tracer's user space, as a library (the `tracer` binary is a thin CLI over it).
+//! The tracer's user space, as a library; the `tracer` binary is its command line (`cli`), the
+//! only public module.
 //!
-//! Pipeline: attach (`attach`, `discover`, `netlink`, `netns`, `hooks`) -> collect (ring
-//! buffers) -> decode (`event`) -> correlate (`correlate`, `verdict`) -> latency -> render.
-//! Each stage is its own module; `trace` wires them together. Kernel names come from `btf` and
-//! `kallsyms`; the flow filter is compiled by `filter`.
+//! Capture (`capture`, with the loader: `attach`, `tcx`, `discover`, `netlink`, `netns`,
+//! `hooks`, `btf`, `rcu`) attaches and drains the ring buffers; the `pipeline` runs the stages
+//! in order: decode (`event`) -> name (`names`) -> correlate (`correlate`) -> verdict
+//! (`verdict`) -> flows -> latency (`latency`) -> render (`render`). The types the stages
+//! exchange live in `model`; the flow filter is compiled by `filter`. Commands wire capture to
+//! the pipeline (`trace`), to a file (`record`; `record::replay` feeds the file back to the
+//! pipeline), or add probes (`diagnose`).
 
 pub(crate) mod attach;
 pub(crate) mod btf;
