@@ -31,6 +31,7 @@ use crate::{
     discover::NodePlan,
     filter::Filter,
     hooks::{attach_global, GlobalHooks, HookChoice, HookOptions},
+    machine::monotonic_ns,
     model::LossCounters,
     names::KernelNames,
     netns::Netns,
@@ -140,17 +141,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("invalid duration '{s}'"));
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` uses.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Where a drained record comes from.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{diagnose, pipeline_bench, record, trace};
+use crate::{diagnose, pipeline_bench, record, replay, trace};
 
 #[derive(Parser)]
 #[command(
@@ -27,7 +27,7 @@ enum Command {
     /// for every packet of a fast flow; the file is the evidence for a report).
     Record(record::RecordArgs),
     /// Print the traces, verdicts and latency of a recording, as `trace` would have live.
-    Replay(record::ReplayArgs),
+    Replay(replay::ReplayArgs),
     /// Send a few probes from a pod's namespace to one address, trace them, print one verdict.
     Diagnose(diagnose::DiagnoseArgs),
     /// Benchmark of the user-space pipeline (decode + correlate + latency) on synthetic events.
@@ -49,7 +49,7 @@ pub fn main() -> ExitCode {
             trace::run(args)
         }
         Command::Record(args) => record::run(args),
-        Command::Replay(args) => record::replay(args),
+        Command::Replay(args) => replay::replay(args),
         Command::Diagnose(args) => diagnose::run(args),
         Command::PipelineBench(args) => pipeline_bench::run(args),
     };

@@ -327,3 +327,48 @@ pub struct LossCounters {
     /// were in flight (their later segments were not measured): the tracer's own loss.
     pub agg_map_full: u64,
 }
+
+// ---- Clocks of merged recordings ----
+
+/// Where each merged recording's clock sits on the reference timeline (the first recording's
+/// CLOCK_MONOTONIC), and what the packets between each pair of recordings said.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClockReport {
+    pub recordings: Vec<RecordingClockReport>,
+    pub pairs: Vec<PairClockReport>,
+    /// Packets matched across recordings, and matches skipped as ambiguous.
+    pub matched: u64,
+    pub ambiguous: u64,
+}
+
+/// One recording's clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordingClockReport {
+    pub name: String,
+    pub host: String,
+    pub boot_id: String,
+    /// `reference`, `same-clock`, `estimated`, `one-sided`, `wall-clock` or `unknown`.
+    pub basis: &'static str,
+    /// `clock − reference` in the middle of the recording, and its bound.
+    pub offset_ns: f64,
+    pub offset_err_ns: Option<f64>,
+}
+
+/// The offset of one pair of recordings that exchanged packets (`b − a`, in the middle of their
+/// traffic).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairClockReport {
+    pub a: usize,
+    pub b: usize,
+    /// Constraints from packets a -> b and b -> a.
+    pub a_to_b: usize,
+    pub b_to_a: usize,
+    /// `two-sided`, `one-sided` or `none`.
+    pub fit: &'static str,
+    pub offset_ns: Option<f64>,
+    pub offset_err_ns: Option<f64>,
+    /// Constraints dropped as contradicting the others.
+    pub outliers: usize,
+    /// Why there is no fit.
+    pub why: Option<String>,
+}

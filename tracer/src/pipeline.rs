@@ -31,7 +31,7 @@ use crate::{
     correlate::{CorrelateConfig, Correlator},
     event::{decode, DecodeError, DropRecord, Event, HopRecord},
     latency::{self, ClockModel, LatencyStats, SegmentName},
-    model::{FlowKey, FlowSummary, LossCounters, Outcome, PacketId, Trace},
+    model::{ClockReport, FlowKey, FlowSummary, LossCounters, Outcome, PacketId, Trace},
     names::{is_noise, DropNames},
     render::{self, Output, RunSummary},
     topology::Topology,
@@ -91,6 +91,30 @@ pub struct PipelineConfig {
     pub filter: Option<FilterProgram>,
 }
 
+/// Where the records of one source go among those of other sources, when recordings of several
+/// machines are merged (`merge`): the key of each namespace (inodes of two machines collide)
+/// and each timestamp on the reference clock. Live and for one recording, records stay as they
+/// were recorded ([`AsRecorded`]).
+pub trait Placement {
+    /// The key that stands for namespace `inode` of this source (0 stays 0: unknown).
+    fn netns(&self, inode: u32) -> u32;
+    /// A timestamp of this source's clock on the reference clock.
+    fn time(&self, ts_ns: u64) -> u64;
+}
+
+/// Records as they were recorded.
+pub struct AsRecorded;
+
+impl Placement for AsRecorded {
+    fn netns(&self, inode: u32) -> u32 {
+        inode
+    }
+
+    fn time(&self, ts_ns: u64) -> u64 {
+        ts_ns
+    }
+}
+
 /// The pipeline's own counters (the correlator keeps its own).
 #[derive(Clone, Copy, Debug, Default)]
 struct Counts {
@@ -148,19 +172,38 @@ impl<W: Write> Pipeline<W> {
 
     /// A record from a node's ring buffer (tc hops only).
     pub fn node_record(&mut self, source: &str, bytes: &[u8]) {
+        self.node_record_placed(source, bytes, &AsRecorded);
+    }
+
+    /// A record from the global hooks' ring buffer (drops, route lookups, probes).
+    pub fn hook_record(&mut self, bytes: &[u8], names: &dyn DropNames) {
+        self.hook_record_placed(bytes, names, &AsRecorded);
+    }
+
+    /// `node_record` for a source whose records are placed among others' (a merge).
+    pub fn node_record_placed(&mut self, source: &str, bytes: &[u8], at: &dyn Placement) {
         match decode(bytes) {
-            Ok(Event::Hop(hop)) => self.push_hop(hop),
+            Ok(Event::Hop(mut hop)) => {
+                (hop.ts_ns, hop.netns) = (at.time(hop.ts_ns), at.netns(hop.netns));
+                self.push_hop(hop)
+            }
             Ok(other) => self.unexpected(&other),
             Err(e) => self.decode_error(source, &e),
         }
     }
 
-    /// A record from the global hooks' ring buffer (drops, route lookups, probes).
-    pub fn hook_record(&mut self, bytes: &[u8], names: &dyn DropNames) {
+    /// `hook_record` for a source whose records are placed among others' (a merge).
+    pub fn hook_record_placed(&mut self, bytes: &[u8], names: &dyn DropNames, at: &dyn Placement) {
         match decode(bytes) {
-            Ok(Event::Drop(d)) => self.push_drop(&d, names),
+            Ok(Event::Drop(mut d)) => {
+                (d.ts_ns, d.netns) = (at.time(d.ts_ns), at.netns(d.netns));
+                self.push_drop(&d, names)
+            }
             Ok(Event::Fib(f)) if !self.passes(f.src, f.dst, f.proto, f.sport, f.dport) => {}
-            Ok(Event::Fib(f)) => self.correlator.push_fib(f),
+            Ok(Event::Fib(mut f)) => {
+                (f.ts_ns, f.netns) = (at.time(f.ts_ns), at.netns(f.netns));
+                self.correlator.push_fib(f)
+            }
             Ok(Event::Func(_)) => self.counts.func_events += 1,
             Ok(other) => self.unexpected(&other),
             Err(e) => self.decode_error("global hooks", &e),
@@ -265,8 +308,8 @@ impl<W: Write> Pipeline<W> {
             }
             if !self.quiet {
                 match self.output {
-                    Output::Text => render::write_trace_text(&mut self.out, &t)?,
-                    Output::Json => render::write_trace_json(&mut self.out, &t)?,
+                    Output::Text => render::write_trace_text(&mut self.out, &t, &self.clock)?,
+                    Output::Json => render::write_trace_json(&mut self.out, &t, &self.clock)?,
                 }
             }
             self.counts.printed += 1;
@@ -276,6 +319,24 @@ impl<W: Write> Pipeline<W> {
         }
         self.out.flush()?;
         Ok(self.limit.is_some_and(|l| self.counts.printed >= l))
+    }
+
+    /// A new clock model (a merge refined its estimate): later traces are measured with it.
+    pub fn set_clock(&mut self, clock: ClockModel) {
+        if let Some(stats) = self.latency.as_mut() {
+            *stats.clock_mut() = clock.clone();
+        }
+        self.clock = clock;
+    }
+
+    /// Prints where each merged recording's clock sits on the reference timeline.
+    pub fn write_clocks(&mut self, r: &ClockReport) -> Result<()> {
+        match self.output {
+            Output::Text => render::write_clocks_text(&mut self.out, r)?,
+            Output::Json => render::write_clocks_json(&mut self.out, r)?,
+        }
+        self.out.flush()?;
+        Ok(())
     }
 
     /// Per 5-tuple totals over the traces emitted so far, ordered by flow.

@@ -13,8 +13,9 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::{
-    capture::{monotonic_ns, parse_duration, CaptureArgs, DrainPacer, LossWatch, Session, Source},
+    capture::{parse_duration, CaptureArgs, DrainPacer, LossWatch, Session, Source},
     latency::ClockModel,
+    machine::monotonic_ns,
     model::Trace,
     pipeline::{Pipeline, PipelineConfig, PrintArgs},
 };

@@ -128,6 +128,12 @@ impl Tracer {
 
     /// Starts `tracer CMD ARGS --ready-file F` and waits until it is attached.
     pub fn start_cmd(cmd: &str, args: &[String]) -> Tracer {
+        Tracer::start_with_stdout(cmd, args, Stdio::piped())
+    }
+
+    /// `start_cmd` with standard output going to `stdout` (a file, a FIFO: a recording
+    /// streamed with `--write -`); the output's `stdout` is then empty.
+    pub fn start_with_stdout(cmd: &str, args: &[String], stdout: Stdio) -> Tracer {
         let ready = std::env::temp_dir().join(format!(
             "tracer-test-{}-{}.ready",
             std::process::id(),
@@ -140,7 +146,7 @@ impl Tracer {
             .arg("--ready-file")
             .arg(&ready)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start the tracer");

@@ -13,6 +13,10 @@ pub enum ClockSource {
     /// Each node has its own clock (a real cluster, hops merged from several hosts): a
     /// cross-node delta means something only once both nodes' offsets are known.
     PerNode,
+    /// Recordings of several machines merged: their timestamps were placed on the reference
+    /// timeline (the first recording's clock) by an estimate with a bound (see `merge`), so a
+    /// segment between two machines is known within the sum of their bounds.
+    Estimated,
 }
 
 impl ClockSource {
@@ -21,6 +25,7 @@ impl ClockSource {
         match self {
             ClockSource::SharedKernel => "shared-kernel",
             ClockSource::PerNode => "per-node",
+            ClockSource::Estimated => "estimated",
         }
     }
 }
@@ -35,6 +40,53 @@ pub struct ClockModel {
     /// Offset per netns inode; only consulted for [`ClockSource::PerNode`].
     offsets: HashMap<u32, i64>,
     pub source: ClockSource,
+    /// [`ClockSource::Estimated`]: the machine of each namespace key, and each machine's place
+    /// on the reference timeline.
+    machine_of: HashMap<u32, usize>,
+    machines: Vec<MachineClock>,
+}
+
+/// One machine's clock placed on the reference timeline (already applied to its timestamps).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MachineClock {
+    /// How the placement is known (`reference`, `same-clock`, `estimated`, `one-sided`,
+    /// `wall-clock`, `unknown`).
+    pub basis: &'static str,
+    /// Samples `(reference ns, offset θ = clock − reference, bound)`, sorted by time; empty
+    /// when the placement has no bound. The bound between two samples is at most the larger
+    /// of the two (it is convex in time).
+    pub table: Vec<(u64, i64, u64)>,
+}
+
+impl MachineClock {
+    /// `(θ, bound)` at reference time `t`; `None` without a bound.
+    pub fn at(&self, t: u64) -> Option<(i64, u64)> {
+        let i = self.table.partition_point(|s| s.0 <= t);
+        let (lo, hi) = match (i.checked_sub(1), self.table.get(i)) {
+            (Some(l), Some(h)) => (self.table[l], *h),
+            (Some(l), None) => (self.table[l], self.table[l]),
+            (None, Some(h)) => (*h, *h),
+            (None, None) => return None,
+        };
+        let theta = if hi.0 > lo.0 {
+            let f = (t.saturating_sub(lo.0)) as f64 / (hi.0 - lo.0) as f64;
+            lo.1 as f64 + f * (hi.1 - lo.1) as f64
+        } else {
+            lo.1 as f64
+        };
+        Some((theta.round() as i64, lo.2.max(hi.2)))
+    }
+}
+
+/// How the two clocks of a segment relate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SegmentClock {
+    /// One clock (one machine): the value is exact.
+    #[default]
+    Exact,
+    /// Two machines whose clocks were placed on one timeline: `offset_ns` (end's clock minus
+    /// start's) was taken out, and the value is within `±err_ns` of the truth.
+    Estimated { offset_ns: i64, err_ns: u64 },
 }
 
 impl ClockModel {
@@ -42,7 +94,53 @@ impl ClockModel {
         ClockModel {
             offsets: HashMap::new(),
             source,
+            machine_of: HashMap::new(),
+            machines: Vec::new(),
         }
+    }
+
+    /// Merged recordings: the machine of each namespace key and each machine's clock.
+    pub fn estimated(machine_of: HashMap<u32, usize>, machines: Vec<MachineClock>) -> Self {
+        ClockModel {
+            machine_of,
+            machines,
+            ..ClockModel::new(ClockSource::Estimated)
+        }
+    }
+
+    /// The machine clock of a namespace key (estimated models only).
+    fn machine(&self, netns: u32) -> Option<(usize, &MachineClock)> {
+        let m = *self.machine_of.get(&netns)?;
+        Some((m, self.machines.get(m)?))
+    }
+
+    /// How the clocks of two hops relate: exact on one machine (or one kernel), estimated
+    /// between machines. `None` when the two are not on one timeline.
+    pub fn relation(&self, from: &TraceHop, to: &TraceHop) -> Option<SegmentClock> {
+        if from.netns == to.netns {
+            return Some(SegmentClock::Exact);
+        }
+        match self.source {
+            ClockSource::SharedKernel => Some(SegmentClock::Exact),
+            ClockSource::PerNode => self.synchronized_nodes(from.netns, to.netns),
+            ClockSource::Estimated => {
+                let (ma, a) = self.machine(from.netns)?;
+                let (mb, b) = self.machine(to.netns)?;
+                if ma == mb {
+                    return Some(SegmentClock::Exact);
+                }
+                let (ta, ea) = a.at(from.ts_ns)?;
+                let (tb, eb) = b.at(from.ts_ns)?;
+                Some(SegmentClock::Estimated {
+                    offset_ns: tb - ta,
+                    err_ns: ea + eb,
+                })
+            }
+        }
+    }
+
+    fn synchronized_nodes(&self, a: u32, b: u32) -> Option<SegmentClock> {
+        (self.offset(a).is_some() && self.offset(b).is_some()).then_some(SegmentClock::Exact)
     }
 
     /// One kernel, one clock: every cross-node delta is meaningful.
@@ -73,6 +171,12 @@ impl ClockModel {
         match self.source {
             ClockSource::SharedKernel => Some(0),
             ClockSource::PerNode => self.offsets.get(&netns).copied(),
+            // Merged timestamps are on the reference timeline already; a machine without a
+            // bound is not.
+            ClockSource::Estimated => match self.machine(netns) {
+                Some((_, m)) if !m.table.is_empty() => Some(0),
+                _ => None,
+            },
         }
     }
 

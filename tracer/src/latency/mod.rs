@@ -54,7 +54,7 @@ mod stats;
 
 use serde::Serialize;
 
-pub use clock::{ClockModel, ClockSource};
+pub use clock::{ClockModel, ClockSource, MachineClock, SegmentClock};
 pub use output::{write_stats_json, write_stats_text};
 #[cfg(test)]
 pub use segment::segments;
@@ -127,8 +127,10 @@ pub struct Segment {
     pub from: usize,
     /// Index of the end hop in `trace.hops`.
     pub to: usize,
-    /// Whether the two hops are on different nodes (different netns), so different clocks.
+    /// Whether the two hops are on different nodes (different netns).
     pub cross_node: bool,
+    /// How the two hops' clocks relate: exact on one machine, else estimated with a bound.
+    pub clock: SegmentClock,
 }
 
 #[cfg(test)]

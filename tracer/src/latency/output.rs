@@ -41,6 +41,10 @@ pub fn write_stats_text(w: &mut impl Write, s: &LatencyStats) -> io::Result<()> 
     let clock = match s.clock().source {
         ClockSource::SharedKernel => "shared-kernel",
         ClockSource::PerNode => "per-node, cross-node segments only where both offsets are known",
+        ClockSource::Estimated => {
+            "estimated from the packets between machines; cross-machine segments within the \
+             clock bound, see the clocks line"
+        }
     };
     writeln!(w, "latency per segment in us (clock: {clock}):")?;
     for (title, rows) in &tables {
@@ -152,7 +156,7 @@ fn flow_id(k: &FlowKey) -> String {
 /// Offsets by netns (as a string key), only under a per-node clock.
 fn offsets_json(clock: &ClockModel) -> BTreeMap<String, i64> {
     match clock.source {
-        ClockSource::SharedKernel => BTreeMap::new(),
+        ClockSource::SharedKernel | ClockSource::Estimated => BTreeMap::new(),
         ClockSource::PerNode => clock.offsets().map(|(n, o)| (n.to_string(), o)).collect(),
     }
 }

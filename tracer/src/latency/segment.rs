@@ -1,6 +1,6 @@
 //! Cutting one trace into segments (see the module notes: roles, not order).
 
-use super::clock::{saturate, ClockModel};
+use super::clock::{saturate, ClockModel, SegmentClock};
 use super::{Segment, SegmentName};
 use crate::model::Direction::{self, Egress, Ingress};
 use crate::model::{Outcome, Trace, TraceHop};
@@ -47,15 +47,17 @@ pub(super) fn measure(trace: &Trace, clock: &ClockModel, mut f: impl FnMut(Measu
     let encap = local_pair(hops, |a| is(a, TUNNEL, Egress), up_out);
     local(hops, SegmentName::Encap, encap, &mut f);
     if let Some((from, to)) = wire(hops) {
-        f(match clock.delta(&hops[from], &hops[to]) {
-            Some(ns) => Measured::Segment(Segment {
+        let (a, b) = (&hops[from], &hops[to]);
+        f(match (clock.delta(a, b), clock.relation(a, b)) {
+            (Some(ns), Some(clock)) => Measured::Segment(Segment {
                 name: SegmentName::Wire,
                 ns,
                 from,
                 to,
                 cross_node: true,
+                clock,
             }),
-            None => Measured::Unsynchronized(SegmentName::Wire),
+            _ => Measured::Unsynchronized(SegmentName::Wire),
         });
     }
     let up_in = |a: &TraceHop| is(a, UPLINK, Ingress);
@@ -100,6 +102,7 @@ fn local(
             from,
             to,
             cross_node: false,
+            clock: SegmentClock::Exact,
         }));
     }
 }
@@ -166,11 +169,15 @@ fn total(hops: &[TraceHop], clock: &ClockModel) -> Option<Measured> {
         });
     }
     let ((t0, from), (t1, to)) = ends?;
+    let Some(relation) = clock.relation(&hops[from], &hops[to]) else {
+        return Some(Measured::Unsynchronized(SegmentName::Total));
+    };
     Some(Measured::Segment(Segment {
         name: SegmentName::Total,
         ns: saturate(t1 - t0),
         from,
         to,
         cross_node: hops[from].netns != hops[to].netns,
+        clock: relation,
     }))
 }

@@ -158,13 +158,6 @@ impl LatencyStats {
     }
 
     /// The clock model, to set offsets as they are estimated; they apply to later traces.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the cross-node merge (issue 12) sets clock offsets"
-        )
-    )]
     pub fn clock_mut(&mut self) -> &mut ClockModel {
         &mut self.clock
     }

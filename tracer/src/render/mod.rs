@@ -22,6 +22,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
+use crate::latency::{ClockModel, SegmentClock};
 use crate::model::{
     proto_name, CorrelateStats, Encap, EncapKind, FlowKey, FlowSummary, LossCounters, Outcome,
     RouteLookup, Trace,
@@ -48,8 +49,9 @@ pub struct RunSummary<'a> {
     pub loss: &'a LossCounters,
 }
 
-/// Writes one trace as text: a header line and one line per hop.
-pub fn write_trace_text(w: &mut impl Write, t: &Trace) -> io::Result<()> {
+/// Writes one trace as text: a header line and one line per hop. A hop on another machine than
+/// the first hop's (merged recordings) shows the bound of the two clocks' offset.
+pub fn write_trace_text(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()> {
     let outcome = match (t.outcome, t.hops.last()) {
         (Outcome::Incomplete, Some(h)) => {
             format!(
@@ -91,6 +93,11 @@ pub fn write_trace_text(w: &mut impl Write, t: &Trace) -> io::Result<()> {
             w,
             "  {node:<node_w$}  {ifname:<if_w$}  {dir:<7}  {time:>time_w$} us"
         )?;
+        if let Some(SegmentClock::Estimated { err_ns, .. }) =
+            t.hops.first().and_then(|h0| clock.relation(h0, h))
+        {
+            write!(w, " ±{}", micros(err_ns).trim_start_matches('+'))?;
+        }
         match h.encap {
             Some(e) => writeln!(w, "  {}", encap_text(&e))?,
             None => writeln!(w)?,
@@ -186,8 +193,8 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 /// Writes one trace as a JSON object on its own line (see `trace_json`).
-pub fn write_trace_json(w: &mut impl Write, t: &Trace) -> io::Result<()> {
-    trace_json::write(w, t)
+pub fn write_trace_json(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()> {
+    trace_json::write(w, t, clock)
 }
 
 /// Writes the per-flow table, the totals and the tracer's own counters as text.
@@ -532,7 +539,10 @@ struct FlowJson {
     last_ts_ns: u64,
 }
 
+mod clocks;
 mod trace_json;
+
+pub use clocks::{write_clocks_json, write_clocks_text};
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ use super::*;
 use crate::correlate::{CorrelateConfig, Correlator};
 use crate::event::HopRecord;
 use crate::fixtures::*;
+use crate::latency::ClockModel;
 use crate::model::Direction::{Egress, Ingress};
 
 fn traces(hops: &[HopRecord]) -> (Vec<Trace>, Correlator) {
@@ -16,7 +17,7 @@ fn traces(hops: &[HopRecord]) -> (Vec<Trace>, Correlator) {
 
 fn text(t: &Trace) -> String {
     let mut out = Vec::new();
-    write_trace_text(&mut out, t).unwrap();
+    write_trace_text(&mut out, t, &ClockModel::shared_kernel()).unwrap();
     String::from_utf8(out).unwrap()
 }
 
@@ -77,7 +78,7 @@ fn incomplete_tcp_trace_as_text() {
 #[test]
 fn trace_json_has_the_contract_fields() {
     let (t, _) = traces(&vxlan_path(icmp(0x1a2b), 5_000_000));
-    let v = json_line(|w| write_trace_json(w, &t[0]));
+    let v = json_line(|w| write_trace_json(w, &t[0], &ClockModel::shared_kernel()));
     assert_eq!(
         v["packet"],
         json!({"src": "10.244.0.1", "dst": "10.244.4.1", "proto": "icmp", "sport": 0,
@@ -146,7 +147,7 @@ fn trace_json_drop_verdict_routes_segments_and_escaping() {
         gw: Some("10.244.4.0".parse().unwrap()),
         ..t.routes[0].clone()
     });
-    let v = json_line(|w| write_trace_json(w, &t));
+    let v = json_line(|w| write_trace_json(w, &t, &ClockModel::shared_kernel()));
     assert_eq!(v["hops"][0]["node"], odd);
     assert_eq!(v["outcome"], "dropped");
     assert_eq!(
@@ -184,7 +185,7 @@ fn json_proto_and_unknown_kind() {
     let mut p = icmp(1);
     (p.proto, p.sport, p.dport) = (132, 1, 2);
     let (t, _) = traces(&[hop(p, 9, 4, Ingress, 1)]);
-    let v = json_line(|w| write_trace_json(w, &t[0]));
+    let v = json_line(|w| write_trace_json(w, &t[0], &ClockModel::shared_kernel()));
     assert_eq!(v["packet"]["proto"], "132");
     assert_eq!(v["packet"]["flow"], "10.244.0.1:1>10.244.4.1:2/132");
     assert_eq!(v["hops"][0]["kind"], Value::Null);

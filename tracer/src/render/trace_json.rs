@@ -13,12 +13,11 @@ use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
 use super::proto_json;
-use crate::latency::segments_with_clock;
-use crate::latency::ClockModel;
+use crate::latency::{segments_with_clock, ClockModel, SegmentClock};
 use crate::model::{DropPoint, Encap, PacketId, RouteLookup, Trace, TraceHop};
 
 /// Writes `t` as one JSON object followed by a newline.
-pub fn write(w: &mut impl Write, t: &Trace) -> io::Result<()> {
+pub fn write(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()> {
     let mut o = Out(Vec::with_capacity(2048 + 512 * t.hops.len()));
     let first = t.first_ts_ns();
     o.raw(b"{\"packet\":");
@@ -58,23 +57,31 @@ pub fn write(w: &mut impl Write, t: &Trace) -> io::Result<()> {
         o.route(t, r);
     }
     o.raw(b"],\"segments\":[");
-    for (i, s) in segments_with_clock(t, &ClockModel::shared_kernel())
-        .iter()
-        .enumerate()
-    {
+    for (i, s) in segments_with_clock(t, clock).iter().enumerate() {
         if i > 0 {
             o.raw(b",");
         }
         o.raw(b"{\"name\":\"");
         o.raw(s.name.as_str().as_bytes());
         o.raw(b"\",\"ns\":");
-        o.num(s.ns);
+        match s.clock {
+            // Between two machines, a negative value only says the estimate is off within its
+            // bound: not a latency.
+            SegmentClock::Estimated { .. } if s.ns < 0 => o.raw(b"null"),
+            _ => o.num(s.ns),
+        }
         o.raw(b",\"from\":");
         o.num(s.from as u64);
         o.raw(b",\"to\":");
         o.num(s.to as u64);
         o.raw(b",\"cross_node\":");
         o.raw(if s.cross_node { b"true" } else { b"false" });
+        if let SegmentClock::Estimated { offset_ns, err_ns } = s.clock {
+            o.raw(b",\"clock\":\"estimated\",\"offset_ns\":");
+            o.num(offset_ns);
+            o.raw(b",\"offset_err_ns\":");
+            o.num(err_ns);
+        }
         o.raw(b"}");
     }
     o.raw(b"]}\n");

@@ -9,12 +9,15 @@
 //! Integers are little-endian. Payloads of `FRAME_RECORD` are the ring-buffer records as the
 //! kernel wrote them (native byte order, which the header states; the reader refuses a file of
 //! the other order). The header holds what correlation needs that the records do not carry:
-//! the nodes, their interfaces, addresses and routes, and the clock. Drop reasons and drop
+//! the machine (host name, machine and boot id, kernel, clock source), the nodes, their
+//! interfaces, addresses and routes, and the clock. Drop reasons and drop
 //! locations are kernel-specific, so the recorder writes the name of each value (`FRAME_REASON`,
 //! `FRAME_LOCATION`) before the first record that uses it. `FRAME_TICK` marks the end of a
 //! drain with the monotonic time the live pipeline would have expired traces at; `FRAME_LOSS`
 //! says the ring buffers lost events between two drains (traces in flight then are not called
-//! lost); `FRAME_END` holds the tracer's own loss counters. A file cut short (a killed recorder, a full disk) is
+//! lost); `FRAME_CLOCK` relates the machine's CLOCK_MONOTONIC to its wall clocks (written at
+//! the start and every second, for merging recordings of several machines); `FRAME_END` holds
+//! the tracer's own loss counters. A file cut short (a killed recorder, a full disk) is
 //! read up to its last whole frame and reported as truncated.
 
 use std::io::{self, Read, Write};
@@ -22,10 +25,16 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{model::LossCounters, topology::Topology};
+use crate::{
+    machine::{ClockSample, Machine},
+    model::LossCounters,
+    topology::Topology,
+};
 
 pub const MAGIC: [u8; 8] = *b"TRACEREC";
-pub const VERSION: u32 = 1;
+/// Written by this tracer. Version 1 (no machine identity, no clock frames) is still read.
+pub const VERSION: u32 = 2;
+const OLDEST_VERSION: u32 = 1;
 
 /// A raw record from a ring buffer; `source` is a node index or `SOURCE_HOOKS`.
 pub const FRAME_RECORD: u8 = 1;
@@ -40,6 +49,9 @@ pub const FRAME_END: u8 = 5;
 /// `from_ns u64 | to_ns u64`: the ring buffers lost events between these two drains.
 pub const FRAME_LOSS: u8 = 6;
 
+/// `mono_ns u64 | realtime_ns u64 | tai_ns u64 | err_ns u32`: the clocks read together.
+pub const FRAME_CLOCK: u8 = 7;
+
 /// `source` of records from the global hooks (drops, route lookups, probes).
 pub const SOURCE_HOOKS: u16 = u16::MAX;
 
@@ -53,7 +65,9 @@ const MAX_HEADER: u32 = 64 << 20;
 pub enum RecordError {
     #[error("not a tracer recording (it does not start with \"TRACEREC\")")]
     BadMagic,
-    #[error("recording format version {0}; this tracer reads version {VERSION}")]
+    #[error(
+        "recording format version {0}; this tracer reads versions {OLDEST_VERSION} to {VERSION}"
+    )]
     UnsupportedVersion(u32),
     #[error("the recording's header is unreadable: {0}")]
     BadHeader(String),
@@ -72,6 +86,9 @@ pub enum RecordError {
 pub struct Header {
     pub tracer_version: String,
     pub host: String,
+    /// The machine recorded on (empty in version 1 recordings).
+    #[serde(default)]
+    pub machine: Machine,
     pub kernel: String,
     /// Wall clock when recording started, ms since the epoch.
     pub started_unix_ms: u64,
@@ -161,6 +178,19 @@ impl<W: Write> Writer<W> {
         self.frame(FRAME_TICK, 0, &[&now_ns.to_le_bytes()])
     }
 
+    pub fn clock(&mut self, s: &ClockSample) -> io::Result<()> {
+        self.frame(
+            FRAME_CLOCK,
+            0,
+            &[
+                &s.mono_ns.to_le_bytes(),
+                &s.realtime_ns.to_le_bytes(),
+                &s.tai_ns.to_le_bytes(),
+                &s.err_ns.to_le_bytes(),
+            ],
+        )
+    }
+
     pub fn loss(&mut self, from_ns: u64, to_ns: u64) -> io::Result<()> {
         self.frame(
             FRAME_LOSS,
@@ -200,6 +230,7 @@ pub enum Frame<'a> {
     Location { addr: u64, symbol: String },
     Tick { now_ns: u64 },
     Loss { from_ns: u64, to_ns: u64 },
+    Clock(ClockSample),
     End(Trailer),
 }
 
@@ -240,7 +271,7 @@ impl<R: Read> Reader<R> {
             return Err(RecordError::BadMagic);
         }
         let version = u32::from_le_bytes(start[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(RecordError::UnsupportedVersion(version));
         }
         let len = u32::from_le_bytes(start[12..16].try_into().expect("4 bytes"));
@@ -307,13 +338,25 @@ impl<R: Read> Reader<R> {
                 from_ns: u64::from_le_bytes(p[..8].try_into().expect("8 bytes")),
                 to_ns: u64::from_le_bytes(p[8..].try_into().expect("8 bytes")),
             },
+            FRAME_CLOCK if p.len() == 28 => {
+                let u = |r: std::ops::Range<usize>| u64::from_le_bytes(p[r].try_into().expect("8"));
+                Frame::Clock(ClockSample {
+                    mono_ns: u(0..8),
+                    realtime_ns: u(8..16),
+                    tai_ns: u(16..24),
+                    err_ns: u32::from_le_bytes(p[24..28].try_into().expect("4 bytes")),
+                })
+            }
             FRAME_END => Frame::End(
                 serde_json::from_slice(p).map_err(|e| corrupt(&format!("trailer: {e}")))?,
             ),
-            FRAME_REASON | FRAME_LOCATION | FRAME_TICK | FRAME_LOSS => {
+            FRAME_REASON | FRAME_LOCATION | FRAME_TICK | FRAME_LOSS | FRAME_CLOCK => {
                 return Err(corrupt(&format!("frame kind {kind} of {len} bytes")))
             }
             other => return Err(corrupt(&format!("unknown frame kind {other}"))),
         }))
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

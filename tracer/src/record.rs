@@ -1,44 +1,39 @@
-//! Record now, correlate later: `tracer record` writes the raw kernel records to a file as they
-//! are drained, and `tracer replay` feeds them through the same pipeline as `tracer trace`.
+//! `tracer record`: the raw kernel records written to a file (or streamed to standard output)
+//! as they are drained, to be correlated later by `tracer replay` exactly as `tracer trace`
+//! would have live, also together with other machines' recordings (`merge`).
 //!
 //! Recording only copies bytes, so it keeps up with packet rates at which correlating and
 //! rendering every packet live would not, and the file is the evidence an incident report can
-//! be written from afterwards, on any machine. See `format` for the file layout.
-
-pub mod format;
-mod replay;
-#[cfg(test)]
-mod tests;
+//! be written from afterwards, on any machine. See `recording` for the file layout.
 
 use std::{
     collections::HashSet,
     fs::File,
     io::{BufWriter, Write},
     path::PathBuf,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, Result};
 use clap::Args;
-pub use replay::{replay, ReplayArgs};
-#[cfg(test)]
-use replay::{replay_into, ReplayEnd};
 use tracer_common::{EventHeader, EVENT_DROP};
 
+use crate::recording::{native_byte_order, Header, Trailer, Writer, SOURCE_HOOKS};
 use crate::{
-    capture::{monotonic_ns, CaptureArgs, DrainPacer, LossWatch, Session, Source},
+    capture::{CaptureArgs, DrainPacer, LossWatch, Session, Source},
     event::{decode, Event},
     latency::ClockSource,
+    machine::{monotonic_ns, ClockSample, Machine},
     names::{DropNames, KernelNames},
 };
-use format::{native_byte_order, Header, Trailer, Writer, SOURCE_HOOKS};
 
 #[derive(Args, Debug)]
 pub struct RecordArgs {
     #[command(flatten)]
     pub capture: CaptureArgs,
-    /// The recording to write (replaced if it exists).
-    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    /// The recording to write (replaced if it exists), or `-` to stream it to standard output
+    /// (`ssh node tracer record --write - ... > node.rec`, or straight into `tracer replay`).
+    #[arg(short = 'w', long = "write", value_name = "FILE|-")]
     pub write: PathBuf,
     /// Stop once the recording reaches this size, so that a forgotten recorder cannot fill
     /// the node's disk (0: no limit).
@@ -50,11 +45,6 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string())
 }
 
 /// The names of drop reasons and locations already written to the recording.
@@ -90,16 +80,61 @@ impl NamesWritten {
     }
 }
 
+/// Where the recording goes: a file, or standard output (a stream).
+enum Sink {
+    File(File),
+    Stdout(std::io::Stdout),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::File(f) => f.write(buf),
+            Sink::Stdout(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.flush(),
+            Sink::Stdout(s) => s.flush(),
+        }
+    }
+}
+
+/// How often the clocks are sampled into the recording (besides at the start and the end).
+const CLOCK_EVERY: Duration = Duration::from_secs(1);
+
 /// `tracer record`: attach, copy every record to the file until stopped, write the trailer.
 pub fn run(args: RecordArgs) -> Result<()> {
+    let to_stdout = args.write.as_os_str() == "-";
+    let name = if to_stdout {
+        "standard output".to_string()
+    } else {
+        args.write.display().to_string()
+    };
     // Create the file before attaching: a bad path fails before anything is attached.
-    let file = File::create(&args.write)
-        .with_context(|| format!("creating recording {}", args.write.display()))?;
+    let sink = if to_stdout {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            anyhow::bail!(
+                "--write - streams a binary recording to standard output, which is a terminal: \
+                 redirect it (`> node.rec`, `| ssh ...`, or `tracer replay <(...)`)"
+            );
+        }
+        Sink::Stdout(std::io::stdout())
+    } else {
+        Sink::File(
+            File::create(&args.write)
+                .with_context(|| format!("creating recording {}", args.write.display()))?,
+        )
+    };
     let mut session = Session::start(&args.capture, false)?;
+    let machine = Machine::current();
     let header = Header {
         tracer_version: env!("CARGO_PKG_VERSION").to_string(),
-        host: crate::netns::hostname().unwrap_or_else(|| "localhost".into()),
-        kernel: kernel_release(),
+        host: machine.hostname.clone(),
+        kernel: machine.kernel.clone(),
+        machine,
         started_unix_ms: unix_ms(),
         byte_order: native_byte_order().to_string(),
         clock: ClockSource::SharedKernel.as_str().to_string(),
@@ -108,15 +143,23 @@ pub fn run(args: RecordArgs) -> Result<()> {
         hooks: session.hooks.is_some(),
         topology: session.topology.clone(),
     };
-    let mut w = Writer::new(BufWriter::with_capacity(1 << 20, file), &header)
+    let mut w = Writer::new(BufWriter::with_capacity(1 << 20, sink), &header)
+        .context("writing the recording's header")?;
+    w.clock(&ClockSample::now())
         .context("writing the recording's header")?;
     w.flush().context("writing the recording's header")?;
-    eprintln!("tracer: recording to {}", args.write.display());
+    eprintln!("tracer: recording to {name}");
     let mut names = NamesWritten::default();
     let mut pacer = DrainPacer::new(args.capture.duration);
     let mut losses = LossWatch::new(&session)?;
+    let mut next_clock = Instant::now() + CLOCK_EVERY;
     let limit = args.max_mib.checked_mul(1 << 20).filter(|&l| l > 0);
     while pacer.wait(&session.stop) {
+        if Instant::now() >= next_clock {
+            w.clock(&ClockSample::now())
+                .context("writing the recording")?;
+            next_clock += CLOCK_EVERY;
+        }
         pacer.drained(drain(&mut w, &mut session, &mut names, &mut losses)?);
         if limit.is_some_and(|l| w.bytes() >= l) {
             eprintln!(
@@ -127,39 +170,43 @@ pub fn run(args: RecordArgs) -> Result<()> {
         }
     }
     drain(&mut w, &mut session, &mut names, &mut losses)?;
+    w.clock(&ClockSample::now())
+        .context("writing the recording")?;
     let loss = session.loss_counters()?;
     drop(session);
     let records = w.records();
+    let bytes = w.bytes();
     let trailer = Trailer {
         loss,
         records,
         ended_unix_ms: unix_ms(),
     };
-    let file = w.finish(&trailer).context("finishing the recording")?;
-    let bytes = file
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|f| f.metadata())
-        .map_or(0, |m| m.len());
+    w.finish(&trailer).context("finishing the recording")?;
     eprintln!(
-        "tracer: recorded {records} records ({:.1} MiB) to {}; {} lost by the tracer (ring buffer full); replay with `tracer replay {}`",
+        "tracer: recorded {records} records ({:.1} MiB) to {name}; {} lost by the tracer (ring buffer full){}",
         bytes as f64 / (1 << 20) as f64,
-        args.write.display(),
         loss.ringbuf_full,
-        args.write.display(),
+        if to_stdout {
+            String::new()
+        } else {
+            format!("; replay with `tracer replay {}`", args.write.display())
+        },
     );
-    // One machine-readable line on stdout, with the same `lost_events` key as `trace`.
-    println!(
-        "{}",
-        serde_json::json!({ "summary": {
-            "file": args.write.display().to_string(),
-            "records": records,
-            "bytes": bytes,
-            "lost_events": loss.ringbuf_full,
-            "filtered": loss.filtered,
-            "sampled_out": loss.sampled_out,
-        }})
-    );
+    // One machine-readable line, with the same `lost_events` key as `trace`: on stdout, unless
+    // stdout carries the recording itself.
+    let line = serde_json::json!({ "summary": {
+        "file": if to_stdout { "-".to_string() } else { args.write.display().to_string() },
+        "records": records,
+        "bytes": bytes,
+        "lost_events": loss.ringbuf_full,
+        "filtered": loss.filtered,
+        "sampled_out": loss.sampled_out,
+    }});
+    if to_stdout {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -184,9 +231,9 @@ fn drain<W: Write>(
         w.loss(from, to).context("writing the recording")?;
     }
     w.tick(now).context("writing the recording")?;
-    if n > 0 {
-        // What was drained reaches the file now: a recorder killed later loses nothing of it.
-        w.flush().context("writing the recording")?;
-    }
+    // What was drained reaches the file now: a recorder killed later loses nothing of it, and a
+    // reader following the stream sees every drain mark (a merge waits for each recording's
+    // marks), even when nothing was drained.
+    w.flush().context("writing the recording")?;
     Ok(n)
 }
