@@ -12,6 +12,7 @@
 //! prefix, so labs with different prefixes can coexist (parallel tests).
 
 mod build;
+pub mod churn;
 pub mod cidr;
 pub mod faults;
 pub mod netns;

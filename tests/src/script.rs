@@ -144,7 +144,7 @@ pub fn node_script(t: &Topology, node: &Node) -> Vec<String> {
     v
 }
 
-fn cali_lines(p: &Pod) -> [String; 3] {
+pub(crate) fn cali_lines(p: &Pod) -> [String; 3] {
     [
         format!(
             "link add {cali} mtu {mtu} address {CALI_MAC} type veth peer name {ifname} \

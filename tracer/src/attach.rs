@@ -7,6 +7,7 @@
 //! [`AttachedNode`], exiting, or being killed detaches everything; nothing is pinned.
 
 use std::{
+    collections::HashMap,
     fmt::Write as _,
     os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
@@ -15,7 +16,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{SchedClassifier, TcAttachType},
     Ebpf, EbpfLoader,
 };
@@ -111,8 +112,16 @@ pub struct AttachedNode {
     counters: PerCpuArray<MapData, u64>,
     /// Interfaces that disappeared between discovery and attach (pods deleted meanwhile).
     pub skipped: Vec<String>,
-    /// tcx links created directly (see `tcx`): closing them detaches the programs.
-    tcx_links: Vec<OwnedFd>,
+    /// tcx links created directly (see `tcx`), by interface: closing them detaches the
+    /// programs.
+    tcx_links: HashMap<u32, Vec<OwnedFd>>,
+    /// Whether the kernel has tcx (else programs are attached through clsact by aya).
+    tcx: bool,
+    /// The tc programs verified so far (a pod veth that appears later may need a pair that
+    /// start-up did not load).
+    loaded: Vec<&'static str>,
+    /// In-kernel aggregation: interface roles live in a map that a new pod veth must join.
+    aggregate: bool,
     /// Owns the programs (and, on kernels without tcx, their links): dropping it detaches
     /// everything.
     _ebpf: Ebpf,
@@ -151,6 +160,77 @@ impl AttachedNode {
     pub fn links(&self) -> usize {
         self.plan.targets.len() * 2 - self.skipped.len() * 2
     }
+
+    /// Whether `ifindex` is one of the interfaces traced here.
+    pub fn traces(&self, ifindex: u32) -> bool {
+        self.plan.targets.iter().any(|t| t.ifindex == ifindex)
+    }
+
+    /// Attaches to an interface that appeared after start-up (a new pod), from inside `netns`,
+    /// and adds it to the node's topology.
+    pub(crate) fn attach_more(&mut self, netns: &Netns, target: AttachTarget) -> Result<()> {
+        let (ingress, egress) = programs_of(&target);
+        for prog in [ingress, egress] {
+            if !self.loaded.contains(&prog) {
+                let p: &mut SchedClassifier = self
+                    ._ebpf
+                    .program_mut(prog)
+                    .ok_or_else(|| anyhow!("eBPF object has no program {prog}"))?
+                    .try_into()?;
+                let started = Instant::now();
+                p.load()
+                    .with_context(|| format!("loading tc program {prog} (verifier)"))?;
+                log_verified(prog, started, p.info());
+                self.loaded.push(prog);
+            }
+        }
+        if self.aggregate && target.kind == IfaceKind::PodVeth {
+            set_roles(&mut self._ebpf, &[(target.ifindex, ROLE_POD)])?;
+        }
+        if self.tcx {
+            let fd = |prog: &str| -> Result<RawFd> {
+                let p: &SchedClassifier = self
+                    ._ebpf
+                    .program(prog)
+                    .ok_or_else(|| anyhow!("eBPF object has no program {prog}"))?
+                    .try_into()?;
+                Ok(p.fd()?.as_fd().as_raw_fd())
+            };
+            let (fi, fe, ifindex) = (fd(ingress)?, fd(egress)?, target.ifindex);
+            let links = netns.run(move || {
+                let _expedited = rcu::expedite(2, "attaching");
+                Ok(vec![
+                    tcx::link_create(fi, ifindex, false)?,
+                    tcx::link_create(fe, ifindex, true)?,
+                ])
+            })?;
+            self.tcx_links.insert(target.ifindex, links);
+        } else {
+            let ebpf = &mut self._ebpf;
+            let name = target.name.clone();
+            netns.run(move || attach_pair(ebpf, &name, ingress, egress))?;
+        }
+        let node = &mut self.plan.node;
+        node.ifaces.retain(|i| i.ifindex != target.ifindex);
+        node.ifaces.push(target.iface());
+        self.plan.targets.push(target);
+        Ok(())
+    }
+
+    /// Lets go of an interface that disappeared (closing its links; with clsact the kernel
+    /// removed the filters with the device). The topology keeps its name for what is still in
+    /// flight. Returns it, if it was traced.
+    pub(crate) fn release(&mut self, ifindex: u32) -> Option<AttachTarget> {
+        let i = self
+            .plan
+            .targets
+            .iter()
+            .position(|t| t.ifindex == ifindex)?;
+        drop(self.tcx_links.remove(&ifindex));
+        let target = self.plan.targets.remove(i);
+        self.skipped.retain(|s| s != &target.name);
+        Some(target)
+    }
 }
 
 impl Drop for AttachedNode {
@@ -158,7 +238,7 @@ impl Drop for AttachedNode {
     /// (see `rcu`); the remaining fields (programs, maps) drop after.
     fn drop(&mut self) {
         let links = std::mem::take(&mut self.tcx_links);
-        let _expedited = rcu::expedite(links.len(), "detaching");
+        let _expedited = rcu::expedite(links.values().map(Vec::len).sum(), "detaching");
         drop(links);
     }
 }
@@ -268,6 +348,7 @@ pub fn plan_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<NodePlan> {
 pub struct OpenedNode {
     plan: NodePlan,
     ebpf: Ebpf,
+    mode: u32,
 }
 
 /// Creates the maps of `netns`'s load (and, with `shared_pins`, finds or pins the shared ones:
@@ -309,20 +390,7 @@ pub fn open_node(netns: &Netns, plan: NodePlan, opts: &AttachOptions<'_>) -> Res
                 Some((t.ifindex, role))
             })
             .collect();
-        let mut by_index: Array<&mut MapData, u8> = Array::try_from(
-            ebpf.map_mut("ROLE_BY_IFINDEX")
-                .ok_or_else(|| anyhow!("eBPF object has no ROLE_BY_IFINDEX map"))?,
-        )?;
-        for &(ifindex, role) in roles.iter().filter(|(i, _)| *i < ROLE_ARRAY_LEN) {
-            by_index.set(ifindex, role, 0)?;
-        }
-        let mut by_hash: HashMap<&mut MapData, u32, u8> = HashMap::try_from(
-            ebpf.map_mut("ROLES")
-                .ok_or_else(|| anyhow!("eBPF object has no ROLES map"))?,
-        )?;
-        for &(ifindex, role) in roles.iter().filter(|(i, _)| *i >= ROLE_ARRAY_LEN) {
-            by_hash.insert(ifindex, role, 0)?;
-        }
+        set_roles(&mut ebpf, &roles)?;
     }
     {
         let mut filter: Array<&mut MapData, FilterProgram> = Array::try_from(
@@ -331,13 +399,41 @@ pub fn open_node(netns: &Netns, plan: NodePlan, opts: &AttachOptions<'_>) -> Res
         )?;
         filter.set(0, opts.filter, 0)?;
     }
-    Ok(OpenedNode { plan, ebpf })
+    Ok(OpenedNode {
+        plan,
+        ebpf,
+        mode: opts.mode,
+    })
+}
+
+/// Gives interfaces their role for in-kernel aggregation: an array below `ROLE_ARRAY_LEN`, a
+/// hash above.
+fn set_roles(ebpf: &mut Ebpf, roles: &[(u32, u8)]) -> Result<()> {
+    let mut by_index: Array<&mut MapData, u8> = Array::try_from(
+        ebpf.map_mut("ROLE_BY_IFINDEX")
+            .ok_or_else(|| anyhow!("eBPF object has no ROLE_BY_IFINDEX map"))?,
+    )?;
+    for &(ifindex, role) in roles.iter().filter(|(i, _)| *i < ROLE_ARRAY_LEN) {
+        by_index.set(ifindex, role, 0)?;
+    }
+    let mut by_hash: BpfHashMap<&mut MapData, u32, u8> = BpfHashMap::try_from(
+        ebpf.map_mut("ROLES")
+            .ok_or_else(|| anyhow!("eBPF object has no ROLES map"))?,
+    )?;
+    for &(ifindex, role) in roles.iter().filter(|(i, _)| *i >= ROLE_ARRAY_LEN) {
+        by_hash.insert(ifindex, role, 0)?;
+    }
+    Ok(())
 }
 
 /// Verifies the programs `opened` needs and attaches them in `netns`. Independent of other
 /// namespaces: start-up runs it for every namespace at once (verification is CPU work).
 pub fn attach_node(netns: &Netns, opened: OpenedNode) -> Result<AttachedNode> {
-    let OpenedNode { plan, mut ebpf } = opened;
+    let OpenedNode {
+        plan,
+        mut ebpf,
+        mode,
+    } = opened;
     let programs = programs_needed(&plan.targets);
     for &prog in &programs {
         let p: &mut SchedClassifier = ebpf
@@ -365,7 +461,10 @@ pub fn attach_node(netns: &Netns, opened: OpenedNode) -> Result<AttachedNode> {
             .ok_or_else(|| anyhow!("eBPF object has no COUNTERS map"))?,
     )?;
     Ok(AttachedNode {
-        tcx_links: links,
+        tcx: links.is_some(),
+        tcx_links: links.unwrap_or_default(),
+        loaded: programs,
+        aggregate: mode & MODE_AGGREGATE != 0,
         plan,
         events,
         counters,
@@ -374,15 +473,17 @@ pub fn attach_node(netns: &Netns, opened: OpenedNode) -> Result<AttachedNode> {
     })
 }
 
-/// Attaches both directions on every target, from inside the namespace: tcx links, or, where
-/// the kernel has no tcx, aya's attach (clsact + netlink).
+/// Attaches both directions on every target, from inside the namespace: tcx links (by
+/// interface), or, where the kernel has no tcx (`None`), aya's attach (clsact + netlink).
 /// Pod veths that vanished meanwhile are skipped.
+type TcxLinks = Option<HashMap<u32, Vec<OwnedFd>>>;
+
 fn attach_targets(
     node: &str,
     mut ebpf: Ebpf,
     programs: &[&'static str],
     targets: &[AttachTarget],
-) -> Result<(Vec<String>, Vec<OwnedFd>, Ebpf)> {
+) -> Result<(Vec<String>, TcxLinks, Ebpf)> {
     let mut fds = std::collections::HashMap::new();
     for &prog in programs {
         let p: &SchedClassifier = ebpf
@@ -403,7 +504,7 @@ fn attach_targets(
         .collect();
     // Every pod veth of a node without uplink or tunnel may have been left out by the filter.
     let Some(&(fd0, if0, eg0)) = jobs.first() else {
-        return Ok((Vec::new(), Vec::new(), ebpf));
+        return Ok((Vec::new(), Some(HashMap::new()), ebpf));
     };
     // Probe tcx with the first job: old kernels answer EINVAL (unknown attach type).
     let first = tcx::link_create(fd0, if0, eg0);
@@ -425,7 +526,7 @@ fn attach_targets(
                     Err(e) => return Err(e),
                 }
             }
-            return Ok((skipped, Vec::new(), ebpf));
+            return Ok((skipped, None, ebpf));
         }
     }
     let mut results = vec![first];
@@ -434,12 +535,12 @@ fn attach_targets(
             .iter()
             .map(|&(fd, ifindex, egress)| tcx::link_create(fd, ifindex, egress)),
     );
-    let mut links = Vec::with_capacity(results.len());
+    let mut links: HashMap<u32, Vec<OwnedFd>> = HashMap::with_capacity(targets.len());
     let mut skipped = Vec::new();
     for (i, r) in results.into_iter().enumerate() {
         let t = &targets[i / 2];
         match r {
-            Ok(fd) => links.push(fd),
+            Ok(fd) => links.entry(t.ifindex).or_default().push(fd),
             Err(e) if t.kind == IfaceKind::PodVeth && e.raw_os_error() == Some(libc::ENODEV) => {
                 if !skipped.contains(&t.name) {
                     log::warn!("{node}: {} vanished before attach ({e}); skipped", t.name);
@@ -452,7 +553,7 @@ fn attach_targets(
             }
         }
     }
-    Ok((skipped, links, ebpf))
+    Ok((skipped, Some(links), ebpf))
 }
 
 fn attach_pair(ebpf: &mut Ebpf, ifname: &str, ingress: &str, egress: &str) -> Result<()> {

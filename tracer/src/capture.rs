@@ -30,9 +30,10 @@ use crate::{
     },
     discover::NodePlan,
     filter::Filter,
+    follow::Follower,
     hooks::{attach_global, GlobalHooks, HookChoice, HookOptions},
     machine::monotonic_ns,
-    model::LossCounters,
+    model::{LinkChange, LossCounters},
     names::KernelNames,
     netns::Netns,
     signals::{self, StopFlag},
@@ -160,6 +161,9 @@ pub struct Session {
     /// The filter as the user wrote it, normalised (`none` when everything matches).
     pub filter_text: String,
     pub stop: StopFlag,
+    /// The traced namespaces, in node order, and their link monitors (pods that come and go).
+    namespaces: Vec<Netns>,
+    follower: Follower,
 }
 
 impl Session {
@@ -194,6 +198,9 @@ impl Session {
                 .map(|n| Netns::open(n))
                 .collect::<Result<Vec<_>>>()?
         };
+        // Subscribed before discovery: a pod veth created meanwhile is either found or
+        // announced.
+        let follower = Follower::start(&namespaces);
         let opts = AttachOptions {
             extra_ifaces: &cap.iface,
             filter: &program,
@@ -290,7 +297,22 @@ impl Session {
             topology,
             filter_text,
             stop,
+            namespaces,
+            follower,
         })
+    }
+
+    /// Follows the pods that came and went since the last call (see `follow`): attaches to
+    /// the new pod veths, releases the old ones, and returns the changes by node index (the
+    /// session's topology is updated).
+    pub fn follow_links(&mut self) -> Vec<(usize, LinkChange)> {
+        let changes = self.follower.poll(&mut self.nodes, &self.namespaces);
+        for (i, c) in &changes {
+            if let Some(node) = self.topology.nodes.get_mut(*i) {
+                c.apply_to(node);
+            }
+        }
+        changes
     }
 
     /// Hands every waiting record to `on_record`, at most `MAX_PER_DRAIN` per ring buffer (under

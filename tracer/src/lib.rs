@@ -20,6 +20,7 @@ pub(crate) mod event;
 pub(crate) mod filter;
 #[cfg(test)]
 mod fixtures;
+pub(crate) mod follow;
 pub(crate) mod hooks;
 pub(crate) mod latency;
 pub(crate) mod machine;

@@ -10,7 +10,9 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use crate::topology::IfaceKind;
+use serde::{Deserialize, Serialize};
+
+use crate::topology::{Iface, IfaceKind, Link, Node};
 
 // ---- Packets ----
 
@@ -371,4 +373,33 @@ pub struct PairClockReport {
     pub outliers: usize,
     /// Why there is no fit.
     pub why: Option<String>,
+}
+
+// ---- Nodes that change while traced ----
+
+/// An interface of a traced node that appeared or went away during the capture (pods come and
+/// go): recorded in the stream, applied by the pipeline to its topology.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkChange {
+    /// Now traced: its role and name, and its MTU.
+    Added { iface: Iface, link: Link },
+    /// Gone: no longer traced (its name stays known for what is still in flight).
+    Removed { ifindex: u32, name: String },
+}
+
+impl LinkChange {
+    /// The node as it is after the change. A removed interface is no longer traced, but its
+    /// name stays among the node's links (what is still in flight is named by it).
+    pub fn apply_to(&self, node: &mut Node) {
+        match self {
+            LinkChange::Added { iface, link } => {
+                node.ifaces.retain(|i| i.ifindex != iface.ifindex);
+                node.ifaces.push(iface.clone());
+                node.links.retain(|l| l.ifindex != link.ifindex);
+                node.links.push(link.clone());
+            }
+            LinkChange::Removed { ifindex, .. } => node.ifaces.retain(|i| i.ifindex != *ifindex),
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! A minimal rtnetlink client: one `RTM_GETLINK` dump, decoded just enough to know each
 //! interface's index, name, link type, MTU and, for tunnels, the underlying device, the local
-//! address and (VXLAN) the UDP port. It runs in the calling thread's network namespace.
+//! address and (VXLAN) the UDP port, and a [`LinkMonitor`] subscribed to link changes (pods
+//! come and go). It runs in the calling thread's network namespace.
 //!
 //! Attributes are walked with explicit bounds checks; a malformed reply is an error, not a panic.
 
@@ -9,7 +10,11 @@ use std::{io, net::Ipv4Addr};
 use thiserror::Error;
 
 const NETLINK_ROUTE: i32 = 0;
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
+/// `RTMGRP_LINK`: the multicast group of link changes.
+const RTMGRP_LINK: u32 = 1;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
@@ -127,6 +132,103 @@ pub fn dump_links() -> Result<Vec<Link>, NetlinkError> {
             msgs = &msgs[align4(mlen).min(msgs.len())..];
         }
     }
+}
+
+/// A change of the namespace's links, as the kernel announces it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// A link appeared or changed (`RTM_NEWLINK`).
+    New(Link),
+    /// A link is gone (`RTM_DELLINK`).
+    Del(Link),
+    /// Events were lost (the socket's buffer overflowed): list the links again.
+    Overrun,
+}
+
+/// A netlink socket subscribed to the link changes of the namespace it was opened in (it stays
+/// bound to that namespace whichever thread reads it). Non-blocking: `poll` returns what is
+/// waiting.
+pub struct LinkMonitor {
+    sock: std::os::fd::OwnedFd,
+}
+
+impl LinkMonitor {
+    /// Subscribes in the calling thread's namespace.
+    pub fn open() -> Result<LinkMonitor, NetlinkError> {
+        // SAFETY: plain socket(2); the fd is wrapped in OwnedFd right away.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        // SAFETY: fd is a fresh, valid descriptor owned by nobody else.
+        let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // SAFETY: sockaddr_nl is plain data; zeroed is a valid value before the fields are set.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        addr.nl_groups = RTMGRP_LINK;
+        // SAFETY: bind(2) with a valid sockaddr_nl and its size.
+        let rc = unsafe {
+            libc::bind(
+                fd,
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        Ok(LinkMonitor { sock })
+    }
+
+    /// Every link change announced since the last call.
+    pub fn poll(&self) -> Result<Vec<LinkEvent>, NetlinkError> {
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&self.sock);
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: receiving into a buffer we own, bounded by its length.
+            let n = unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Ok(out),
+                    Some(libc::ENOBUFS) => {
+                        out.push(LinkEvent::Overrun);
+                        continue;
+                    }
+                    Some(libc::EINTR) => continue,
+                    _ => return Err(e.into()),
+                }
+            }
+            out.extend(parse_events(&buf[..n as usize])?);
+        }
+    }
+}
+
+/// The link changes in one datagram of notifications.
+fn parse_events(mut msgs: &[u8]) -> Result<Vec<LinkEvent>, NetlinkError> {
+    let mut out = Vec::new();
+    while msgs.len() >= NLMSG_HDRLEN {
+        let mlen = u32::from_ne_bytes(msgs[0..4].try_into().unwrap_or_default()) as usize;
+        let mtype = u16::from_ne_bytes([msgs[4], msgs[5]]);
+        if mlen < NLMSG_HDRLEN || mlen > msgs.len() {
+            return Err(NetlinkError::Malformed("message length"));
+        }
+        let body = &msgs[NLMSG_HDRLEN..mlen];
+        match mtype {
+            RTM_NEWLINK => out.push(LinkEvent::New(parse_link(body)?)),
+            RTM_DELLINK => out.push(LinkEvent::Del(parse_link(body)?)),
+            _ => {}
+        }
+        msgs = &msgs[align4(mlen).min(msgs.len())..];
+    }
+    Ok(out)
 }
 
 fn align4(n: usize) -> usize {
@@ -265,6 +367,30 @@ mod tests {
         assert_eq!(link.tunnel_local, Some(Ipv4Addr::new(10, 10, 0, 1)));
         assert_eq!(link.vxlan_port, Some(4789));
         assert!(link.has_ethernet_header());
+    }
+
+    #[test]
+    fn link_notifications() {
+        let msg = |ty: u16, ifindex: i32, name: &[u8]| {
+            let mut body = vec![0u8; IFINFOMSG_LEN];
+            body[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+            body.extend(attr(IFLA_IFNAME, name));
+            let mut m = ((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes().to_vec();
+            m.extend(ty.to_ne_bytes());
+            m.extend([0u8; 10]);
+            m.extend(body);
+            m
+        };
+        let mut dgram = msg(RTM_NEWLINK, 41, b"cali0123456789a\0");
+        dgram.extend(msg(RTM_DELLINK, 40, b"caliold\0"));
+        dgram.extend(msg(RTM_GETLINK, 1, b"lo\0"));
+        let ev = parse_events(&dgram).unwrap();
+        assert!(
+            matches!(&ev[0], LinkEvent::New(l) if l.ifindex == 41 && l.name == "cali0123456789a")
+        );
+        assert!(matches!(&ev[1], LinkEvent::Del(l) if l.ifindex == 40));
+        assert_eq!(ev.len(), 2);
+        assert!(parse_events(&dgram[..20]).is_err());
     }
 
     #[test]

@@ -31,7 +31,9 @@ use crate::{
     correlate::{CorrelateConfig, Correlator},
     event::{decode, DecodeError, DropRecord, Event, HopRecord},
     latency::{self, ClockModel, LatencyStats, SegmentName},
-    model::{ClockReport, FlowKey, FlowSummary, LossCounters, Outcome, PacketId, Trace},
+    model::{
+        ClockReport, FlowKey, FlowSummary, LinkChange, LossCounters, Outcome, PacketId, Trace,
+    },
     names::{is_noise, DropNames},
     render::{self, Output, RunSummary},
     topology::Topology,
@@ -254,6 +256,14 @@ impl<W: Write> Pipeline<W> {
     /// `passes` for a packet's identity.
     fn packet_passes(&mut self, p: &PacketId) -> bool {
         self.passes(p.src, p.dst, p.proto, p.sport, p.dport)
+    }
+
+    /// A traced node (namespace key `netns`) gained or lost an interface.
+    pub fn link_change(&mut self, netns: u32, c: &LinkChange) {
+        if let Some(node) = self.topology.nodes.iter_mut().find(|n| n.netns == netns) {
+            c.apply_to(node);
+        }
+        self.correlator.link_change(netns, c);
     }
 
     /// The tracer lost events (ring buffer full) between two drains, `[from_ns, to_ns]`: traces

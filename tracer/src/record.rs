@@ -160,6 +160,9 @@ pub fn run(args: RecordArgs) -> Result<()> {
                 .context("writing the recording")?;
             next_clock += CLOCK_EVERY;
         }
+        for (i, change) in session.follow_links() {
+            w.link(i as u16, &change).context("writing the recording")?;
+        }
         pacer.drained(drain(&mut w, &mut session, &mut names, &mut losses)?);
         if limit.is_some_and(|l| w.bytes() >= l) {
             eprintln!(

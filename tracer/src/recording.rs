@@ -15,7 +15,8 @@
 //! `FRAME_LOCATION`) before the first record that uses it. `FRAME_TICK` marks the end of a
 //! drain with the monotonic time the live pipeline would have expired traces at; `FRAME_LOSS`
 //! says the ring buffers lost events between two drains (traces in flight then are not called
-//! lost); `FRAME_CLOCK` relates the machine's CLOCK_MONOTONIC to its wall clocks (written at
+//! lost); `FRAME_LINK` says a node gained or lost a traced interface (pods come and go);
+//! `FRAME_CLOCK` relates the machine's CLOCK_MONOTONIC to its wall clocks (written at
 //! the start and every second, for merging recordings of several machines); `FRAME_END` holds
 //! the tracer's own loss counters. A file cut short (a killed recorder, a full disk) is
 //! read up to its last whole frame and reported as truncated.
@@ -27,7 +28,7 @@ use thiserror::Error;
 
 use crate::{
     machine::{ClockSample, Machine},
-    model::LossCounters,
+    model::{LinkChange, LossCounters},
     topology::Topology,
 };
 
@@ -51,6 +52,9 @@ pub const FRAME_LOSS: u8 = 6;
 
 /// `mono_ns u64 | realtime_ns u64 | tai_ns u64 | err_ns u32`: the clocks read together.
 pub const FRAME_CLOCK: u8 = 7;
+
+/// JSON of a `LinkChange`: node `source` gained or lost a traced interface.
+pub const FRAME_LINK: u8 = 8;
 
 /// `source` of records from the global hooks (drops, route lookups, probes).
 pub const SOURCE_HOOKS: u16 = u16::MAX;
@@ -178,6 +182,12 @@ impl<W: Write> Writer<W> {
         self.frame(FRAME_TICK, 0, &[&now_ns.to_le_bytes()])
     }
 
+    /// Node `node` gained or lost a traced interface (a pod came or went).
+    pub fn link(&mut self, node: u16, change: &LinkChange) -> io::Result<()> {
+        let json = serde_json::to_vec(change).map_err(io::Error::other)?;
+        self.frame(FRAME_LINK, node, &[&json])
+    }
+
     pub fn clock(&mut self, s: &ClockSample) -> io::Result<()> {
         self.frame(
             FRAME_CLOCK,
@@ -231,6 +241,7 @@ pub enum Frame<'a> {
     Tick { now_ns: u64 },
     Loss { from_ns: u64, to_ns: u64 },
     Clock(ClockSample),
+    Link { node: u16, change: LinkChange },
     End(Trailer),
 }
 
@@ -347,6 +358,11 @@ impl<R: Read> Reader<R> {
                     err_ns: u32::from_le_bytes(p[24..28].try_into().expect("4 bytes")),
                 })
             }
+            FRAME_LINK => Frame::Link {
+                node: source,
+                change: serde_json::from_slice(p)
+                    .map_err(|e| corrupt(&format!("link change: {e}")))?,
+            },
             FRAME_END => Frame::End(
                 serde_json::from_slice(p).map_err(|e| corrupt(&format!("trailer: {e}")))?,
             ),

@@ -89,6 +89,10 @@ fn trace_loop(args: &TraceArgs, mut session: Session, collect: bool) -> Result<V
                 next_report = Some(at + every);
             }
         }
+        for (i, change) in session.follow_links() {
+            let netns = session.topology.nodes[i].netns;
+            pipe.link_change(netns, &change);
+        }
         pacer.drained(drain(&mut pipe, &mut session));
         let now = monotonic_ns();
         if let Some((from, to)) = losses.check(&session, now)? {

@@ -48,7 +48,7 @@ use std::sync::Arc;
 
 use crate::event::HopRecord;
 use crate::model::{
-    CorrelateStats, Direction, DropPoint, Encap, Outcome, PacketId, Trace, TraceHop,
+    CorrelateStats, Direction, DropPoint, Encap, LinkChange, Outcome, PacketId, Trace, TraceHop,
 };
 use crate::topology::{IfaceKind, Topology};
 
@@ -434,6 +434,32 @@ impl Correlator {
     /// Number of traces currently open.
     pub fn open_traces(&self) -> usize {
         self.open
+    }
+
+    /// A traced node gained or lost an interface: a new one is known by name and role from now
+    /// on (also if hops on it were seen before and named `if<N>`); a removed one keeps its name.
+    pub fn link_change(&mut self, netns: u32, c: &LinkChange) {
+        let Some(node) = self.topology.nodes.iter_mut().find(|n| n.netns == netns) else {
+            return;
+        };
+        c.apply_to(node);
+        if let LinkChange::Added { iface, .. } = c {
+            let info = IfaceInfo {
+                netns,
+                ifindex: iface.ifindex,
+                node: node.name.as_str().into(),
+                ifname: iface.name.as_str().into(),
+                kind: Some(iface.kind),
+            };
+            match self.iface_index.get(&iface_key(netns, iface.ifindex)) {
+                Some(&id) => self.ifaces[id as usize] = info,
+                None => {
+                    self.ifaces.push(info);
+                    let id = self.ifaces.len() as u32 - 1;
+                    self.iface_index.insert(iface_key(netns, iface.ifindex), id);
+                }
+            }
+        }
     }
 
     /// Interns `(netns, ifindex)`, counting hops on interfaces the topology does not know.

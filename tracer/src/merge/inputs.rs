@@ -113,6 +113,8 @@ pub struct Placed {
     pub keys: Vec<HashMap<u32, u32>>,
     /// Per recording: its nodes' names in the merged topology, by node index.
     pub node_names: Vec<Vec<String>>,
+    /// Per recording: its nodes' namespace inodes, by node index.
+    pub node_netns: Vec<Vec<u32>>,
     pub topology: Topology,
     /// Per recording, the namespace keys of its nodes: the machine of each key.
     pub machine_of: HashMap<u32, usize>,
@@ -180,6 +182,10 @@ pub fn place(topologies: &[&Topology], machines: &[Machine]) -> Placed {
     Placed {
         keys,
         node_names,
+        node_netns: topologies
+            .iter()
+            .map(|t| t.nodes.iter().map(|n| n.netns).collect())
+            .collect(),
         topology: Topology { nodes },
         machine_of,
         same_namespaces,

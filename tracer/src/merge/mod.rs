@@ -32,7 +32,7 @@ use crate::{
     event::{decode, Event},
     latency::{ClockModel, MachineClock},
     machine::Machine,
-    model::{ClockReport, LossCounters, PairClockReport, RecordingClockReport, Trace},
+    model::{ClockReport, LinkChange, LossCounters, PairClockReport, RecordingClockReport, Trace},
     names::RecordedNames,
     pipeline::{Pipeline, PipelineConfig, Placement},
     recording::{Frame, Header, Reader, RecordError, Trailer, SOURCE_HOOKS},
@@ -99,6 +99,8 @@ struct Src {
     wall_minus_mono: Option<i128>,
     /// First and last drain marks seen (this recording's clock).
     span: Option<(u64, u64)>,
+    /// The namespace inode of each of the recording's nodes, by node index.
+    node_netns: Vec<u32>,
 }
 
 impl Placement for Src {
@@ -116,6 +118,8 @@ trait Visitor {
     fn record(&mut self, i: usize, src: &Src, source: u16, data: &[u8]);
     fn clock(&mut self, i: usize, wall_minus_mono: i128);
     fn loss(&mut self, from_ns: u64, to_ns: u64);
+    /// Node (namespace key) `netns` gained or lost a traced interface.
+    fn link(&mut self, _netns: u32, _change: &LinkChange) {}
     /// A drain mark at reference time `t`; true to stop (`--count` reached).
     fn tick(&mut self, t: u64) -> Result<bool>;
     /// Before the next drain mark (at about `t`) is chosen: a chance to place the sources'
@@ -309,6 +313,7 @@ fn sources(
             trailer: None,
             wall_minus_mono: None,
             span: None,
+            node_netns: placed.node_netns[i].clone(),
         })
         .collect()
 }
@@ -404,6 +409,11 @@ fn read_until_tick(i: usize, s: &mut Src, v: &mut impl Visitor) -> Result<()> {
             Frame::Clock(c) => {
                 s.wall_minus_mono = Some(c.wall_minus_mono());
                 v.clock(i, c.wall_minus_mono());
+            }
+            Frame::Link { node, change } => {
+                if let Some(&inode) = s.node_netns.get(usize::from(node)) {
+                    v.link(s.netns(inode), &change);
+                }
             }
             Frame::Tick { now_ns } => {
                 s.tick = Some(now_ns);
@@ -521,6 +531,10 @@ impl<W: Write> Visitor for PipeVisitor<'_, W> {
 
     fn loss(&mut self, from_ns: u64, to_ns: u64) {
         self.pipe.tracer_loss(from_ns, to_ns);
+    }
+
+    fn link(&mut self, netns: u32, change: &LinkChange) {
+        self.pipe.link_change(netns, change);
     }
 
     fn tick(&mut self, t: u64) -> Result<bool> {

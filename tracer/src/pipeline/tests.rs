@@ -145,3 +145,44 @@ fn verdicts_for_dropped_and_lost_traces_only() {
     );
     assert_eq!(summary["drops_seen"], 1, "{summary}");
 }
+
+/// A pod veth that appears while tracing is named by the hops that cross it from then on, also
+/// when hops on it were seen (as `if<N>`) before its name arrived.
+#[test]
+fn interfaces_learned_while_tracing_are_named() {
+    use crate::model::{Direction, LinkChange};
+    use crate::topology::{Iface, IfaceKind, Link};
+    let mut out = Vec::new();
+    let mut pipe = pipeline(&mut out);
+    let new_pod = 31;
+    let hop = |id, ts| hop(icmp(id), NS1, new_pod, Direction::Ingress, ts);
+    pipe.push_hop(hop(1, 1_000));
+    pipe.link_change(
+        NS1,
+        &LinkChange::Added {
+            iface: Iface {
+                ifindex: new_pod,
+                name: "calinewpod0001".into(),
+                kind: IfaceKind::PodVeth,
+            },
+            link: Link {
+                ifindex: new_pod,
+                name: "calinewpod0001".into(),
+                mtu: 1450,
+            },
+        },
+    );
+    pipe.push_hop(hop(2, 2_000_000));
+    let traces = finish(pipe);
+    let names: Vec<(&str, Option<IfaceKind>)> = traces
+        .iter()
+        .map(|t| (&*t.hops[0].ifname, t.hops[0].kind))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("calinewpod0001", Some(IfaceKind::PodVeth)),
+            ("calinewpod0001", Some(IfaceKind::PodVeth))
+        ]
+    );
+}

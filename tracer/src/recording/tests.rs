@@ -4,7 +4,12 @@
 use std::io::Cursor;
 
 use super::{native_byte_order, Frame, Header, Reader, RecordError, Trailer, Writer, SOURCE_HOOKS};
-use crate::{machine::ClockSample, model::LossCounters, pipeline_bench::topology};
+use crate::{
+    machine::ClockSample,
+    model::{LinkChange, LossCounters},
+    pipeline_bench::topology,
+    topology::{Iface, IfaceKind, Link},
+};
 
 pub(crate) fn header() -> Header {
     Header {
@@ -37,6 +42,21 @@ const CLOCK: ClockSample = ClockSample {
     err_ns: 120,
 };
 
+fn link_change() -> LinkChange {
+    LinkChange::Added {
+        iface: Iface {
+            ifindex: 77,
+            name: "cali77".into(),
+            kind: IfaceKind::PodVeth,
+        },
+        link: Link {
+            ifindex: 77,
+            name: "cali77".into(),
+            mtu: 1450,
+        },
+    }
+}
+
 /// A small recording with one frame of every kind.
 fn small_file() -> Vec<u8> {
     let mut w = Writer::new(Vec::new(), &header()).expect("header");
@@ -48,6 +68,7 @@ fn small_file() -> Vec<u8> {
     w.tick(42).expect("tick");
     w.loss(40, 42).expect("loss");
     w.clock(&CLOCK).expect("clock");
+    w.link(1, &link_change()).expect("link");
     w.finish(&Trailer {
         loss: loss(),
         records: 2,
@@ -97,6 +118,10 @@ fn frames_round_trip() {
             to_ns: 42,
         },
         Frame::Clock(CLOCK),
+        Frame::Link {
+            node: 1,
+            change: link_change(),
+        },
         Frame::End(Trailer {
             loss: loss(),
             records: 2,
@@ -132,7 +157,7 @@ fn every_cut_is_reported_and_never_panics() {
                         Err(e) => break Some(e),
                     }
                 };
-                assert!(n < 8, "cut {cut}: all frames read from a cut file");
+                assert!(n < 9, "cut {cut}: all frames read from a cut file");
                 match end {
                     None | Some(RecordError::Truncated { .. }) => {}
                     Some(e) => panic!("cut {cut}: unexpected {e}"),
@@ -154,6 +179,7 @@ fn r_remaining(r: Reader<Cursor<Vec<u8>>>) -> usize {
             Frame::Tick { .. } => 8,
             Frame::Loss { .. } => 16,
             Frame::Clock(_) => 28,
+            Frame::Link { change, .. } => serde_json::to_vec(&change).expect("json").len(),
             Frame::End(t) => serde_json::to_vec(&t).expect("json").len(),
         };
     }
