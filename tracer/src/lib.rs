@@ -21,6 +21,8 @@ pub(crate) mod filter;
 #[cfg(test)]
 mod fixtures;
 pub(crate) mod follow;
+#[doc(hidden)]
+pub mod fuzz;
 pub(crate) mod hooks;
 pub(crate) mod latency;
 pub(crate) mod machine;

@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::{path::PathBuf, process::Command};
@@ -52,6 +53,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Fuzz the recording reader and the merge (cargo-fuzz on nightly), from the corpus in
+    /// fuzz/corpus.
+    Fuzz(fuzz::FuzzArgs),
     /// Manage the Calico-like lab.
     Lab {
         #[command(subcommand)]
@@ -121,6 +125,7 @@ fn real_main() -> Result<()> {
         }
         Cmd::Demo(args) => demo::run(args),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Fuzz(args) => fuzz::run(&args),
         Cmd::Test { args } => test(&args),
         Cmd::Run { args } => {
             setup::run(true)?;
@@ -228,6 +233,12 @@ fn test(extra: &[String]) -> Result<()> {
         "cargo test --workspace",
     )?;
     if extra.is_empty() {
+        // A short run of both fuzzers from their corpus (no panic, no unbounded allocation).
+        fuzz::run(&fuzz::FuzzArgs {
+            seconds: 20,
+            runs: None,
+            target: None,
+        })?;
         // The benchmark's smoke form: it must produce its table (its numbers are not judged).
         eprintln!("xtask: benchmark smoke run (cargo xtask bench --quick)");
         bench::run(bench::BenchArgs::quick())?;

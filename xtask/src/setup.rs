@@ -133,3 +133,15 @@ pub fn sh(cmd: &mut Command, what: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// cargo-fuzz (for `cargo xtask fuzz`), installed once.
+pub fn fuzz_prerequisites() -> Result<()> {
+    if which("cargo-fuzz").is_none() {
+        eprintln!("xtask: installing cargo-fuzz (about a minute)");
+        sh(
+            Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]),
+            "cargo install cargo-fuzz",
+        )?;
+    }
+    Ok(())
+}

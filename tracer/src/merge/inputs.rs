@@ -14,7 +14,7 @@
 use std::{
     collections::HashMap,
     fs::File,
-    io::{self, Read},
+    io::{self, BufReader, Read},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -31,8 +31,7 @@ pub enum Input {
     File(PathBuf),
     /// Read once, as it arrives (a pipe, standard input).
     Stream(String, Box<dyn Read + Send>),
-    /// In memory (tests).
-    #[cfg(test)]
+    /// In memory (tests, fuzzing).
     Bytes(String, Vec<u8>),
 }
 
@@ -54,9 +53,7 @@ impl Input {
     pub fn name(&self) -> String {
         match self {
             Input::File(p) => p.display().to_string(),
-            Input::Stream(n, _) => n.clone(),
-            #[cfg(test)]
-            Input::Bytes(n, _) => n.clone(),
+            Input::Stream(n, _) | Input::Bytes(n, _) => n.clone(),
         }
     }
 
@@ -71,19 +68,27 @@ impl Input {
             Input::File(p) => {
                 let f = File::open(&*p)?;
                 Ok(match follow {
-                    Some(stop) => Box::new(Follow {
-                        inner: f,
-                        stop: stop.clone(),
-                    }),
-                    None => Box::new(f),
+                    Some(stop) => Box::new(BufReader::with_capacity(
+                        READ_BUFFER,
+                        Follow {
+                            inner: f,
+                            stop: stop.clone(),
+                        },
+                    )),
+                    None => Box::new(BufReader::with_capacity(READ_BUFFER, f)),
                 })
             }
-            Input::Stream(_, r) => Ok(std::mem::replace(r, Box::new(io::empty()))),
-            #[cfg(test)]
+            Input::Stream(_, r) => Ok(Box::new(BufReader::with_capacity(
+                READ_BUFFER,
+                std::mem::replace(r, Box::new(io::empty())),
+            ))),
             Input::Bytes(_, b) => Ok(Box::new(io::Cursor::new(b.clone()))),
         }
     }
 }
+
+/// Reads are buffered: a frame is two reads (its header, its payload).
+const READ_BUFFER: usize = 1 << 20;
 
 /// A file that is still being written: at its end, wait for more until a stop request.
 struct Follow {
