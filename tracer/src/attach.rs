@@ -17,7 +17,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{SchedClassifier, TcAttachType},
+    programs::SchedClassifier,
     Ebpf, EbpfLoader,
 };
 use tracer_common::{
@@ -26,6 +26,7 @@ use tracer_common::{
 };
 
 use crate::{
+    clsact,
     discover::{discover, AttachTarget, NodePlan},
     netns::Netns,
     rcu, tcx,
@@ -122,6 +123,9 @@ pub struct AttachedNode {
     loaded: Vec<&'static str>,
     /// In-kernel aggregation: interface roles live in a map that a new pod veth must join.
     aggregate: bool,
+    /// Without tcx: the clsact filters this process attached, deleted on drop (netlink
+    /// filters would outlive the process).
+    clsact: Option<clsact::Owned>,
     /// Owns the programs (and, on kernels without tcx, their links): dropping it detaches
     /// everything.
     _ebpf: Ebpf,
@@ -208,7 +212,10 @@ impl AttachedNode {
         } else {
             let ebpf = &mut self._ebpf;
             let name = target.name.clone();
-            netns.run(move || attach_pair(ebpf, &name, ingress, egress))?;
+            netns.run(move || clsact::attach_pair(ebpf, &name, ingress, egress))?;
+            if let Some(owned) = self.clsact.as_mut() {
+                owned.add(target.ifindex);
+            }
         }
         let node = &mut self.plan.node;
         node.ifaces.retain(|i| i.ifindex != target.ifindex);
@@ -227,6 +234,9 @@ impl AttachedNode {
             .iter()
             .position(|t| t.ifindex == ifindex)?;
         drop(self.tcx_links.remove(&ifindex));
+        if let Some(owned) = self.clsact.as_mut() {
+            owned.forget(ifindex);
+        }
         let target = self.plan.targets.remove(i);
         self.skipped.retain(|s| s != &target.name);
         Some(target)
@@ -283,6 +293,20 @@ pub struct AttachOptions<'a> {
     /// Where the maps shared by every namespace's programs (aggregation state) are pinned: a
     /// bpffs private to this process (see `private_bpffs`).
     pub shared_pins: Option<&'a Path>,
+    /// How the tc programs are attached.
+    pub tc_attach: TcAttach,
+}
+
+/// How tc programs are attached (`--tc-attach`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TcAttach {
+    /// tcx links where the kernel has them (6.6+), else clsact filters through netlink.
+    #[default]
+    Auto,
+    /// Only tcx links.
+    Tcx,
+    /// clsact filters through netlink (what kernels before 6.6 get).
+    Netlink,
 }
 
 /// Maps shared by the programs of every traced namespace when aggregating in the kernel.
@@ -339,7 +363,13 @@ pub fn private_bpffs() -> Result<PathBuf> {
 pub fn plan_node(netns: &Netns, opts: &AttachOptions<'_>) -> Result<NodePlan> {
     let name = netns.name.clone();
     let inode = netns.inode;
-    let mut plan = netns.run(|| discover(&name, inode, opts.extra_ifaces))?;
+    let mut plan = netns.run(|| {
+        // Filters a killed tracer left (netlink filters outlive their process): gone first.
+        let stale = clsact::remove_stale()?;
+        let mut plan = discover(&name, inode, opts.extra_ifaces)?;
+        plan.stale_filters = stale;
+        Ok(plan)
+    })?;
     plan.leave_out_unconcerned_pods(opts.filter, opts.extra_ifaces);
     Ok(plan)
 }
@@ -349,6 +379,7 @@ pub struct OpenedNode {
     plan: NodePlan,
     ebpf: Ebpf,
     mode: u32,
+    tc_attach: TcAttach,
 }
 
 /// Creates the maps of `netns`'s load (and, with `shared_pins`, finds or pins the shared ones:
@@ -403,6 +434,7 @@ pub fn open_node(netns: &Netns, plan: NodePlan, opts: &AttachOptions<'_>) -> Res
         plan,
         ebpf,
         mode: opts.mode,
+        tc_attach: opts.tc_attach,
     })
 }
 
@@ -433,6 +465,7 @@ pub fn attach_node(netns: &Netns, opened: OpenedNode) -> Result<AttachedNode> {
         plan,
         mut ebpf,
         mode,
+        tc_attach,
     } = opened;
     let programs = programs_needed(&plan.targets);
     for &prog in &programs {
@@ -449,7 +482,7 @@ pub fn attach_node(netns: &Netns, opened: OpenedNode) -> Result<AttachedNode> {
     let targets = plan.targets.clone();
     let expedited = rcu::expedite(targets.len() * 2, "attaching");
     let (skipped, links, mut ebpf) =
-        netns.run(|| attach_targets(&netns.name, ebpf, &programs, &targets))?;
+        netns.run(|| attach_targets(&netns.name, ebpf, &programs, &targets, tc_attach))?;
     drop(expedited);
 
     let events = RingBuf::try_from(
@@ -460,7 +493,18 @@ pub fn attach_node(netns: &Netns, opened: OpenedNode) -> Result<AttachedNode> {
         ebpf.take_map("COUNTERS")
             .ok_or_else(|| anyhow!("eBPF object has no COUNTERS map"))?,
     )?;
+    let clsact = match &links {
+        Some(_) => None,
+        None => {
+            let mut owned = clsact::Owned::new(netns.duplicate()?);
+            for t in targets.iter().filter(|t| !skipped.contains(&t.name)) {
+                owned.add(t.ifindex);
+            }
+            Some(owned)
+        }
+    };
     Ok(AttachedNode {
+        clsact,
         tcx: links.is_some(),
         tcx_links: links.unwrap_or_default(),
         loaded: programs,
@@ -483,6 +527,7 @@ fn attach_targets(
     mut ebpf: Ebpf,
     programs: &[&'static str],
     targets: &[AttachTarget],
+    how: TcAttach,
 ) -> Result<(Vec<String>, TcxLinks, Ebpf)> {
     let mut fds = std::collections::HashMap::new();
     for &prog in programs {
@@ -507,17 +552,26 @@ fn attach_targets(
         return Ok((Vec::new(), Some(HashMap::new()), ebpf));
     };
     // Probe tcx with the first job: old kernels answer EINVAL (unknown attach type).
-    let first = tcx::link_create(fd0, if0, eg0);
+    let first = match how {
+        TcAttach::Netlink => Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+        _ => tcx::link_create(fd0, if0, eg0),
+    };
     if let Err(e) = &first {
-        if matches!(
+        let no_tcx = matches!(
             e.raw_os_error(),
             Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
-        ) {
-            log::warn!("{node}: no tcx on this kernel ({e}); attaching through clsact/netlink, one interface at a time");
+        );
+        if no_tcx && how == TcAttach::Tcx {
+            bail!("{node}: --tc-attach tcx, but this kernel has no tcx ({e}; tcx needs 6.6)");
+        }
+        if no_tcx {
+            if how == TcAttach::Auto {
+                log::warn!("{node}: no tcx on this kernel ({e}); attaching through clsact/netlink, one interface at a time");
+            }
             let mut skipped = Vec::new();
             for t in targets {
                 let (ingress, egress) = programs_of(t);
-                match attach_pair(&mut ebpf, &t.name, ingress, egress) {
+                match clsact::attach_pair(&mut ebpf, &t.name, ingress, egress) {
                     Ok(()) => {}
                     Err(e) if t.kind == IfaceKind::PodVeth && !iface_exists(&t.name) => {
                         log::warn!("{node}: {} vanished before attach ({e:#}); skipped", t.name);
@@ -556,21 +610,6 @@ fn attach_targets(
     Ok((skipped, Some(links), ebpf))
 }
 
-fn attach_pair(ebpf: &mut Ebpf, ifname: &str, ingress: &str, egress: &str) -> Result<()> {
-    for (prog, dir) in [
-        (ingress, TcAttachType::Ingress),
-        (egress, TcAttachType::Egress),
-    ] {
-        let p: &mut SchedClassifier = ebpf
-            .program_mut(prog)
-            .ok_or_else(|| anyhow!("eBPF object has no program {prog}"))?
-            .try_into()?;
-        p.attach(ifname, dir)
-            .with_context(|| format!("attaching {prog} to {ifname} {dir:?}"))?;
-    }
-    Ok(())
-}
-
 fn iface_exists(name: &str) -> bool {
     let Ok(c) = std::ffi::CString::new(name) else {
         return false;
@@ -603,6 +642,14 @@ pub fn describe(node: &AttachedNode) -> String {
             let _ = write!(s, "{} ", t.name);
         }
         s.push_str("...)");
+    }
+    if node.plan.stale_filters.0 > 0 {
+        let _ = write!(
+            s,
+            "; removed {} stale tc filters a killed tracer left on {}",
+            node.plan.stale_filters.0,
+            node.plan.stale_filters.1.join(", ")
+        );
     }
     if node.plan.pods_left_out > 0 {
         let _ = write!(

@@ -27,6 +27,7 @@ use tracer_common::{
 use crate::{
     attach::{
         self, attach_node, describe, open_node, plan_node, preflight, AttachOptions, AttachedNode,
+        TcAttach,
     },
     discover::NodePlan,
     filter::Filter,
@@ -87,6 +88,11 @@ pub struct CaptureArgs {
     /// (/sys/kernel/rcu_expedited) around batches of 16 or more tcx links.
     #[arg(long)]
     pub no_rcu_expedite: bool,
+    /// How to attach the tc programs: tcx links where the kernel has them (auto), only tcx,
+    /// or clsact filters through netlink (what kernels before 6.6 get; first in line, removed
+    /// at exit, and removed by the next start when a killed tracer left them).
+    #[arg(long, value_enum, default_value_t = TcAttach::Auto)]
+    pub tc_attach: TcAttach,
 }
 
 impl CaptureArgs {
@@ -104,6 +110,7 @@ impl CaptureArgs {
             drop_hook: HookChoice::Auto,
             fib_hook: HookChoice::Auto,
             no_rcu_expedite: false,
+            tc_attach: TcAttach::Auto,
         }
     }
 }
@@ -212,6 +219,7 @@ impl Session {
             },
             sample_every: cap.sample,
             shared_pins: pins.as_deref(),
+            tc_attach: cap.tc_attach,
         };
         crate::rcu::set_enabled(!cap.no_rcu_expedite);
         let started = Instant::now();

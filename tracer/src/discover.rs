@@ -50,6 +50,9 @@ pub struct NodePlan {
     /// Interfaces named with `--iface` that this namespace does not have (an error only when
     /// no traced namespace has them).
     pub missing_ifaces: Vec<String>,
+    /// Filters a killed tracer had left (netlink, kernels without tcx), removed at start: how
+    /// many, and on which interfaces.
+    pub stale_filters: (usize, Vec<String>),
 }
 
 impl NodePlan {
@@ -180,6 +183,7 @@ pub fn discover(name: &str, netns: u32, extra_ifaces: &[String]) -> Result<NodeP
         notes,
         pods_left_out: 0,
         missing_ifaces,
+        stale_filters: (0, Vec::new()),
     })
 }
 
@@ -340,6 +344,7 @@ mod tests {
             notes: Vec::new(),
             pods_left_out: 0,
             missing_ifaces: Vec::new(),
+            stale_filters: (0, Vec::new()),
         }
     }
 

@@ -13,6 +13,7 @@ pub(crate) mod attach;
 pub(crate) mod btf;
 pub(crate) mod capture;
 pub mod cli;
+pub(crate) mod clsact;
 pub(crate) mod correlate;
 pub(crate) mod diagnose;
 pub(crate) mod discover;

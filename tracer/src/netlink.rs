@@ -15,6 +15,19 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 /// `RTMGRP_LINK`: the multicast group of link changes.
 const RTMGRP_LINK: u32 = 1;
+const RTM_NEWTFILTER: u16 = 44;
+const RTM_DELTFILTER: u16 = 45;
+const RTM_GETTFILTER: u16 = 46;
+const NLM_F_ACK: u16 = 0x4;
+const TCMSG_LEN: usize = 20;
+const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
+const TCA_BPF_NAME: u16 = 7;
+/// The clsact qdisc's ingress and egress hooks (`TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_*)`).
+pub const CLSACT_INGRESS: u32 = 0xFFFF_FFF2;
+pub const CLSACT_EGRESS: u32 = 0xFFFF_FFF3;
+/// `htons(ETH_P_ALL)`, the protocol of a filter that sees every packet.
+const ETH_P_ALL_BE: u16 = 0x0300;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
@@ -132,6 +145,192 @@ pub fn dump_links() -> Result<Vec<Link>, NetlinkError> {
             msgs = &msgs[align4(mlen).min(msgs.len())..];
         }
     }
+}
+
+/// A tc filter on a clsact hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcFilter {
+    pub priority: u16,
+    pub handle: u32,
+    /// `TCA_KIND` (`bpf` for eBPF programs).
+    pub kind: String,
+    /// For `bpf` filters, the name the loader gave (`TCA_BPF_NAME`).
+    pub name: String,
+}
+
+/// A fresh netlink route socket in the calling thread's namespace.
+fn route_socket() -> Result<std::os::fd::OwnedFd, NetlinkError> {
+    // SAFETY: plain socket(2); the fd is wrapped in OwnedFd right away.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    // SAFETY: fd is a fresh, valid descriptor owned by nobody else.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// A `tcmsg` request for `ifindex` on hook `parent`.
+fn tc_request(ty: u16, flags: u16, ifindex: u32, parent: u32, handle: u32, info: u32) -> Vec<u8> {
+    let mut req = vec![0u8; NLMSG_HDRLEN + TCMSG_LEN];
+    req[4..6].copy_from_slice(&ty.to_ne_bytes());
+    req[6..8].copy_from_slice(&flags.to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    let t = NLMSG_HDRLEN;
+    req[t + 4..t + 8].copy_from_slice(&ifindex.to_ne_bytes());
+    req[t + 8..t + 12].copy_from_slice(&handle.to_ne_bytes());
+    req[t + 12..t + 16].copy_from_slice(&parent.to_ne_bytes());
+    req[t + 16..t + 20].copy_from_slice(&info.to_ne_bytes());
+    req
+}
+
+/// Sends `req` and reads the answers until the end of a dump, or the acknowledgement; calls
+/// `each` with the body of every other message.
+fn converse(
+    mut req: Vec<u8>,
+    mut each: impl FnMut(u16, &[u8]) -> Result<(), NetlinkError>,
+) -> Result<(), NetlinkError> {
+    let len = req.len() as u32;
+    req[0..4].copy_from_slice(&len.to_ne_bytes());
+    let sock = route_socket()?;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // SAFETY: sending a fully initialised buffer of the given length.
+    if unsafe { libc::send(raw, req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: receiving into a buffer we own, bounded by its length.
+        let n = unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        let mut msgs = &buf[..n as usize];
+        while msgs.len() >= NLMSG_HDRLEN {
+            let mlen = u32::from_ne_bytes(msgs[0..4].try_into().unwrap_or_default()) as usize;
+            let mtype = u16::from_ne_bytes([msgs[4], msgs[5]]);
+            if mlen < NLMSG_HDRLEN || mlen > msgs.len() {
+                return Err(NetlinkError::Malformed("message length"));
+            }
+            let body = &msgs[NLMSG_HDRLEN..mlen];
+            match mtype {
+                NLMSG_DONE => return Ok(()),
+                NLMSG_ERROR => {
+                    let errno = body
+                        .get(0..4)
+                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        .ok_or(NetlinkError::Malformed("short error message"))?;
+                    return if errno == 0 {
+                        Ok(())
+                    } else {
+                        Err(NetlinkError::Reply(io::Error::from_raw_os_error(-errno)))
+                    };
+                }
+                t => each(t, body)?,
+            }
+            msgs = &msgs[align4(mlen).min(msgs.len())..];
+        }
+    }
+}
+
+/// The filters on clsact hook `parent` (`CLSACT_INGRESS` or `CLSACT_EGRESS`) of `ifindex`, in
+/// the calling thread's namespace; none when the interface has no clsact qdisc.
+pub fn tc_filters(ifindex: u32, parent: u32) -> Result<Vec<TcFilter>, NetlinkError> {
+    let req = tc_request(
+        RTM_GETTFILTER,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        ifindex,
+        parent,
+        0,
+        0,
+    );
+    let mut out = Vec::new();
+    let r = converse(req, |ty, body| {
+        if ty == RTM_NEWTFILTER {
+            if let Some(f) = parse_tc_filter(body)? {
+                out.push(f);
+            }
+        }
+        Ok(())
+    });
+    match r {
+        // No clsact qdisc (or no such device): no filters of anyone.
+        Err(NetlinkError::Reply(e))
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOENT | libc::ENODEV)
+            ) =>
+        {
+            Ok(Vec::new())
+        }
+        r => r.map(|()| out),
+    }
+}
+
+/// Deletes the `bpf` filter `(priority, handle)` on hook `parent` of `ifindex`.
+pub fn delete_tc_filter(
+    ifindex: u32,
+    parent: u32,
+    priority: u16,
+    handle: u32,
+) -> Result<(), NetlinkError> {
+    let info = (u32::from(priority) << 16) | u32::from(ETH_P_ALL_BE);
+    let mut req = tc_request(
+        RTM_DELTFILTER,
+        NLM_F_REQUEST | NLM_F_ACK,
+        ifindex,
+        parent,
+        handle,
+        info,
+    );
+    let kind = b"bpf\0";
+    req.extend(((4 + kind.len()) as u16).to_ne_bytes());
+    req.extend(TCA_KIND.to_ne_bytes());
+    req.extend(kind);
+    while !req.len().is_multiple_of(4) {
+        req.push(0);
+    }
+    converse(req, |_, _| Ok(()))
+}
+
+fn parse_tc_filter(body: &[u8]) -> Result<Option<TcFilter>, NetlinkError> {
+    if body.len() < TCMSG_LEN {
+        return Err(NetlinkError::Malformed("short tcmsg"));
+    }
+    let handle = u32::from_ne_bytes(body[8..12].try_into().unwrap_or_default());
+    let info = u32::from_ne_bytes(body[16..20].try_into().unwrap_or_default());
+    let (mut kind, mut name) = (String::new(), String::new());
+    let text = |p: &[u8]| {
+        let end = p.iter().position(|&b| b == 0).unwrap_or(p.len());
+        String::from_utf8_lossy(&p[..end]).into_owned()
+    };
+    for attr in attrs(&body[TCMSG_LEN..]) {
+        let (ty, p) = attr?;
+        match ty {
+            TCA_KIND => kind = text(p),
+            TCA_OPTIONS => {
+                for opt in attrs(p) {
+                    let (oty, op) = opt?;
+                    if oty == TCA_BPF_NAME {
+                        name = text(op);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // The chain's own entry (handle 0) is not a filter.
+    Ok((handle != 0).then_some(TcFilter {
+        priority: (info >> 16) as u16,
+        handle,
+        kind,
+        name,
+    }))
 }
 
 /// A change of the namespace's links, as the kernel announces it.

@@ -56,6 +56,11 @@ impl Netns {
         Ok(Netns { name, file, inode })
     }
 
+    /// A second handle on the namespace (for cleanup that must outlive the borrow).
+    pub fn duplicate(&self) -> Result<File> {
+        Ok(self.file.try_clone()?)
+    }
+
     /// Runs `f` on a new thread that has entered this namespace, and returns its result.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
         let fd = self.file.as_raw_fd();
