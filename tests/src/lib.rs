@@ -27,4 +27,4 @@ pub use faults::{active, break_lab, heal, heal_all, ExpectedDrop, Fault, FaultIn
 pub use netns::{exec_in, in_netns, netns_inode};
 pub use spec::{Encap, LabSpec};
 pub use status::status;
-pub use topology::{Node, Pod, Topology, Underlay, Vtep};
+pub use topology::{IpipTunnel, Node, Pod, Topology, Underlay, Vtep};
