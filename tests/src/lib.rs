@@ -10,9 +10,14 @@
 //! left running by `lab up`; [`traffic`] generates pod-to-pod traffic, and [`faults`] breaks a
 //! running lab the way Calico clusters break (and heals it exactly). Everything is keyed by the
 //! prefix, so labs with different prefixes can coexist (parallel tests).
+//!
+//! [`vm`] runs the same lab with every node a qemu guest of its own kernel: each guest builds
+//! its node with [`Lab::up_node`] through the `lab` binary ([`cli`], also behind
+//! `cargo xtask lab`).
 
 mod build;
 pub mod cidr;
+pub mod cli;
 pub mod faults;
 pub mod netns;
 pub mod script;
@@ -20,6 +25,7 @@ pub mod spec;
 pub mod status;
 pub mod topology;
 pub mod traffic;
+pub mod vm;
 
 pub use build::{down_prefix, Lab};
 pub use cidr::Cidr;
