@@ -53,7 +53,8 @@ pub struct VmSpec {
     /// How long a guest may take to boot.
     pub boot_timeout: Duration,
     /// Host paths that must stay visible in guests (the target dir, the workspace and the
-    /// lab binary's directory always are).
+    /// lab binary's directory always are). Commands in guests find the lab binary and the
+    /// release tracer (`<target>/release`) on their `PATH`.
     pub keep_visible: Vec<PathBuf>,
 }
 
@@ -145,7 +146,15 @@ impl VmLab {
     fn start_guests(&mut self, spec: &VmSpec, target: &Path) -> Result<(), VmError> {
         let run = self.run_dir.clone();
         let agent = run.join("agent.sh");
-        write(&agent, agent_script(&run).as_bytes())?;
+        let mut path: Vec<PathBuf> = spec
+            .lab_bin
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_owned)
+            .into_iter()
+            .collect();
+        path.push(target.join("release"));
+        write(&agent, agent_script(&run, &path).as_bytes())?;
         let shared = self.shared_dir();
         fs::create_dir_all(&shared)
             .map_err(|e| VmError::io(format!("create {}", shared.display()), e))?;
