@@ -11,6 +11,10 @@ use clap::{Subcommand, ValueEnum};
 
 use crate::{Encap, Lab, LabSpec};
 
+/// Environment variable that gives `--prefix` its default (set in VM lab guests to their
+/// lab's prefix, so `lab status` there needs no flag).
+pub const PREFIX_ENV: &str = "TRACER_LAB_PREFIX";
+
 /// `--encap` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum EncapArg {
@@ -53,7 +57,7 @@ pub enum LabCmd {
         nodes: usize,
         #[arg(long, default_value_t = 1)]
         pods_per_node: usize,
-        #[arg(long, default_value = "tlab")]
+        #[arg(long, env = PREFIX_ENV, default_value = "tlab")]
         prefix: String,
         /// Build only node N (1-based) of the lab, on this machine: its network namespace
         /// becomes the node, `eth0` its uplink (one node per VM guest).
@@ -62,7 +66,7 @@ pub enum LabCmd {
     },
     /// Remove every namespace of the lab (also after a half-finished `up`).
     Down {
-        #[arg(long, default_value = "tlab")]
+        #[arg(long, env = PREFIX_ENV, default_value = "tlab")]
         prefix: String,
     },
     /// Break the running lab the way Calico clusters break (see `lab break --help`).
@@ -70,20 +74,20 @@ pub enum LabCmd {
         /// encap-never, missing-route, missing-fdb, missing-arp, underlay-blocks-vxlan,
         /// policy-drop, rp-filter, mtu, pod-cidr-overlap, wrong-tunnel-source
         fault: String,
-        #[arg(long, default_value = "tlab")]
+        #[arg(long, env = PREFIX_ENV, default_value = "tlab")]
         prefix: String,
     },
     /// Undo a fault (or every active fault without an argument).
     Heal {
         fault: Option<String>,
-        #[arg(long, default_value = "tlab")]
+        #[arg(long, env = PREFIX_ENV, default_value = "tlab")]
         prefix: String,
     },
     /// Print the lab's topology.
     Status {
         #[arg(long)]
         json: bool,
-        #[arg(long, default_value = "tlab")]
+        #[arg(long, env = PREFIX_ENV, default_value = "tlab")]
         prefix: String,
     },
 }

@@ -18,7 +18,8 @@
 //!
 //! Commands run as root in the guest's root namespace with `PATH` set (the system's, then the
 //! host directories the lab asks for: the `lab` binary's, the release tracer's), `HOME=/root` (a tmpfs),
-//! and `VMLAB_RUN` / `VMLAB_NODE` naming the run dir and the node. Being PID 1, the agent's
+//! `VMLAB_RUN` / `VMLAB_NODE` naming the run dir and the node, and what the lab adds
+//! (`TRACER_LAB_PREFIX`, so `lab status` needs no `--prefix`). Being PID 1, the agent's
 //! `sleep`s also reap orphans. Job ids carry the submitting process's PID, so another process
 //! (`vmlab exec`) can submit to a running lab too.
 
@@ -32,9 +33,14 @@ use super::initramfs::shell_quote;
 pub const KILLED: i32 = 137;
 
 /// The agent script for run dir `run_dir`; commands find the programs of `path` (host
-/// directories, e.g. the lab binary's and the release tracer's) after the system's.
-pub fn agent_script(run_dir: &Path, path: &[PathBuf]) -> String {
+/// directories, e.g. the lab binary's and the release tracer's) after the system's, and get
+/// the environment variables `env`.
+pub fn agent_script(run_dir: &Path, path: &[PathBuf], env: &[(&str, &str)]) -> String {
     let run = shell_quote(&run_dir.to_string_lossy());
+    let env: String = env
+        .iter()
+        .map(|(k, v)| format!("export {k}={}\n", shell_quote(v)))
+        .collect();
     let extra: String = path
         .iter()
         .map(|p| format!(":{}", shell_quote(&p.to_string_lossy())))
@@ -54,7 +60,7 @@ done
 D="$RUN/$NODE"
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin{extra} HOME=/root
 export VMLAB_RUN="$RUN" VMLAB_NODE="$NODE"
-cd /
+{env}cd /
 [ -n "$NODE" ] && [ -d "$D" ] || {{ echo "vmlab-agent: no directory for node '$NODE' in $RUN"; echo b >/proc/sysrq-trigger; }}
 [ -n "$HOST" ] && hostname "$HOST"
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
@@ -191,7 +197,12 @@ mod tests {
 
     #[test]
     fn script_shape() {
-        let s = agent_script(Path::new("/t/runs/x y"), &["/t/debug".into()]);
+        let s = agent_script(
+            Path::new("/t/runs/x y"),
+            &["/t/debug".into()],
+            &[("TRACER_LAB_PREFIX", "vm-a")],
+        );
+        assert!(s.contains("\nexport TRACER_LAB_PREFIX='vm-a'\n"));
         assert!(s.starts_with("#!/bin/sh\n"));
         assert!(s.contains(":/bin:'/t/debug' HOME=/root"));
         assert!(s.contains("RUN='/t/runs/x y'\n"));
@@ -203,7 +214,7 @@ mod tests {
     /// The real script's command loop, run on the host with a fake /proc/cmdline replaced by
     /// a node name: everything but the guest-only lines (hostname, mounts, sysrq).
     fn host_agent(run: &Path, node: &str) -> std::process::Child {
-        let script = agent_script(run, &[])
+        let script = agent_script(run, &[], &[])
             .lines()
             .filter(|l| {
                 !(l.contains("hostname")

@@ -154,7 +154,8 @@ impl VmLab {
             .into_iter()
             .collect();
         path.push(target.join("release"));
-        write(&agent, agent_script(&run, &path).as_bytes())?;
+        let env = [(crate::cli::PREFIX_ENV, self.topo.prefix.as_str())];
+        write(&agent, agent_script(&run, &path, &env).as_bytes())?;
         let shared = self.shared_dir();
         fs::create_dir_all(&shared)
             .map_err(|e| VmError::io(format!("create {}", shared.display()), e))?;
