@@ -84,8 +84,9 @@ fn ping(vm: &VmLab, t: &Topology, from: &str, to: &str) {
             src.netns, dst.ip
         ),
     );
+    // `sh` asserted ping's success: at least one echo answered.
     assert!(
-        out.contains(" 0% packet loss") || out.contains("3 received"),
+        out.contains(" received"),
         "{from} -> {to} ({}): {out}",
         dst.ip
     );

@@ -4,7 +4,7 @@
 //! Design note: the agent is a POSIX shell script ([`agent_script`]) that `switch_root` runs
 //! as the guest's PID 1 with the host's own `/bin/sh` (the host root is the guest's root), so
 //! there is nothing to build or copy into the guest. 9p has no change notification, so it
-//! polls its directory `<run>/<node>/`: every 50 ms for a second after a command came in, every
+//! polls its directory `<run>/<node>/`: every 50 ms for 5 s after a command came in, every
 //! 200 ms when idle (each look costs the one vCPU a little: ~5% of it at 50 ms, measured while
 //! the verifier ran). The share is `cache=none`, so every look is fresh. The protocol, all renames so that nobody reads half a file:
 //! - agent start: `ready` holds `uname -r`;
@@ -69,19 +69,19 @@ ip link set lo up
 mkdir -p "$D/cmd" "$D/job" "$D/kill"
 uname -r >"$D/ready.tmp" && mv "$D/ready.tmp" "$D/ready"
 echo "vmlab-agent: $NODE ready ($(uname -r))"
-busy=20
+busy=100
 while [ ! -e "$D/shutdown" ]; do
   for f in "$D"/cmd/*.sh; do
     [ -e "$f" ] || continue
     id="${{f##*/}}"; id="${{id%.sh}}"; j="$D/job/$id"
     mv "$f" "$j.sh" || continue
-    busy=20
+    busy=100
     setsid sh -c 'sh "$1.sh" >"$1.out" 2>"$1.err" </dev/null; echo $? >"$1.rc.tmp"; mv "$1.rc.tmp" "$1.rc"' vmlab-job "$j" &
     echo $! >"$j.pid"
   done
   for k in "$D"/kill/*; do
     [ -e "$k" ] || continue
-    id="${{k##*/}}"; j="$D/job/$id"; rm -f "$k"; busy=20
+    id="${{k##*/}}"; j="$D/job/$id"; rm -f "$k"; busy=100
     if [ -e "$j.pid" ] && [ ! -e "$j.rc" ]; then
       kill -9 -"$(cat "$j.pid")" 2>/dev/null
       [ -e "$j.rc" ] || {{ echo {KILLED} >"$j.rc.tmp"; mv "$j.rc.tmp" "$j.rc"; }}
