@@ -10,6 +10,14 @@
 //! 5. in a small worker pool: one `bridge -batch` per node (FDB), the cali sysctls per node,
 //!    and one `ip -batch` per pod (address + routes).
 //!
+//! [`Lab::up_node`] builds one node of the same plan on the current machine (a VM lab guest,
+//! see [`crate::vm`]): the current network namespace *is* the node (attached under the node's
+//! netns name, like `ip netns attach NAME 1`, so `ip -netns NAME`, the faults' executors and
+//! `tracer --netns NAME` address it as on the host), the uplink is the machine's own NIC
+//! (`eth0`), and only this node's pods are created; steps 2-5 run unchanged for that subset
+//! (no underlay script). IPIP labs check first that the kernel has `ipip` (loading the
+//! module), so a kernel without it fails in one line before anything is built.
+//!
 //! Failure anywhere removes every namespace this call created (also on panic, via a guard)
 //! before the error is returned. `up` refuses to run over existing namespaces of the same
 //! prefix, and `up`/`down` of one prefix are serialized by a lock file. Teardown only unmounts
@@ -23,10 +31,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::netns::{create_netns, delete_netns, run_batch, write_sysctls};
+use crate::netns::{
+    attach_current_netns, create_netns, delete_netns, run_batch, run_batch_force, write_sysctls,
+};
 use crate::script;
-use crate::spec::{validate_prefix, LabSpec};
-use crate::status::{lab_netns, lock_prefix, remove_state, write_state};
+use crate::spec::{validate_prefix, Encap, LabSpec};
+use crate::status::{lab_netns, lock_prefix, read_state, remove_state, write_state};
 use crate::topology::{Node, Pod, Topology};
 
 /// A running lab. Dropping it tears it down (errors become a warning on stderr); use
@@ -41,8 +51,30 @@ impl Lab {
     /// Build the lab described by `spec`. Needs root. On error, everything created so far
     /// has been removed. Refuses if namespaces of `spec.prefix` already exist.
     pub fn up(spec: &LabSpec) -> Result<Lab> {
-        let topo = spec.plan()?;
+        Self::up_planned(spec.plan()?)
+    }
+
+    /// Build node `index` (1-based) of `spec` on this machine: the current network namespace
+    /// becomes the node, attached as `{prefix}-node{index}`, its uplink the existing `eth0`;
+    /// only this node's pods are created. Peers are programmed from the plan (their
+    /// addresses and VTEP MACs are deterministic), so each machine builds its node alone.
+    /// Dropping the lab deletes the pods, undoes the node's configuration and detaches the
+    /// name.
+    pub fn up_node(spec: &LabSpec, index: usize) -> Result<Lab> {
+        let mut topo = spec.plan()?;
+        let node = topo
+            .nodes
+            .get(index.wrapping_sub(1))
+            .with_context(|| format!("node index {index} out of range 1..={}", spec.nodes))?;
+        topo.local_node = Some(node.name.clone());
+        Self::up_planned(topo)
+    }
+
+    fn up_planned(topo: Topology) -> Result<Lab> {
         ensure_root()?;
+        if topo.encap == Encap::Ipip {
+            ensure_ipip()?;
+        }
         let prefix = &topo.prefix;
         let _lock = lock_prefix(prefix)?;
         let existing = lab_netns(prefix)?;
@@ -122,6 +154,15 @@ pub fn down_prefix(prefix: &str) -> Result<usize> {
     ensure_root()?;
     let _lock = lock_prefix(prefix)?;
     let names = lab_netns(prefix)?;
+    // One node of a VM lab: its configuration of the namespace that stays is undone too.
+    let state = read_state(prefix).ok().flatten();
+    if let Some((t, n)) = state.as_ref().and_then(|t| local_node(t).map(|n| (t, n))) {
+        if names.contains(&n.netns) {
+            if let Err(e) = undo_local_node(t, n) {
+                eprintln!("warning: lab `{prefix}`: {e:#}");
+            }
+        }
+    }
     delete_all(&names)?;
     remove_state(prefix)?;
     Ok(names.len())
@@ -129,9 +170,60 @@ pub fn down_prefix(prefix: &str) -> Result<usize> {
 
 fn teardown(t: &Topology) -> Result<()> {
     let _lock = lock_prefix(&t.prefix)?;
-    let names: Vec<String> = t.netns_names().into_iter().map(str::to_owned).collect();
+    let names: Vec<String> = t
+        .local_netns_names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let undo = match local_node(t) {
+        // Best effort: a half-built node lacks some of what the script removes.
+        Some(n) => undo_local_node(t, n),
+        None => Ok(()),
+    };
     delete_all(&names)?;
+    undo?;
     remove_state(&t.prefix)
+}
+
+/// Undo the node script in the namespace that stays (`ip -force`: past lines that fail
+/// because a half-built node lacks them).
+fn undo_local_node(t: &Topology, n: &Node) -> Result<()> {
+    run_batch_force("ip", &n.netns, &script::local_node_teardown(t, n))
+        .context("undo the node's configuration")
+}
+
+/// The node this machine is, in a VM lab guest.
+fn local_node(t: &Topology) -> Option<&Node> {
+    t.local_node.as_deref().and_then(|name| t.node(name))
+}
+
+/// IPIP needs the kernel's `ipip` module (or `CONFIG_NET_IPIP=y`): try to load it and fail in
+/// one line naming the feature when the kernel has none.
+fn ensure_ipip() -> Result<()> {
+    let present = || std::path::Path::new("/sys/module/ipip").exists();
+    if present() {
+        return Ok(());
+    }
+    let out = std::process::Command::new("modprobe").arg("ipip").output();
+    if present() {
+        return Ok(());
+    }
+    let why = match out {
+        Ok(o) => String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .next()
+            .unwrap_or("no output")
+            .trim()
+            .to_owned(),
+        Err(e) => format!("cannot run modprobe: {e}"),
+    };
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    bail!(
+        "encapsulation ipip needs the kernel's IPIP tunnel (CONFIG_NET_IPIP, module `ipip`), \
+         which kernel {} does not have (`modprobe ipip`: {why}); use --encap vxlan|none, or \
+         a VM lab (`cargo xtask vmlab`)",
+        release.trim()
+    )
 }
 
 /// Delete every namespace, continuing past failures; report the first failure.
@@ -200,46 +292,69 @@ fn build(t: &Topology, created: &mut Vec<String>, timings: bool) -> Result<()> {
         prefix: t.prefix.clone(),
         last: Instant::now(),
     };
-    let names: Vec<String> = t.netns_names().into_iter().map(str::to_owned).collect();
+    // The nodes and pods built here: all of them, or one node and its pods in a VM guest.
+    let local = local_node(t);
+    let nodes: Vec<&Node> = t
+        .nodes
+        .iter()
+        .filter(|n| local.is_none_or(|l| l.name == n.name))
+        .collect();
+    let pods: Vec<&Pod> = t
+        .pods
+        .iter()
+        .filter(|p| nodes.iter().any(|n| n.name == p.node))
+        .collect();
+    let mut names: Vec<String> = Vec::new();
+    if let Some(n) = local {
+        attach_current_netns(&n.netns)?;
+        created.push(n.netns.clone());
+    } else {
+        names.push(t.underlay.netns.clone());
+        names.extend(nodes.iter().map(|n| n.netns.clone()));
+    }
+    names.extend(pods.iter().map(|p| p.netns.clone()));
     let (made, result) = create_netns(&names);
-    *created = made;
+    created.extend(made);
     result.context("create network namespaces")?;
     phase.done(&format!("create {} netns", names.len()));
 
-    let mut sysctls = vec![(t.underlay.netns.clone(), script::leaf_sysctls())];
+    let mut sysctls = Vec::new();
+    if local.is_none() {
+        sysctls.push((t.underlay.netns.clone(), script::leaf_sysctls()));
+    }
     sysctls.extend(
-        t.nodes
+        nodes
             .iter()
             .map(|n| (n.netns.clone(), script::node_sysctls())),
     );
     sysctls.extend(
-        t.pods
-            .iter()
+        pods.iter()
             .map(|p| (p.netns.clone(), script::leaf_sysctls())),
     );
     write_sysctls(sysctls)?;
     phase.done("base sysctls");
 
-    run_batch("ip", &t.underlay.netns, &script::underlay_script(t))?;
-    phase.done("underlay");
+    if local.is_none() {
+        run_batch("ip", &t.underlay.netns, &script::underlay_script(t))?;
+        phase.done("underlay");
+    }
 
-    run_pool(&t.nodes, |n| {
+    run_pool(&nodes, |n| {
         run_batch("ip", &n.netns, &script::node_script(t, n))
     })?;
     phase.done("nodes");
 
-    let jobs: Vec<Job<'_>> = t
-        .nodes
+    let jobs: Vec<Job<'_>> = nodes
         .iter()
-        .flat_map(|n| [Job::Fdb(n), Job::CaliSysctls(n)])
-        .chain(t.pods.iter().map(Job::Pod))
+        .flat_map(|&n| [Job::Fdb(n), Job::CaliSysctls(n)])
+        .chain(pods.iter().map(|&p| Job::Pod(p)))
         .collect();
     run_pool(&jobs, |job| match job {
         Job::Fdb(n) => run_batch("bridge", &n.netns, &script::fdb_script(t, n)),
         Job::CaliSysctls(n) => write_sysctls(vec![(n.netns.clone(), script::cali_sysctls(t, n))]),
         Job::Pod(p) => run_batch("ip", &p.netns, &script::pod_script(p)),
     })?;
-    phase.done(&format!("fdb, cali sysctls, {} pods", t.pods.len()));
+    phase.done(&format!("fdb, cali sysctls, {} pods", pods.len()));
     Ok(())
 }
 

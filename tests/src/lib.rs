@@ -10,10 +10,15 @@
 //! left running by `lab up`; [`traffic`] generates pod-to-pod traffic, and [`faults`] breaks a
 //! running lab the way Calico clusters break (and heals it exactly). Everything is keyed by the
 //! prefix, so labs with different prefixes can coexist (parallel tests).
+//!
+//! [`vm`] runs the same lab with every node a qemu guest of its own kernel: each guest builds
+//! its node with [`Lab::up_node`] through the `lab` binary ([`cli`], also behind
+//! `cargo xtask lab`).
 
 mod build;
 pub mod churn;
 pub mod cidr;
+pub mod cli;
 pub mod faults;
 pub mod netns;
 pub mod script;
@@ -21,6 +26,7 @@ pub mod spec;
 pub mod status;
 pub mod topology;
 pub mod traffic;
+pub mod vm;
 
 pub use build::{down_prefix, Lab};
 pub use cidr::Cidr;
@@ -28,4 +34,4 @@ pub use faults::{active, break_lab, heal, heal_all, ExpectedDrop, Fault, FaultIn
 pub use netns::{exec_in, in_netns, netns_inode};
 pub use spec::{Encap, LabSpec};
 pub use status::status;
-pub use topology::{Node, Pod, Topology, Underlay, Vtep};
+pub use topology::{IpipTunnel, Node, Pod, Topology, Underlay, Vtep};

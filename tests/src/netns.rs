@@ -246,6 +246,39 @@ pub(crate) fn create_netns(names: &[String]) -> (Vec<String>, Result<()>) {
     }
 }
 
+/// Give the calling process's network namespace the name `name` (`ip netns attach NAME $$`):
+/// `/run/netns/{name}` becomes a bind mount of it. Deleting the name later only unmounts it.
+/// Fails if the name exists.
+pub(crate) fn attach_current_netns(name: &str) -> Result<()> {
+    prepare_run_dir()?;
+    let path = netns_path(name);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    let target = cstr(&path)?;
+    // The process's namespace, not a thread's: every thread of this process but the
+    // namespace helpers is in it.
+    // SAFETY: valid C strings; a null data pointer is allowed.
+    let rc = unsafe {
+        libc::mount(
+            c"/proc/self/ns/net".as_ptr(),
+            target.as_ptr(),
+            c"none".as_ptr(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let err = os_err(|| format!("bind-mount this namespace onto {}", path.display()));
+        let _ = fs::remove_file(&path);
+        return Err(err);
+    }
+    Ok(())
+}
+
 /// Delete a named network namespace (`ip netns del`): lazy unmount + unlink. The kernel frees
 /// the namespace, and with it every veth end inside, once nothing else references it.
 /// A missing namespace is not an error.
@@ -300,10 +333,21 @@ pub(crate) fn write_sysctls(jobs: Vec<(String, Vec<Sysctl>)>) -> Result<()> {
 /// Feed `lines` to `{tool} -netns {netns} -batch -` (tool is `ip` or `bridge`). On failure the
 /// error names the namespace and quotes the failing line.
 pub(crate) fn run_batch(tool: &str, netns: &str, lines: &[String]) -> Result<()> {
+    batch(tool, netns, lines, false)
+}
+
+/// [`run_batch`] with `-force`: every line is tried, failing ones are skipped (and the first
+/// failure is still reported).
+pub(crate) fn run_batch_force(tool: &str, netns: &str, lines: &[String]) -> Result<()> {
+    batch(tool, netns, lines, true)
+}
+
+fn batch(tool: &str, netns: &str, lines: &[String], force: bool) -> Result<()> {
     if lines.is_empty() {
         return Ok(());
     }
     let mut child = Command::new(tool)
+        .args(force.then_some("-force"))
         .args(["-netns", netns, "-batch", "-"])
         .env("LC_ALL", "C")
         .stdin(Stdio::piped())

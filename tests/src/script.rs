@@ -13,8 +13,15 @@
 //! This is what Calico's CNI plugin and Felix program on a real node: a /32 on the pod's
 //! `eth0`, a link-local default gateway answered by proxy ARP on `cali*`, a host route per pod,
 //! blackholes for the node's own blocks, and per remote block either a VXLAN route (onlink
-//! via the remote VTEP, with static neighbour + FDB entries) or a native route via the remote
-//! node (what BGP would install).
+//! via the remote VTEP, with static neighbour + FDB entries), an IPIP route (onlink via the
+//! remote node's address out of `tunl0`, which carries the node's tunnel address), or a native
+//! route via the remote node (what BGP would install).
+//!
+//! A node of a VM lab (one node per guest, see [`crate::Lab::up_node`]) runs the same node,
+//! FDB, cali-sysctl and pod scripts in its guest: everything a node needs about its peers
+//! (addresses, VTEP MACs) is a function of the spec, so no guest talks to another to build its
+//! half. Its uplink is the guest's NIC, so instead of the underlay script it gets
+//! [`local_node_teardown`] to undo the node script on the device it does not own.
 
 use crate::spec::{CALI_MAC, POD_GATEWAY};
 use crate::topology::{Node, Pod, Topology};
@@ -140,7 +147,43 @@ pub fn node_script(t: &Topology, node: &Node) -> Vec<String> {
             }
         }
     }
+    if let Some(tun) = &node.ipip {
+        // The fallback tunnel exists once the `ipip` module is loaded (in every namespace).
+        v.push(format!("addr add {}/32 dev {}", tun.ip, tun.ifname));
+        v.push(format!("link set {} mtu {} up", tun.ifname, tun.mtu));
+    }
     v.extend(remote_routes(t, node));
+    v
+}
+
+/// `ip -netns {node} -batch -` lines that undo [`node_script`] in a namespace the lab does not
+/// delete (a VM guest's root namespace): the routes to remote blocks, the blackholes, the
+/// tunnel (VXLAN device deleted, `tunl0` cleared and down: it belongs to the kernel), the
+/// uplink's address (with it the default route) and the uplink itself down. The cali veths go
+/// with the pod namespaces.
+pub fn local_node_teardown(t: &Topology, node: &Node) -> Vec<String> {
+    let mut v: Vec<String> = remote_routes(t, node)
+        .iter()
+        .filter_map(|r| r.strip_prefix("route add "))
+        .map(|r| format!("route del {r}"))
+        .collect();
+    v.extend(
+        node.blocks
+            .iter()
+            .map(|b| format!("route del blackhole {b}")),
+    );
+    if let Some(vtep) = &node.vtep {
+        v.push(format!("link del {}", vtep.ifname));
+    }
+    if let Some(tun) = &node.ipip {
+        v.push(format!("addr flush dev {}", tun.ifname));
+        v.push(format!("link set {} down", tun.ifname));
+    }
+    v.push(format!(
+        "addr del {}/{} dev {}",
+        node.ip, t.underlay.subnet.len, node.uplink
+    ));
+    v.push(format!("link set {} down", node.uplink));
     v
 }
 
@@ -168,10 +211,14 @@ pub fn remote_routes(t: &Topology, node: &Node) -> Vec<String> {
     let mut v = Vec::new();
     for r in remote_nodes(t, node) {
         for b in &r.blocks {
-            match (t.encap, &node.vtep, &r.vtep) {
-                (Encap::Vxlan, Some(local), Some(remote)) => v.push(format!(
+            match (t.encap, &node.vtep, &r.vtep, &node.ipip) {
+                (Encap::Vxlan, Some(local), Some(remote), _) => v.push(format!(
                     "route add {b} via {} dev {} onlink",
                     remote.ip, local.ifname
+                )),
+                (Encap::Ipip, _, _, Some(tun)) => v.push(format!(
+                    "route add {b} via {} dev {} onlink",
+                    r.ip, tun.ifname
                 )),
                 _ => v.push(format!("route add {b} via {} dev {}", r.ip, node.uplink)),
             }
@@ -310,6 +357,65 @@ mod tests {
         assert!(s
             .iter()
             .any(|l| l.starts_with(&format!("link add {} mtu 1500 ", p.cali))));
+    }
+
+    #[test]
+    fn ipip_node_routes() {
+        let t = plan(65, Encap::Ipip);
+        let n2 = t.node("node2").unwrap();
+        let s = node_script(&t, n2);
+        assert!(has(&s, "addr add 10.244.4.0/32 dev tunl0"));
+        assert!(has(&s, "link set tunl0 mtu 1480 up"));
+        assert!(has(&s, "route add blackhole 10.244.4.0/26"));
+        assert!(has(&s, "route add default via 10.10.0.254 dev eth0"));
+        assert!(!s
+            .iter()
+            .any(|l| l.contains("vxlan") || l.starts_with("neigh")));
+        // The tunnel address is set before the routes that leave through the tunnel.
+        let addr = s.iter().position(|l| l.contains("dev tunl0")).unwrap();
+        let route = s
+            .iter()
+            .position(|l| l.ends_with("dev tunl0 onlink"))
+            .unwrap();
+        assert!(addr < route);
+        assert_eq!(
+            remote_routes(&t, n2),
+            vec![
+                "route add 10.244.0.0/26 via 10.10.0.1 dev tunl0 onlink",
+                "route add 10.244.0.64/26 via 10.10.0.1 dev tunl0 onlink",
+                "route add 10.244.8.0/26 via 10.10.0.3 dev tunl0 onlink",
+                "route add 10.244.8.64/26 via 10.10.0.3 dev tunl0 onlink",
+            ]
+        );
+        assert!(fdb_script(&t, n2).is_empty());
+        let p = t.pod("n2p0").unwrap();
+        assert_eq!(p.mtu, 1480);
+        assert!(s
+            .iter()
+            .any(|l| l.starts_with(&format!("link add {} mtu 1480 ", p.cali))));
+    }
+
+    #[test]
+    fn local_teardown_undoes_the_node_script() {
+        for encap in [Encap::Vxlan, Encap::Ipip, Encap::None] {
+            let t = plan(1, encap);
+            let n1 = t.node("node1").unwrap();
+            let down = local_node_teardown(&t, n1);
+            for r in remote_routes(&t, n1) {
+                let del = r.replacen("route add", "route del", 1);
+                assert!(has(&down, &del), "{encap}: {del} in {down:?}");
+            }
+            assert!(has(&down, "route del blackhole 10.244.0.0/26"));
+            assert!(has(&down, "addr del 10.10.0.1/24 dev eth0"));
+            assert_eq!(down.last().unwrap(), "link set eth0 down");
+            assert_eq!(has(&down, "link del vxlan.calico"), encap == Encap::Vxlan);
+            assert_eq!(has(&down, "addr flush dev tunl0"), encap == Encap::Ipip);
+            let p = &t.pod("n1p0").unwrap().cali;
+            assert!(
+                !down.iter().any(|l| l.contains(p.as_str())),
+                "pods go with their netns"
+            );
+        }
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! - nodes: 10.10.0.{i}/24 on `eth0`, gateway 10.10.0.254 (owned by nobody, on purpose);
 //! - node i owns the /22 region 10.244.(4*(i-1)).0/22 and uses its first
 //!   `ceil((pods + 1) / 64)` /26 blocks (at most 16, so at most 1023 pods per node);
-//! - address 0 of the region is the VTEP (kept unused in `none` mode), pod j gets j + 1;
+//! - address 0 of the region is the tunnel address (the VTEP's in `vxlan` mode, `tunl0`'s in
+//!   `ipip` mode, as Calico puts the first address of the node's block on its tunnel device;
+//!   kept unused in `none` mode), pod j gets j + 1;
 //! - at most 64 nodes (64 regions of /22 fill the /16).
 //!
-//! Interface names are fixed and short (`eth0`, `br0`, `n{i}`, `vxlan.calico`, `cali` + 11 hex
+//! Interface names are fixed and short (`eth0`, `br0`, `n{i}`, `vxlan.calico`, `tunl0`, `cali` + 11 hex
 //! digits of the FNV-1a 64 hash of the pod netns name), so the prefix only shows up in
 //! netns names and never hits the 15-character IFNAMSIZ limit.
 
@@ -24,7 +26,7 @@ use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cidr::Cidr;
-use crate::topology::{Node, Pod, Topology, Underlay, Vtep};
+use crate::topology::{IpipTunnel, Node, Pod, Topology, Underlay, Vtep};
 
 /// Cluster pod CIDR.
 pub const POD_CIDR: Cidr = Cidr {
@@ -52,6 +54,11 @@ pub const ETH0: &str = "eth0";
 pub const UPLINK_MTU: u32 = 1500;
 /// VXLAN over IPv4 overhead (outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// Name of the IPIP device on every node: the per-namespace fallback tunnel that loading the
+/// `ipip` module creates (Calico uses it rather than creating its own).
+pub const IPIP_IFNAME: &str = "tunl0";
+/// IP-in-IP overhead (the outer IPv4 header).
+pub const IPIP_OVERHEAD: u32 = 20;
 /// MAC of every `cali*` device (Calico's).
 pub const CALI_MAC: &str = "ee:ee:ee:ee:ee:ee";
 /// The pods' (link-local) default gateway, answered by proxy ARP on the node's cali device.
@@ -78,6 +85,20 @@ pub enum Encap {
     Vxlan,
     /// Native routing: routes to remote blocks via the remote node IP (what BGP would program).
     None,
+    /// `tunl0` IP-in-IP tunnels (Calico `ipipMode: Always`): remote blocks routed
+    /// `via <remote node ip> dev tunl0 onlink`. Needs the kernel's `ipip` module.
+    Ipip,
+}
+
+impl Encap {
+    /// MTU of the pods' veths: the uplink's minus the tunnel overhead.
+    pub fn pod_mtu(self) -> u32 {
+        match self {
+            Encap::Vxlan => UPLINK_MTU - VXLAN_OVERHEAD,
+            Encap::Ipip => UPLINK_MTU - IPIP_OVERHEAD,
+            Encap::None => UPLINK_MTU,
+        }
+    }
 }
 
 impl fmt::Display for Encap {
@@ -85,6 +106,7 @@ impl fmt::Display for Encap {
         f.write_str(match self {
             Encap::Vxlan => "vxlan",
             Encap::None => "none",
+            Encap::Ipip => "ipip",
         })
     }
 }
@@ -96,7 +118,8 @@ impl FromStr for Encap {
         match s {
             "vxlan" => Ok(Encap::Vxlan),
             "none" => Ok(Encap::None),
-            other => bail!("unknown encapsulation `{other}` (expected `vxlan` or `none`)"),
+            "ipip" => Ok(Encap::Ipip),
+            other => bail!("unknown encapsulation `{other}` (expected `vxlan`, `ipip` or `none`)"),
         }
     }
 }
@@ -157,11 +180,7 @@ impl LabSpec {
         self.validate()?;
         let n_blocks = blocks_needed(self.pods_per_node)?;
         let vxlan = self.encap == Encap::Vxlan;
-        let pod_mtu = if vxlan {
-            UPLINK_MTU - VXLAN_OVERHEAD
-        } else {
-            UPLINK_MTU
-        };
+        let pod_mtu = self.encap.pod_mtu();
         let mut nodes = Vec::with_capacity(self.nodes);
         let mut pods = Vec::with_capacity(self.nodes * self.pods_per_node);
         for i in 1..=self.nodes {
@@ -175,6 +194,11 @@ impl LabSpec {
                 ip: region.addr,
                 mac: vtep_mac(i),
                 mtu: UPLINK_MTU - VXLAN_OVERHEAD,
+            });
+            let ipip = (self.encap == Encap::Ipip).then(|| IpipTunnel {
+                ifname: IPIP_IFNAME.to_owned(),
+                ip: region.addr,
+                mtu: UPLINK_MTU - IPIP_OVERHEAD,
             });
             let mut calis = HashSet::with_capacity(self.pods_per_node);
             for j in 0..self.pods_per_node {
@@ -203,6 +227,7 @@ impl LabSpec {
                 ip: node_ip(i)?,
                 mtu: UPLINK_MTU,
                 vtep,
+                ipip,
                 blocks,
             });
         }
@@ -220,6 +245,7 @@ impl LabSpec {
             },
             nodes,
             pods,
+            local_node: None,
         })
     }
 }
@@ -381,6 +407,40 @@ mod tests {
     }
 
     #[test]
+    fn ipip_plan() {
+        let t = spec(3, 2, Encap::Ipip).plan().unwrap();
+        for (i, n) in t.nodes.iter().enumerate() {
+            assert!(n.vtep.is_none());
+            let tun = n.ipip.as_ref().unwrap();
+            assert_eq!(tun.ifname, "tunl0");
+            assert_eq!(tun.mtu, 1480);
+            assert_eq!(
+                tun.ip, n.blocks[0].addr,
+                "first address of the node's block"
+            );
+            assert_eq!(tun.ip, ip(&format!("10.244.{}.0", 4 * i)));
+        }
+        assert!(t.pods.iter().all(|p| p.mtu == 1480));
+        let v = spec(3, 2, Encap::Vxlan).plan().unwrap();
+        for (a, b) in v.pods.iter().zip(&t.pods) {
+            assert_eq!(
+                (a.ip, &a.cali),
+                (b.ip, &b.cali),
+                "same numbering in every mode"
+            );
+        }
+        assert!(v.nodes.iter().all(|n| n.ipip.is_none()));
+        let j: serde_json::Value = serde_json::to_value(&t).unwrap();
+        assert_eq!(j["encap"], "ipip");
+        assert_eq!(j["nodes"][1]["ipip"]["ip"], "10.244.4.0");
+        assert_eq!(j["nodes"][1]["ipip"]["mtu"], 1480);
+        assert!(
+            j.get("local_node").is_none(),
+            "absent unless one node is local"
+        );
+    }
+
+    #[test]
     fn block_math() {
         for (pods, blocks) in [
             (0, 1),
@@ -490,7 +550,9 @@ mod tests {
         assert_eq!(serde_json::to_string(&Encap::None).unwrap(), "\"none\"");
         assert_eq!("none".parse::<Encap>().unwrap(), Encap::None);
         assert_eq!(Encap::Vxlan.to_string(), "vxlan");
-        assert!("ipip".parse::<Encap>().is_err());
+        assert_eq!("ipip".parse::<Encap>().unwrap(), Encap::Ipip);
+        assert_eq!(serde_json::to_string(&Encap::Ipip).unwrap(), "\"ipip\"");
+        assert!("gre".parse::<Encap>().is_err());
         let s: LabSpec = serde_json::from_str(r#"{"pods_per_node":3,"encap":"none"}"#).unwrap();
         assert_eq!(s.prefix, "tlab");
         assert_eq!(s.nodes, 2);

@@ -54,6 +54,19 @@ pub(crate) fn write_state(t: &Topology) -> Result<()> {
     })
 }
 
+/// The topology in the state file of lab `prefix`, `None` without one (no cross-check).
+pub(crate) fn read_state(prefix: &str) -> Result<Option<Topology>> {
+    let path = state_path(prefix);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).context(format!("read {}", path.display())),
+    };
+    Topology::from_json(&text)
+        .map(Some)
+        .with_context(|| format!("parse {}", path.display()))
+}
+
 /// Remove the state file of a lab and its faults file (missing is fine).
 pub(crate) fn remove_state(prefix: &str) -> Result<()> {
     for path in [state_path(prefix), faults_path(prefix)] {
@@ -94,12 +107,7 @@ pub(crate) fn lock_prefix(prefix: &str) -> Result<PrefixLock> {
 pub fn status(prefix: &str) -> Result<Option<Topology>> {
     validate_prefix(prefix)?;
     let path = state_path(prefix);
-    let text = match fs::read_to_string(&path) {
-        Ok(t) => Some(t),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).context(format!("read {}", path.display())),
-    };
-    let Some(text) = text else {
+    let Some(topo) = read_state(prefix)? else {
         let stray = lab_netns(prefix)?;
         if stray.is_empty() {
             return Ok(None);
@@ -113,9 +121,8 @@ pub fn status(prefix: &str) -> Result<Option<Topology>> {
             path.display()
         );
     };
-    let topo = Topology::from_json(&text).with_context(|| format!("parse {}", path.display()))?;
     let missing: Vec<&str> = topo
-        .netns_names()
+        .local_netns_names()
         .into_iter()
         .filter(|n| !netns_exists(n))
         .collect();
@@ -124,7 +131,7 @@ pub fn status(prefix: &str) -> Result<Option<Topology>> {
             "lab `{prefix}` is broken: {} of its {} network namespaces are missing (e.g. `{}`); \
              run `cargo xtask lab down --prefix {prefix}`",
             missing.len(),
-            topo.netns_names().len(),
+            topo.local_netns_names().len(),
             missing[0]
         );
     }

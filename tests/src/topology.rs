@@ -31,6 +31,11 @@ pub struct Topology {
     pub nodes: Vec<Node>,
     /// Pods, grouped by node, in order n1p0, n1p1, ..., n2p0, ...
     pub pods: Vec<Pod>,
+    /// In a VM lab, the one node that this machine is (its root namespace, attached under the
+    /// node's netns name); only that node and its pods exist here. Absent when every node is a
+    /// namespace of this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_node: Option<String>,
 }
 
 /// The underlay: a netns holding a Linux bridge that every node uplink is plugged into.
@@ -61,8 +66,11 @@ pub struct Node {
     pub ip: Ipv4Addr,
     /// Uplink MTU.
     pub mtu: u32,
-    /// The VXLAN tunnel endpoint (`None` in `none` mode).
+    /// The VXLAN tunnel endpoint (`None` unless `vxlan` mode).
     pub vtep: Option<Vtep>,
+    /// The IPIP tunnel device (`None` unless `ipip` mode).
+    #[serde(default)]
+    pub ipip: Option<IpipTunnel>,
     /// The /26 IPAM blocks owned by this node.
     pub blocks: Vec<Cidr>,
 }
@@ -77,6 +85,17 @@ pub struct Vtep {
     /// Deterministic locally administered MAC, `66:..`.
     pub mac: String,
     /// Device MTU (uplink - 50).
+    pub mtu: u32,
+}
+
+/// A node's `tunl0` device (Calico `ipipMode: Always`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpipTunnel {
+    /// `tunl0`.
+    pub ifname: String,
+    /// Tunnel address (first address of the node's first block), a /32 on the device.
+    pub ip: Ipv4Addr,
+    /// Device MTU (uplink - 20).
     pub mtu: u32,
 }
 
@@ -123,6 +142,25 @@ impl Topology {
     /// The node a pod runs on.
     pub fn node_of(&self, pod: &Pod) -> Option<&Node> {
         self.node(&pod.node)
+    }
+
+    /// The network namespaces of the lab that exist on this machine: [`Self::netns_names`],
+    /// or only the local node's and its pods' when [`Self::local_node`] is set (a VM guest).
+    pub fn local_netns_names(&self) -> Vec<&str> {
+        let Some(local) = &self.local_node else {
+            return self.netns_names();
+        };
+        self.nodes
+            .iter()
+            .filter(|n| &n.name == local)
+            .map(|n| n.netns.as_str())
+            .chain(
+                self.pods
+                    .iter()
+                    .filter(|p| &p.node == local)
+                    .map(|p| p.netns.as_str()),
+            )
+            .collect()
     }
 
     /// Every network namespace of the lab: underlay, nodes, then pods.

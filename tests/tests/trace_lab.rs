@@ -22,14 +22,21 @@ fn cross_node_path(topo: &Topology, src: &Pod, dst: &Pod) -> Path {
     let sn = topo.node(&src.node).expect("src node");
     let dn = topo.node(&dst.node).expect("dst node");
     match topo.encap {
-        Encap::Vxlan => vec![
-            hop(&sn.netns, &src.cali, "ingress"),
-            hop(&sn.netns, "vxlan.calico", "egress"),
-            hop(&sn.netns, &sn.uplink, "egress"),
-            hop(&dn.netns, &dn.uplink, "ingress"),
-            hop(&dn.netns, "vxlan.calico", "ingress"),
-            hop(&dn.netns, &dst.cali, "egress"),
-        ],
+        Encap::Vxlan | Encap::Ipip => {
+            let tunnel = if topo.encap == Encap::Vxlan {
+                "vxlan.calico"
+            } else {
+                "tunl0"
+            };
+            vec![
+                hop(&sn.netns, &src.cali, "ingress"),
+                hop(&sn.netns, tunnel, "egress"),
+                hop(&sn.netns, &sn.uplink, "egress"),
+                hop(&dn.netns, &dn.uplink, "ingress"),
+                hop(&dn.netns, tunnel, "ingress"),
+                hop(&dn.netns, &dst.cali, "egress"),
+            ]
+        }
         Encap::None => vec![
             hop(&sn.netns, &src.cali, "ingress"),
             hop(&sn.netns, &sn.uplink, "egress"),

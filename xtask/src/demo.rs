@@ -12,7 +12,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use lab::{traffic, Lab, LabSpec};
 
-use crate::{bench::format_cmd, build_tracer, setup, EncapArg};
+use lab::cli::EncapArg;
+
+use crate::{bench::format_cmd, build_tracer, setup};
 
 #[derive(Args)]
 pub struct DemoArgs {

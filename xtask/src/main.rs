@@ -1,4 +1,4 @@
-//! Developer and CI entry points: `cargo xtask setup|build|demo|test|lab|run`.
+//! Developer and CI entry points: `cargo xtask setup|build|demo|test|lab|vmlab|run`.
 //!
 //! `demo` and `test` are the two commands README.md gives; both install missing prerequisites
 //! first (see `setup`), so they work on a fresh machine.
@@ -10,9 +10,8 @@ mod setup;
 
 use std::{path::PathBuf, process::Command};
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
-use lab::{Encap, Lab, LabSpec};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -21,25 +20,14 @@ struct Cli {
     cmd: Cmd,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum EncapArg {
-    Vxlan,
-    None,
-}
-
-impl From<EncapArg> for Encap {
-    fn from(e: EncapArg) -> Encap {
-        match e {
-            EncapArg::Vxlan => Encap::Vxlan,
-            EncapArg::None => Encap::None,
-        }
-    }
-}
-
 #[derive(Subcommand)]
 enum Cmd {
     /// Install missing prerequisites (apt packages, rust-src, bpf-linker).
-    Setup,
+    Setup {
+        /// Also what the VM lab needs: qemu, busybox-static, kmod, and the 6.1 and 6.12 kernels.
+        #[arg(long)]
+        vm: bool,
+    },
     /// Build the tracer (release, eBPF object embedded).
     Build,
     /// The main job: build, bring up the two-node lab, send cross-node traffic, print traces.
@@ -59,53 +47,17 @@ enum Cmd {
     /// Manage the Calico-like lab.
     Lab {
         #[command(subcommand)]
-        cmd: LabCmd,
+        cmd: lab::cli::LabCmd,
+    },
+    /// The VM lab: every node a qemu guest of its own kernel (Debian 6.1 or 6.12).
+    Vmlab {
+        #[command(subcommand)]
+        cmd: lab::vm::cli::VmCmd,
     },
     /// Build, then run the tracer with these arguments (e.g. on a real node).
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum LabCmd {
-    /// Create the lab (left running; remove it with `lab down`).
-    Up {
-        #[arg(long, value_enum, default_value = "vxlan")]
-        encap: EncapArg,
-        #[arg(long, default_value_t = 2)]
-        nodes: usize,
-        #[arg(long, default_value_t = 1)]
-        pods_per_node: usize,
-        #[arg(long, default_value = "tlab")]
-        prefix: String,
-    },
-    /// Remove every namespace of the lab (also after a half-finished `up`).
-    Down {
-        #[arg(long, default_value = "tlab")]
-        prefix: String,
-    },
-    /// Break the running lab the way Calico clusters break (see `lab break --help`).
-    Break {
-        /// encap-never, missing-route, missing-fdb, missing-arp, underlay-blocks-vxlan,
-        /// policy-drop, rp-filter, mtu, pod-cidr-overlap, wrong-tunnel-source
-        fault: String,
-        #[arg(long, default_value = "tlab")]
-        prefix: String,
-    },
-    /// Undo a fault (or every active fault without an argument).
-    Heal {
-        fault: Option<String>,
-        #[arg(long, default_value = "tlab")]
-        prefix: String,
-    },
-    /// Print the lab's topology.
-    Status {
-        #[arg(long)]
-        json: bool,
-        #[arg(long, default_value = "tlab")]
-        prefix: String,
     },
 }
 
@@ -118,7 +70,13 @@ fn main() {
 
 fn real_main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Setup => setup::run(false),
+        Cmd::Setup { vm } => {
+            setup::run(false)?;
+            if vm {
+                setup::vm(&lab::vm::Series::ALL, &target_dir())?;
+            }
+            Ok(())
+        }
         Cmd::Build => {
             setup::run(true)?;
             build_tracer().map(|p| eprintln!("xtask: built {}", p.display()))
@@ -133,7 +91,15 @@ fn real_main() -> Result<()> {
             let status = Command::new(bin).args(&args).status()?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        Cmd::Lab { cmd } => lab_cmd(cmd),
+        Cmd::Lab { cmd } => lab::cli::run(cmd),
+        Cmd::Vmlab { cmd } => {
+            setup::run(true)?;
+            let series: Vec<_> = cmd.series()?.into_iter().collect();
+            setup::vm(&series, &target_dir())?;
+            let lab_bin = build_lab_bin()?;
+            let code = lab::vm::cli::run(cmd, &lab_bin, &target_dir())?;
+            std::process::exit(code);
+        }
     }
 }
 
@@ -167,6 +133,17 @@ pub fn build_tracer() -> Result<PathBuf> {
     Ok(target_dir().join("release/tracer"))
 }
 
+/// Builds the `lab` binary (run inside VM guests to build their node) and returns its path.
+pub fn build_lab_bin() -> Result<PathBuf> {
+    setup::sh(
+        cargo()
+            .args(["build", "--package", "tracer-tests", "--bin", "lab"])
+            .env("AYA_BUILD_SKIP", "1"),
+        "cargo build -p tracer-tests --bin lab",
+    )?;
+    Ok(target_dir().join("debug/lab"))
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -175,6 +152,8 @@ fn target_dir() -> PathBuf {
 
 fn test(extra: &[String]) -> Result<()> {
     setup::run(true)?;
+    // The VM lab tests (tests/tests/vm.rs) boot both kernel series.
+    setup::vm(&lab::vm::Series::ALL, &target_dir())?;
     if !setup::is_root() {
         anyhow::bail!(
             "the tests attach eBPF programs and build network namespaces: run `sudo -E cargo xtask test` (as root)"
@@ -244,93 +223,4 @@ fn test(extra: &[String]) -> Result<()> {
         bench::run(bench::BenchArgs::quick())?;
     }
     Ok(())
-}
-
-fn running_lab(prefix: &str) -> Result<lab::Topology> {
-    lab::status(prefix)
-        .context("reading lab state")?
-        .with_context(|| format!("no lab '{prefix}' is up (start one with `cargo xtask lab up`)"))
-}
-
-fn lab_cmd(cmd: LabCmd) -> Result<()> {
-    match cmd {
-        LabCmd::Up {
-            encap,
-            nodes,
-            pods_per_node,
-            prefix,
-        } => {
-            let spec = LabSpec {
-                prefix,
-                nodes,
-                pods_per_node,
-                encap: encap.into(),
-            };
-            let started = std::time::Instant::now();
-            let lab = Lab::up(&spec)?;
-            let topo = lab.keep();
-            eprintln!(
-                "xtask: lab '{}' up in {:.1} s: {} nodes, {} pods ({}); `cargo xtask lab status` shows it",
-                topo.prefix,
-                started.elapsed().as_secs_f64(),
-                topo.nodes.len(),
-                topo.pods.len(),
-                spec.encap,
-            );
-            Ok(())
-        }
-        LabCmd::Down { prefix } => {
-            let n = lab::down_prefix(&prefix)?;
-            eprintln!("xtask: removed {n} namespaces of lab '{prefix}'");
-            Ok(())
-        }
-        LabCmd::Break { fault, prefix } => {
-            let topo = running_lab(&prefix)?;
-            let fault: lab::Fault = fault.parse()?;
-            let info = lab::break_lab(&topo, fault)?;
-            eprintln!("xtask: {}: {}", fault.name(), info.description);
-            let p = &info.probe;
-            eprintln!(
-                "xtask: now failing: {} from pod {} to {}{}; try `tracer diagnose --from-netns {} ...`",
-                p.proto,
-                p.from_pod,
-                p.to,
-                p.port.map(|p| format!(":{p}")).unwrap_or_default(),
-                topo.pod(&p.from_pod).map(|x| x.netns.as_str()).unwrap_or("?"),
-            );
-            Ok(())
-        }
-        LabCmd::Heal { fault, prefix } => {
-            let topo = running_lab(&prefix)?;
-            match fault {
-                Some(f) => lab::heal(&topo, f.parse()?)?,
-                None => lab::heal_all(&topo)?,
-            }
-            eprintln!("xtask: healed");
-            Ok(())
-        }
-        LabCmd::Status { json, prefix } => {
-            let Some(topo) = lab::status(&prefix).context("reading lab state")? else {
-                anyhow::bail!("no lab '{prefix}' is up (start one with `cargo xtask lab up`)");
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&topo)?);
-            } else {
-                println!("lab {} ({})", topo.prefix, topo.encap);
-                for n in &topo.nodes {
-                    println!(
-                        "  node {:<8} netns {:<16} {} {}",
-                        n.name, n.netns, n.uplink, n.ip
-                    );
-                }
-                for p in &topo.pods {
-                    println!(
-                        "  pod  {:<8} netns {:<16} {} on {} via {}",
-                        p.name, p.netns, p.ip, p.node, p.cali
-                    );
-                }
-            }
-            Ok(())
-        }
-    }
 }

@@ -5,6 +5,14 @@
 //! - rust-src for the nightly toolchain (the eBPF crate builds core with -Z build-std);
 //! - bpf-linker built against LLVM 22 (`LLVM_PREFIX=/usr/lib/llvm-22`; without it, cargo finds
 //!   an older llvm-config and fails with `unable to find library -lLLVM`).
+//!
+//! The VM lab (`vm`, for `cargo xtask test` and `cargo xtask vmlab`) also needs the Debian
+//! packages `qemu-system-x86` (qemu 7.2, TCG is enough), `busybox-static` (the guests'
+//! initramfs) and `kmod` (`depmod`/`modprobe`, on the host for the kernels' module lists and
+//! in the guests, which run the host's files), an empty `/lib/modules` to mount the guest
+//! kernel's modules over (a host without a kernel package has none), and the Debian kernel
+//! packages of each series, unpacked into `target/vmlab/kernels` (see `lab::vm::kernel`;
+//! nothing goes to `/boot`).
 
 use std::{
     path::Path,
@@ -29,34 +37,16 @@ const PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "/usr/bin/taskset"),
 ];
 
-pub fn run(quiet: bool) -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .filter(|(_, file)| !Path::new(file).exists())
-        .map(|(pkg, _)| *pkg)
-        .collect();
-    if !missing.is_empty() {
-        if !is_root() {
-            bail!(
-                "missing packages {}: run `sudo apt-get update && sudo apt-get install -y {}`",
-                missing.join(", "),
-                missing.join(" ")
-            );
-        }
-        eprintln!("xtask: installing {}", missing.join(" "));
-        sh(
-            Command::new("apt-get").arg("update").arg("-q"),
-            "apt-get update",
-        )?;
-        sh(
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-            "apt-get install",
-        )?;
-    }
+/// Debian packages of the VM lab, with a file each provides.
+const VM_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    // The `busybox` package has a dynamic /bin/busybox, which an initramfs cannot run.
+    ("busybox-static", "/usr/share/doc/busybox-static"),
+    ("kmod", "/usr/bin/kmod"),
+];
 
+pub fn run(quiet: bool) -> Result<()> {
+    apt_install(PACKAGES)?;
     let has_src = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
         .output()
@@ -87,6 +77,56 @@ pub fn run(quiet: bool) -> Result<()> {
     ensure_tracefs();
     if !quiet {
         eprintln!("xtask: prerequisites present");
+    }
+    Ok(())
+}
+
+/// Installs the packages of `list` whose file is missing (one `apt-get install`).
+fn apt_install(list: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = list
+        .iter()
+        .filter(|(_, file)| !Path::new(file).exists())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!(
+                "missing packages {}: run `sudo apt-get update && sudo apt-get install -y {}`",
+                missing.join(", "),
+                missing.join(" ")
+            );
+        }
+        eprintln!("xtask: installing {}", missing.join(" "));
+        sh(
+            Command::new("apt-get").arg("update").arg("-q"),
+            "apt-get update",
+        )?;
+        sh(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            "apt-get install",
+        )?;
+    }
+
+    Ok(())
+}
+
+/// What the VM lab needs (see the module notes), and the kernels of `series` in the cache
+/// under `target_dir`. Quick when everything is there.
+pub fn vm(series: &[lab::vm::Series], target_dir: &Path) -> Result<()> {
+    apt_install(VM_PACKAGES)?;
+    let modules = Path::new("/lib/modules");
+    if !modules.exists() {
+        std::fs::create_dir_all(modules)
+            .context("create /lib/modules (the VM guests mount their kernel's modules over it)")?;
+    }
+    let cache = lab::vm::kernel::cache_dir(target_dir);
+    for s in series {
+        let k = lab::vm::kernel::fetch(*s, &cache)
+            .with_context(|| format!("fetch the Debian kernel of series {s}"))?;
+        eprintln!("xtask: kernel {s}: {}", k.release);
     }
     Ok(())
 }

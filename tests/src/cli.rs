@@ -1,0 +1,263 @@
+//! The lab's command line (`up`, `down`, `break`, `heal`, `status`), shared by
+//! `cargo xtask lab ...` on the host and the `lab` binary that VM guests run.
+//!
+//! Design note: one definition, so a node built in a guest (`lab up --node i ...`, with the
+//! arguments from [`up_node_args`]) and a lab built on the host take the same flags, and
+//! `lab status --json` means the same everywhere. The binary adds `lab vm ...`
+//! ([`crate::vm::cli`]), which xtask offers as `cargo xtask vmlab ...`.
+
+use anyhow::{Context, Result};
+use clap::{Subcommand, ValueEnum};
+
+use crate::{Encap, Lab, LabSpec};
+
+/// Environment variable that gives `--prefix` its default (set in VM lab guests to their
+/// lab's prefix, so `lab status` there needs no flag).
+pub const PREFIX_ENV: &str = "TRACER_LAB_PREFIX";
+
+/// `--encap` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EncapArg {
+    /// `vxlan.calico` tunnels (Calico VXLAN mode).
+    Vxlan,
+    /// `tunl0` IP-in-IP (Calico `ipipMode: Always`; needs the kernel's `ipip`).
+    Ipip,
+    /// Native routing (what BGP would program).
+    None,
+}
+
+impl From<EncapArg> for Encap {
+    fn from(e: EncapArg) -> Encap {
+        match e {
+            EncapArg::Vxlan => Encap::Vxlan,
+            EncapArg::Ipip => Encap::Ipip,
+            EncapArg::None => Encap::None,
+        }
+    }
+}
+
+impl From<Encap> for EncapArg {
+    fn from(e: Encap) -> EncapArg {
+        match e {
+            Encap::Vxlan => EncapArg::Vxlan,
+            Encap::Ipip => EncapArg::Ipip,
+            Encap::None => EncapArg::None,
+        }
+    }
+}
+
+/// The lab's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LabCmd {
+    /// Create the lab (left running; remove it with `lab down`).
+    Up {
+        #[arg(long, value_enum, default_value = "vxlan")]
+        encap: EncapArg,
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        #[arg(long, default_value_t = 1)]
+        pods_per_node: usize,
+        #[arg(long, env = PREFIX_ENV, default_value = "tlab")]
+        prefix: String,
+        /// Build only node N (1-based) of the lab, on this machine: its network namespace
+        /// becomes the node, `eth0` its uplink (one node per VM guest).
+        #[arg(long)]
+        node: Option<usize>,
+    },
+    /// Remove every namespace of the lab (also after a half-finished `up`).
+    Down {
+        #[arg(long, env = PREFIX_ENV, default_value = "tlab")]
+        prefix: String,
+    },
+    /// Break the running lab the way Calico clusters break (see `lab break --help`).
+    Break {
+        /// encap-never, missing-route, missing-fdb, missing-arp, underlay-blocks-vxlan,
+        /// policy-drop, rp-filter, mtu, pod-cidr-overlap, wrong-tunnel-source
+        fault: String,
+        #[arg(long, env = PREFIX_ENV, default_value = "tlab")]
+        prefix: String,
+    },
+    /// Undo a fault (or every active fault without an argument).
+    Heal {
+        fault: Option<String>,
+        #[arg(long, env = PREFIX_ENV, default_value = "tlab")]
+        prefix: String,
+    },
+    /// Print the lab's topology.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = PREFIX_ENV, default_value = "tlab")]
+        prefix: String,
+    },
+}
+
+/// The arguments of `lab` that build node `node` (1-based) of `spec` on the machine running
+/// it.
+pub fn up_node_args(spec: &LabSpec, node: usize) -> Vec<String> {
+    vec![
+        "up".into(),
+        "--node".into(),
+        node.to_string(),
+        "--prefix".into(),
+        spec.prefix.clone(),
+        "--nodes".into(),
+        spec.nodes.to_string(),
+        "--pods-per-node".into(),
+        spec.pods_per_node.to_string(),
+        "--encap".into(),
+        spec.encap.to_string(),
+    ]
+}
+
+fn running_lab(prefix: &str) -> Result<crate::Topology> {
+    crate::status(prefix)
+        .context("reading lab state")?
+        .with_context(|| format!("no lab '{prefix}' is up (start one with `cargo xtask lab up`)"))
+}
+
+/// Run one lab subcommand (messages on stderr, `status` on stdout).
+pub fn run(cmd: LabCmd) -> Result<()> {
+    match cmd {
+        LabCmd::Up {
+            encap,
+            nodes,
+            pods_per_node,
+            prefix,
+            node,
+        } => {
+            let spec = LabSpec {
+                prefix,
+                nodes,
+                pods_per_node,
+                encap: encap.into(),
+            };
+            let started = std::time::Instant::now();
+            let lab = match node {
+                Some(i) => Lab::up_node(&spec, i)?,
+                None => Lab::up(&spec)?,
+            };
+            let topo = lab.keep();
+            let what = match &topo.local_node {
+                Some(n) => format!(
+                    "node {n} of {} ({} pods here)",
+                    topo.nodes.len(),
+                    topo.pods_on(n).len()
+                ),
+                None => format!("{} nodes, {} pods", topo.nodes.len(), topo.pods.len()),
+            };
+            eprintln!(
+                "lab '{}' up in {:.1} s: {what} ({}); `lab status` shows it",
+                topo.prefix,
+                started.elapsed().as_secs_f64(),
+                spec.encap,
+            );
+            Ok(())
+        }
+        LabCmd::Down { prefix } => {
+            let n = crate::down_prefix(&prefix)?;
+            eprintln!("removed {n} namespaces of lab '{prefix}'");
+            Ok(())
+        }
+        LabCmd::Break { fault, prefix } => {
+            let topo = running_lab(&prefix)?;
+            let fault: crate::Fault = fault.parse()?;
+            let info = crate::break_lab(&topo, fault)?;
+            eprintln!("{}: {}", fault.name(), info.description);
+            let p = &info.probe;
+            eprintln!(
+                "now failing: {} from pod {} to {}{}; try `tracer diagnose --from-netns {} ...`",
+                p.proto,
+                p.from_pod,
+                p.to,
+                p.port.map(|p| format!(":{p}")).unwrap_or_default(),
+                topo.pod(&p.from_pod)
+                    .map(|x| x.netns.as_str())
+                    .unwrap_or("?"),
+            );
+            Ok(())
+        }
+        LabCmd::Heal { fault, prefix } => {
+            let topo = running_lab(&prefix)?;
+            match fault {
+                Some(f) => crate::heal(&topo, f.parse()?)?,
+                None => crate::heal_all(&topo)?,
+            }
+            eprintln!("healed");
+            Ok(())
+        }
+        LabCmd::Status { json, prefix } => {
+            let topo = running_lab(&prefix)?;
+            if json {
+                println!("{}", topo.to_json());
+            } else {
+                let here = topo
+                    .local_node
+                    .as_deref()
+                    .map(|n| format!(", this machine is {n}"))
+                    .unwrap_or_default();
+                println!("lab {} ({}{here})", topo.prefix, topo.encap);
+                for n in &topo.nodes {
+                    println!(
+                        "  node {:<8} netns {:<16} {} {}",
+                        n.name, n.netns, n.uplink, n.ip
+                    );
+                }
+                for p in &topo.pods {
+                    println!(
+                        "  pod  {:<8} netns {:<16} {} on {} via {}",
+                        p.name, p.netns, p.ip, p.node, p.cali
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    }
+
+    #[test]
+    fn up_node_args_parse_back_to_the_spec() {
+        for encap in [Encap::Vxlan, Encap::Ipip, Encap::None] {
+            let spec = LabSpec {
+                prefix: "vm-x".into(),
+                nodes: 3,
+                pods_per_node: 4,
+                encap,
+            };
+            let args = std::iter::once("lab".to_owned()).chain(up_node_args(&spec, 2));
+            let cli = Cli::try_parse_from(args).unwrap();
+            let LabCmd::Up {
+                encap: e,
+                nodes,
+                pods_per_node,
+                prefix,
+                node,
+            } = cli.cmd
+            else {
+                panic!("not up");
+            };
+            assert_eq!(
+                LabSpec {
+                    prefix,
+                    nodes,
+                    pods_per_node,
+                    encap: e.into()
+                },
+                spec
+            );
+            assert_eq!(node, Some(2));
+            assert_eq!(EncapArg::from(encap), e);
+        }
+    }
+}
