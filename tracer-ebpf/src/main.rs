@@ -13,6 +13,7 @@
 #![no_main]
 
 mod aggregate;
+mod filter;
 mod kmem;
 mod maps;
 mod programs;

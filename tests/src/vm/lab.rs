@@ -146,14 +146,15 @@ impl VmLab {
     fn start_guests(&mut self, spec: &VmSpec, target: &Path) -> Result<(), VmError> {
         let run = self.run_dir.clone();
         let agent = run.join("agent.sh");
-        let mut path: Vec<PathBuf> = spec
-            .lab_bin
-            .as_deref()
-            .and_then(Path::parent)
-            .map(Path::to_owned)
-            .into_iter()
-            .collect();
-        path.push(target.join("release"));
+        // The release tracer first: the lab binary's directory (a debug target dir) may hold a
+        // tracer built without its eBPF object.
+        let mut path: Vec<PathBuf> = vec![target.join("release")];
+        path.extend(
+            spec.lab_bin
+                .as_deref()
+                .and_then(Path::parent)
+                .map(Path::to_owned),
+        );
         let env = [(crate::cli::PREFIX_ENV, self.topo.prefix.as_str())];
         write(&agent, agent_script(&run, &path, &env).as_bytes())?;
         let shared = self.shared_dir();

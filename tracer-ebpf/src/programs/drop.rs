@@ -24,8 +24,9 @@ use tracer_common::{
 use tracer_common::parse::{filter_input, parse, Packet, Skip};
 
 use crate::{
+    filter::wanted,
     kmem,
-    maps::{count, emit, skb_offset, vxlan_port, FILTER, TRACED_NETNS},
+    maps::{count, emit, skb_offset, vxlan_port, TRACED_NETNS},
 };
 
 /// SKB_DROP_REASON_NOT_SPECIFIED is 2 on every kernel that has reasons; anything below is
@@ -145,11 +146,9 @@ fn report<F: SkbFields>(skb: *const u8, location: u64, reason: u32) -> Option<()
             return Some(());
         }
     };
-    if let Some(filter) = FILTER.get(0) {
-        if !filter.matches(&filter_input(&parsed.pkt)) {
-            count(CTR_FILTERED);
-            return Some(());
-        }
+    if !wanted(&filter_input(&parsed.pkt)) {
+        count(CTR_FILTERED);
+        return Some(());
     }
     let skb_len: u32 = F::get(skb, skb_offset(|l| &l.skb_len))?;
     let mark: u32 = F::get(skb, skb_offset(|l| &l.skb_mark)).unwrap_or(0);

@@ -20,7 +20,7 @@ use tracer_common::{filter::FilterInput, Fib, CTR_FILTERED};
 
 use crate::{
     kmem::{load, probe},
-    maps::{count, emit, fib_offset, FIB_SEEN, FILTER},
+    maps::{count, emit, fib_offset, FIB_SEEN},
 };
 
 /// Report a successful lookup of the same (source, destination) at most this often.
@@ -70,9 +70,6 @@ fn field<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
 /// ICMP detail: the filter sees addresses, protocol and ports.
 #[inline(always)]
 fn wanted(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> bool {
-    let Some(filter) = FILTER.get(0) else {
-        return true;
-    };
     let input = FilterInput {
         saddr: u32::from_ne_bytes(src),
         daddr: u32::from_ne_bytes(dst),
@@ -80,7 +77,7 @@ fn wanted(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> bool
         sport,
         dport,
     };
-    let ok = filter.matches(&input);
+    let ok = crate::filter::wanted(&input);
     if !ok {
         count(CTR_FILTERED);
     }

@@ -8,8 +8,8 @@ use aya_ebpf::{
     bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
 };
 use tracer_common::{
-    filter::FilterInput, Hop, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_SAMPLED_OUT,
-    DIR_EGRESS, DIR_INGRESS, MODE_AGGREGATE, MODE_EVENTS,
+    Hop, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS,
+    MODE_AGGREGATE, MODE_EVENTS,
 };
 
 use tracer_common::parse::{
@@ -18,7 +18,8 @@ use tracer_common::parse::{
 
 use crate::{
     aggregate,
-    maps::{count, emit, mode, netns_ino, sample_every, vxlan_port, FILTER},
+    filter::wanted,
+    maps::{count, emit, mode, netns_ino, sample_every, vxlan_port},
 };
 
 /// Direct packet access when the bytes are in the linear area, `bpf_skb_load_bytes` otherwise.
@@ -55,12 +56,6 @@ pub fn hop_ingress_l3(ctx: TcContext) -> i32 {
 pub fn hop_egress_l3(ctx: TcContext) -> i32 {
     hop(&ctx, DIR_EGRESS, false);
     TC_ACT_UNSPEC
-}
-
-/// Whether the flow filter keeps a packet with these fields.
-#[inline(always)]
-fn wanted(input: &FilterInput) -> bool {
-    FILTER.get(0).is_none_or(|f| f.matches(input))
 }
 
 #[inline(always)]
