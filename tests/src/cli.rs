@@ -83,6 +83,14 @@ pub enum LabCmd {
         #[arg(long, env = PREFIX_ENV, default_value = "tlab")]
         prefix: String,
     },
+    /// Print this machine's CLOCK_MONOTONIC and CLOCK_REALTIME in ns (`<mono> <realtime>`):
+    /// an independent reading of a VM guest's clock for the tests of the cross-machine merge.
+    /// With `--serve DIR`: answer every request written to `DIR/req` (a number) with
+    /// `<number> <mono>` in `DIR/resp`, polling every 100 µs, until `DIR/stop` exists.
+    Clock {
+        #[arg(long, value_name = "DIR")]
+        serve: Option<std::path::PathBuf>,
+    },
     /// Print the lab's topology.
     Status {
         #[arg(long)]
@@ -184,6 +192,38 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                 None => crate::heal_all(&topo)?,
             }
             eprintln!("healed");
+            Ok(())
+        }
+        LabCmd::Clock { serve } => {
+            let read = |id| {
+                let mut ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                // SAFETY: clock_gettime writes into a valid timespec.
+                unsafe { libc::clock_gettime(id, &mut ts) };
+                ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+            };
+            let Some(dir) = serve else {
+                println!(
+                    "{} {}",
+                    read(libc::CLOCK_MONOTONIC),
+                    read(libc::CLOCK_REALTIME)
+                );
+                return Ok(());
+            };
+            let mut last = String::new();
+            while !dir.join("stop").exists() {
+                let req = std::fs::read_to_string(dir.join("req")).unwrap_or_default();
+                if !req.is_empty() && req != last {
+                    let mono = read(libc::CLOCK_MONOTONIC);
+                    let tmp = dir.join("resp.tmp");
+                    std::fs::write(&tmp, format!("{} {mono}", req.trim()))?;
+                    std::fs::rename(&tmp, dir.join("resp"))?;
+                    last = req;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
             Ok(())
         }
         LabCmd::Status { json, prefix } => {
