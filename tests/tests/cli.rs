@@ -172,7 +172,7 @@ fn refused_encapsulation_probes_fall_back_with_one_warning() {
     if warnings == 1 {
         assert!(
             out.stderr
-                .contains("using the tc hops on vxlan.calico/tunl0 and the tracepoints instead"),
+                .contains("using the tc hops on vxlan.calico/tunl0 and the uplink instead"),
             "the warning must name the fallback:\n{}",
             out.stderr
         );

@@ -4,7 +4,8 @@
 //!
 //! Per kernel and encapsulation (VXLAN and IPIP on a real `tunl0`): ICMP, TCP and UDP between
 //! the pods of the two guests, both ways, traced hop by hop across the guests (pod veth, tunnel,
-//! uplink on one; uplink, tunnel, pod veth on the other), every segment non-negative, the
+//! uplink on one; uplink, tunnel, pod veth on the other; the encapsulation probes' hops,
+//! iptunnel_xmit and vxlan_rcv / ipip_rcv, in their places), every segment non-negative, the
 //! offset estimated between the guests within its bound of an independent reading of their
 //! clocks; then one fault (the receiving node's firewall drops the tunnel's packets: UDP 4789
 //! for VXLAN, protocol 4 for IPIP) located and named from the merged recordings. On
@@ -106,12 +107,13 @@ fn guest_minus_host(vm: &VmLab, node: &str) -> (i128, i128) {
     best.expect("30 readings")
 }
 
-/// (node, ifname, dir) of each hop.
-fn path(t: &Value) -> Vec<(String, String, String)> {
+/// (node, ifname, dir) of each hop; with `functions`, the encapsulation probes' hops too.
+fn path(t: &Value, functions: bool) -> Vec<(String, String, String)> {
     t["hops"]
         .as_array()
         .map(|hops| {
             hops.iter()
+                .filter(|h| functions || h["kind"] != "function")
                 .map(|h| {
                     let s = |k: &str| h[k].as_str().unwrap_or("").to_string();
                     (s("node"), s("ifname"), s("dir"))
@@ -240,39 +242,56 @@ fn check_healthy(lines: &[Value], t: &Topology, encap: Encap, offset_truth: (i12
     };
     let (n1, n2) = (&t.nodes[0].netns, &t.nodes[1].netns);
     let (a, b) = (t.pod("n1p0").unwrap(), t.pod("n2p0").unwrap());
+    // The encapsulation probes (kprobe or fentry; both kernels have kprobes): the outer
+    // header is added in iptunnel_xmit (between the tunnel's egress and the uplink's) and
+    // taken off in vxlan_rcv / ipip_rcv (between the uplink's ingress and the tunnel's).
+    let rcv = match encap {
+        Encap::Vxlan => "vxlan_rcv",
+        _ => "ipip_rcv",
+    };
     let traces: Vec<&Value> = lines.iter().filter(|v| v.get("packet").is_some()).collect();
-    let mut seen = BTreeSet::new();
+    let (mut seen, mut seen_probed) = (BTreeSet::new(), BTreeSet::new());
     for tr in &traces {
-        let p = path(tr);
         let forward = tr["packet"]["src"] == a.ip.to_string();
-        let full = if forward {
-            [
-                (n1, &a.cali, "ingress"),
-                (n1, &tunnel.to_string(), "egress"),
-                (n1, &"eth0".to_string(), "egress"),
-                (n2, &"eth0".to_string(), "ingress"),
-                (n2, &tunnel.to_string(), "ingress"),
-                (n2, &b.cali, "egress"),
-            ]
+        let ((tx, tx_pod), (rx, rx_pod)) = if forward {
+            ((n1, &a.cali), (n2, &b.cali))
         } else {
-            [
-                (n2, &b.cali, "ingress"),
-                (n2, &tunnel.to_string(), "egress"),
-                (n2, &"eth0".to_string(), "egress"),
-                (n1, &"eth0".to_string(), "ingress"),
-                (n1, &tunnel.to_string(), "ingress"),
-                (n1, &a.cali, "egress"),
-            ]
+            ((n2, &b.cali), (n1, &a.cali))
         };
-        let want: Vec<(String, String, String)> = full
-            .iter()
-            .map(|(n, i, d)| (n.to_string(), i.to_string(), d.to_string()))
-            .collect();
-        if p == want && tr["outcome"] == "delivered" {
-            seen.insert((
-                tr["packet"]["proto"].as_str().unwrap_or("").to_string(),
-                forward,
-            ));
+        let probed = [
+            (tx, tx_pod.as_str(), "ingress"),
+            (tx, tunnel, "egress"),
+            (tx, "iptunnel_xmit", "egress"),
+            (tx, "eth0", "egress"),
+            (rx, "eth0", "ingress"),
+            (rx, rcv, "ingress"),
+            (rx, tunnel, "ingress"),
+            (rx, rx_pod.as_str(), "egress"),
+        ];
+        let owned = |hops: &[(&String, &str, &str)]| -> Vec<(String, String, String)> {
+            hops.iter()
+                .map(|(n, i, d)| (n.to_string(), i.to_string(), d.to_string()))
+                .collect()
+        };
+        let want_probed = owned(&probed);
+        let want = owned(
+            &probed
+                .iter()
+                .filter(|(_, i, _)| !["iptunnel_xmit", rcv].contains(i))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        let key = (
+            tr["packet"]["proto"].as_str().unwrap_or("").to_string(),
+            forward,
+        );
+        if tr["outcome"] == "delivered" {
+            if path(tr, false) == want {
+                seen.insert(key.clone());
+            }
+            if path(tr, true) == want_probed {
+                seen_probed.insert(key);
+            }
         }
         for s in tr["segments"].as_array().into_iter().flatten() {
             if let Some(ns) = s["ns"].as_i64() {
@@ -297,6 +316,13 @@ fn check_healthy(lines: &[Value], t: &Topology, encap: Encap, offset_truth: (i12
                 "node2 -> node1"
             },
             traces.len()
+        );
+        assert!(
+            seen_probed.contains(&(want.0.to_string(), want.1)),
+            "no delivered {} trace with the encapsulation probes' hops (iptunnel_xmit, {rcv}) \
+             in place; seen {seen_probed:?}; e.g. {:?}",
+            want.0,
+            traces.first().map(|t| path(t, true))
         );
     }
     // The merge's estimate of node2 − node1 agrees with the independent reading.

@@ -316,20 +316,37 @@ pub type FibEvent = Event<Fib>;
 const _: () = assert!(core::mem::size_of::<FibEvent>() == 80);
 
 /// Encapsulation functions probed with fentry/kprobe (`Func::func`).
-pub const FUNC_VXLAN_XMIT: u32 = 1;
-pub const FUNC_IPTUNNEL_XMIT: u32 = 2;
-pub const FUNC_VXLAN_RCV: u32 = 3;
+/// `iptunnel_xmit`: every IPv4 tunnel (VXLAN through the UDP tunnel code, IPIP) hands the
+/// encapsulated packet to IP here, outer addresses as arguments, inner header still marked.
+pub const FUNC_IPTUNNEL_XMIT: u32 = 1;
+/// `vxlan_rcv`: a VXLAN packet arriving at its socket, outer headers still in place.
+pub const FUNC_VXLAN_RCV: u32 = 2;
+/// `ipip_rcv`: an IPIP packet arriving, outer header still in place.
+pub const FUNC_IPIP_RCV: u32 = 3;
+/// The interface index that stands for function `f` in a trace's hops (never a real one).
+pub const FUNC_IFINDEX_BASE: u32 = 0xFFFF_0000;
 
-/// Body of an `EVENT_FUNC` record.
+/// Body of an `EVENT_FUNC` record: a packet seen by an encapsulation function, with its inner
+/// identity and the outer header it gets (transmit) or arrived in (receive). The header's
+/// `netns` and `ifindex` are those of `skb->dev` (the tunnel device when transmitting, the
+/// receiving device when receiving).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Func {
     /// One of `FUNC_*`.
     pub func: u32,
     pub skb_len: u32,
+    /// The skb's address: a hint within one node.
     pub skb: u64,
+    /// `DIR_EGRESS` (encapsulation) or `DIR_INGRESS` (decapsulation).
+    pub dir: u8,
+    /// `HOP_F_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 6],
+    pub encap: Encap,
+    pub pkt: Ipv4Packet,
 }
-const _: () = assert!(core::mem::size_of::<Func>() == 16);
+const _: () = assert!(core::mem::size_of::<Func>() == 80);
 
 impl EventBody for Func {
     const KIND: u16 = EVENT_FUNC;
@@ -337,7 +354,7 @@ impl EventBody for Func {
 
 /// An `EVENT_FUNC` record as written to the ring buffer.
 pub type FuncEvent = Event<Func>;
-const _: () = assert!(core::mem::size_of::<FuncEvent>() == 40);
+const _: () = assert!(core::mem::size_of::<FuncEvent>() == 104);
 
 /// Kernel struct layout for the drop hooks, resolved by user space from the running kernel's BTF
 /// (and the classic tracepoint's format file) and patched into the programs as a read-only
@@ -361,8 +378,13 @@ pub struct SkbLayout {
     pub tp_skbaddr: u32,
     pub tp_location: u32,
     pub tp_reason: u32,
+    /// `sk_buff`: `data`, and the inner network header a tunnel sets before it encapsulates
+    /// (the encapsulation probes).
+    pub skb_data: u32,
+    pub skb_inner_network_header: u32,
+    pub _pad: [u32; 2],
 }
-const _: () = assert!(core::mem::size_of::<SkbLayout>() == 48);
+const _: () = assert!(core::mem::size_of::<SkbLayout>() == 64);
 
 /// Offsets for `tp_btf/fib_table_lookup` (args: tb_id, flowi4, fib_nh_common, err), resolved
 /// from the running kernel's BTF by user space and patched into the program as a read-only

@@ -93,6 +93,9 @@ static SKB_OFFSETS: SkbLayout = SkbLayout {
     tp_skbaddr: 0,
     tp_location: 0,
     tp_reason: 0,
+    skb_data: 0,
+    skb_inner_network_header: 0,
+    _pad: [0; 2],
 };
 
 /// One offset of [`SKB_OFFSETS`] (a constant to the verifier), e.g.

@@ -416,7 +416,7 @@ pub fn open_node(netns: &Netns, plan: NodePlan, opts: &AttachOptions<'_>) -> Res
                     IfaceKind::PodVeth => ROLE_POD,
                     IfaceKind::Vxlan | IfaceKind::Ipip => ROLE_TUNNEL,
                     IfaceKind::Uplink => ROLE_UPLINK,
-                    IfaceKind::Other => return None,
+                    IfaceKind::Other | IfaceKind::Function => return None,
                 };
                 Some((t.ifindex, role))
             })

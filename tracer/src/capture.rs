@@ -292,9 +292,15 @@ impl Session {
             "tracer: attached in {:.0} ms; filter: {filter_text}",
             started.elapsed().as_secs_f64() * 1000.0,
         );
-        let topology = Topology {
+        let mut topology = Topology {
             nodes: nodes.iter().map(|n| n.plan.node.clone()).collect(),
         };
+        // The encapsulation probes' hops are on pseudo-interfaces of every node.
+        if let Some(h) = &hooks {
+            for node in &mut topology.nodes {
+                node.ifaces.extend(h.probes.ifaces());
+            }
+        }
         if let Some(path) = &cap.ready_file {
             std::fs::write(path, b"ready\n")
                 .with_context(|| format!("writing ready file {}", path.display()))?;

@@ -14,7 +14,7 @@ use thiserror::Error;
 use tracer_common::{
     Drop, Event as WireEvent, EventBody, EventHeader, Fib, Func, Hop, DIR_EGRESS, DIR_INGRESS,
     ENCAP_IPIP, ENCAP_NONE, ENCAP_VXLAN, EVENT_DROP, EVENT_FIB, EVENT_FUNC, EVENT_HOP,
-    FUNC_IPTUNNEL_XMIT, FUNC_VXLAN_RCV, FUNC_VXLAN_XMIT,
+    FUNC_IFINDEX_BASE, FUNC_IPIP_RCV, FUNC_IPTUNNEL_XMIT, FUNC_VXLAN_RCV,
 };
 
 use crate::model::{Direction, Encap, EncapKind, PacketId};
@@ -116,29 +116,15 @@ impl FibRecord {
     }
 }
 
-/// Encapsulation functions seen by fentry/kprobe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EncapFunc {
-    VxlanXmit,
-    IptunnelXmit,
-    VxlanRcv,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FuncRecord {
-    pub ts_ns: u64,
-    pub func: EncapFunc,
-    pub skb: u64,
-    pub len: u32,
-}
-
 /// A decoded record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Hop(HopRecord),
     Drop(DropRecord),
     Fib(FibRecord),
-    Func(FuncRecord),
+    /// A packet seen by an encapsulation function (fentry/kprobe), as a hop on the function's
+    /// pseudo-interface (`FUNC_IFINDEX_BASE + func`).
+    Func(HopRecord),
 }
 
 fn read_pod<T: Copy>(bytes: &[u8]) -> Option<T> {
@@ -277,18 +263,25 @@ fn decode_fib(h: &EventHeader, f: Fib) -> FibRecord {
     }
 }
 
-fn decode_func(h: &EventHeader, f: Func) -> Result<FuncRecord, DecodeError> {
-    let func = match f.func {
-        FUNC_VXLAN_XMIT => EncapFunc::VxlanXmit,
-        FUNC_IPTUNNEL_XMIT => EncapFunc::IptunnelXmit,
-        FUNC_VXLAN_RCV => EncapFunc::VxlanRcv,
-        other => return Err(DecodeError::BadFunc(other)),
+fn decode_func(h: &EventHeader, f: Func) -> Result<HopRecord, DecodeError> {
+    if !matches!(f.func, FUNC_IPTUNNEL_XMIT | FUNC_VXLAN_RCV | FUNC_IPIP_RCV) {
+        return Err(DecodeError::BadFunc(f.func));
+    }
+    let dir = match f.dir {
+        DIR_INGRESS => Direction::Ingress,
+        DIR_EGRESS => Direction::Egress,
+        other => return Err(DecodeError::BadDirection(other)),
     };
-    Ok(FuncRecord {
+    Ok(HopRecord {
         ts_ns: h.ts_ns,
-        func,
-        skb: f.skb,
+        netns: h.netns,
+        ifindex: FUNC_IFINDEX_BASE + f.func,
+        dir,
         len: f.skb_len,
+        packet: packet_id(&f.pkt),
+        tcp_flags: f.pkt.tcp_flags,
+        icmp_type: f.pkt.icmp_type,
+        encap: encap(&f.encap)?,
     })
 }
 
@@ -297,11 +290,11 @@ mod tests {
     use super::*;
     use tracer_common::{Encap as WireEncap, HopEvent, Ipv4Packet};
 
-    fn record(ev: &HopEvent) -> Vec<u8> {
-        // SAFETY: HopEvent is a plain #[repr(C)] struct of integers without implicit padding.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((ev as *const HopEvent).cast::<u8>(), size_of::<HopEvent>())
-        };
+    fn record<T: Copy>(ev: &T) -> Vec<u8> {
+        // SAFETY: the wire events are plain #[repr(C)] structs of integers without implicit
+        // padding, so all their bytes are initialised.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((ev as *const T).cast::<u8>(), size_of::<T>()) };
         bytes.to_vec()
     }
 
@@ -370,6 +363,46 @@ mod tests {
             (Ipv4Addr::new(10, 10, 0, 1), Ipv4Addr::new(10, 10, 0, 2))
         );
         assert_eq!((e.outer_sport, e.outer_dport), (40000, 4789));
+    }
+
+    #[test]
+    fn an_encapsulation_probe_is_a_hop_on_its_function() {
+        let hop = vxlan_hop();
+        let mut ev = tracer_common::FuncEvent {
+            header: EventHeader {
+                kind: EVENT_FUNC,
+                len: size_of::<tracer_common::FuncEvent>() as u16,
+                ..hop.header
+            },
+            body: Func {
+                func: FUNC_VXLAN_RCV,
+                skb_len: 134,
+                skb: 0xffff_8880_0000_1000,
+                dir: DIR_INGRESS,
+                flags: 0,
+                _pad: [0; 6],
+                encap: hop.body.encap,
+                pkt: hop.body.pkt,
+            },
+        };
+        let Ok(Event::Func(h)) = decode(&record(&ev)) else {
+            panic!("decodes")
+        };
+        assert_eq!(h.ifindex, FUNC_IFINDEX_BASE + FUNC_VXLAN_RCV);
+        assert_eq!(
+            (h.dir, h.len, h.netns),
+            (Direction::Ingress, 134, 4026531993)
+        );
+        assert_eq!(h.packet.src, Ipv4Addr::new(10, 244, 0, 1));
+        assert_eq!(
+            h.encap.map(|e| (e.kind, e.vni)),
+            Some((EncapKind::Vxlan, 4096))
+        );
+        ev.body.func = 9;
+        assert_eq!(decode(&record(&ev)), Err(DecodeError::BadFunc(9)));
+        ev.body.func = FUNC_IPTUNNEL_XMIT;
+        ev.body.dir = 7;
+        assert_eq!(decode(&record(&ev)), Err(DecodeError::BadDirection(7)));
     }
 
     #[test]

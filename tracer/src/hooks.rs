@@ -1,6 +1,6 @@
 //! The global hooks: drop points (`kfree_skb`), route lookups (`fib:fib_table_lookup`) and the
-//! encapsulation functions (fentry, else kprobes), loaded once per tracer from the same embedded
-//! object as the tc programs, with a ring buffer of their own.
+//! encapsulation functions (`probes`: fentry, else kprobes), loaded once per tracer from the
+//! same embedded object as the tc programs, with a ring buffer of their own.
 //!
 //! Everything kernel-specific comes from the running kernel: sk_buff / net_device / net offsets
 //! from BTF, tracepoint record layouts from their format files, and the names of drop reasons
@@ -12,7 +12,7 @@ use std::{path::Path, time::Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, KProbe, TracePoint},
+    programs::{BtfTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use tracer_common::{filter::FilterProgram, FibLayout, SkbLayout, N_COUNTERS};
@@ -21,6 +21,7 @@ use crate::{
     attach::{ebpf_object, log_verified, sum_counters},
     btf::Btf,
     names::KernelNames,
+    probes,
 };
 
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -54,6 +55,8 @@ pub struct GlobalHooks {
     pub names: KernelNames,
     /// One line per hook: what is attached.
     pub attached: Vec<String>,
+    /// The encapsulation functions probed.
+    pub probes: probes::Attached,
     /// Owns the programs and their links.
     _ebpf: Ebpf,
 }
@@ -88,6 +91,8 @@ pub fn skb_layout(btf: &Btf, tp_format: Option<&str>) -> Result<SkbLayout> {
         dev_ifindex: m("net_device", &["ifindex"])?,
         dev_nd_net: m("net_device", &["nd_net", "net"])?,
         net_ns_inum: m("net", &["ns", "inum"])?,
+        skb_data: m("sk_buff", &["data"])?,
+        skb_inner_network_header: m("sk_buff", &["inner_network_header"])?,
         ..SkbLayout::default()
     };
     if let Some(text) = tp_format {
@@ -245,7 +250,8 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
         opts.fib_hook,
         &mut attached,
     )?;
-    attach_encap_probes(&mut ebpf, &aya_btf, &btf, &mut attached);
+    let probes = probes::attach(&mut ebpf, &aya_btf, &btf);
+    attached.extend(probes.line());
 
     let events = RingBuf::try_from(
         ebpf.take_map("EVENTS")
@@ -260,6 +266,7 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
         counters,
         names,
         attached,
+        probes,
         _ebpf: ebpf,
     })
 }
@@ -388,81 +395,6 @@ fn attach_fib_hook(
         }
     }
     Ok(())
-}
-
-/// (program suffix, kernel function) of the encapsulation probes.
-const ENCAP_FUNCS: [(&str, &str); 2] = [
-    ("vxlan_xmit", "vxlan_xmit"),
-    ("iptunnel_xmit", "iptunnel_xmit"),
-];
-
-fn attach_encap_probes(ebpf: &mut Ebpf, aya_btf: &aya::Btf, btf: &Btf, attached: &mut Vec<String>) {
-    let mut fentry_err = None;
-    let mut kprobe_err = None;
-    let mut ok = Vec::new();
-    for (prog, func) in ENCAP_FUNCS {
-        if !btf.has_func(func) {
-            continue;
-        }
-        let fentry = (|| -> Result<()> {
-            let p: &mut FEntry = ebpf
-                .program_mut(&format!("fentry_{prog}"))
-                .ok_or_else(|| anyhow!("no program fentry_{prog}"))?
-                .try_into()?;
-            let started = Instant::now();
-            p.load(func, aya_btf)?;
-            log_verified(&format!("fentry_{prog}"), started, p.info());
-            p.attach()?;
-            Ok(())
-        })();
-        match fentry {
-            Ok(()) => {
-                ok.push(format!("fentry/{func}"));
-                continue;
-            }
-            Err(e) => fentry_err = fentry_err.or(Some(e)),
-        }
-        let kprobe = (|| -> Result<()> {
-            let p: &mut KProbe = ebpf
-                .program_mut(&format!("kprobe_{prog}"))
-                .ok_or_else(|| anyhow!("no program kprobe_{prog}"))?
-                .try_into()?;
-            let started = Instant::now();
-            p.load()?;
-            log_verified(&format!("kprobe_{prog}"), started, p.info());
-            p.attach(func, 0)?;
-            Ok(())
-        })();
-        match kprobe {
-            Ok(()) => ok.push(format!("kprobe/{func}")),
-            Err(e) => kprobe_err = kprobe_err.or(Some(e)),
-        }
-    }
-    if !ok.is_empty() {
-        attached.push(format!("encapsulation: {}", ok.join(", ")));
-    }
-    if ok.len() < ENCAP_FUNCS.len() {
-        let why = |e: Option<anyhow::Error>| {
-            e.map_or_else(|| "not tried".to_string(), |e| first_line(&e))
-        };
-        log::warn!(
-            "encapsulation probes unavailable (fentry: {}; kprobe: {}); using the tc hops on \
-             vxlan.calico/tunl0 and the tracepoints instead",
-            why(fentry_err),
-            why(kprobe_err)
-        );
-    }
-}
-
-fn first_line(e: &anyhow::Error) -> String {
-    let mut chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-    chain.dedup();
-    chain
-        .join(": ")
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 #[cfg(test)]

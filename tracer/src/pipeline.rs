@@ -206,7 +206,11 @@ impl<W: Write> Pipeline<W> {
                 (f.ts_ns, f.netns) = (at.time(f.ts_ns), at.netns(f.netns));
                 self.correlator.push_fib(f)
             }
-            Ok(Event::Func(_)) => self.counts.func_events += 1,
+            Ok(Event::Func(mut hop)) => {
+                self.counts.func_events += 1;
+                (hop.ts_ns, hop.netns) = (at.time(hop.ts_ns), at.netns(hop.netns));
+                self.push_hop(hop)
+            }
             Ok(other) => self.unexpected(&other),
             Err(e) => self.decode_error("global hooks", &e),
         }

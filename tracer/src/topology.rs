@@ -22,6 +22,9 @@ pub enum IfaceKind {
     Uplink,
     /// Anything added with `--iface` that is none of the above.
     Other,
+    /// Not an interface: a kernel function probed with fentry/kprobe (an encapsulation
+    /// probe), on a pseudo-interface index of its own.
+    Function,
 }
 
 impl IfaceKind {
@@ -33,6 +36,7 @@ impl IfaceKind {
             IfaceKind::Ipip => "ipip",
             IfaceKind::Uplink => "uplink",
             IfaceKind::Other => "other",
+            IfaceKind::Function => "function",
         }
     }
 
