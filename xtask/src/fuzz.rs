@@ -2,11 +2,13 @@
 //! (cargo-fuzz, libFuzzer, nightly) on the recording reader and on the merge, each from its
 //! corpus kept in the repository (`fuzz/corpus/<target>`), with allocations limited so that an
 //! unbounded one is a failure. `cargo xtask test` runs both briefly; a crash leaves its input
-//! in `fuzz/artifacts/<target>/` and fails the run.
+//! in `fuzz/artifacts/<target>/` and fails the run. The kept corpus is only read: what a run
+//! finds goes to `fuzz/target/new-corpus/<target>/` (fold it in with `cargo +nightly fuzz cmin
+//! -O <target> corpus/<target>` after copying it over), so the working tree stays clean.
 
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::{setup, workspace_root};
@@ -41,9 +43,12 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
             None => format!("-max_total_time={}", args.seconds),
         };
         eprintln!("xtask: fuzzing {target} ({limit})");
+        let found = dir.join("target/new-corpus").join(target);
+        std::fs::create_dir_all(&found).with_context(|| format!("creating {}", found.display()))?;
         setup::sh(
             Command::new("rustup")
                 .args(["run", "nightly", "cargo", "fuzz", "run", "-O", target])
+                .arg(&found)
                 .arg(format!("corpus/{target}"))
                 .args(["--", &limit, &format!("-malloc_limit_mb={MALLOC_LIMIT_MB}")])
                 .arg("-print_final_stats=1")
