@@ -668,6 +668,12 @@ impl Fault {
         self.entry().tracer.iter().find(|r| r.encap == encap)
     }
 
+    /// Every fault's name, in catalogue order, comma-separated (`encap-never, missing-route,
+    /// ...`): for error messages and the `--help` of the commands that take a fault.
+    pub fn names() -> String {
+        Fault::ALL.map(Fault::name).join(", ")
+    }
+
     /// Every (fault, encapsulation) the catalogue declares, faults in documentation order.
     pub fn cases() -> impl Iterator<Item = (Fault, Encap)> {
         CATALOGUE
@@ -689,10 +695,7 @@ impl FromStr for Fault {
         Fault::ALL
             .into_iter()
             .find(|f| f.name() == s)
-            .with_context(|| {
-                let names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
-                format!("unknown fault `{s}` (valid: {})", names.join(", "))
-            })
+            .with_context(|| format!("unknown fault `{s}` (valid: {})", Fault::names()))
     }
 }
 
