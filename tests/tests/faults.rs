@@ -17,13 +17,21 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::require_root;
 use lab::{exec_in, faults, in_netns, Encap, Fault, Lab, LabSpec, Probe, Topology};
 
 /// How long a probe that should fail is given.
 const LOST: Duration = Duration::from_millis(300);
 /// How long a probe that should work is given (per attempt, 3 attempts).
 const ANSWERED: Duration = Duration::from_secs(1);
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(
+        uid, 0,
+        "the fault tests create network namespaces: they must run as root"
+    );
+}
 
 fn up(prefix: &str, encap: Encap, pods_per_node: usize) -> Lab {
     require_root();
