@@ -71,8 +71,8 @@ pub enum LabCmd {
     },
     /// Break the running lab the way Calico clusters break (see `lab break --help`).
     Break {
-        /// encap-never, missing-route, missing-fdb, missing-arp, underlay-blocks-vxlan,
-        /// policy-drop, rp-filter, mtu, pod-cidr-overlap, wrong-tunnel-source
+        // The help lists the faults of the catalogue.
+        #[arg(help = crate::Fault::names())]
         fault: String,
         #[arg(long, env = PREFIX_ENV, default_value = "tlab")]
         prefix: String,

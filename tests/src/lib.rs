@@ -8,7 +8,8 @@
 //! provides the namespace plumbing (also for tests that generate traffic from inside pods), and
 //! [`mod@status`] keeps `/run/tracer-lab/{prefix}.json` so that `lab status` can describe a lab
 //! left running by `lab up`; [`traffic`] generates pod-to-pod traffic, and [`faults`] breaks a
-//! running lab the way Calico clusters break (and heals it exactly). Everything is keyed by the
+//! running lab the way Calico clusters break (and heals it exactly): every fault is declared
+//! once, in [`faults::catalogue`], and applied by [`faults::engine`]. Everything is keyed by the
 //! prefix, so labs with different prefixes can coexist (parallel tests).
 //!
 //! [`vm`] runs the same lab with every node a qemu guest of its own kernel: each guest builds
@@ -30,7 +31,9 @@ pub mod vm;
 
 pub use build::{down_prefix, Lab};
 pub use cidr::Cidr;
-pub use faults::{active, break_lab, heal, heal_all, ExpectedDrop, Fault, FaultInfo, Probe};
+pub use faults::{
+    active, break_lab, heal, heal_all, ExpectedDrop, Fault, FaultInfo, Probe, TracerReport,
+};
 pub use netns::{exec_in, in_netns, netns_inode};
 pub use spec::{Encap, LabSpec};
 pub use status::status;

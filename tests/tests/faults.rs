@@ -1,15 +1,18 @@
-//! Privileged tests of `lab::faults`: for every fault (in each encapsulation it applies to),
-//! in a lab of its own, the probe works, breaking makes it fail, `active` lists the fault,
-//! healing (with the topology re-read from the state file, as another process would) makes it
-//! work again and restores the nodes' routing, neighbour, FDB, link, nftables and rp_filter
-//! state exactly. Plus: same-node pods keep talking under `encap-never` (the seed incident),
-//! pod-to-pod and node-to-node keep working under `pod-cidr-overlap`, refusals.
+//! Privileged tests of `lab::faults`: for every fault of the catalogue in each encapsulation it
+//! applies to, in a lab of its own, the probe works, breaking makes it fail, `active` lists the
+//! fault, healing (with the topology re-read from the state file, as another process would)
+//! makes it work again and restores the nodes' routing, neighbour, FDB, link, nftables and
+//! rp_filter state exactly. Plus: same-node pods keep talking under `encap-never` (the seed
+//! incident), pod-to-pod and node-to-node keep working under `pod-cidr-overlap`, refusals.
 //!
-//! Every lab has its own short prefix, so the tests run in parallel; failing probes wait
-//! [`LOST`] only. `drop_reasons` (ignored: about 30 s, global tracepoint) checks each fault's
-//! [`lab::ExpectedDrop`]s with the `skb:kfree_skb` tracepoint; run it with
-//! `cargo test -p tracer-tests --test faults -- --ignored --nocapture`.
+//! Every lab has its own short prefix, so the cycles run in parallel (as many at a time as the
+//! harness runs tests); every cycle runs to its end and one failure lists every fault that
+//! failed; failing probes wait [`LOST`] only. `drop_reasons` (ignored: about 30 s, global
+//! tracepoint) checks each fault's [`lab::ExpectedDrop`]s with the `skb:kfree_skb` tracepoint;
+//! run it with `cargo test -p tracer-tests --test faults -- --ignored --nocapture`.
 //! Not root = failure with a message, never a silent skip.
+
+mod common;
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -159,60 +162,50 @@ fn cycle(prefix: &str, encap: Encap, fault: Fault, during: impl FnOnce(&Topology
     eprintln!("{prefix}: {fault} cycle in {:?}", started.elapsed());
 }
 
-macro_rules! cycles {
-    ($($name:ident: $prefix:literal, $encap:ident, $fault:ident;)*) => {$(
-        #[test]
-        fn $name() {
-            cycle($prefix, Encap::$encap, Fault::$fault, |_| {});
-        }
-    )*};
-}
-
-cycles! {
-    vxlan_encap_never: "tf-v-encap", Vxlan, EncapNever;
-    vxlan_missing_route: "tf-v-route", Vxlan, MissingRoute;
-    vxlan_missing_fdb: "tf-v-fdb", Vxlan, MissingFdb;
-    vxlan_missing_arp: "tf-v-arp", Vxlan, MissingArp;
-    vxlan_underlay_blocks_vxlan: "tf-v-underlay", Vxlan, UnderlayBlocksVxlan;
-    vxlan_policy_drop: "tf-v-policy", Vxlan, PolicyDrop;
-    vxlan_rp_filter: "tf-v-rpf", Vxlan, RpFilter;
-    vxlan_wrong_tunnel_source: "tf-v-tunsrc", Vxlan, WrongTunnelSource;
-    none_encap_never: "tf-n-encap", None, EncapNever;
-    none_missing_route: "tf-n-route", None, MissingRoute;
-    none_policy_drop: "tf-n-policy", None, PolicyDrop;
-    none_rp_filter: "tf-n-rpf", None, RpFilter;
-    none_mtu: "tf-n-mtu", None, Mtu;
-}
-
+/// Every fault of the catalogue in every encapsulation it applies to, in parallel.
 #[test]
-fn vxlan_mtu_also_with_udp_and_tcp() {
-    cycle("tf-v-mtu", Encap::Vxlan, Fault::Mtu, |t| {
-        let mut udp = Fault::Mtu.probe(t).unwrap();
-        (udp.proto, udp.port) = ("udp".into(), Some(5353));
-        assert_lost(t, &udp, "udp 1200 bytes with DF under mtu");
-        udp.df = false;
-        assert_answered(t, &udp, "udp 1200 bytes without DF (fragmented) under mtu");
-        let tcp = Probe {
-            proto: "tcp".into(),
-            port: Some(8080),
-            size: None,
-            df: false,
-            ..udp
-        };
-        assert_answered(t, &tcp, "a TCP handshake under mtu");
+fn every_fault_breaks_and_heals_exactly() {
+    require_root();
+    let cases: Vec<(String, (Fault, Encap))> = Fault::cases()
+        .map(|(f, e)| (common::fault_prefix("tf", f, e), (f, e)))
+        .collect();
+    common::each_case(&cases, common::test_threads(), |prefix, &(fault, encap)| {
+        cycle(prefix, encap, fault, |t| while_broken(fault, encap, t));
     });
 }
 
-#[test]
-fn vxlan_pod_cidr_overlap_only_loses_pod_to_node() {
-    cycle("tf-v-overlap", Encap::Vxlan, Fault::PodCidrOverlap, |t| {
-        let (n1, n2) = (t.node("node1").unwrap(), t.node("node2").unwrap());
-        let p2 = t.pod("n2p0").unwrap();
-        assert_answered(t, &ping("n1p0", p2.ip), "pod-to-pod under pod-cidr-overlap");
-        assert_answered(t, &ping("n2p0", n1.ip), "node2's pod to node1");
-        let out = exec_in(&n1.netns, &["ping", "-c1", "-W1", &n2.ip.to_string()]).unwrap();
-        assert!(out.status.success(), "node-to-node under pod-cidr-overlap");
-    });
+/// What a fault must break and spare beyond its probe, checked while it is active.
+fn while_broken(fault: Fault, encap: Encap, t: &Topology) {
+    match (fault, encap) {
+        (Fault::Mtu, Encap::Vxlan) => mtu_also_with_udp_and_tcp(t),
+        (Fault::PodCidrOverlap, _) => pod_cidr_overlap_only_loses_pod_to_node(t),
+        _ => {}
+    }
+}
+
+fn mtu_also_with_udp_and_tcp(t: &Topology) {
+    let mut udp = Fault::Mtu.probe(t).unwrap();
+    (udp.proto, udp.port) = ("udp".into(), Some(5353));
+    assert_lost(t, &udp, "udp 1200 bytes with DF under mtu");
+    udp.df = false;
+    assert_answered(t, &udp, "udp 1200 bytes without DF (fragmented) under mtu");
+    let tcp = Probe {
+        proto: "tcp".into(),
+        port: Some(8080),
+        size: None,
+        df: false,
+        ..udp
+    };
+    assert_answered(t, &tcp, "a TCP handshake under mtu");
+}
+
+fn pod_cidr_overlap_only_loses_pod_to_node(t: &Topology) {
+    let (n1, n2) = (t.node("node1").unwrap(), t.node("node2").unwrap());
+    let p2 = t.pod("n2p0").unwrap();
+    assert_answered(t, &ping("n1p0", p2.ip), "pod-to-pod under pod-cidr-overlap");
+    assert_answered(t, &ping("n2p0", n1.ip), "node2's pod to node1");
+    let out = exec_in(&n1.netns, &["ping", "-c1", "-W1", &n2.ip.to_string()]).unwrap();
+    assert!(out.status.success(), "node-to-node under pod-cidr-overlap");
 }
 
 /// The seed incident: same-node pods talk, cross-node pods don't.
@@ -296,38 +289,6 @@ fn none_mode_refuses_vxlan_faults() {
     drop(lab);
     assert!(!lab::status::faults_path("tf-n-refuse").exists());
     assert!(lab::active("tf-n-refuse").unwrap().is_empty());
-}
-
-#[test]
-fn names_parse_and_serialize() {
-    for f in Fault::ALL {
-        assert_eq!(f.name().parse::<Fault>().unwrap(), f);
-        assert_eq!(f.to_string(), f.name());
-        let json = serde_json::to_string(&f).unwrap();
-        assert_eq!(json, format!("\"{}\"", f.name()));
-        assert_eq!(serde_json::from_str::<Fault>(&json).unwrap(), f);
-        assert!(!f.expected_drops().is_empty());
-    }
-    let err = format!("{:#}", "encap".parse::<Fault>().unwrap_err());
-    assert!(err.contains("unknown fault `encap`"), "{err}");
-    assert!(err.contains("encap-never, missing-route,"), "{err}");
-    assert!(err.contains("wrong-tunnel-source"), "{err}");
-    let vxlan_only: Vec<_> = Fault::ALL
-        .into_iter()
-        .filter(|f| !f.applies_to(Encap::None))
-        .map(Fault::name)
-        .collect();
-    assert_eq!(
-        vxlan_only,
-        [
-            "missing-fdb",
-            "missing-arp",
-            "underlay-blocks-vxlan",
-            "pod-cidr-overlap",
-            "wrong-tunnel-source"
-        ]
-    );
-    assert!(Fault::ALL.iter().all(|f| f.applies_to(Encap::Vxlan)));
 }
 
 // ---------------------------------------------------------------------------------------------

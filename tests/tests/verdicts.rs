@@ -1,6 +1,10 @@
-//! Every lab fault found, located and explained: break the lab, send the fault's probe while
-//! the tracer runs, and check the probe's trace: outcome, the drop's node, device, reason and
-//! function, and the verdict name. Then heal, and check the same probe is delivered.
+//! Every lab fault found, located and explained: for each fault of the catalogue
+//! (`lab::faults::catalogue`) in each encapsulation it applies to, break the lab, send the
+//! fault's probe while the tracer runs, and check the probe's trace against the catalogue's
+//! [`lab::TracerReport`]: outcome, the drop's node, device, reason and function, and the verdict
+//! name. Then heal, and check the same probe is delivered. A fault without a report fails,
+//! printing what the tracer reported (the values to declare); every fault runs to its end and
+//! one failure lists them all.
 //!
 //! The route-lookup tracepoint has no namespace and every lab uses the same addresses, so the
 //! cases run one at a time (a lock), not in parallel: each case sees only its own traffic.
@@ -18,38 +22,6 @@ use lab::{Encap, Fault, Topology};
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// What the tracer must report for a fault.
-struct Expect {
-    fault: Fault,
-    encap: Encap,
-    /// Node (lab name) and device of the drop; `"cali"` means the probe pod's veth.
-    node: &'static str,
-    device: &'static str,
-    reason: &'static str,
-    function: &'static str,
-    verdict: &'static str,
-}
-
-const fn e(
-    fault: Fault,
-    encap: Encap,
-    node: &'static str,
-    device: &'static str,
-    reason: &'static str,
-    function: &'static str,
-    verdict: &'static str,
-) -> Expect {
-    Expect {
-        fault,
-        encap,
-        node,
-        device,
-        reason,
-        function,
-        verdict,
-    }
-}
 
 fn ip_of(v: &Value) -> Ipv4Addr {
     v.as_str()
@@ -103,24 +75,44 @@ fn traced_probe(
     (traces, out)
 }
 
-fn check(x: &Expect, prefix: &str) {
-    check_with(x, prefix, &[]);
+/// The catalogue entry a dropped trace would need: `traced(...)` as written in the catalogue.
+fn observed(topo: &Topology, encap: Encap, probe_cali: &str, t: &Value) -> String {
+    let d = &t["drop"];
+    let netns = d["node"].as_str().unwrap_or("?");
+    let node = topo
+        .nodes
+        .iter()
+        .find(|n| n.netns == netns)
+        .map_or(netns, |n| n.name.as_str());
+    let device = match d["ifname"].as_str().unwrap_or("?") {
+        dev if dev == probe_cali => "cali",
+        dev => dev,
+    };
+    let function = d["function"].as_str().unwrap_or("?");
+    let function = function.split('+').next().unwrap_or(function);
+    format!(
+        "traced(Encap::{encap:?}, {node:?}, {device:?}, ({:?}, {function:?}), {:?})",
+        d["reason"].as_str().unwrap_or("?"),
+        t["verdict"]["name"].as_str().unwrap_or("?")
+    )
 }
 
-fn check_with(x: &Expect, prefix: &str, extra: &[&str]) {
+/// Breaks a fresh lab `prefix` of `encap` with `fault`, traces the probe (the tracer gets
+/// `extra` arguments) and checks it against the catalogue; heals and checks delivery.
+fn check(fault: Fault, encap: Encap, prefix: &str, extra: &[&str]) {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = common::lab_up(prefix, 1, x.encap);
+    let lab = common::lab_up(prefix, 1, encap);
     let topo = lab.topology().clone();
-    let info = lab::break_lab(&topo, x.fault).expect("break");
+    let info = lab::break_lab(&topo, fault).expect("break");
     let delayed = info.expected_drops.iter().any(|d| d.delayed);
     let wait = if delayed {
         Duration::from_millis(4800)
     } else {
         Duration::from_millis(800)
     };
-    let (traces, out) = traced_probe(&topo, x.fault, wait, extra);
-    let what = format!("{} ({:?}): {}", x.fault.name(), x.encap, info.description);
+    let (traces, out) = traced_probe(&topo, fault, wait, extra);
+    let what = format!("{} ({:?}): {}", fault.name(), encap, info.description);
     let dropped: Vec<&Value> = traces
         .iter()
         .filter(|t| t["outcome"] == "dropped")
@@ -132,11 +124,19 @@ fn check_with(x: &Expect, prefix: &str, extra: &[&str]) {
         out.stderr
     );
     let t = dropped[0];
+    let cali = topo.pod(&info.probe.from_pod).expect("pod").cali.clone();
+    let Some(x) = fault.tracer_report(encap) else {
+        panic!(
+            "{what}: the catalogue has no tracer report for {encap}; the tracer reported {}\n\
+             in {t}",
+            observed(&topo, encap, &cali, t)
+        );
+    };
     let d = &t["drop"];
     let node = topo.node(x.node).expect("node");
     assert_eq!(d["node"], node.netns.as_str(), "{what}: drop node in {t}");
     let device = match x.device {
-        "cali" => topo.pod(&info.probe.from_pod).expect("pod").cali.clone(),
+        "cali" => cali,
         other => other.to_string(),
     };
     assert_eq!(d["ifname"], device.as_str(), "{what}: drop device in {t}");
@@ -159,8 +159,8 @@ fn check_with(x: &Expect, prefix: &str, extra: &[&str]) {
         "{what}: a probe was delivered despite the fault: {traces:?}"
     );
 
-    lab::heal(&topo, x.fault).expect("heal");
-    let (traces, out) = traced_probe(&topo, x.fault, Duration::from_millis(800), extra);
+    lab::heal(&topo, fault).expect("heal");
+    let (traces, out) = traced_probe(&topo, fault, Duration::from_millis(800), extra);
     assert!(
         !traces.is_empty(),
         "{what}: no probe trace after heal:\n{}",
@@ -175,174 +175,20 @@ fn check_with(x: &Expect, prefix: &str, extra: &[&str]) {
     lab.down().expect("lab down");
 }
 
-macro_rules! fault_test {
-    ($name:ident, $prefix:literal, $expect:expr) => {
-        #[test]
-        fn $name() {
-            check(&$expect, $prefix);
-        }
-    };
+/// Every fault of the catalogue, in every encapsulation it applies to, one after the other.
+#[test]
+fn every_fault_found_located_and_explained() {
+    require_root();
+    let cases: Vec<(String, (Fault, Encap))> = Fault::cases()
+        .map(|(f, e)| (common::fault_prefix("tv", f, e), (f, e)))
+        .collect();
+    common::each_case(&cases, 1, |prefix, &(fault, encap)| {
+        check(fault, encap, prefix, &[]);
+    });
 }
 
-use Encap::{None as Native, Vxlan};
+use Encap::Vxlan;
 use Fault::*;
-
-fault_test!(
-    encap_never_vxlan,
-    "tv-en",
-    e(
-        EncapNever,
-        Vxlan,
-        "node1",
-        "eth0",
-        "NEIGH_FAILED",
-        "neigh_invalidate",
-        "no-route"
-    )
-);
-fault_test!(
-    encap_never_native,
-    "tv-enn",
-    e(
-        EncapNever,
-        Native,
-        "node1",
-        "eth0",
-        "NEIGH_FAILED",
-        "neigh_invalidate",
-        "no-route"
-    )
-);
-fault_test!(
-    missing_route,
-    "tv-mr",
-    e(
-        MissingRoute,
-        Vxlan,
-        "node1",
-        "eth0",
-        "NEIGH_FAILED",
-        "neigh_invalidate",
-        "no-route"
-    )
-);
-fault_test!(
-    missing_fdb,
-    "tv-mf",
-    e(
-        MissingFdb,
-        Vxlan,
-        "node1",
-        "vxlan.calico",
-        "NO_TX_TARGET",
-        "vxlan_xmit",
-        "no-vxlan-fdb"
-    )
-);
-fault_test!(
-    missing_arp,
-    "tv-ma",
-    e(
-        MissingArp,
-        Vxlan,
-        "node1",
-        "vxlan.calico",
-        "NEIGH_FAILED",
-        "neigh_invalidate",
-        "no-neighbour"
-    )
-);
-fault_test!(
-    underlay_blocks_vxlan,
-    "tv-ub",
-    e(
-        UnderlayBlocksVxlan,
-        Vxlan,
-        "node2",
-        "eth0",
-        "NETFILTER_DROP",
-        "nft_do_chain",
-        "underlay-drop"
-    )
-);
-fault_test!(
-    policy_drop,
-    "tv-pd",
-    e(
-        PolicyDrop,
-        Vxlan,
-        "node2",
-        "vxlan.calico",
-        "NETFILTER_DROP",
-        "nft_do_chain",
-        "firewall-drop"
-    )
-);
-fault_test!(
-    policy_drop_native,
-    "tv-pdn",
-    e(
-        PolicyDrop,
-        Native,
-        "node2",
-        "eth0",
-        "NETFILTER_DROP",
-        "nft_do_chain",
-        "firewall-drop"
-    )
-);
-fault_test!(
-    rp_filter,
-    "tv-rp",
-    e(
-        RpFilter,
-        Vxlan,
-        "node2",
-        "vxlan.calico",
-        "IP_RPFILTER",
-        "ip_rcv_finish_core",
-        "rp-filter"
-    )
-);
-fault_test!(
-    mtu,
-    "tv-mtu",
-    e(
-        Mtu,
-        Vxlan,
-        "node1",
-        "cali",
-        "PKT_TOO_BIG",
-        "ip_forward",
-        "mtu"
-    )
-);
-fault_test!(
-    pod_cidr_overlap,
-    "tv-co",
-    e(
-        PodCidrOverlap,
-        Vxlan,
-        "node1",
-        "vxlan.calico",
-        "NEIGH_FAILED",
-        "neigh_invalidate",
-        "cidr-overlap"
-    )
-);
-fault_test!(
-    wrong_tunnel_source,
-    "tv-wt",
-    e(
-        WrongTunnelSource,
-        Vxlan,
-        "node1",
-        "eth0",
-        "NEIGH_FAILED",
-        "neigh_invalidate",
-        "wrong-tunnel-endpoint"
-    )
-);
 
 /// A healthy lab under load: every traced packet is delivered, no trace carries a verdict.
 #[test]
@@ -457,19 +303,7 @@ impl Drop for ChildGuard {
 /// The classic skb/kfree_skb tracepoint (what kernels without tp_btf get) finds the same drop.
 #[test]
 fn missing_fdb_with_the_classic_drop_tracepoint() {
-    check_with(
-        &e(
-            MissingFdb,
-            Vxlan,
-            "node1",
-            "vxlan.calico",
-            "NO_TX_TARGET",
-            "vxlan_xmit",
-            "no-vxlan-fdb",
-        ),
-        "tv-tp",
-        &["--drop-hook", "tracepoint"],
-    );
+    check(MissingFdb, Vxlan, "tv-tp", &["--drop-hook", "tracepoint"]);
 }
 
 /// `tracer diagnose` sends its probes from the named pod, traces them and gives one verdict;

@@ -24,10 +24,12 @@ pub struct DemoArgs {
     /// Output format of the tracer (text or json).
     #[arg(long, default_value = "text")]
     output: String,
-    /// Break the lab first (encap-never, missing-route, missing-fdb, missing-arp,
-    /// underlay-blocks-vxlan, policy-drop, rp-filter, mtu, pod-cidr-overlap,
-    /// wrong-tunnel-source) and send that fault's failing probe: the trace ends in a verdict.
-    #[arg(long, value_name = "FAULT")]
+    // "Break the lab first (FAULTS) and send that fault's failing probe", FAULTS from the
+    // lab's catalogue.
+    #[arg(long, value_name = "FAULT", help = format!(
+        "Break the lab first ({}) and send that fault's failing probe: the trace ends in a verdict",
+        lab::Fault::names()
+    ))]
     fault: Option<String>,
     /// Trace this host (a real node) instead of the lab; the arguments after `--` go to
     /// `tracer trace` (e.g. `-- --filter 'host 10.244.1.5' --duration 30s`).

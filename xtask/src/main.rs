@@ -224,3 +224,34 @@ fn test(extra: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    fn help(path: &[&str]) -> String {
+        let mut cmd = Cli::command();
+        let mut sub = &mut cmd;
+        for name in path {
+            sub = sub.find_subcommand_mut(name).expect("subcommand");
+        }
+        sub.render_help().to_string()
+    }
+
+    /// `lab break --help` and `demo --help` list every fault of the catalogue, in its order.
+    #[test]
+    fn help_lists_the_catalogues_faults() {
+        Cli::command().debug_assert();
+        let names: Vec<&str> = lab::Fault::ALL.map(lab::Fault::name).to_vec();
+        for path in [&["lab", "break"][..], &["demo"]] {
+            let help = help(path);
+            let listed = help
+                .split(|c: char| c.is_whitespace() || "(),".contains(c))
+                .filter(|w| w.parse::<lab::Fault>().is_ok())
+                .collect::<Vec<_>>();
+            assert_eq!(listed, names, "{path:?}: {help}");
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! Running a fault's probe: the traffic that fails while the fault is active.
+//! A fault's probe, the traffic that fails while the fault is active, and running it.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -7,9 +7,27 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::Probe;
+use serde::{Deserialize, Serialize};
+
 use crate::netns::{exec_in, in_netns};
 use crate::topology::Topology;
+
+/// Traffic that a fault makes fail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Sending pod (`"n1p0"`).
+    pub from_pod: String,
+    /// Destination: a pod or node address of the lab.
+    pub to: Ipv4Addr,
+    /// `"icmp"`, `"tcp"` or `"udp"`.
+    pub proto: String,
+    /// Destination port (tcp/udp).
+    pub port: Option<u16>,
+    /// Payload size (ICMP `-s`, UDP datagram); `None` = small default.
+    pub size: Option<usize>,
+    /// Don't fragment (ICMP `-M do`, UDP `IP_PMTUDISC_DO`; TCP always sets DF).
+    pub df: bool,
+}
 
 impl Probe {
     /// Send the probe once from its pod; `Ok(true)` if it was answered within `timeout`,

@@ -279,3 +279,71 @@ pub fn hop_path(trace: &Value) -> Vec<(String, String, String)> {
         })
         .collect()
 }
+
+/// Runs `check` on every `(label, case)` with `workers` threads, each case to its end even when
+/// others fail (a panic fails only its case), then fails once listing every failed case with
+/// its panic message. Prints each case's time to stderr (shown with `--nocapture`).
+pub fn each_case<C: Sync>(cases: &[(String, C)], workers: usize, check: impl Fn(&str, &C) + Sync) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..workers.clamp(1, cases.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((label, case)) = cases.get(i) else {
+                    break;
+                };
+                let started = Instant::now();
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(label, case)));
+                let secs = started.elapsed().as_secs_f64();
+                match result {
+                    Ok(()) => eprintln!("{label}: ok in {secs:.1} s"),
+                    Err(panic) => {
+                        let msg = panic
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| panic.downcast_ref::<&str>().copied())
+                            .unwrap_or("(no message)");
+                        eprintln!("{label}: FAILED in {secs:.1} s");
+                        let mut f = failures.lock().unwrap_or_else(|e| e.into_inner());
+                        f.push((i, format!("{label}: {msg}")));
+                    }
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
+    failures.sort();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    );
+}
+
+/// The test harness's thread count: `RUST_TEST_THREADS`, else the number of CPUs.
+pub fn test_threads() -> usize {
+    std::env::var("RUST_TEST_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .or_else(|| std::thread::available_parallelism().ok().map(Into::into))
+        .unwrap_or(1)
+}
+
+/// A short lab prefix for a fault case: `{base}-{v|n}-{fault}`.
+pub fn fault_prefix(base: &str, fault: lab::Fault, encap: lab::Encap) -> String {
+    let e = match encap {
+        lab::Encap::Vxlan => "v",
+        lab::Encap::None => "n",
+        lab::Encap::Ipip => "i",
+    };
+    format!("{base}-{e}-{fault}")
+}

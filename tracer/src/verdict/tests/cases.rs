@@ -1,7 +1,33 @@
 //! The verdict cases: one synthetic trace per situation, with the verdict and the facts its
-//! explanation must contain.
+//! explanation must contain. The cases of the lab's faults take their verdict name from the
+//! lab's fault catalogue ([`Case::expect_fault`]), and [`lab_fault_case`] names the case of
+//! each fault and encapsulation the catalogue declares (a unit test fails when one is missing).
 
 use super::*;
+
+/// The synthetic trace of `fault`'s probe in a lab of `encap`, shaped like the trace the tracer
+/// reports there (the catalogue's drop node, device, reason and function); `None` if there is
+/// none yet.
+pub(super) fn lab_fault_case(fault: Fault, encap: LabEncap) -> Option<Case> {
+    use Fault::*;
+    use LabEncap::{None as Native, Vxlan};
+    Some(match (fault, encap) {
+        // The default route is taken the same way with or without a tunnel.
+        (EncapNever | MissingRoute, _) => missing_route(),
+        (MissingFdb, Vxlan) => missing_fdb(),
+        (MissingArp, Vxlan) => missing_arp(),
+        (UnderlayBlocksVxlan, Vxlan) => underlay_blocks_vxlan(),
+        (PolicyDrop, Vxlan) => policy_drop_forward(),
+        (PolicyDrop, Native) => policy_drop_native(),
+        (RpFilter, Vxlan) => rp_filter(),
+        (RpFilter, Native) => rp_filter_native(),
+        (Mtu, Vxlan) => mtu(),
+        (Mtu, Native) => mtu_native(),
+        (PodCidrOverlap, Vxlan) => cidr_overlap(),
+        (WrongTunnelSource, Vxlan) => wrong_tunnel_source(),
+        _ => return None,
+    })
+}
 
 // ---- The lab faults ----
 
@@ -15,8 +41,9 @@ pub(super) fn missing_route() -> Case {
             .dropped(NS1, ETH0, "NEIGH_FAILED", "neigh_invalidate+0x8c")
             .build()
     })
-    .expect(
-        "no-route",
+    .expect_fault(
+        Fault::MissingRoute,
+        LabEncap::Vxlan,
         &[
             "node1 dropped it on eth0 (NEIGH_FAILED in neigh_invalidate+0x8c)",
             "node1 has no route for 10.244.4.1, so it followed the default route",
@@ -116,8 +143,9 @@ pub(super) fn missing_fdb() -> Case {
             .dropped(NS1, VXLAN, "NO_TX_TARGET", "vxlan_xmit+0x2a1")
             .build()
     })
-    .expect(
-        "no-vxlan-fdb",
+    .expect_fault(
+        Fault::MissingFdb,
+        LabEncap::Vxlan,
         &[
             "node1 dropped it on vxlan.calico (NO_TX_TARGET in vxlan_xmit+0x2a1)",
             "dev vxlan.calico via 10.244.4.0",
@@ -163,8 +191,9 @@ pub(super) fn missing_arp() -> Case {
             .dropped(NS1, VXLAN, "NEIGH_FAILED", "neigh_invalidate+0x8c")
             .build()
     })
-    .expect(
-        "no-neighbour",
+    .expect_fault(
+        Fault::MissingArp,
+        LabEncap::Vxlan,
         &[
             "node1 dropped it on vxlan.calico (NEIGH_FAILED in neigh_invalidate+0x8c)",
             "node1 has no neighbour (ARP) entry for 10.244.4.0 on vxlan.calico",
@@ -184,8 +213,9 @@ pub(super) fn underlay_blocks_vxlan() -> Case {
             .drop_encap(vxlan_encap())
             .build()
     })
-    .expect(
-        "underlay-drop",
+    .expect_fault(
+        Fault::UnderlayBlocksVxlan,
+        LabEncap::Vxlan,
         &[
             "node2 dropped it on eth0 (NETFILTER_DROP in nft_do_chain+0x3f2)",
             "firewall rule on node2",
@@ -228,6 +258,49 @@ pub(super) fn policy_drop() -> Case {
     )
 }
 
+/// The lab's `policy-drop` over VXLAN: the forward hook drops the decapsulated packet, before
+/// it has an output device, so the drop is on vxlan.calico.
+pub(super) fn policy_drop_forward() -> Case {
+    Case::new(topo(), |t| {
+        trace(t, tcp())
+            .vxlan_hops(5)
+            .route_in(NS1, "vxlan.calico", Some("10.244.4.0"))
+            .route_in(NS2, "calie0e1e2e3e4f", None)
+            .dropped(NS2, VXLAN, "NETFILTER_DROP", "nft_do_chain+0x46f")
+            .build()
+    })
+    .expect_fault(
+        Fault::PolicyDrop,
+        LabEncap::Vxlan,
+        &[
+            "node2 dropped it on vxlan.calico (NETFILTER_DROP in nft_do_chain+0x46f)",
+            "rule on node2 dropped the packet from 10.244.0.1 to 10.244.4.1 (tcp port 8080)",
+            "network policy",
+        ],
+    )
+}
+
+/// The lab's `policy-drop` with native routing: dropped on node2's uplink it came in on.
+pub(super) fn policy_drop_native() -> Case {
+    Case::new(native_topo(), |t| {
+        trace(t, tcp())
+            .native_hops(3)
+            .route_in(NS1, "eth0", Some("10.10.0.2"))
+            .route_in(NS2, "calie0e1e2e3e4f", None)
+            .dropped(NS2, ETH0, "NETFILTER_DROP", "nft_do_chain+0x46f")
+            .build()
+    })
+    .expect_fault(
+        Fault::PolicyDrop,
+        LabEncap::None,
+        &[
+            "node2 dropped it on eth0 (NETFILTER_DROP in nft_do_chain+0x46f)",
+            "rule on node2 dropped the packet from 10.244.0.1 to 10.244.4.1 (tcp port 8080)",
+            "network policy",
+        ],
+    )
+}
+
 pub(super) fn rp_filter() -> Case {
     Case::new(topo(), |t| {
         trace(t, icmp(1))
@@ -235,8 +308,9 @@ pub(super) fn rp_filter() -> Case {
             .dropped(NS2, VXLAN, "IP_RPFILTER", "ip_rcv_finish_core+0x2b4")
             .build()
     })
-    .expect(
-        "rp-filter",
+    .expect_fault(
+        Fault::RpFilter,
+        LabEncap::Vxlan,
         &[
             "node2 dropped it on vxlan.calico (IP_RPFILTER in ip_rcv_finish_core+0x2b4)",
             "the packet from 10.244.0.1 arrived on vxlan.calico",
@@ -244,6 +318,30 @@ pub(super) fn rp_filter() -> Case {
             "net.ipv4.conf.all.rp_filter",
             // A dot inside a device name is written '/' in a sysctl key.
             "net.ipv4.conf.vxlan/calico.rp_filter",
+            "on node2",
+        ],
+    )
+}
+
+/// The lab's `rp-filter` with native routing: the packet arrives on node2's uplink, the route
+/// back leaves by another NIC.
+pub(super) fn rp_filter_native() -> Case {
+    Case::new(native_topo(), |t| {
+        trace(t, icmp(1))
+            .native_hops(3)
+            .route_in(NS1, "eth0", Some("10.10.0.2"))
+            .route_in(NS2, "calie0e1e2e3e4f", None)
+            .dropped(NS2, ETH0, "IP_RPFILTER", "ip_rcv_finish_core+0x25b")
+            .build()
+    })
+    .expect_fault(
+        Fault::RpFilter,
+        LabEncap::None,
+        &[
+            "node2 dropped it on eth0 (IP_RPFILTER in ip_rcv_finish_core+0x25b)",
+            "the packet from 10.244.0.1 arrived on eth0",
+            "rp_filter=1",
+            "net.ipv4.conf.eth0.rp_filter",
             "on node2",
         ],
     )
@@ -267,13 +365,42 @@ pub(super) fn mtu() -> Case {
             .drop_len(1400)
             .build()
     })
-    .expect(
-        "mtu",
+    .expect_fault(
+        Fault::Mtu,
+        LabEncap::Vxlan,
         &[
             "node1 dropped it on cali3f2a9b0c1d4 (PKT_TOO_BIG in ip_forward+0x1c6)",
             "the 1400-byte packet (DF set) does not fit vxlan.calico (MTU 1000)",
             "set the tunnel MTU to 1450 (uplink 1500 - 50)",
             "vxlanMtu",
+        ],
+    )
+}
+
+/// The lab's `mtu` with native routing: node1's uplink has MTU 1000, the pods 1500, and the
+/// probe (1228 bytes, DF) is dropped by ip_forward on the pod's veth it came in on.
+pub(super) fn mtu_native() -> Case {
+    let mut topo = native_topo();
+    topo.nodes[0]
+        .links
+        .iter_mut()
+        .find(|l| l.name == "eth0")
+        .expect("fixture link")
+        .mtu = 1000;
+    Case::new(topo, |t| {
+        trace(t, icmp(1))
+            .hop(NS1, CALI_A, Ingress)
+            .route_in(NS1, "eth0", Some("10.10.0.2"))
+            .dropped(NS1, CALI_A, "PKT_TOO_BIG", "ip_forward+0x2c0")
+            .drop_len(1228)
+            .build()
+    })
+    .expect_fault(
+        Fault::Mtu,
+        LabEncap::None,
+        &[
+            "node1 dropped it on cali3f2a9b0c1d4 (PKT_TOO_BIG in ip_forward+0x2c0)",
+            "the 1228-byte packet (DF set) does not fit eth0 (MTU 1000)",
         ],
     )
 }
@@ -327,8 +454,9 @@ pub(super) fn cidr_overlap() -> Case {
             .dropped(NS1, VXLAN, "NEIGH_FAILED", "neigh_invalidate+0x8c")
             .build()
     })
-    .expect(
-        "cidr-overlap",
+    .expect_fault(
+        Fault::PodCidrOverlap,
+        LabEncap::Vxlan,
         &[
             "10.10.0.2 is the address of node node2, but node1 routed the packet into the overlay (vxlan.calico)",
             "node1 dropped it on vxlan.calico (NEIGH_FAILED in neigh_invalidate+0x8c)",
@@ -413,8 +541,9 @@ pub(super) fn wrong_tunnel_source() -> Case {
             .drop_encap(encap_to(NODE2_OTHER))
             .build()
     })
-    .expect(
-        "wrong-tunnel-endpoint",
+    .expect_fault(
+        Fault::WrongTunnelSource,
+        LabEncap::Vxlan,
         &[
             "node1 dropped it on eth0 (NEIGH_FAILED in neigh_invalidate+0x8c)",
             "the vxlan packet was sent to 10.20.0.2, an address of node2 that is not on its underlay interface",

@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
+use lab::{Encap as LabEncap, Fault};
+
 use super::{block_of, judge};
 use crate::event::HopRecord;
 use crate::fixtures::{self, icmp, vxlan_encap, vxlan_path, CALI_A, CALI_C, ETH0, NS1, NS2, VXLAN};
@@ -30,6 +32,21 @@ fn topo() -> Topology {
     let mut t = fixtures::topology();
     for (node, vtep) in t.nodes.iter_mut().zip(["10.244.0.0", "10.244.4.0"]) {
         node.addrs.extend([ip(vtep), Ipv4Addr::LOCALHOST]);
+    }
+    t
+}
+
+/// The fixture topology of a native-routing lab: no vxlan.calico (and no VTEP address), pods
+/// with the uplink's MTU.
+fn native_topo() -> Topology {
+    let mut t = fixtures::topology();
+    for node in &mut t.nodes {
+        node.ifaces.retain(|i| i.ifindex != VXLAN);
+        node.links.retain(|l| l.ifindex != VXLAN);
+        for l in &mut node.links {
+            l.mtu = 1500;
+        }
+        node.addrs.push(Ipv4Addr::LOCALHOST);
     }
     t
 }
@@ -138,6 +155,20 @@ impl TraceBuilder<'_> {
         self.hops(&vxlan_path(p, 1_000)[..n])
     }
 
+    /// The native-routing path of pod A -> pod C (pod A's veth, both uplinks, pod C's veth) up
+    /// to (excluding) hop `n`.
+    fn native_hops(self, n: usize) -> Self {
+        let path = [
+            (NS1, CALI_A, Ingress),
+            (NS1, ETH0, Egress),
+            (NS2, ETH0, Ingress),
+            (NS2, CALI_C, Egress),
+        ];
+        path[..n]
+            .iter()
+            .fold(self, |b, &(netns, ifindex, dir)| b.hop(netns, ifindex, dir))
+    }
+
     /// Encapsulates every hop on an uplink (as on the wire) with `e`.
     fn wire_encap(mut self, e: Encap) -> Self {
         for h in &mut self.trace.hops {
@@ -244,6 +275,13 @@ impl Case {
         }
     }
 
+    /// [`Case::expect`] with the verdict the lab's fault catalogue declares for `fault` in a lab
+    /// of `encap`.
+    fn expect_fault(self, fault: Fault, encap: LabEncap, facts: &'static [&'static str]) -> Self {
+        let want = fault.tracer_report(encap).map_or("", |r| r.verdict);
+        self.expect(want, facts)
+    }
+
     fn verdict(&self) -> Verdict {
         judge(&self.trace, &self.topo).expect("a verdict for a dropped or lost trace")
     }
@@ -285,8 +323,12 @@ fn all_cases() -> Vec<(&'static str, Case)> {
         underlay_blocks_vxlan,
         underlay_blocks_ipip,
         policy_drop,
+        policy_drop_forward,
+        policy_drop_native,
         rp_filter,
+        rp_filter_native,
         mtu,
+        mtu_native,
         mtu_ipip,
         mtu_without_route,
         cidr_overlap,
@@ -304,6 +346,58 @@ fn all_cases() -> Vec<(&'static str, Case)> {
         lost_native,
         unknown_reason,
     ]
+}
+
+/// Every fault of the lab's catalogue, in every encapsulation it applies to, has a synthetic
+/// case whose verdict is the catalogue's and whose drop is where the catalogue says the tracer
+/// finds it (node, device, reason, function).
+#[test]
+fn every_lab_fault_has_a_case_with_the_catalogues_verdict() {
+    let mut problems = Vec::new();
+    for (fault, encap) in Fault::cases() {
+        let what = format!("{fault} ({encap})");
+        let Some(want) = fault.tracer_report(encap) else {
+            problems.push(format!("{what}: no tracer report in the lab's catalogue"));
+            continue;
+        };
+        let Some(case) = lab_fault_case(fault, encap) else {
+            problems.push(format!(
+                "{what}: no synthetic case (add one to `lab_fault_case` in cases.rs)"
+            ));
+            continue;
+        };
+        let v = case.verdict();
+        if v.name != want.verdict {
+            problems.push(format!(
+                "{what}: the case gets `{}`, the catalogue says `{}`: {}",
+                v.name, want.verdict, v.explanation
+            ));
+        }
+        let d = case
+            .trace
+            .drop
+            .as_ref()
+            .expect("a lab fault case is dropped");
+        let device = match want.device {
+            "cali" => &*case.trace.hops.first().expect("the pod's hop").ifname,
+            dev => dev,
+        };
+        let got = (&*d.node, &*d.ifname, &*d.reason);
+        if got != (want.node, device, want.reason) || !d.function.starts_with(want.function) {
+            problems.push(format!(
+                "{what}: the case drops on {got:?} in {}, the catalogue says {:?} in {}",
+                d.function,
+                (want.node, device, want.reason),
+                want.function
+            ));
+        }
+        // The facts too.
+        if let Err(e) = std::panic::catch_unwind(|| case.check()) {
+            let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+            problems.push(format!("{what}: {msg}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]
@@ -376,6 +470,8 @@ fn firewall_on_encapsulated_packet_is_underlay_drop() {
 #[test]
 fn firewall_on_inner_packet_is_firewall_drop() {
     policy_drop().check();
+    policy_drop_forward().check();
+    policy_drop_native().check();
 }
 
 #[test]
@@ -387,11 +483,13 @@ fn rp_filter_drop() {
         "{}",
         v.explanation
     );
+    rp_filter_native().check();
 }
 
 #[test]
 fn mtu_recommends_uplink_minus_overhead() {
     mtu().check();
+    mtu_native().check();
     mtu_ipip().check();
     mtu_without_route().check();
 }

@@ -1,0 +1,703 @@
+//! The fault catalogue: every way the lab can be broken, one [`Entry`] per fault. This is where
+//! a fault is declared, and the only place.
+//!
+//! Design note: an entry says everything known about its fault: name and one-line doc, the
+//! encapsulations it applies to, its plan (reads the state it changes from the kernel and
+//! writes apply/undo steps with the engine's [`Plan`](super::engine::Plan) builder), its probe
+//! (the traffic that then fails), the kernel drops that probe leads to (`skb:kfree_skb` on the
+//! project's 6.18 kernel; checked by the ignored `drop_reasons` test), and, per encapsulation,
+//! what the tracer must report for the probe ([`TracerReport`]: drop node, device, reason,
+//! function prefix, verdict; measured with `tests/verdicts.rs`, which prints what the tracer
+//! reports for a fault that lacks one). The `catalogue!` macro generates [`Fault`],
+//! [`Fault::ALL`] and [`CATALOGUE`] from the entries, so adding a fault is adding one entry.
+//! Everything else follows the catalogue or is checked against it: `tests/faults.rs` and
+//! `tests/verdicts.rs` loop over it; unit tests fail when an entry lacks a tracer report for an
+//! encapsulation it applies to, when the README's verdict table or `lab break` paragraph does
+//! not name a fault (here), when the tracer has no synthetic verdict case for a fault or the
+//! case disagrees with the catalogue (`tracer/src/verdict/tests`), and `cargo xtask lab break
+//! --help` lists the names from here.
+//!
+//! Findings that shaped the plans are written next to the entries they explain (`missing-arp`,
+//! `pod-cidr-overlap`, `wrong-tunnel-source`).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::engine::{PlanFn, Planned, Step};
+use super::probe::Probe;
+use super::state::{fdb_entry, node, pod, route_of, routes, show, vtep, word_after};
+use crate::spec::Encap;
+use crate::topology::Topology;
+
+/// nftables table of `underlay-blocks-vxlan`.
+pub const NFT_TABLE_UNDERLAY: &str = "tracer_lab_fault";
+/// nftables table of `policy-drop`.
+pub const NFT_TABLE_POLICY: &str = "tracer_lab_fault_policy";
+/// TCP port of the `policy-drop` probe.
+pub const POLICY_PORT: u16 = 8080;
+/// MTU given to the tunnel (vxlan) or uplink (none) by `mtu`.
+pub const FAULT_MTU: u32 = 1000;
+/// ICMP payload of the `mtu` probe (1228-byte packets, sent with DF).
+pub const MTU_PROBE_SIZE: usize = 1200;
+/// Routing table of `pod-cidr-overlap`.
+pub const OVERLAP_TABLE: u32 = 244;
+/// Priority of the `pod-cidr-overlap` policy rule.
+pub const OVERLAP_RULE_PREF: u32 = 100;
+/// Second NIC of `wrong-tunnel-source` (with peer `eth1-peer`, both in the node netns).
+pub const SECOND_NIC: &str = "eth1";
+/// The interface the `rp-filter` fault (none mode) points the reverse route at.
+pub const RPF_NIC: &str = "rpf0";
+
+/// Everything known about one fault.
+pub struct Entry {
+    /// The fault.
+    pub fault: Fault,
+    /// Kebab-case name (`"encap-never"`), as in the CLI and the JSON.
+    pub name: &'static str,
+    /// One line: what the fault is.
+    pub doc: &'static str,
+    /// The encapsulations whose labs it applies to (the VXLAN-only faults make no sense
+    /// without a tunnel). None is planned for IPIP labs yet: their nodes only exist as VM
+    /// guests (this machine's kernel has no `ipip`), where no one process sees both nodes,
+    /// which every fault's plan reads.
+    pub encaps: &'static [Encap],
+    /// The traffic it makes fail.
+    pub probe: ProbeSpec,
+    /// What it changes.
+    pub plan: PlanFn,
+    /// The kernel drops the probe leads to (the same in every encapsulation).
+    pub kernel_drops: &'static [KernelDrop],
+    /// What the tracer must report for the probe, one per encapsulation in `encaps`.
+    pub tracer: &'static [TracerReport],
+}
+
+/// A probe by the lab's names, resolved against a topology by [`Fault::probe`].
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeSpec {
+    /// Sending pod.
+    pub from_pod: &'static str,
+    /// Destination.
+    pub to: Target,
+    /// `"icmp"`, `"tcp"` or `"udp"`.
+    pub proto: &'static str,
+    /// Destination port (tcp/udp).
+    pub port: Option<u16>,
+    /// Payload size; `None` = small default.
+    pub size: Option<usize>,
+    /// Don't fragment.
+    pub df: bool,
+}
+
+/// The destination of a probe.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    /// The address of this pod.
+    Pod(&'static str),
+    /// The (underlay) address of this node.
+    Node(&'static str),
+}
+
+/// The default probe: one ping from n1p0 to n2p0.
+const PING: ProbeSpec = ProbeSpec {
+    from_pod: "n1p0",
+    to: Target::Pod("n2p0"),
+    proto: "icmp",
+    port: None,
+    size: None,
+    df: false,
+};
+
+/// A kernel drop a fault leads to, as declared ([`ExpectedDrop`] is its owned form).
+#[derive(Clone, Copy, Debug)]
+pub struct KernelDrop {
+    /// Node whose network namespace frees the packet.
+    pub node: &'static str,
+    /// `enum skb_drop_reason` name without `SKB_DROP_REASON_`.
+    pub reason: &'static str,
+    /// Kernel function of the drop location.
+    pub function: &'static str,
+    /// What is dropped: `"probe"`, `"outer"` or `"arp"` (see [`ExpectedDrop::packet`]).
+    pub packet: &'static str,
+    /// Only after neighbour resolution gives up (about 3 s after sending).
+    pub delayed: bool,
+}
+
+/// A kernel drop that a fault leads to (reason and function as `skb:kfree_skb` reports them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedDrop {
+    /// Node whose network namespace frees the packet.
+    pub node: String,
+    /// `enum skb_drop_reason` name without `SKB_DROP_REASON_` (`"NEIGH_FAILED"`).
+    pub reason: String,
+    /// Kernel function of the drop location (`"neigh_invalidate"`).
+    pub function: String,
+    /// What is dropped: `"probe"` (the probe packet itself), `"outer"` (its VXLAN
+    /// encapsulation) or `"arp"` (ARP requests of the neighbour resolution it triggers).
+    pub packet: String,
+    /// Only after neighbour resolution gives up (about 3 s after sending), not at once.
+    pub delayed: bool,
+}
+
+/// What the tracer must report for a fault's probe in one encapsulation: the probe's trace is
+/// dropped at this node, device, reason and function, with this verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TracerReport {
+    /// The lab's encapsulation.
+    pub encap: Encap,
+    /// Node (lab name, `"node1"`) of the drop.
+    pub node: &'static str,
+    /// Device of the drop; `"cali"` means the probe pod's veth.
+    pub device: &'static str,
+    /// Drop reason.
+    pub reason: &'static str,
+    /// Prefix of the drop function (the tracer adds `+0x..`).
+    pub function: &'static str,
+    /// Verdict name.
+    pub verdict: &'static str,
+}
+
+/// Reason and function of the kernel drops the faults lead to.
+type DropAt = (&'static str, &'static str);
+const NEIGH: DropAt = ("NEIGH_FAILED", "neigh_invalidate");
+const NO_TX: DropAt = ("NO_TX_TARGET", "vxlan_xmit");
+const NFT: DropAt = ("NETFILTER_DROP", "nft_do_chain");
+const RPF: DropAt = ("IP_RPFILTER", "ip_rcv_finish_core");
+const TOO_BIG: DropAt = ("PKT_TOO_BIG", "ip_forward");
+
+const BOTH: &[Encap] = &[Encap::Vxlan, Encap::None];
+const VXLAN_ONLY: &[Encap] = &[Encap::Vxlan];
+
+/// A kernel drop of `packet` on `node`.
+const fn kernel(node: &'static str, d: DropAt, packet: &'static str, delayed: bool) -> KernelDrop {
+    KernelDrop {
+        node,
+        reason: d.0,
+        function: d.1,
+        packet,
+        delayed,
+    }
+}
+
+/// The tracer's report in `encap`: dropped on `node` `device` with `d`, verdict `verdict`.
+const fn traced(
+    encap: Encap,
+    node: &'static str,
+    device: &'static str,
+    d: DropAt,
+    verdict: &'static str,
+) -> TracerReport {
+    TracerReport {
+        encap,
+        node,
+        device,
+        reason: d.0,
+        function: d.1,
+        verdict,
+    }
+}
+
+/// Declares [`Fault`] (one variant per entry, documented with the entry's `doc`),
+/// [`Fault::ALL`] and [`CATALOGUE`] from the entries, so that a fault is written once.
+macro_rules! catalogue {
+    ($(Entry {
+        fault: $fault:ident,
+        name: $name:literal,
+        doc: $doc:literal,
+        $($field:ident: $value:expr),* $(,)?
+    }),* $(,)?) => {
+        /// One way of breaking the lab; each is declared by its [`Entry`] in [`CATALOGUE`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        pub enum Fault {
+            $(#[doc = $doc] $fault,)*
+        }
+
+        const COUNT: usize = [$($name),*].len();
+
+        impl Fault {
+            /// Every fault, in documentation order.
+            pub const ALL: [Fault; COUNT] = [$(Fault::$fault),*];
+        }
+
+        /// Every fault's entry, in the order of [`Fault::ALL`].
+        pub static CATALOGUE: [Entry; COUNT] = [$(Entry {
+            fault: Fault::$fault,
+            name: $name,
+            doc: $doc,
+            $($field: $value),*
+        }),*];
+    };
+}
+
+catalogue![
+    Entry {
+        fault: EncapNever,
+        name: "encap-never",
+        doc: "The IP pool's vxlanMode/ipipMode are Never: no node has routes to remote blocks.",
+        encaps: BOTH,
+        probe: PING,
+        plan: |c, p| {
+            let t = c.t;
+            let mut touched = Vec::new();
+            for n in &t.nodes {
+                let remote_block = |l: &String| {
+                    let first = l.split_whitespace().next().unwrap_or_default();
+                    let remote = t.nodes.iter().filter(|r| r.name != n.name);
+                    remote
+                        .flat_map(|r| &r.blocks)
+                        .any(|b| b.to_string() == first)
+                };
+                let remote: Vec<String> = routes(n)?.into_iter().filter(remote_block).collect();
+                if !remote.is_empty() {
+                    let verb =
+                        |v: &'static str| remote.iter().map(move |l| format!("route {v} {l}"));
+                    p.ip(&n.netns, verb("del"), verb("replace"));
+                    touched.push(n.name.as_str());
+                }
+            }
+            ensure!(!touched.is_empty(), "no node has routes to remote blocks");
+            let kind = if c.vxlan { "VTEP" } else { "native" };
+            let gw = t.underlay.gateway;
+            let description = format!(
+                "removed the {kind} routes to remote blocks on {} (encapsulation Never, nothing \
+                 programs them): cross-node traffic takes the default route via {gw}",
+                touched.join(", ")
+            );
+            Ok(Planned {
+                node: touched.join(","),
+                description,
+            })
+        },
+        kernel_drops: &[kernel("node1", NEIGH, "probe", true)],
+        tracer: &[
+            traced(Encap::Vxlan, "node1", "eth0", NEIGH, "no-route"),
+            traced(Encap::None, "node1", "eth0", NEIGH, "no-route"),
+        ],
+    },
+    Entry {
+        fault: MissingRoute,
+        name: "missing-route",
+        doc: "Node1 lacks the route to node2's first block.",
+        encaps: BOTH,
+        probe: PING,
+        plan: |c, p| {
+            let line = route_of(c.n1, &c.block2)?;
+            p.ip(
+                &c.n1.netns,
+                [format!("route del {line}")],
+                [format!("route replace {line}")],
+            );
+            Ok(Planned {
+                node: c.n1.name.clone(),
+                description: format!("removed route {line} on {}", c.n1.name),
+            })
+        },
+        kernel_drops: &[kernel("node1", NEIGH, "probe", true)],
+        tracer: &[
+            traced(Encap::Vxlan, "node1", "eth0", NEIGH, "no-route"),
+            traced(Encap::None, "node1", "eth0", NEIGH, "no-route"),
+        ],
+    },
+    Entry {
+        fault: MissingFdb,
+        name: "missing-fdb",
+        doc: "Node1 lacks the FDB entry for node2's VTEP MAC.",
+        encaps: VXLAN_ONLY,
+        probe: PING,
+        plan: |c, p| {
+            let (dev, mac) = (&vtep(c.n1)?.ifname, &vtep(c.n2)?.mac);
+            let rest = fdb_entry(c.n1, dev, mac)?;
+            let dst = rest
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            p.bridge(
+                &c.n1.netns,
+                format!("fdb del {mac} dev {dev} {dst} self"),
+                format!("fdb replace {mac} dev {dev} {rest}"),
+            );
+            let what = format!("FDB entry {mac} dev {dev} {rest} (node2's VTEP)");
+            Ok(Planned {
+                node: c.n1.name.clone(),
+                description: format!("removed {what} on {}", c.n1.name),
+            })
+        },
+        kernel_drops: &[kernel("node1", NO_TX, "probe", false)],
+        tracer: &[traced(
+            Encap::Vxlan,
+            "node1",
+            "vxlan.calico",
+            NO_TX,
+            "no-vxlan-fdb",
+        )],
+    },
+    Entry {
+        fault: MissingArp,
+        name: "missing-arp",
+        doc: "Node1 lacks the neighbour entry for node2's VTEP.",
+        encaps: VXLAN_ONLY,
+        probe: PING,
+        // The VTEP is `nolearning` and Calico programs no all-zeros FDB entry, so the ARP
+        // broadcast for the remote VTEP never leaves node1 (`NO_TX_TARGET` in `vxlan_xmit`);
+        // the queued probe dies `NEIGH_FAILED` ~3 s later. Node2 needs no change.
+        plan: |c, p| {
+            let (dev, v2, name1) = (&vtep(c.n1)?.ifname, vtep(c.n2)?, &c.n1.name);
+            let ip = v2.ip.to_string();
+            let neigh = show("ip", &c.n1.netns, &["neigh", "show", "to", &ip, "dev", dev])?;
+            let mac = word_after(&neigh, "lladdr")
+                .with_context(|| format!("{name1} has no neighbour entry for {ip}"))?;
+            p.ip(
+                &c.n1.netns,
+                [format!("neigh del {ip} dev {dev}")],
+                [format!(
+                    "neigh replace {ip} lladdr {mac} dev {dev} nud permanent"
+                )],
+            );
+            let description = format!(
+                "removed the permanent neighbour {ip} lladdr {mac} dev {dev} (node2's VTEP) on \
+                 {name1}; its ARP broadcasts have no FDB target (nolearning, no all-zeros entry)"
+            );
+            Ok(Planned {
+                node: name1.clone(),
+                description,
+            })
+        },
+        kernel_drops: &[
+            kernel("node1", NO_TX, "arp", false),
+            kernel("node1", NEIGH, "probe", true),
+        ],
+        tracer: &[traced(
+            Encap::Vxlan,
+            "node1",
+            "vxlan.calico",
+            NEIGH,
+            "no-neighbour",
+        )],
+    },
+    Entry {
+        fault: UnderlayBlocksVxlan,
+        name: "underlay-blocks-vxlan",
+        doc: "Node2 drops incoming VXLAN (`udp dport 4789 drop`).",
+        encaps: VXLAN_ONLY,
+        probe: PING,
+        plan: |c, p| {
+            let rule = format!("udp dport {} drop", c.t.vxlan_port);
+            p.nft_table(&c.n2.netns, NFT_TABLE_UNDERLAY, "input", &rule);
+            let what = format!("table ip {NFT_TABLE_UNDERLAY}, input hook: `{rule}`");
+            Ok(Planned {
+                node: c.n2.name.clone(),
+                description: format!("nftables on {}: {what}", c.n2.name),
+            })
+        },
+        kernel_drops: &[kernel("node2", NFT, "outer", false)],
+        tracer: &[traced(Encap::Vxlan, "node2", "eth0", NFT, "underlay-drop")],
+    },
+    Entry {
+        fault: PolicyDrop,
+        name: "policy-drop",
+        doc: "A network policy on node2 drops traffic to pod n2p0.",
+        encaps: BOTH,
+        probe: ProbeSpec {
+            proto: "tcp",
+            port: Some(POLICY_PORT),
+            ..PING
+        },
+        plan: |c, p| {
+            let p2 = pod(c.t, "n2p0")?;
+            let rule = format!("oifname \"{}\" ip daddr {} drop", p2.cali, p2.ip);
+            p.nft_table(&c.n2.netns, NFT_TABLE_POLICY, "forward", &rule);
+            let what = format!("table ip {NFT_TABLE_POLICY}, forward hook: `{rule}`");
+            Ok(Planned {
+                node: c.n2.name.clone(),
+                description: format!("nftables on {}: {what}", c.n2.name),
+            })
+        },
+        kernel_drops: &[kernel("node2", NFT, "probe", false)],
+        // The forward hook runs before the packet has an output device: the drop is on the
+        // device it came in on.
+        tracer: &[
+            traced(Encap::Vxlan, "node2", "vxlan.calico", NFT, "firewall-drop"),
+            traced(Encap::None, "node2", "eth0", NFT, "firewall-drop"),
+        ],
+    },
+    Entry {
+        fault: RpFilter,
+        name: "rp-filter",
+        doc: "Strict reverse-path filtering on node2 with an asymmetric return route.",
+        encaps: BOTH,
+        probe: PING,
+        plan: |c, p| {
+            let (n1, n2, block1) = (c.n1, c.n2, &c.block1);
+            let old = route_of(n2, block1)?;
+            let (rx_dev, new) = if c.vxlan {
+                // CrossSubnet-like asymmetry: node1 encapsulates, node2 routes back natively.
+                (
+                    vtep(n2)?.ifname.as_str(),
+                    format!("{block1} via {} dev {}", n1.ip, n2.uplink),
+                )
+            } else {
+                // A second NIC on node2 that the return route points out of.
+                p.veth(&n2.netns, RPF_NIC, None);
+                (n2.uplink.as_str(), format!("{block1} dev {RPF_NIC}"))
+            };
+            p.ip(
+                &n2.netns,
+                [format!("route replace {new}")],
+                [format!("route replace {old}")],
+            );
+            p.sysctl(&n2.netns, "net/ipv4/conf/all/rp_filter", "1")?;
+            p.sysctl(&n2.netns, &format!("net/ipv4/conf/{rx_dev}/rp_filter"), "1")?;
+            let description = format!(
+                "on {}: rp_filter=1 (all, {rx_dev}) and route {old} replaced by {new}: \
+                 packets from {block1} arrive on {rx_dev}, the reverse route leaves elsewhere",
+                n2.name
+            );
+            Ok(Planned {
+                node: n2.name.clone(),
+                description,
+            })
+        },
+        kernel_drops: &[kernel("node2", RPF, "probe", false)],
+        // The drop is on the device the packet came in on.
+        tracer: &[
+            traced(Encap::Vxlan, "node2", "vxlan.calico", RPF, "rp-filter"),
+            traced(Encap::None, "node2", "eth0", RPF, "rp-filter"),
+        ],
+    },
+    Entry {
+        fault: Mtu,
+        name: "mtu",
+        doc: "The tunnel (or uplink) MTU is below the pods' MTU.",
+        encaps: BOTH,
+        probe: ProbeSpec {
+            size: Some(MTU_PROBE_SIZE),
+            df: true,
+            ..PING
+        },
+        plan: |c, p| {
+            let n1 = c.n1;
+            let dev = if c.vxlan {
+                &vtep(n1)?.ifname
+            } else {
+                &n1.uplink
+            };
+            let link = show("ip", &n1.netns, &["-o", "link", "show", "dev", dev])?;
+            let old = word_after(&link, "mtu").with_context(|| format!("no mtu: {link}"))?;
+            // Pods cache a learned path MTU: flush it on break (no stale result from before)
+            // and on heal, after the MTU is back (undo runs in reverse order).
+            for pod in c.t.pods_on(&n1.name) {
+                let flush = || Step::sysctl(&pod.netns, "net/ipv4/route/flush", "1");
+                p.push(flush(), flush());
+            }
+            p.ip(
+                &n1.netns,
+                [format!("link set dev {dev} mtu {FAULT_MTU}")],
+                [format!("link set dev {dev} mtu {old}")],
+            );
+            let pod_mtu = pod(c.t, "n1p0")?.mtu;
+            let what = format!("{dev} MTU {old} -> {FAULT_MTU} (pods keep {pod_mtu})");
+            Ok(Planned {
+                node: n1.name.clone(),
+                description: format!("on {}: {what}", n1.name),
+            })
+        },
+        kernel_drops: &[kernel("node1", TOO_BIG, "probe", false)],
+        // ip_forward drops it before it leaves: on the pod's veth it came in on.
+        tracer: &[
+            traced(Encap::Vxlan, "node1", "cali", TOO_BIG, "mtu"),
+            traced(Encap::None, "node1", "cali", TOO_BIG, "mtu"),
+        ],
+    },
+    Entry {
+        fault: PodCidrOverlap,
+        name: "pod-cidr-overlap",
+        doc: "The pod CIDR overlaps the node network: pod-to-node traffic is captured by the \
+              overlay.",
+        encaps: VXLAN_ONLY,
+        probe: ProbeSpec {
+            to: Target::Node("node2"),
+            ..PING
+        },
+        // Routing pod-to-node traffic into the overlay towards node2's VTEP does *not* fail
+        // (node2 decapsulates it and accepts its own address), so the overlapping block is
+        // routed towards its own (never programmed) VTEP address, the first address of the
+        // node subnet, as Calico would for a block whose VTEP Felix does not know. A policy
+        // rule `from <pod cidr>` confines it to pod traffic, so node-to-node and the VXLAN
+        // outer packets keep working.
+        plan: |c, p| {
+            let (n1, t) = (c.n1, c.t);
+            let (dev, subnet) = (&vtep(n1)?.ifname, t.underlay.subnet);
+            let (tbl, nexthop) = (OVERLAP_TABLE, subnet.addr);
+            let rule = format!("from {} lookup {tbl} pref {OVERLAP_RULE_PREF}", t.pod_cidr);
+            let route = format!("{subnet} via {nexthop} dev {dev} onlink table {tbl}");
+            p.ip(
+                &n1.netns,
+                [format!("rule add {rule}")],
+                [format!("rule del {rule}")],
+            );
+            p.ip(
+                &n1.netns,
+                [format!("route add {route}")],
+                [
+                    format!("route del {route}"),
+                    format!("neigh flush to {nexthop} dev {dev}"),
+                ],
+            );
+            let description = format!(
+                "on {}: rule {rule} + route {route}: an IPAM block overlapping the node \
+                 network, routed into the overlay towards a VTEP nobody programmed; pod-to-node \
+                 traffic is lost, pod-to-pod and node-to-node keep working",
+                n1.name
+            );
+            Ok(Planned {
+                node: n1.name.clone(),
+                description,
+            })
+        },
+        kernel_drops: &[
+            kernel("node1", NO_TX, "arp", false),
+            kernel("node1", NEIGH, "probe", true),
+        ],
+        tracer: &[traced(
+            Encap::Vxlan,
+            "node1",
+            "vxlan.calico",
+            NEIGH,
+            "cidr-overlap",
+        )],
+    },
+    Entry {
+        fault: WrongTunnelSource,
+        name: "wrong-tunnel-source",
+        doc: "Node1's FDB points at an address of node2's wrong interface (bad IP \
+              autodetection).",
+        encaps: VXLAN_ONLY,
+        probe: PING,
+        // There is no `dummy` link type on this kernel: the second NIC is a veth pair whose
+        // peer stays in node2's namespace.
+        plan: |c, p| {
+            let (n1, n2) = (c.n1, c.n2);
+            let (dev, mac) = (&vtep(n1)?.ifname, &vtep(n2)?.mac);
+            let rest = fdb_entry(n1, dev, mac)?;
+            let wrong = Ipv4Addr::new(10, 20, 0, n2.ip.octets()[3]);
+            p.veth(&n2.netns, SECOND_NIC, Some(format!("{wrong}/24")));
+            p.bridge(
+                &n1.netns,
+                format!("fdb replace {mac} dev {dev} dst {wrong} self permanent"),
+                format!("fdb replace {mac} dev {dev} {rest}"),
+            );
+            let description = format!(
+                "added {SECOND_NIC} {wrong}/24 on {} and pointed {}'s FDB entry for \
+                 {mac} at it (was {rest}): VXLAN packets go to the unreachable default gateway",
+                n2.name, n1.name
+            );
+            Ok(Planned {
+                node: format!("{},{}", n1.name, n2.name),
+                description,
+            })
+        },
+        kernel_drops: &[kernel("node1", NEIGH, "outer", true)],
+        tracer: &[traced(
+            Encap::Vxlan,
+            "node1",
+            "eth0",
+            NEIGH,
+            "wrong-tunnel-endpoint",
+        )],
+    },
+];
+
+impl Fault {
+    /// The fault's catalogue entry.
+    pub fn entry(self) -> &'static Entry {
+        &CATALOGUE[self as usize]
+    }
+
+    /// Kebab-case name (`"encap-never"`), as in the CLI and the JSON.
+    pub fn name(self) -> &'static str {
+        self.entry().name
+    }
+
+    /// Whether the fault exists in a lab of this encapsulation (the VXLAN-only faults make
+    /// no sense without a tunnel; none is planned for IPIP labs yet).
+    pub fn applies_to(self, encap: Encap) -> bool {
+        self.entry().encaps.contains(&encap)
+    }
+
+    /// The traffic this fault makes fail in `t` (n1p0 -> n2p0 ICMP unless said otherwise).
+    pub fn probe(self, t: &Topology) -> Result<Probe> {
+        let spec = self.entry().probe;
+        let to = match spec.to {
+            Target::Pod(name) => pod(t, name)?.ip,
+            Target::Node(name) => node(t, name)?.ip,
+        };
+        Ok(Probe {
+            from_pod: pod(t, spec.from_pod)?.name.clone(),
+            to,
+            proto: spec.proto.into(),
+            port: spec.port,
+            size: spec.size,
+            df: spec.df,
+        })
+    }
+
+    /// The kernel drops the probe leads to, as observed with `skb:kfree_skb` on 6.18 (the
+    /// same in both encapsulations where the fault applies to both).
+    pub fn expected_drops(self) -> Vec<ExpectedDrop> {
+        self.entry()
+            .kernel_drops
+            .iter()
+            .map(|d| ExpectedDrop {
+                node: d.node.into(),
+                reason: d.reason.into(),
+                function: d.function.into(),
+                packet: d.packet.into(),
+                delayed: d.delayed,
+            })
+            .collect()
+    }
+
+    /// What the tracer must report for the probe in a lab of `encap`; `None` when the fault
+    /// does not apply to it (or, which a unit test refuses, the entry lacks the report).
+    pub fn tracer_report(self, encap: Encap) -> Option<&'static TracerReport> {
+        self.entry().tracer.iter().find(|r| r.encap == encap)
+    }
+
+    /// Every fault's name, in catalogue order, comma-separated (`encap-never, missing-route,
+    /// ...`): for error messages and the `--help` of the commands that take a fault.
+    pub fn names() -> String {
+        Fault::ALL.map(Fault::name).join(", ")
+    }
+
+    /// Every (fault, encapsulation) the catalogue declares, faults in documentation order.
+    pub fn cases() -> impl Iterator<Item = (Fault, Encap)> {
+        CATALOGUE
+            .iter()
+            .flat_map(|e| e.encaps.iter().map(move |&encap| (e.fault, encap)))
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Fault {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Fault::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .with_context(|| format!("unknown fault `{s}` (valid: {})", Fault::names()))
+    }
+}
+
+#[cfg(test)]
+mod tests;
