@@ -38,6 +38,7 @@ use crate::{
     names::KernelNames,
     netns::Netns,
     signals::{self, StopFlag},
+    state::{read::read_node, NodeState},
     topology::Topology,
 };
 
@@ -367,6 +368,23 @@ impl Session {
             n += h.ringbuf_full()?;
         }
         Ok(n)
+    }
+
+    /// The live state of every traced node (`crate::state`), read inside its namespace, in
+    /// node order; a node that cannot be entered gets a state saying so.
+    pub fn read_states(&self) -> Vec<NodeState> {
+        self.namespaces
+            .iter()
+            .map(|ns| {
+                let name = ns.name.clone();
+                ns.run(move || Ok(read_node(&name)))
+                    .unwrap_or_else(|e| NodeState {
+                        node: ns.name.clone(),
+                        unreadable: vec![format!("{e:#}")],
+                        ..NodeState::default()
+                    })
+            })
+            .collect()
     }
 
     /// The kernel-side counters of the tracer's own losses and exclusions, summed.

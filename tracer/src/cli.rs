@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{diagnose, pipeline_bench, record, replay, trace};
+use crate::{check, diagnose, pipeline_bench, record, replay, trace};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +30,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Send a few probes from a pod's namespace to one address, trace them, print one verdict.
     Diagnose(diagnose::DiagnoseArgs),
+    /// Audit the nodes' routes, neighbours, FDB, tunnels, sysctls and firewall against each
+    /// other, with no traffic (live with --netns, or from recordings).
+    Check(check::CheckArgs),
     /// Benchmark of the user-space pipeline (decode + correlate + latency) on synthetic events.
     #[command(hide = true)]
     PipelineBench(pipeline_bench::PipelineBenchArgs),
@@ -51,6 +54,7 @@ pub fn main() -> ExitCode {
         Command::Record(args) => record::run(args),
         Command::Replay(args) => replay::replay(args),
         Command::Diagnose(args) => diagnose::run(args),
+        Command::Check(args) => check::run(args),
         Command::PipelineBench(args) => pipeline_bench::run(args),
     };
     match result {

@@ -10,8 +10,10 @@
 //! pipeline), or add probes (`diagnose`).
 
 pub(crate) mod attach;
+pub(crate) mod audit;
 pub(crate) mod btf;
 pub(crate) mod capture;
+pub(crate) mod check;
 pub mod cli;
 pub(crate) mod clsact;
 pub(crate) mod correlate;
@@ -41,6 +43,7 @@ pub(crate) mod recording;
 pub(crate) mod render;
 pub(crate) mod replay;
 pub(crate) mod signals;
+pub(crate) mod state;
 pub(crate) mod tcx;
 pub(crate) mod topology;
 pub(crate) mod trace;

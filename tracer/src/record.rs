@@ -147,6 +147,11 @@ pub fn run(args: RecordArgs) -> Result<()> {
         .context("writing the recording's header")?;
     w.clock(&ClockSample::now())
         .context("writing the recording's header")?;
+    // The nodes' state, the evidence `tracer check` audits later (a few ms per node).
+    for (i, state) in session.read_states().iter().enumerate() {
+        w.state(i as u16, state)
+            .context("writing the recording's node states")?;
+    }
     w.flush().context("writing the recording's header")?;
     eprintln!("tracer: recording to {name}");
     let mut names = NamesWritten::default();

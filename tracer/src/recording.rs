@@ -17,7 +17,10 @@
 //! says the ring buffers lost events between two drains (traces in flight then are not called
 //! lost); `FRAME_LINK` says a node gained or lost a traced interface (pods come and go);
 //! `FRAME_CLOCK` relates the machine's CLOCK_MONOTONIC to its wall clocks (written at
-//! the start and every second, for merging recordings of several machines); `FRAME_END` holds
+//! the start and every second, for merging recordings of several machines); `FRAME_STATE`
+//! holds a node's live state (routes, neighbours, FDB, tunnels, sysctls, firewall: see
+//! `crate::state`), read when recording starts, so that `tracer check` can audit the nodes of
+//! several recordings against each other later; `FRAME_END` holds
 //! the tracer's own loss counters. A file cut short (a killed recorder, a full disk) is
 //! read up to its last whole frame and reported as truncated.
 
@@ -29,6 +32,7 @@ use thiserror::Error;
 use crate::{
     machine::{ClockSample, Machine},
     model::{LinkChange, LossCounters},
+    state::NodeState,
     topology::Topology,
 };
 
@@ -56,12 +60,17 @@ pub const FRAME_CLOCK: u8 = 7;
 /// JSON of a `LinkChange`: node `source` gained or lost a traced interface.
 pub const FRAME_LINK: u8 = 8;
 
+/// JSON of a `NodeState`: the live state of node `source`.
+pub const FRAME_STATE: u8 = 9;
+
 /// `source` of records from the global hooks (drops, route lookups, probes).
 pub const SOURCE_HOOKS: u16 = u16::MAX;
 
 const FRAME_HEADER: usize = 8;
 /// No kernel record comes near this; a larger length means a corrupt file.
 const MAX_PAYLOAD: u32 = 1 << 20;
+/// A node's state with a large firewall (thousands of Calico rules) can be several MiB.
+const MAX_STATE_PAYLOAD: u32 = 64 << 20;
 const MAX_HEADER: u32 = 64 << 20;
 
 /// Why a recording cannot be read.
@@ -188,6 +197,19 @@ impl<W: Write> Writer<W> {
         self.frame(FRAME_LINK, node, &[&json])
     }
 
+    /// The live state of node `node`.
+    pub fn state(&mut self, node: u16, state: &NodeState) -> io::Result<()> {
+        let json = serde_json::to_vec(state).map_err(io::Error::other)?;
+        if json.len() > MAX_STATE_PAYLOAD as usize {
+            return Err(io::Error::other(format!(
+                "the state of node {} is {} MiB, more than a recording holds",
+                state.node,
+                json.len() >> 20
+            )));
+        }
+        self.frame(FRAME_STATE, node, &[&json])
+    }
+
     pub fn clock(&mut self, s: &ClockSample) -> io::Result<()> {
         self.frame(
             FRAME_CLOCK,
@@ -242,6 +264,7 @@ pub enum Frame<'a> {
     Loss { from_ns: u64, to_ns: u64 },
     Clock(ClockSample),
     Link { node: u16, change: LinkChange },
+    State { node: u16, state: Box<NodeState> },
     End(Trailer),
 }
 
@@ -316,7 +339,12 @@ impl<R: Read> Reader<R> {
         let kind = head[0];
         let source = u16::from_le_bytes([head[2], head[3]]);
         let len = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
-        if len > MAX_PAYLOAD {
+        let limit = if kind == FRAME_STATE {
+            MAX_STATE_PAYLOAD
+        } else {
+            MAX_PAYLOAD
+        };
+        if len > limit {
             return Err(RecordError::Corrupt {
                 offset: at,
                 what: format!("a frame of {len} bytes"),
@@ -362,6 +390,11 @@ impl<R: Read> Reader<R> {
                 node: source,
                 change: serde_json::from_slice(p)
                     .map_err(|e| corrupt(&format!("link change: {e}")))?,
+            },
+            FRAME_STATE => Frame::State {
+                node: source,
+                state: serde_json::from_slice(p)
+                    .map_err(|e| corrupt(&format!("node state: {e}")))?,
             },
             FRAME_END => Frame::End(
                 serde_json::from_slice(p).map_err(|e| corrupt(&format!("trailer: {e}")))?,

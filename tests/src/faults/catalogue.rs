@@ -158,6 +158,17 @@ pub struct TracerReport {
     pub function: &'static str,
     /// Verdict name.
     pub verdict: &'static str,
+    /// What `tracer check` reports about the fault's state, with no traffic: the finding
+    /// codes it must include (see the tracer's `audit` module).
+    pub audit: &'static [&'static str],
+}
+
+impl TracerReport {
+    /// The audit's finding codes for this fault in this encapsulation.
+    pub const fn audit(mut self, codes: &'static [&'static str]) -> TracerReport {
+        self.audit = codes;
+        self
+    }
 }
 
 /// Reason and function of the kernel drops the faults lead to.
@@ -197,6 +208,7 @@ const fn traced(
         reason: d.0,
         function: d.1,
         verdict,
+        audit: &[],
     }
 }
 
@@ -274,8 +286,8 @@ catalogue![
         },
         kernel_drops: &[kernel("node1", NEIGH, "probe", true)],
         tracer: &[
-            traced(Encap::Vxlan, "node1", "eth0", NEIGH, "no-route"),
-            traced(Encap::None, "node1", "eth0", NEIGH, "no-route"),
+            traced(Encap::Vxlan, "node1", "eth0", NEIGH, "no-route").audit(&["no-route-to-block"]),
+            traced(Encap::None, "node1", "eth0", NEIGH, "no-route").audit(&["no-route-to-block"]),
         ],
     },
     Entry {
@@ -298,8 +310,8 @@ catalogue![
         },
         kernel_drops: &[kernel("node1", NEIGH, "probe", true)],
         tracer: &[
-            traced(Encap::Vxlan, "node1", "eth0", NEIGH, "no-route"),
-            traced(Encap::None, "node1", "eth0", NEIGH, "no-route"),
+            traced(Encap::Vxlan, "node1", "eth0", NEIGH, "no-route").audit(&["no-route-to-block"]),
+            traced(Encap::None, "node1", "eth0", NEIGH, "no-route").audit(&["no-route-to-block"]),
         ],
     },
     Entry {
@@ -328,13 +340,10 @@ catalogue![
             })
         },
         kernel_drops: &[kernel("node1", NO_TX, "probe", false)],
-        tracer: &[traced(
-            Encap::Vxlan,
-            "node1",
-            "vxlan.calico",
-            NO_TX,
-            "no-vxlan-fdb",
-        )],
+        tracer: &[
+            traced(Encap::Vxlan, "node1", "vxlan.calico", NO_TX, "no-vxlan-fdb",)
+                .audit(&["no-vtep-fdb"])
+        ],
     },
     Entry {
         fault: MissingArp,
@@ -371,13 +380,10 @@ catalogue![
             kernel("node1", NO_TX, "arp", false),
             kernel("node1", NEIGH, "probe", true),
         ],
-        tracer: &[traced(
-            Encap::Vxlan,
-            "node1",
-            "vxlan.calico",
-            NEIGH,
-            "no-neighbour",
-        )],
+        tracer: &[
+            traced(Encap::Vxlan, "node1", "vxlan.calico", NEIGH, "no-neighbour",)
+                .audit(&["no-vtep-neighbour"])
+        ],
     },
     Entry {
         fault: UnderlayBlocksVxlan,
@@ -395,7 +401,8 @@ catalogue![
             })
         },
         kernel_drops: &[kernel("node2", NFT, "outer", false)],
-        tracer: &[traced(Encap::Vxlan, "node2", "eth0", NFT, "underlay-drop")],
+        tracer: &[traced(Encap::Vxlan, "node2", "eth0", NFT, "underlay-drop")
+            .audit(&["firewall-blocks-vxlan"])],
     },
     Entry {
         fault: PolicyDrop,
@@ -421,8 +428,10 @@ catalogue![
         // The forward hook runs before the packet has an output device: the drop is on the
         // device it came in on.
         tracer: &[
-            traced(Encap::Vxlan, "node2", "vxlan.calico", NFT, "firewall-drop"),
-            traced(Encap::None, "node2", "eth0", NFT, "firewall-drop"),
+            traced(Encap::Vxlan, "node2", "vxlan.calico", NFT, "firewall-drop")
+                .audit(&["firewall-drops-pod-traffic"]),
+            traced(Encap::None, "node2", "eth0", NFT, "firewall-drop")
+                .audit(&["firewall-drops-pod-traffic"]),
         ],
     },
     Entry {
@@ -465,8 +474,9 @@ catalogue![
         kernel_drops: &[kernel("node2", RPF, "probe", false)],
         // The drop is on the device the packet came in on.
         tracer: &[
-            traced(Encap::Vxlan, "node2", "vxlan.calico", RPF, "rp-filter"),
-            traced(Encap::None, "node2", "eth0", RPF, "rp-filter"),
+            traced(Encap::Vxlan, "node2", "vxlan.calico", RPF, "rp-filter")
+                .audit(&["rp-filter-asymmetric"]),
+            traced(Encap::None, "node2", "eth0", RPF, "rp-filter").audit(&["rp-filter-asymmetric"]),
         ],
     },
     Entry {
@@ -509,8 +519,9 @@ catalogue![
         kernel_drops: &[kernel("node1", TOO_BIG, "probe", false)],
         // ip_forward drops it before it leaves: on the pod's veth it came in on.
         tracer: &[
-            traced(Encap::Vxlan, "node1", "cali", TOO_BIG, "mtu"),
-            traced(Encap::None, "node1", "cali", TOO_BIG, "mtu"),
+            traced(Encap::Vxlan, "node1", "cali", TOO_BIG, "mtu")
+                .audit(&["pod-mtu-above-tunnel", "tunnel-mtu-mismatch"]),
+            traced(Encap::None, "node1", "cali", TOO_BIG, "mtu").audit(&["pod-mtu-above-uplink"]),
         ],
     },
     Entry {
@@ -563,13 +574,10 @@ catalogue![
             kernel("node1", NO_TX, "arp", false),
             kernel("node1", NEIGH, "probe", true),
         ],
-        tracer: &[traced(
-            Encap::Vxlan,
-            "node1",
-            "vxlan.calico",
-            NEIGH,
-            "cidr-overlap",
-        )],
+        tracer: &[
+            traced(Encap::Vxlan, "node1", "vxlan.calico", NEIGH, "cidr-overlap",)
+                .audit(&["overlay-covers-node-address"])
+        ],
     },
     Entry {
         fault: WrongTunnelSource,
@@ -608,7 +616,8 @@ catalogue![
             "eth0",
             NEIGH,
             "wrong-tunnel-endpoint",
-        )],
+        )
+        .audit(&["fdb-wrong-underlay"])],
     },
 ];
 

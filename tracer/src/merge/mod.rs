@@ -37,6 +37,7 @@ use crate::{
     pipeline::{Pipeline, PipelineConfig, Placement},
     recording::{Frame, Header, Reader, RecordError, Trailer, SOURCE_HOOKS},
     signals::StopFlag,
+    state::NodeState,
 };
 use clocks::{Basis, PairReport, RecordingClock};
 use sync::WireMatcher;
@@ -120,6 +121,8 @@ trait Visitor {
     fn loss(&mut self, from_ns: u64, to_ns: u64);
     /// Node (namespace key) `netns` gained or lost a traced interface.
     fn link(&mut self, _netns: u32, _change: &LinkChange) {}
+    /// The live state of node (namespace key) `netns`, read when its recording started.
+    fn state(&mut self, _netns: u32, _state: &NodeState) {}
     /// A drain mark at reference time `t`; true to stop (`--count` reached).
     fn tick(&mut self, t: u64) -> Result<bool>;
     /// Before the next drain mark (at about `t`) is chosen: a chance to place the sources'
@@ -413,6 +416,11 @@ fn read_until_tick(i: usize, s: &mut Src, v: &mut impl Visitor) -> Result<()> {
             Frame::Link { node, change } => {
                 if let Some(&inode) = s.node_netns.get(usize::from(node)) {
                     v.link(s.netns(inode), &change);
+                }
+            }
+            Frame::State { node, state } => {
+                if let Some(&inode) = s.node_netns.get(usize::from(node)) {
+                    v.state(s.netns(inode), &state);
                 }
             }
             Frame::Tick { now_ns } => {

@@ -8,6 +8,7 @@ use crate::{
     machine::ClockSample,
     model::{LinkChange, LossCounters},
     pipeline_bench::topology,
+    state::{firewall::parse_nft, NodeState},
     topology::{Iface, IfaceKind, Link},
 };
 
@@ -57,6 +58,18 @@ fn link_change() -> LinkChange {
     }
 }
 
+fn node_state() -> NodeState {
+    let mut s = NodeState {
+        node: "node2".into(),
+        ..NodeState::default()
+    };
+    s.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
+    s.firewall.chains = parse_nft(
+        "table ip t {\n chain c {\n  type filter hook input priority 0; policy accept;\n  udp dport 4789 counter packets 1 bytes 2 drop # handle 3\n }\n}\n",
+    );
+    s
+}
+
 /// A small recording with one frame of every kind.
 fn small_file() -> Vec<u8> {
     let mut w = Writer::new(Vec::new(), &header()).expect("header");
@@ -69,6 +82,7 @@ fn small_file() -> Vec<u8> {
     w.loss(40, 42).expect("loss");
     w.clock(&CLOCK).expect("clock");
     w.link(1, &link_change()).expect("link");
+    w.state(1, &node_state()).expect("state");
     w.finish(&Trailer {
         loss: loss(),
         records: 2,
@@ -122,6 +136,10 @@ fn frames_round_trip() {
             node: 1,
             change: link_change(),
         },
+        Frame::State {
+            node: 1,
+            state: Box::new(node_state()),
+        },
         Frame::End(Trailer {
             loss: loss(),
             records: 2,
@@ -157,7 +175,7 @@ fn every_cut_is_reported_and_never_panics() {
                         Err(e) => break Some(e),
                     }
                 };
-                assert!(n < 9, "cut {cut}: all frames read from a cut file");
+                assert!(n < 10, "cut {cut}: all frames read from a cut file");
                 match end {
                     None | Some(RecordError::Truncated { .. }) => {}
                     Some(e) => panic!("cut {cut}: unexpected {e}"),
@@ -180,6 +198,7 @@ fn r_remaining(r: Reader<Cursor<Vec<u8>>>) -> usize {
             Frame::Loss { .. } => 16,
             Frame::Clock(_) => 28,
             Frame::Link { change, .. } => serde_json::to_vec(&change).expect("json").len(),
+            Frame::State { state, .. } => serde_json::to_vec(&state).expect("json").len(),
             Frame::End(t) => serde_json::to_vec(&t).expect("json").len(),
         };
     }

@@ -50,6 +50,11 @@ fn every_fault_has_a_tracer_report_for_each_encapsulation_it_applies_to() {
                     problems.push(format!("{name} ({}): empty {what}", r.encap));
                 }
             }
+            // Every lab fault is a state fault: `tracer check` must find it without traffic
+            // (run `tests/tests/check.rs`: it prints what the audit reports).
+            if r.audit.is_empty() || r.audit.iter().any(|c| c.is_empty()) {
+                problems.push(format!("{name} ({}): no audit finding codes", r.encap));
+            }
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
