@@ -36,6 +36,7 @@ pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod pipeline;
 pub(crate) mod pipeline_bench;
+pub(crate) mod pods;
 pub(crate) mod probes;
 pub(crate) mod rcu;
 pub(crate) mod record;

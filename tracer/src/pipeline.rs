@@ -36,8 +36,9 @@ use crate::{
     },
     names::{is_noise, DropNames},
     render::{self, Output, RunSummary},
+    state::NodeState,
     topology::Topology,
-    verdict,
+    verdict::{self, Evidence, StateSource},
 };
 
 /// How traces are assembled and printed: shared by `tracer trace` and `tracer replay`.
@@ -146,6 +147,8 @@ pub struct Pipeline<W: Write> {
     collected: Option<Vec<Trace>>,
     kernel_agg: bool,
     filter: Option<FilterProgram>,
+    /// The nodes' state and the audit's findings, for the verdicts.
+    evidence: Evidence,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -164,7 +167,19 @@ impl<W: Write> Pipeline<W> {
             collected: cfg.collect.then(Vec::new),
             kernel_agg: cfg.kernel_agg,
             filter: cfg.filter,
+            evidence: Evidence::default(),
         }
+    }
+
+    /// A node's state (read live at start, or a recording's state frame): evidence for the
+    /// verdicts.
+    pub fn set_state(&mut self, netns: u32, state: NodeState) {
+        self.evidence.set(netns, state);
+    }
+
+    /// Where to read a node's state again when one of its packets dies (live only).
+    pub fn set_state_source(&mut self, source: Box<dyn StateSource>) {
+        self.evidence.set_source(source);
     }
 
     /// Whether latency comes from the kernel's histograms (`--kernel-agg`).
@@ -314,7 +329,23 @@ impl<W: Write> Pipeline<W> {
                 break;
             }
             if matches!(t.outcome, Outcome::Dropped | Outcome::Lost) {
-                t.verdict = verdict::judge(&t, &self.topology);
+                // The state at the time of the failure (live: read again, at most once a
+                // second per node) of the node where the packet died.
+                let node = match &t.drop {
+                    Some(d) => self.topology.pod(d.netns).map_or(Some(d.netns), |p| {
+                        let host = &p.pod_of.as_ref()?.node;
+                        self.topology
+                            .nodes
+                            .iter()
+                            .find(|n| &n.name == host)
+                            .map(|n| n.netns)
+                    }),
+                    None => t.hops.last().map(|h| h.netns),
+                };
+                if let Some(netns) = node {
+                    self.evidence.refresh(netns);
+                }
+                t.verdict = verdict::judge(&t, &self.topology, &self.evidence);
             }
             self.flows.entry(t.packet.flow()).or_default().record(&t);
             if let Some(stats) = self.latency.as_mut() {

@@ -79,6 +79,13 @@ fn trace_loop(args: &TraceArgs, mut session: Session, collect: bool) -> Result<V
         cfg,
         BufWriter::new(io::stdout().lock()),
     );
+    if !args.kernel_agg {
+        // The nodes' state, evidence for the verdicts; read again when a packet dies.
+        for (node, state) in session.topology.nodes.iter().zip(session.read_states()) {
+            pipe.set_state(node.netns, state);
+        }
+        pipe.set_state_source(Box::new(session.state_source()?));
+    }
     let mut next_report = args.interval.map(|i| Instant::now() + i);
     let mut pacer = DrainPacer::new(args.capture.duration);
     let mut losses = LossWatch::new(&session)?;

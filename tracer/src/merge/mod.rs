@@ -545,6 +545,10 @@ impl<W: Write> Visitor for PipeVisitor<'_, W> {
         self.pipe.link_change(netns, change);
     }
 
+    fn state(&mut self, netns: u32, state: &NodeState) {
+        self.pipe.set_state(netns, state.clone());
+    }
+
     fn tick(&mut self, t: u64) -> Result<bool> {
         self.pipe.tick(t)
     }
