@@ -2,8 +2,9 @@
 //! started on localhost with a configuration of its own scrapes the tracer every second while
 //! pods of a two-node lab talk and a lab fault (`policy-drop`) drops their packets; the test
 //! then asks Prometheus's HTTP API for the drop series (reason `NETFILTER_DROP`, on node2's
-//! `vxlan.calico`), the verdict and the latency histograms, and `promtool check metrics`
-//! checks a scrape of the endpoint. Prometheus is stopped and its directory removed also when
+//! `vxlan.calico`), the verdict, the latency histograms and the programs' costs (with the
+//! kernel's run-time statistics on), and `promtool check metrics` checks a scrape of the
+//! endpoint. Prometheus is stopped and its directory removed also when
 //! the test fails (RAII), as is the lab.
 //!
 //! Also: `tracer record` (which correlates nothing itself) and `tracer stats --kernel-agg`
@@ -255,6 +256,10 @@ fn prometheus_scrapes_drops_verdicts_and_latency() {
         "--metrics-addr".into(),
         metrics.to_string(),
     ]);
+    // The kernel counts program runs while a BPF_ENABLE_STATS descriptor is open, as it does
+    // with `kernel.bpf_stats_enabled=1`, without touching the sysctl that other users of this
+    // machine may set: open before the tracer starts, closed at the end.
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
     let tracer = Tracer::start(&args);
     let prom = Prometheus::start(metrics);
 
@@ -320,8 +325,19 @@ fn prometheus_scrapes_drops_verdicts_and_latency() {
     ] {
         assert!(causes.contains(&cause), "own losses: {losses:?}");
     }
-    let runs = prom.query(r#"tracer_program_runs_total{program="hop_ingress"}"#);
-    assert!(!runs.is_empty(), "no program costs: {runs:?}");
+    // Program costs: the kernel counts while the statistics are on (held on by `_stats`).
+    // (The sysctl shows what was written to it, not the descriptors: it may say 0 here.)
+    assert_eq!(prom.query("tracer_bpf_stats_enabled").len(), 1);
+    for program in ["hop_ingress", "hop_egress", "kfree_skb_btf"] {
+        prom.wait_for(
+            &format!(r#"sum(tracer_program_runs_total{{program="{program}"}})"#),
+            |r| r.len() == 1 && r[0].1 >= 5.0,
+        );
+        prom.wait_for(
+            &format!(r#"sum(tracer_program_run_seconds_total{{program="{program}"}})"#),
+            |r| r.len() == 1 && r[0].1 > 0.0,
+        );
+    }
 
     // The endpoint's own scrape, as curl would fetch it, passes promtool's checks; the
     // OpenMetrics one (what Prometheus asked for) ends as the format says.

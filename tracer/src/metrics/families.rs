@@ -168,9 +168,9 @@ impl Families {
         let stats_note = if bpf_stats_enabled {
             "counted by the kernel while kernel.bpf_stats_enabled is 1"
         } else {
-            "kernel.bpf_stats_enabled was 0 when the tracer started, so the kernel does not \
-             count and this stays 0 until `sysctl kernel.bpf_stats_enabled=1` \
-             (tracer_bpf_stats_enabled)"
+            "kernel.bpf_stats_enabled was 0 when the tracer started: the kernel counts only \
+             while it is 1 (`sysctl kernel.bpf_stats_enabled=1`) or while some process holds \
+             BPF_ENABLE_STATS open (`bpftool prog profile`), else this stays 0"
         };
         registry.register(
             "program_runs",
@@ -191,7 +191,8 @@ impl Families {
         );
         registry.register(
             "bpf_stats_enabled",
-            "1 while kernel.bpf_stats_enabled is on (the program costs count), else 0",
+            "kernel.bpf_stats_enabled as last read (1: the program costs count; 0: they count only \
+             while a process holds BPF_ENABLE_STATS open)",
             f.bpf_stats_enabled.clone(),
         );
         // Series whose absence would say nothing: present at 0 from the start.
