@@ -162,6 +162,16 @@ pub enum Source<'a> {
     Hooks(&'a KernelNames),
 }
 
+/// What the kernel counted for one loaded program while `kernel.bpf_stats_enabled` was on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramRuns {
+    /// The node whose interfaces it is attached to; `""` for the global hooks.
+    pub node: String,
+    pub program: String,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
 /// Everything attached for one capture: the nodes' tc programs, the global hooks, and what
 /// user space knows about the nodes. Dropping it detaches everything.
 /// The traced nodes' namespaces, to read their state again (see `verdict::Evidence`).
@@ -434,6 +444,28 @@ impl Session {
                 .map(Netns::try_clone)
                 .collect::<Result<_>>()?,
         })
+    }
+
+    /// Run count and run time of every loaded program: each node's tc programs under the
+    /// node's name, the global hooks under `""`.
+    pub fn program_runs(&self) -> Vec<ProgramRuns> {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| (n.plan.node.name.as_str(), n.program_runs()));
+        let hooks = self.hooks.iter().map(|h| ("", h.program_runs()));
+        nodes
+            .chain(hooks)
+            .flat_map(|(node, runs)| {
+                runs.into_iter()
+                    .map(move |(program, run_count, run_time_ns)| ProgramRuns {
+                        node: node.to_string(),
+                        program,
+                        run_count,
+                        run_time_ns,
+                    })
+            })
+            .collect()
     }
 
     /// The kernel-side counters of the tracer's own losses and exclusions, summed.

@@ -30,6 +30,7 @@ pub(crate) mod hooks;
 pub(crate) mod latency;
 pub(crate) mod machine;
 pub(crate) mod merge;
+pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod names;
 pub(crate) mod netlink;

@@ -132,6 +132,16 @@ struct Counts {
     noise_drops: u64,
 }
 
+/// Told of what the pipeline produces besides its printed output (the metrics of
+/// `--metrics-addr`): the pipeline calls it and knows nothing of what it feeds.
+pub trait Observer {
+    /// A trace once judged (its verdict set), before it is printed; `clock` is the model its
+    /// latency is measured with.
+    fn trace(&mut self, t: &Trace, clock: &ClockModel);
+    /// `n` records could not be decoded (the tracer's own loss).
+    fn decode_errors(&mut self, n: u64);
+}
+
 pub struct Pipeline<W: Write> {
     correlator: Correlator,
     /// What the verdict stage judges against (the correlator has its own copy for naming).
@@ -149,6 +159,7 @@ pub struct Pipeline<W: Write> {
     filter: Option<FilterProgram>,
     /// The nodes' state and the audit's findings, for the verdicts.
     evidence: Evidence,
+    observer: Option<Box<dyn Observer>>,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -161,13 +172,14 @@ impl<W: Write> Pipeline<W> {
             out,
             output: cfg.output,
             limit: cfg.limit,
-            latency: (cfg.stats || cfg.quiet).then(|| LatencyStats::new(cfg.clock.clone())),
+            latency: cfg.stats.then(|| LatencyStats::new(cfg.clock.clone())),
             clock: cfg.clock,
             quiet: cfg.quiet,
             collected: cfg.collect.then(Vec::new),
             kernel_agg: cfg.kernel_agg,
             filter: cfg.filter,
             evidence: Evidence::default(),
+            observer: None,
         }
     }
 
@@ -180,6 +192,11 @@ impl<W: Write> Pipeline<W> {
     /// Where to read a node's state again when one of its packets dies (live only).
     pub fn set_state_source(&mut self, source: Box<dyn StateSource>) {
         self.evidence.set_source(source);
+    }
+
+    /// Every trace emitted from now on, and every undecodable record, is also told to `o`.
+    pub fn set_observer(&mut self, o: Box<dyn Observer>) {
+        self.observer = Some(o);
     }
 
     /// Whether latency comes from the kernel's histograms (`--kernel-agg`).
@@ -295,15 +312,18 @@ impl<W: Write> Pipeline<W> {
     /// own loss.
     pub fn count_decode_errors(&mut self, n: u64) {
         self.counts.decode_errors += n;
+        if let Some(o) = self.observer.as_mut() {
+            o.decode_errors(n);
+        }
     }
 
     fn unexpected(&mut self, ev: &Event) {
-        self.counts.decode_errors += 1;
+        self.count_decode_errors(1);
         log::warn!("record of an unexpected kind on this ring buffer: {ev:?}");
     }
 
     fn decode_error(&mut self, source: &str, e: &DecodeError) {
-        self.counts.decode_errors += 1;
+        self.count_decode_errors(1);
         if self.counts.decode_errors <= 5 {
             log::warn!("undecodable record from {source}: {e}");
         }
@@ -350,6 +370,9 @@ impl<W: Write> Pipeline<W> {
             self.flows.entry(t.packet.flow()).or_default().record(&t);
             if let Some(stats) = self.latency.as_mut() {
                 stats.record(&t);
+            }
+            if let Some(o) = self.observer.as_mut() {
+                o.trace(&t, &self.clock);
             }
             if !self.quiet {
                 match self.output {
@@ -441,7 +464,7 @@ impl<W: Write> Pipeline<W> {
 }
 
 /// The latency segment of an in-kernel histogram index (`SEG_*`).
-fn segment_name(seg: u32) -> Option<SegmentName> {
+pub(crate) fn segment_name(seg: u32) -> Option<SegmentName> {
     Some(match seg {
         SEG_NODE_TX => SegmentName::NodeTx,
         SEG_ENCAP => SegmentName::Encap,
