@@ -141,11 +141,49 @@ fn fill_packet<P: Packet>(p: &P, ip: &Ipv4Hdr, l4: usize, out: &mut Ipv4Packet) 
     0
 }
 
-/// Parses a frame starting at offset 0; `l2` says whether it begins with an Ethernet header
-/// (tunl0 and other L3 devices start at the IP header). `vxlan_port` is the UDP port that
-/// marks VXLAN.
+/// The UDP ports that mark VXLAN: those of every traced node's VXLAN device (0: unused).
+/// A packet to another port is VXLAN too when it carries a well-formed VXLAN header (see
+/// [`well_formed_vxlan`]), so a node that sends to the wrong port is still seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VxlanPorts(pub [u16; 4]);
+
+impl VxlanPorts {
+    /// Only `port`.
+    pub const fn one(port: u16) -> VxlanPorts {
+        VxlanPorts([port, 0, 0, 0])
+    }
+
+    #[inline(always)]
+    pub fn contains(&self, port: u16) -> bool {
+        port != 0
+            && (self.0[0] == port || self.0[1] == port || self.0[2] == port || self.0[3] == port)
+    }
+}
+
+/// A VXLAN header exactly as RFC 7348 writes it: only the I flag, reserved bits zero. Other
+/// UDP payloads almost never look like this followed by an IPv4 Ethernet frame.
 #[inline(always)]
-pub fn parse<P: Packet>(p: &P, l2: bool, vxlan_port: u16) -> Result<Parsed, Skip> {
+fn well_formed_vxlan(vx: &[u8; 8]) -> bool {
+    vx[0] == 0x08 && vx[1] == 0 && vx[2] == 0 && vx[3] == 0 && vx[7] == 0
+}
+
+/// The inner IPv4 header of a VXLAN packet whose VXLAN header is at `vx_off`.
+#[inline(always)]
+fn vxlan_inner<P: Packet>(p: &P, vx_off: usize) -> Result<(Ipv4Hdr, usize), Skip> {
+    let (proto, inner_l3) = ethertype(p, vx_off + VXLAN_HLEN)?;
+    if proto != ETH_P_IP {
+        return Err(Skip::NotIpv4);
+    }
+    ipv4(p, inner_l3)
+}
+
+/// Parses a frame starting at offset 0; `l2` says whether it begins with an Ethernet header
+/// (tunl0 and other L3 devices start at the IP header). UDP to one of `ports` with the I flag
+/// is VXLAN (and an error if its inner frame is not IPv4); to any other port, only with a
+/// well-formed VXLAN header and an IPv4 inner frame (else it is plain UDP).
+#[inline(always)]
+pub fn parse<P: Packet>(p: &P, l2: bool, ports: VxlanPorts) -> Result<Parsed, Skip> {
     let l3 = if l2 {
         let (proto, l3) = ethertype(p, 0)?;
         if proto != ETH_P_IP {
@@ -166,22 +204,28 @@ pub fn parse<P: Packet>(p: &P, l2: bool, vxlan_port: u16) -> Result<Parsed, Skip
     if first_fragment && outer.proto == IPPROTO_UDP {
         let udp: [u8; 4] = p.read(l4).ok_or(Skip::Malformed)?;
         let dport = be16([udp[2], udp[3]]);
-        if dport == vxlan_port {
-            let vx: [u8; 8] = p.read(l4 + UDP_HLEN).ok_or(Skip::Malformed)?;
-            // The I flag says the VNI is valid (RFC 7348); anything else is not VXLAN to us.
-            if vx[0] & 0x08 != 0 {
-                let inner_eth = l4 + UDP_HLEN + VXLAN_HLEN;
-                let (proto, inner_l3) = ethertype(p, inner_eth)?;
-                if proto != ETH_P_IP {
-                    return Err(Skip::NotIpv4);
+        let configured = ports.contains(dport);
+        let vx: Option<[u8; 8]> = p.read(l4 + UDP_HLEN);
+        if configured && vx.is_none() {
+            return Err(Skip::Malformed);
+        }
+        if let Some(vx) = vx {
+            // On a VXLAN port the I flag says the VNI is valid (RFC 7348); elsewhere only a
+            // well-formed header counts.
+            let strict = configured && vx[0] & 0x08 != 0;
+            if strict || (!configured && well_formed_vxlan(&vx)) {
+                match vxlan_inner(p, l4 + UDP_HLEN) {
+                    Ok((inner, inner_l4)) => {
+                        parsed.encap = outer_encap(&outer, ENCAP_VXLAN);
+                        parsed.encap.sport = be16([udp[0], udp[1]]);
+                        parsed.encap.dport = dport;
+                        parsed.encap.vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
+                        parsed.flags = fill_packet(p, &inner, inner_l4, &mut parsed.pkt);
+                        return Ok(parsed);
+                    }
+                    Err(e) if strict => return Err(e),
+                    Err(_) => {}
                 }
-                let (inner, inner_l4) = ipv4(p, inner_l3)?;
-                parsed.encap = outer_encap(&outer, ENCAP_VXLAN);
-                parsed.encap.sport = be16([udp[0], udp[1]]);
-                parsed.encap.dport = dport;
-                parsed.encap.vni = u32::from_be_bytes([0, vx[4], vx[5], vx[6]]);
-                parsed.flags = fill_packet(p, &inner, inner_l4, &mut parsed.pkt);
-                return Ok(parsed);
             }
         }
     } else if first_fragment && outer.proto == IPPROTO_IPIP {
@@ -225,7 +269,7 @@ struct QuickHeaders {
 /// Locates the headers of the common case (see [`quick_parse`]); `None` for anything else.
 /// Inlined into each caller, which then loads only the bytes it uses.
 #[inline(always)]
-fn quick_headers(p: &Linear, l2: bool, vxlan_port: u16) -> Option<QuickHeaders> {
+fn quick_headers(p: &Linear, l2: bool, vx_ports: VxlanPorts) -> Option<QuickHeaders> {
     let l3 = if l2 { ETH_HLEN } else { 0 };
     if p.data + l3 + QUICK_SPAN > p.end {
         return None;
@@ -236,10 +280,22 @@ fn quick_headers(p: &Linear, l2: bool, vxlan_port: u16) -> Option<QuickHeaders> 
     let outer = ipv4_fixed(p, l3)?;
     let l4 = l3 + 20;
     let ports: [u8; 4] = p.read(l4)?;
-    if outer.proto == IPPROTO_UDP && be16([ports[2], ports[3]]) == vxlan_port {
-        // Outer UDP (8) + VXLAN (8) + inner Ethernet (14), then the inner IPv4 header.
-        let inner_eth = l4 + UDP_HLEN + VXLAN_HLEN;
-        let inner_l3 = inner_eth + ETH_HLEN;
+    // Outer UDP (8) + VXLAN (8) + inner Ethernet (14), then the inner IPv4 header.
+    let inner_eth = l4 + UDP_HLEN + VXLAN_HLEN;
+    let inner_l3 = inner_eth + ETH_HLEN;
+    let vxlan = outer.proto == IPPROTO_UDP && {
+        if vx_ports.contains(be16([ports[2], ports[3]])) {
+            true
+        } else {
+            // Another port: VXLAN only with a well-formed header; where the linear area
+            // cannot tell, the full parser decides.
+            if p.data + inner_eth > p.end {
+                return None;
+            }
+            well_formed_vxlan(&p.read(l4 + UDP_HLEN)?)
+        }
+    };
+    if vxlan {
         if p.data + inner_l3 + QUICK_SPAN > p.end {
             return None;
         }
@@ -273,13 +329,13 @@ fn quick_headers(p: &Linear, l2: bool, vxlan_port: u16) -> Option<QuickHeaders> 
 /// programs take this path for nearly every packet; it has no helper calls and few branches,
 /// which keeps both the per-packet cost and the verifier's work small.
 #[inline(always)]
-pub fn quick_parse(data: usize, end: usize, l2: bool, vxlan_port: u16) -> Option<Parsed> {
+pub fn quick_parse(data: usize, end: usize, l2: bool, ports: VxlanPorts) -> Option<Parsed> {
     let p = Linear { data, end };
-    let h = quick_headers(&p, l2, vxlan_port)?;
+    let h = quick_headers(&p, l2, ports)?;
     let encap = match h.vxlan {
         Some(vx) => Encap {
             sport: be16([h.ports[0], h.ports[1]]),
-            dport: vxlan_port,
+            dport: be16([h.ports[2], h.ports[3]]),
             vni: u32::from_be_bytes([0, vx[4], vx[5], vx[6]]),
             ..outer_encap(&h.outer, ENCAP_VXLAN)
         },
@@ -301,10 +357,10 @@ pub fn quick_filter_input(
     data: usize,
     end: usize,
     l2: bool,
-    vxlan_port: u16,
+    ports: VxlanPorts,
 ) -> Option<FilterInput> {
     let p = Linear { data, end };
-    let h = quick_headers(&p, l2, vxlan_port)?;
+    let h = quick_headers(&p, l2, ports)?;
     let (sport, dport) = if crate::filter::has_ports(h.ip.proto) {
         // QUICK_SPAN guarantees the 14 bytes of L4 that fill_packet may read.
         let l4: [u8; 4] = p.read(h.ip_l4)?;
@@ -399,6 +455,7 @@ mod tests {
     }
 
     const VX: u16 = 4789;
+    const PORTS: VxlanPorts = VxlanPorts::one(VX);
 
     fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
         let len = (20 + payload.len()) as u16;
@@ -426,19 +483,80 @@ mod tests {
     }
 
     fn vxlan(inner: &[u8]) -> Vec<u8> {
-        let mut udp = ports(40000, VX, 4);
+        vxlan_on(VX, inner)
+    }
+
+    fn vxlan_on(port: u16, inner: &[u8]) -> Vec<u8> {
+        let mut udp = ports(40000, port, 4);
         udp.extend_from_slice(&[0x08, 0, 0, 0, 0, 0x10, 0, 0]);
         udp.extend_from_slice(&eth(inner));
         eth(&ipv4(17, [10, 10, 0, 1], [10, 10, 0, 2], &udp))
     }
 
+    /// VXLAN on a port no traced node uses is still VXLAN when its header is well formed;
+    /// other UDP payloads on other ports stay plain UDP.
+    #[test]
+    fn well_formed_vxlan_on_any_port() {
+        let (a, b) = ([10, 244, 0, 1], [10, 244, 4, 1]);
+        let inner = ipv4(6, a, b, &ports(43070, 5201, 16));
+        let on_8472 = vxlan_on(8472, &inner);
+        for r in [full(&on_8472, true), quick(&on_8472, true)] {
+            let r = r.expect("parsed");
+            assert_eq!(
+                (r.encap.kind, r.encap.dport, r.pkt.saddr),
+                (ENCAP_VXLAN, 8472, a)
+            );
+        }
+        // Several configured ports.
+        let two = VxlanPorts([4789, 8472, 0, 0]);
+        let data = on_8472.as_ptr() as usize;
+        assert_eq!(
+            quick_parse(data, data + on_8472.len(), true, two).map(|p| p.encap.kind),
+            Some(ENCAP_VXLAN)
+        );
+        // Not well formed on another port (a G flag, reserved bits): plain UDP.
+        for (at, byte) in [
+            (14 + 20 + 8, 0x88u8),
+            (14 + 20 + 8 + 2, 1),
+            (14 + 20 + 8 + 7, 1),
+        ] {
+            let mut f = on_8472.clone();
+            f[at] = byte;
+            for r in [full(&f, true), quick(&f, true)] {
+                let r = r.expect("parsed");
+                assert_eq!(
+                    (r.encap.kind, r.pkt.proto, r.pkt.dport),
+                    (0, 17, 8472),
+                    "{at}"
+                );
+            }
+        }
+        // A well-formed header whose inner frame is not IPv4: plain UDP elsewhere, an error
+        // on a VXLAN port.
+        let mut arp = on_8472.clone();
+        arp[14 + 20 + 16 + 12..14 + 20 + 16 + 14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(full(&arp, true).map(|r| r.encap.kind), Some(0));
+        assert!(matches!(
+            parse(&Bytes(&arp), true, VxlanPorts::one(8472)),
+            Err(Skip::NotIpv4)
+        ));
+        // A DNS query is not mistaken for VXLAN.
+        let mut dns = ports(5353, 53, 4);
+        dns.extend_from_slice(&[
+            0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w', b'w', b'w',
+        ]);
+        dns.resize(60, 0);
+        let dns = eth(&ipv4(17, a, b, &dns));
+        assert_eq!(quick(&dns, true).map(|r| r.encap.kind), Some(0));
+    }
+
     fn full(frame: &[u8], l2: bool) -> Option<Parsed> {
-        parse(&Bytes(frame), l2, VX).ok()
+        parse(&Bytes(frame), l2, PORTS).ok()
     }
 
     fn quick(frame: &[u8], l2: bool) -> Option<Parsed> {
         let data = frame.as_ptr() as usize;
-        quick_parse(data, data + frame.len(), l2, VX)
+        quick_parse(data, data + frame.len(), l2, PORTS)
     }
 
     /// The common cases take the quick path and agree with the parser.
@@ -505,6 +623,7 @@ mod tests {
             eth(&ipv4(17, a, b, &ports(5353, 53, 16))),
             vxlan(&ipv4(6, a, b, &ports(43070, 5201, 16))),
             vxlan(&ipv4(1, a, b, &[0, 0, 0, 0, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0])),
+            vxlan_on(8472, &ipv4(6, a, b, &ports(43070, 5201, 16))),
         ];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = move || {
@@ -524,7 +643,7 @@ mod tests {
             let f = &f[..cut];
             for l2 in [true, false] {
                 let data = f.as_ptr() as usize;
-                let input = quick_filter_input(data, data + f.len(), l2, VX);
+                let input = quick_filter_input(data, data + f.len(), l2, PORTS);
                 assert_eq!(
                     input,
                     quick(f, l2).map(|q| filter_input(&q.pkt)),

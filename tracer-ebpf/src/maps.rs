@@ -6,6 +6,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
+use tracer_common::parse::VxlanPorts;
 use tracer_common::{
     filter::FilterProgram, Event, EventBody, EventHeader, FibLayout, PktSlot, SkbLayout,
     CTR_RINGBUF_FULL, HIST_BUCKETS, MODE_EVENTS, N_COUNTERS, N_SEGMENTS, PKT_SLOTS, ROLE_ARRAY_LEN,
@@ -141,9 +142,10 @@ pub fn fib_offset(field: impl FnOnce(&FibLayout) -> &u32) -> u32 {
 #[unsafe(no_mangle)]
 static NETNS_INO: u32 = 0;
 
-/// UDP destination port that marks VXLAN (Felix `vxlanPort`, default 4789).
+/// UDP destination ports that mark VXLAN: those of every traced node's VXLAN device (Felix
+/// `vxlanPort`, default 4789); 0 is unused.
 #[unsafe(no_mangle)]
-static VXLAN_PORT: u16 = tracer_common::VXLAN_PORT;
+static VXLAN_PORTS: [u16; 4] = [tracer_common::VXLAN_PORT, 0, 0, 0];
 
 #[inline(always)]
 pub fn netns_ino() -> u32 {
@@ -153,9 +155,9 @@ pub fn netns_ino() -> u32 {
 }
 
 #[inline(always)]
-pub fn vxlan_port() -> u16 {
+pub fn vxlan_ports() -> VxlanPorts {
     // SAFETY: as for `netns_ino`.
-    unsafe { core::ptr::read_volatile(&VXLAN_PORT) }
+    VxlanPorts(unsafe { core::ptr::read_volatile(&VXLAN_PORTS) })
 }
 
 #[inline(always)]

@@ -312,6 +312,32 @@ pub struct AttachOptions<'a> {
     pub shared_pins: Option<&'a Path>,
     /// How the tc programs are attached.
     pub tc_attach: TcAttach,
+    /// The UDP ports that mark VXLAN: every traced node's (see [`vxlan_ports`]).
+    pub vxlan_ports: [u16; 4],
+}
+
+/// The VXLAN ports of the nodes' VXLAN devices, each once: the programs of every node know
+/// them all, so a packet sent to another node's port is recognised where it arrives. More
+/// than four different ports: the first four (a warning says so); any other port is still
+/// recognised by its well-formed VXLAN header.
+pub fn vxlan_ports(ports: impl IntoIterator<Item = u16>) -> [u16; 4] {
+    let mut out = [0u16; 4];
+    let mut n = 0;
+    for p in ports {
+        if p == 0 || out[..n].contains(&p) {
+            continue;
+        }
+        if n == out.len() {
+            log::warn!("more than 4 VXLAN ports among the traced nodes: {p} is recognised only by its header");
+            continue;
+        }
+        out[n] = p;
+        n += 1;
+    }
+    if n == 0 {
+        out[0] = tracer_common::VXLAN_PORT;
+    }
+    out
 }
 
 /// How tc programs are attached (`--tc-attach`).
@@ -410,7 +436,7 @@ pub fn open_node(netns: &Netns, plan: NodePlan, opts: &AttachOptions<'_>) -> Res
     let mut loader = EbpfLoader::new();
     loader
         .override_global("NETNS_INO", &inode, true)
-        .override_global("VXLAN_PORT", &plan.vxlan_port, true)
+        .override_global("VXLAN_PORTS", &opts.vxlan_ports, true)
         .override_global("MODE", &opts.mode, true)
         .override_global("SAMPLE_EVERY", &opts.sample_every, true)
         .map_max_entries("EVENTS", opts.ringbuf_bytes);

@@ -234,7 +234,7 @@ impl Session {
         // Subscribed before discovery: a pod veth created meanwhile is either found or
         // announced.
         let follower = Follower::start(&namespaces);
-        let opts = AttachOptions {
+        let mut opts = AttachOptions {
             extra_ifaces: &cap.iface,
             filter: &program,
             ringbuf_bytes: cap.ringbuf_mib << 20,
@@ -246,6 +246,7 @@ impl Session {
             sample_every: cap.sample,
             shared_pins: pins.as_deref(),
             tc_attach: cap.tc_attach,
+            vxlan_ports: [tracer_common::VXLAN_PORT, 0, 0, 0],
         };
         crate::rcu::set_enabled(!cap.no_rcu_expedite);
         let started = Instant::now();
@@ -254,6 +255,7 @@ impl Session {
             .map(|ns| plan_node(ns, &opts).with_context(|| format!("node {}", ns.name)))
             .collect::<Result<Vec<_>>>()?;
         check_named_ifaces(&cap.iface, &plans)?;
+        opts.vxlan_ports = attach::vxlan_ports(plans.iter().map(|p| p.vxlan_port));
         // In-kernel aggregation is for high packet rates: no per-packet route-lookup events
         // either.
         let want_hooks = !(cap.no_drops || kernel_agg);
@@ -290,6 +292,7 @@ impl Session {
             ringbuf_bytes: cap.ringbuf_mib << 20,
             drop_hook: cap.drop_hook,
             fib_hook: cap.fib_hook,
+            vxlan_ports: opts.vxlan_ports,
         };
         let (nodes, hooks) = std::thread::scope(|s| {
             let hooks = want_hooks.then(|| s.spawn(|| attach_global(&hook_opts)));

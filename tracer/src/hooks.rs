@@ -34,6 +34,8 @@ pub struct HookOptions<'a> {
     pub ringbuf_bytes: u32,
     pub drop_hook: HookChoice,
     pub fib_hook: HookChoice,
+    /// The UDP ports that mark VXLAN (every traced node's).
+    pub vxlan_ports: [u16; 4],
 }
 
 /// Which flavour of a tracepoint hook to use (`--drop-hook`, `--fib-hook`).
@@ -223,6 +225,7 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
     let fib_offsets = fib.as_ref().copied().unwrap_or_default();
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
+        .override_global("VXLAN_PORTS", &opts.vxlan_ports, true)
         .override_global("SKB_OFFSETS", &layout, true)
         .override_global("FIB_OFFSETS", &fib_offsets, true)
         .load(ebpf_object()?)

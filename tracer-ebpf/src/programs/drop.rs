@@ -26,7 +26,7 @@ use tracer_common::parse::{filter_input, parse, Packet, Skip};
 use crate::{
     filter::wanted,
     kmem,
-    maps::{count, emit, skb_offset, vxlan_port, TRACED_NETNS},
+    maps::{count, emit, skb_offset, vxlan_ports, TRACED_NETNS},
 };
 
 /// SKB_DROP_REASON_NOT_SPECIFIED is 2 on every kernel that has reasons; anything below is
@@ -135,7 +135,7 @@ fn report<F: SkbFields>(skb: *const u8, location: u64, reason: u32) -> Option<()
         return Some(());
     }
     let bytes = KernelBytes((head as *const u8).wrapping_add(nh as usize));
-    let parsed = match parse(&bytes, false, vxlan_port()) {
+    let parsed = match parse(&bytes, false, vxlan_ports()) {
         Ok(p) => p,
         Err(Skip::NotIpv4) => {
             count(CTR_NOT_IPV4);

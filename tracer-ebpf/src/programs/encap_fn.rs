@@ -27,7 +27,7 @@ use tracer_common::{
 use crate::{
     filter::wanted,
     kmem,
-    maps::{count, emit, skb_offset, vxlan_port, TRACED_NETNS},
+    maps::{count, emit, skb_offset, vxlan_ports, TRACED_NETNS},
 };
 
 const IPPROTO_IPIP: u8 = 4;
@@ -168,7 +168,7 @@ fn xmit(skb: *const u8, src: u32, dst: u32, proto: u8) -> Option<()> {
         _ => return None,
     }
     let bytes = KernelBytes((head as *const u8).wrapping_add(inner as usize));
-    match parse(&bytes, false, vxlan_port()) {
+    match parse(&bytes, false, vxlan_ports()) {
         Ok(p) => report(FUNC_IPTUNNEL_XMIT, DIR_EGRESS, skb, at, p, encap),
         Err(s) => count_skip(s),
     }
@@ -185,7 +185,7 @@ fn rcv(func: u32, skb: *const u8) -> Option<()> {
     let head: u64 = kmem::probe(skb, skb_offset(|l| &l.skb_head))?;
     let nh: u16 = kmem::probe(skb, skb_offset(|l| &l.skb_network_header))?;
     let bytes = KernelBytes((head as *const u8).wrapping_add(nh as usize));
-    match parse(&bytes, false, vxlan_port()) {
+    match parse(&bytes, false, vxlan_ports()) {
         Ok(p) => {
             let encap = p.encap;
             report(func, DIR_INGRESS, skb, at, p, encap)

@@ -19,7 +19,7 @@ use tracer_common::parse::{
 use crate::{
     aggregate,
     filter::wanted,
-    maps::{count, emit, mode, netns_ino, sample_every, vxlan_port},
+    maps::{count, emit, mode, netns_ino, sample_every, vxlan_ports},
 };
 
 /// Direct packet access when the bytes are in the linear area, `bpf_skb_load_bytes` otherwise.
@@ -66,7 +66,7 @@ fn hop(ctx: &TcContext, dir: u8, l2: bool) {
     // non-linear headers) goes through the full parser first. The filter is called from both
     // paths, so the verifier checks its loop twice per program (part of the ~89k instructions
     // it verifies for each, against ~54k with the filter after a full parse).
-    let port = vxlan_port();
+    let port = vxlan_ports();
     let parsed = match quick_filter_input(ctx.data(), ctx.data_end(), l2, port) {
         Some(input) => {
             if !wanted(&input) {

@@ -201,6 +201,28 @@ fn check_next_hop(
             }
             let b_under = b.underlay_addr();
             let fdb: Vec<_> = a.fdb_for(oif, bmac).collect();
+            // A per-entry port overrides the device's: it must be the one B listens on.
+            let b_port = bv.vxlan.as_ref().and_then(|x| x.port);
+            if let Some(f) = fdb
+                .iter()
+                .find(|f| f.port.is_some() && b_port.is_some() && f.port != b_port)
+            {
+                out.push(finding(
+                    Severity::Error,
+                    "fdb-wrong-port",
+                    &[an, bn],
+                    format!("fdb {bmac} dev {}", f.dev),
+                    format!("port {}", f.port.unwrap_or(0)),
+                    format!("port {} ({bn}'s {} dstport)", b_port.unwrap_or(0), bv.name),
+                    format!(
+                        "{an} sends {bn}'s VXLAN frames to a UDP port {bn} does not listen on: \
+                         remove the entry's port override (`bridge fdb replace {bmac} dev {} dst \
+                         <{bn}'s address> self permanent`) and find what set it; Calico writes \
+                         entries without one",
+                        f.dev
+                    ),
+                ));
+            }
             if let (Some(want), false) = (b_under, fdb.is_empty()) {
                 if let Some(f) = fdb.iter().find(|f| f.dst.is_some_and(|d| d != want)) {
                     let dst = f.dst.expect("checked");

@@ -263,6 +263,10 @@ fn missing_routes_neighbours_and_fdb_entries() {
     assert_eq!(codes(&audit(&c)), ["no-vtep-fdb"]);
 
     let mut c = cluster(2, Mode::Vxlan);
+    c[0].fdb[0].port = Some(8472);
+    assert_eq!(codes(&audit(&c)), ["fdb-wrong-port"]);
+
+    let mut c = cluster(2, Mode::Vxlan);
     c[0].fdb[0].dst = Some(ip("10.10.0.77"));
     let f = audit(&c);
     assert_eq!(codes(&f), ["fdb-wrong-underlay"]);

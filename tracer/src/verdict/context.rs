@@ -239,16 +239,17 @@ fn vxlan_port(
     at: &str,
 ) -> Option<Verdict> {
     let p = &trace.packet;
-    if p.proto != 17 {
-        return None;
-    }
-    // The destination port is VXLAN if the packet is a tunnel's, or a traced node sends VXLAN
-    // there.
+    // The packet was VXLAN (decoded as such, on any port), or plain UDP to a port a traced
+    // node sends VXLAN to.
     let port = packet_vni(trace, d).map(|(_, port)| port).or_else(|| {
-        ev.states()
-            .flat_map(|s| s.vteps())
-            .filter_map(|l| l.vxlan.as_ref()?.port)
-            .find(|port| *port == p.dport)
+        (p.proto == 17)
+            .then(|| {
+                ev.states()
+                    .flat_map(|s| s.vteps())
+                    .filter_map(|l| l.vxlan.as_ref()?.port)
+                    .find(|port| *port == p.dport)
+            })
+            .flatten()
     })?;
     let mine: Vec<u16> = st.vteps().filter_map(|l| l.vxlan.as_ref()?.port).collect();
     if mine.contains(&port) {
@@ -266,7 +267,17 @@ fn vxlan_port(
                 if mine.is_empty() { "no port (no VXLAN device)".into() } else { format!("{mine:?}") }
             ),
         )
-        .with_evidence(vec![format!("packet to UDP port {port}; {} listens on {mine:?}", d.node)]),
+        .with_evidence(
+            std::iter::once(format!("packet to UDP port {port}; {} listens on {mine:?}", d.node))
+                .chain(ev.states().flat_map(|s| {
+                    s.fdb
+                        .iter()
+                        .filter(|f| f.port == Some(port))
+                        .map(|f| format!("{}: fdb {} dev {} dst {} port {port}", s.node, f.mac, f.dev, f.dst.map_or("-".into(), |a| a.to_string())))
+                        .collect::<Vec<_>>()
+                }))
+                .collect(),
+        ),
     )
 }
 
