@@ -17,8 +17,17 @@
 //! (`tracer trace`) or from a recording (`tracer replay`), and `tick` is called with the
 //! monotonic time after every drain, exactly as the live loop saw it. Fed the same records and
 //! ticks, it therefore prints the same traces live and from a file.
+//!
+//! Besides its writer, an [`Observer`] may consume what the pipeline produces (the incident
+//! report, `report`): every trace after its verdict, the clocks of a merge and the run's
+//! numbers at the end, as the renderers get them.
 
-use std::{collections::BTreeMap, io::Write, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    net::Ipv4Addr,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::Result;
 use clap::Args;
@@ -117,6 +126,27 @@ impl Placement for AsRecorded {
     }
 }
 
+/// Another consumer of what the pipeline produces, besides its writer (the incident report).
+pub trait Observer: Send {
+    /// A trace after its verdict, with the clock model it is measured under.
+    fn trace(&mut self, t: &Trace, clock: &ClockModel);
+    /// Where the clocks of merged recordings sit (before the summary).
+    fn clocks(&mut self, _r: &ClockReport) {}
+    /// The end of the run: the summary as printed, the latency statistics (when kept) and the
+    /// topology as it ended (interfaces that came and went applied).
+    fn finish(&mut self, _s: &RunSummary<'_>, _latency: Option<&LatencyStats>, _t: &Topology) {}
+}
+
+/// An observer shared with the caller, who reads it once the run is over.
+pub type SharedObserver = Arc<Mutex<dyn Observer>>;
+
+/// Runs `f` on the observer, if any (a poisoned lock still observes: it holds plain data).
+fn observe(o: &Option<SharedObserver>, f: impl FnOnce(&mut dyn Observer)) {
+    if let Some(o) = o {
+        f(&mut *o.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
 /// The pipeline's own counters (the correlator keeps its own).
 #[derive(Clone, Copy, Debug, Default)]
 struct Counts {
@@ -146,6 +176,7 @@ pub struct Pipeline<W: Write> {
     collected: Option<Vec<Trace>>,
     kernel_agg: bool,
     filter: Option<FilterProgram>,
+    observer: Option<SharedObserver>,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -164,7 +195,13 @@ impl<W: Write> Pipeline<W> {
             collected: cfg.collect.then(Vec::new),
             kernel_agg: cfg.kernel_agg,
             filter: cfg.filter,
+            observer: None,
         }
+    }
+
+    /// Hands every trace and the run's numbers to `o` as well.
+    pub fn observe(&mut self, o: SharedObserver) {
+        self.observer = Some(o);
     }
 
     /// Whether latency comes from the kernel's histograms (`--kernel-agg`).
@@ -326,6 +363,7 @@ impl<W: Write> Pipeline<W> {
                     Output::Json => render::write_trace_json(&mut self.out, &t, &self.clock)?,
                 }
             }
+            observe(&self.observer, |o| o.trace(&t, &self.clock));
             self.counts.printed += 1;
             if let Some(all) = self.collected.as_mut() {
                 all.push(t);
@@ -345,6 +383,7 @@ impl<W: Write> Pipeline<W> {
 
     /// Prints where each merged recording's clock sits on the reference timeline.
     pub fn write_clocks(&mut self, r: &ClockReport) -> Result<()> {
+        observe(&self.observer, |o| o.clocks(r));
         match self.output {
             Output::Text => render::write_clocks_text(&mut self.out, r)?,
             Output::Json => render::write_clocks_json(&mut self.out, r)?,
@@ -400,6 +439,9 @@ impl<W: Write> Pipeline<W> {
             noise_drops: self.counts.noise_drops,
             loss: &loss,
         };
+        observe(&self.observer, |o| {
+            o.finish(&summary, self.latency.as_ref(), &self.topology)
+        });
         match self.output {
             Output::Text => render::write_summary_text(&mut self.out, &summary)?,
             Output::Json => render::write_summary_json(&mut self.out, &summary)?,
