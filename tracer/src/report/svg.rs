@@ -239,8 +239,9 @@ fn draw_histogram(
     (lo, hi): (f64, f64),
 ) -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
     root.fill(&WHITE)?;
-    let top = row.bins.iter().map(|b| b.count).max().unwrap_or(1).max(1);
-    let ymax = top + top.div_ceil(8);
+    // Counts on a log axis too: the tail (a few slow packets among thousands) stays visible.
+    let top = row.bins.iter().map(|b| b.count).max().unwrap_or(1).max(1) as f64;
+    let (ybase, ymax) = (0.5, top * 2.0);
     // Axis in µs: hop-to-hop segments are µs apart; the log axis spreads ns to seconds. At
     // least a decade, around the values, so that the axis has labels.
     let (mut lo_us, mut hi_us) = (lo / 1e3, hi / 1e3);
@@ -252,21 +253,25 @@ fn draw_histogram(
         .margin(8)
         .caption(clip(title, 60), (FONT, 14))
         .x_label_area_size(34)
-        .y_label_area_size(44)
-        .build_cartesian_2d((lo_us..hi_us).log_scale(), 0u64..ymax)?;
+        .y_label_area_size(54)
+        .build_cartesian_2d(
+            (lo_us..hi_us)
+                .log_scale()
+                .with_key_points(key_points(lo_us, hi_us)),
+            (ybase..ymax).log_scale(),
+        )?;
     chart
         .configure_mesh()
         .light_line_style(RGBColor(0xf0, 0xf0, 0xf0))
-        .x_labels(5)
-        .y_labels(4)
         .x_desc("µs (log scale)")
-        .y_desc("packets")
+        .y_desc("packets (log scale)")
         .x_label_formatter(&|v| format_us(*v))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style((FONT, 11))
         .draw()?;
     chart.draw_series(row.bins.iter().filter(|b| b.count > 0).map(|b| {
         Rectangle::new(
-            [(b.lo_ns / 1e3, 0), (b.hi_ns / 1e3, b.count)],
+            [(b.lo_ns / 1e3, ybase), (b.hi_ns / 1e3, b.count as f64)],
             ShapeStyle::from(&BLUE.mix(0.75)).filled(),
         )
     }))?;
@@ -290,22 +295,49 @@ fn draw_histogram(
     for (i, (name, ns, color)) in marks.into_iter().enumerate() {
         let x = (ns as f64 / 1e3).clamp(lo_us, hi_us);
         chart.draw_series([PathElement::new(
-            vec![(x, 0), (x, ymax)],
+            vec![(x, ybase), (x, ymax)],
             ShapeStyle::from(&color).stroke_width(1),
         )])?;
-        let y = ymax - (ymax * i as u64) / 10;
+        let y = ymax / 1.6f64.powi(i as i32);
         chart.draw_series([Text::new(name, (x, y), style(10, color, HPos::Left))])?;
     }
     Ok(())
 }
 
-/// An axis label: `0.5`, `12`, `1.2k` µs.
+/// The 1-2-5 values of each decade within `[lo, hi]` (the axis' labels).
+fn key_points(lo: f64, hi: f64) -> Vec<f64> {
+    let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    (a..=b)
+        .flat_map(|k| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(k)))
+        .filter(|v| (lo..=hi).contains(v))
+        .collect()
+}
+
+/// An axis label: `0.5`, `12`, `2k` µs (at most 3 decimals, no trailing zeros).
 fn format_us(v: f64) -> String {
+    let short = |x: f64| {
+        let s = format!("{x:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
     if v >= 1e3 {
-        format!("{:.1}k", v / 1e3)
-    } else if v >= 10.0 {
-        format!("{v:.0}")
+        format!("{}k", short(v / 1e3))
     } else {
-        format!("{v:.2}")
+        short(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_labels() {
+        assert_eq!(key_points(1.772, 51.7), [2.0, 5.0, 10.0, 20.0, 50.0]);
+        assert_eq!(key_points(0.15, 0.6), [0.2, 0.5]);
+        assert_eq!(format_us(2.0), "2");
+        assert_eq!(format_us(0.5), "0.5");
+        assert_eq!(format_us(2_000.0), "2k");
+        assert_eq!(format_us(12.25), "12.25");
+        assert_eq!(clip("calif60960ede74", 8), "calif60…");
     }
 }
