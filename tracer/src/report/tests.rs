@@ -236,7 +236,11 @@ fn the_page_escapes_what_recordings_say_and_references_nothing_outside() {
     assert!(!page.contains("<b>"), "an unescaped tag from a node name");
     assert!(page.contains("cali&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(page.contains("restart &lt;felix&gt;"));
-    assert!(page.contains("default-src 'none'"), "no CSP");
+    // The browser refuses any fetch: a Content-Security-Policy in the head.
+    let csp = "<meta http-equiv=\"Content-Security-Policy\" \
+               content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">";
+    let head = &page[..page.find("</head>").expect("a head")];
+    assert!(head.contains(csp), "no CSP in {head}");
     // Nothing fetched: no link, no source, no URL but the SVG namespace.
     for needle in ["<link", "src=", "url(", "@import", "<iframe", "<object"] {
         assert!(!page.contains(needle), "{needle} in the page");
