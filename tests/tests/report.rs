@@ -87,7 +87,7 @@ fn record_fault(file: &Path) {
     cmd.push_str(&format!(" --write {}.tty", file.display()));
     let transcript = on_a_terminal(&cmd);
     assert!(
-        transcript.contains("tracer: recording to") && transcript.contains(" records, "),
+        transcript.contains("recording") && transcript.contains(" MiB, 0 lost"),
         "no progress line on a terminal: {transcript:?}"
     );
     lab::heal(&topo, Fault::MissingFdb).expect("heal");
@@ -279,7 +279,7 @@ fn the_report_of_a_recorded_fault_shows_the_verdict_in_chromium() {
     );
     let transcript = on_a_terminal(&cmd);
     assert!(
-        transcript.contains("tracer: reading") && transcript.contains(" records, "),
+        transcript.contains("reading [") && transcript.contains(" loss windows"),
         "no progress line on a terminal: {transcript:?}"
     );
 

@@ -122,19 +122,22 @@ impl Display {
         if !show {
             return Display { stop, thread: None };
         }
+        // Hidden until the first frame: setting it up draws nothing yet.
         let bar = ProgressBar::with_draw_target(
             total_bytes.filter(|&t| t > 0),
-            ProgressDrawTarget::stderr(),
+            ProgressDrawTarget::hidden(),
         );
+        // `wide_msg` is cut to the terminal's width: the line never wraps.
         let template = match total_bytes.filter(|&t| t > 0) {
-            Some(_) => "{prefix} [{bar:30}] {percent:>3}% {msg} ({elapsed})",
-            None => "{prefix} {spinner} {msg} ({elapsed})",
+            Some(_) => "{prefix} [{bar:16}] {percent:>3}% {wide_msg}",
+            None => "{prefix} {spinner} {wide_msg}",
         };
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar.set_prefix(format!("tracer: {label}"));
+        bar.set_prefix(label.to_string());
         if first.is_zero() {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
             draw(&bar, &counters, total_bytes, unit);
         }
         let flag = stop.clone();
@@ -142,6 +145,9 @@ impl Display {
             .name("progress".into())
             .spawn(move || {
                 std::thread::park_timeout(if first.is_zero() { REDRAW } else { first });
+                if !first.is_zero() && !flag.load(Relaxed) {
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
+                }
                 while !flag.load(Relaxed) {
                     draw(&bar, &counters, total_bytes, unit);
                     std::thread::park_timeout(REDRAW);
@@ -156,17 +162,17 @@ impl Display {
 /// One redraw from the counters.
 fn draw(bar: &ProgressBar, c: &Counters, total_bytes: Option<u64>, unit: LossUnit) {
     let passes = c.passes.load(Relaxed).max(1);
-    if let Some(t) = total_bytes.filter(|&t| t > 0) {
-        bar.set_length(t.saturating_mul(passes));
-    }
     let bytes = c.bytes.load(Relaxed);
-    bar.set_position(bytes);
     bar.set_message(line(
         c.records.load(Relaxed),
         bytes,
         c.losses.load(Relaxed),
         unit,
     ));
+    if let Some(t) = total_bytes.filter(|&t| t > 0) {
+        bar.set_length(t.saturating_mul(passes));
+    }
+    bar.set_position(bytes);
     bar.tick();
 }
 
@@ -180,16 +186,14 @@ impl Drop for Display {
     }
 }
 
-/// `12,345 records, 3.4 MiB, 0 events lost by the tracer`.
+/// `12345 records, 3.4 MiB, 0 lost` (events the tracer lost), or `..., 0 loss windows`
+/// (drains after which the recorder had lost events): short enough for an 80-column line.
 pub fn line(records: u64, bytes: u64, losses: u64, unit: LossUnit) -> String {
-    let what = match unit {
-        LossUnit::Events => "events lost by the tracer",
-        LossUnit::Windows => "loss windows of the tracer",
-    };
-    format!(
-        "{records} records, {:.1} MiB, {losses} {what}",
-        bytes as f64 / (1 << 20) as f64
-    )
+    let mib = bytes as f64 / (1 << 20) as f64;
+    match unit {
+        LossUnit::Events => format!("{records} records, {mib:.1} MiB, {losses} lost"),
+        LossUnit::Windows => format!("{records} records, {mib:.1} MiB, {losses} loss windows"),
+    }
 }
 
 #[cfg(test)]
@@ -206,7 +210,11 @@ mod tests {
         assert_eq!(c.bytes.load(Relaxed), 10);
         assert_eq!(
             line(12, 3 << 20, 1, LossUnit::Events),
-            "12 records, 3.0 MiB, 1 events lost by the tracer"
+            "12 records, 3.0 MiB, 1 lost"
+        );
+        assert_eq!(
+            line(0, 0, 2, LossUnit::Windows),
+            "0 records, 0.0 MiB, 2 loss windows"
         );
     }
 

@@ -166,7 +166,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
     // After the session's signal handling: the display's thread inherits the blocked signals.
     let counters = Arc::new(Counters::default());
     let mut display = Some(progress::Display::start(
-        &format!("recording to {name}"),
+        "recording",
         None,
         LossUnit::Events,
         counters.clone(),
