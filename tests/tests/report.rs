@@ -46,10 +46,11 @@ impl Drop for Scratch {
     }
 }
 
-/// Records the `missing-fdb` fault of a fresh VXLAN lab (torn down on return) into `file`: the
-/// probe to the other node fails while the probing pod still reaches its neighbour on the same
-/// node (the incident "same-node pods talk, cross-node pods don't").
-fn record_fault(file: &Path) {
+/// Records the `missing-fdb` fault of a fresh VXLAN lab (torn down on return) into `file`, and
+/// each node on its own into `per_node` (as one recorder per machine would): the probe to the
+/// other node fails while the probing pod still reaches its neighbour on the same node (the
+/// incident "same-node pods talk, cross-node pods don't").
+fn record_fault(file: &Path, per_node: &[PathBuf; 2]) {
     let lab = common::lab_up("trpt", 2, Encap::Vxlan);
     let topo = lab.topology().clone();
     let info = lab::break_lab(&topo, Fault::MissingFdb).expect("break");
@@ -70,6 +71,23 @@ fn record_fault(file: &Path) {
         "--write".into(),
         file.display().to_string(),
     ]);
+    let filter = format!("host {}", from.ip);
+    let nodes: Vec<Tracer> = topo
+        .nodes
+        .iter()
+        .zip(per_node)
+        .map(|(n, f)| {
+            let a = [
+                "--netns",
+                &n.netns,
+                "--filter",
+                &filter,
+                "--write",
+                f.to_str().expect("utf8"),
+            ];
+            Tracer::start_cmd("record", &a.map(String::from))
+        })
+        .collect();
     let rec = Tracer::start_cmd("record", &args);
     let started = Instant::now();
     let _ = info.probe.run(&topo, Duration::from_millis(500));
@@ -77,6 +95,10 @@ fn record_fault(file: &Path) {
     std::thread::sleep(Duration::from_millis(800).saturating_sub(started.elapsed()));
     let rec = rec.stop();
     assert!(rec.status.success(), "record failed: {}", rec.stderr);
+    for n in nodes {
+        let out = n.stop();
+        assert!(out.status.success(), "record failed: {}", out.stderr);
+    }
     // Not a terminal: no progress line, no cursor control.
     assert_quiet(&rec.stderr);
     // On a terminal (`script` gives the recorder one), the progress line is drawn.
@@ -171,7 +193,8 @@ fn the_report_of_a_recorded_fault_shows_the_verdict_in_chromium() {
     let scratch = Scratch::new();
     let out = artifacts();
     let rec = scratch.0.join("fault.trec");
-    record_fault(&rec);
+    let per_node = [scratch.0.join("node1.trec"), scratch.0.join("node2.trec")];
+    record_fault(&rec, &per_node);
     let rec_s = rec.to_str().expect("utf8");
 
     // The HTML report: the command's last line names the verdict.
@@ -244,6 +267,27 @@ fn the_report_of_a_recorded_fault_shows_the_verdict_in_chromium() {
         seen.errors.iter().any(|e| e.contains("control")),
         "the console error went unseen: {:?}",
         seen.errors
+    );
+
+    // One recording per node, merged: the same verdict, the recordings' clocks (one kernel
+    // here: the same clock), both nodes' environment.
+    let merged = out.join("report-merged.html");
+    let mut args: Vec<&str> = per_node.iter().map(|p| p.to_str().expect("utf8")).collect();
+    args.extend(["-o", merged.to_str().expect("utf8")]);
+    let r = report(&args);
+    assert!(r.status.success(), "{}", r.stderr);
+    assert!(r.stderr.contains("no-vxlan-fdb"), "{}", r.stderr);
+    let page = std::fs::read_to_string(&merged).expect("merged report");
+    assert!(
+        page.contains("same-clock"),
+        "the clocks of the merge are not shown"
+    );
+    for p in &per_node {
+        assert!(page.contains(&p.display().to_string()));
+    }
+    assert!(
+        page.contains("Node <code>trpt-node2</code>"),
+        "node2's environment"
     );
 
     // A truncated recording: a report all the same, saying what is missing.
