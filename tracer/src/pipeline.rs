@@ -132,9 +132,8 @@ pub trait Observer: Send {
     fn trace(&mut self, t: &Trace, clock: &ClockModel);
     /// Where the clocks of merged recordings sit (before the summary).
     fn clocks(&mut self, _r: &ClockReport) {}
-    /// The end of the run: the summary as printed, the latency statistics (when kept) and the
-    /// topology as it ended (interfaces that came and went applied).
-    fn finish(&mut self, _s: &RunSummary<'_>, _latency: Option<&LatencyStats>, _t: &Topology) {}
+    /// The end of the run: the summary as printed and the latency statistics (when kept).
+    fn finish(&mut self, _s: &RunSummary<'_>, _latency: Option<&LatencyStats>) {}
 }
 
 /// An observer shared with the caller, who reads it once the run is over.
@@ -440,7 +439,7 @@ impl<W: Write> Pipeline<W> {
             loss: &loss,
         };
         observe(&self.observer, |o| {
-            o.finish(&summary, self.latency.as_ref(), &self.topology)
+            o.finish(&summary, self.latency.as_ref())
         });
         match self.output {
             Output::Text => render::write_summary_text(&mut self.out, &summary)?,

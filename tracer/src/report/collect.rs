@@ -22,7 +22,7 @@ use crate::{
     },
     pipeline::Observer,
     render::{encap_text, flow_text, packet_text, route_node, route_text, RunSummary},
-    topology::{Node, Topology},
+    topology::Node,
 };
 
 /// Findings kept in full (failed packets of further kinds are counted only).
@@ -111,7 +111,7 @@ impl Observer for Collector {
         self.clocks = Some(r.clone());
     }
 
-    fn finish(&mut self, s: &RunSummary<'_>, latency: Option<&LatencyStats>, _t: &Topology) {
+    fn finish(&mut self, s: &RunSummary<'_>, latency: Option<&LatencyStats>) {
         let latency = latency.map_or_else(Latency::default, |l| {
             latency_of(l, &self.failing_flows, s.flows)
         });

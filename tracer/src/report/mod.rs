@@ -126,7 +126,17 @@ pub fn run(args: ReportArgs) -> Result<()> {
     let cfg = pipeline_config(clock, filter, args.linger_ms);
     let done = report_of(inputs, cfg, opts, args.title.clone());
     drop(display);
-    let (report, warnings) = done?;
+    let (report, warnings) = match done {
+        Ok(d) => d,
+        Err(e) => {
+            // No report: no empty file left behind.
+            drop(out);
+            if !to_stdout {
+                let _ = std::fs::remove_file(&args.output);
+            }
+            return Err(e);
+        }
+    };
     let text = match format {
         Format::Html => html::render(&report),
         Format::Md => markdown::render(&report),
@@ -212,9 +222,10 @@ fn status_line(r: &model::Report, output: &Path, bytes: usize) -> String {
     let evidence = if r.completeness.complete() {
         "evidence complete".to_string()
     } else {
+        let n = r.completeness.missing.len();
         format!(
-            "evidence INCOMPLETE ({} gaps, stated in the report)",
-            r.completeness.missing.len()
+            "evidence INCOMPLETE ({n} gap{}, stated in the report)",
+            if n == 1 { "" } else { "s" }
         )
     };
     let to = if output.as_os_str() == "-" {
