@@ -1,7 +1,8 @@
 //! `tracer report` on a recorded lab fault, checked in a real browser: the recording of the
 //! `missing-fdb` fault becomes an HTML report and a Markdown one; headless Chromium (driven over
 //! the DevTools pipe, `common::cdp`) opens the page and the test checks that it shows the
-//! verdict, that the page logged no error and requested nothing but itself, and takes a
+//! verdict and the audit's finding (both as the fault catalogue declares them), that the page
+//! logged no error and requested nothing but itself, and takes a
 //! screenshot and a printed PDF, kept as artifacts under `target/test-artifacts/report/`.
 //! A control page (the report with an external image and a console error added, its
 //! Content-Security-Policy removed) shows that the checks catch both. A truncated copy of the
@@ -145,6 +146,8 @@ fn report(args: &[&str]) -> common::TracerOutput {
 struct Seen {
     findings: String,
     notice: String,
+    /// The audit's section (what follows its heading).
+    audit: String,
     charts: u64,
     errors: Vec<String>,
     requests: Vec<String>,
@@ -165,6 +168,16 @@ fn open(b: &mut Browser, page: &Path, shot: Option<(&Path, &Path)>) -> Seen {
     };
     let findings = text(b, "#findings");
     let notice = text(b, "#completeness");
+    let audit = b
+        .eval(
+            &s,
+            "(() => { const h = document.querySelector('#audit'); let t = ''; \
+             for (let e = h && h.nextElementSibling; e && e.tagName !== 'H3'; \
+             e = e.nextElementSibling) t += e.innerText + '\\n'; return t; })()",
+        )
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     // Charts that were laid out with a size (an SVG the browser could not parse has none).
     let charts = b
         .eval(
@@ -181,6 +194,7 @@ fn open(b: &mut Browser, page: &Path, shot: Option<(&Path, &Path)>) -> Seen {
     Seen {
         findings,
         notice,
+        audit,
         charts,
         errors: b.errors(&s),
         requests: b.requests(&s),
@@ -196,6 +210,13 @@ fn the_report_of_a_recorded_fault_shows_the_verdict_in_chromium() {
     let per_node = [scratch.0.join("node1.trec"), scratch.0.join("node2.trec")];
     record_fault(&rec, &per_node);
     let rec_s = rec.to_str().expect("utf8");
+    // What the catalogue says the tracer must report for this fault.
+    let want = Fault::MissingFdb
+        .entry()
+        .tracer
+        .iter()
+        .find(|t| t.encap == Encap::Vxlan)
+        .expect("the fault's VXLAN entry");
 
     // The HTML report: the command's last line names the verdict.
     let html = out.join("report.html");
@@ -203,14 +224,14 @@ fn the_report_of_a_recorded_fault_shows_the_verdict_in_chromium() {
     assert!(r.status.success(), "report failed: {}", r.stderr);
     let last = r.stderr.lines().last().unwrap_or("");
     assert!(
-        last.contains("report written to") && last.contains("no-vxlan-fdb"),
+        last.contains("report written to") && last.contains(want.verdict),
         "{}",
         r.stderr
     );
     assert!(last.contains("evidence complete"), "{}", r.stderr);
     assert_quiet(&r.stderr);
     let page = std::fs::read_to_string(&html).expect("report.html");
-    assert!(page.contains("NO_TX_TARGET") && page.contains("vxlan_xmit"));
+    assert!(page.contains(want.reason) && page.contains(want.function));
 
     // Markdown, by the extension.
     let md = out.join("report.md");
@@ -218,7 +239,8 @@ fn the_report_of_a_recorded_fault_shows_the_verdict_in_chromium() {
     assert!(r.status.success(), "{}", r.stderr);
     let text = std::fs::read_to_string(&md).expect("report.md");
     assert!(text.starts_with("# Incident report"), "{}", &text[..80]);
-    assert!(text.contains("`no-vxlan-fdb`") && text.contains("NO\\_TX\\_TARGET"));
+    assert!(text.contains(&format!("`{}`", want.verdict)));
+    assert!(text.contains(&want.reason.replace('_', "\\_")));
     assert!(!text.contains("<svg"), "charts in Markdown");
 
     // The page in Chromium.
@@ -227,11 +249,19 @@ fn the_report_of_a_recorded_fault_shows_the_verdict_in_chromium() {
     let pdf = out.join("report.pdf");
     let seen = open(&mut b, &html, Some((&png, &pdf)));
     assert!(
-        seen.findings.contains("no-vxlan-fdb") && seen.findings.contains("NO_TX_TARGET"),
+        seen.findings.contains(want.verdict) && seen.findings.contains(want.reason),
         "the verdict is not shown: {}",
         seen.findings
     );
     assert!(seen.notice.contains("Evidence complete"), "{}", seen.notice);
+    // The recorders' node states are audited: the fault's finding is on the page.
+    for code in want.audit {
+        assert!(
+            seen.audit.contains(code),
+            "{code} not in the audit: {}",
+            seen.audit
+        );
+    }
     assert!(seen.charts >= 2, "{} charts laid out", seen.charts);
     assert!(seen.errors.is_empty(), "page errors: {:#?}", seen.errors);
     let own = format!("file://{}", html.display());
@@ -276,7 +306,7 @@ fn the_report_of_a_recorded_fault_shows_the_verdict_in_chromium() {
     args.extend(["-o", merged.to_str().expect("utf8")]);
     let r = report(&args);
     assert!(r.status.success(), "{}", r.stderr);
-    assert!(r.stderr.contains("no-vxlan-fdb"), "{}", r.stderr);
+    assert!(r.stderr.contains(want.verdict), "{}", r.stderr);
     let page = std::fs::read_to_string(&merged).expect("merged report");
     assert!(
         page.contains("same-clock"),

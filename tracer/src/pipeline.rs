@@ -45,6 +45,7 @@ use crate::{
     },
     names::{is_noise, DropNames},
     render::{self, Output, RunSummary},
+    state::NodeState,
     topology::Topology,
     verdict,
 };
@@ -132,6 +133,8 @@ pub trait Observer: Send {
     fn trace(&mut self, t: &Trace, clock: &ClockModel);
     /// Where the clocks of merged recordings sit (before the summary).
     fn clocks(&mut self, _r: &ClockReport) {}
+    /// The live state of node (namespace key) `netns` when its recording started.
+    fn node_state(&mut self, _netns: u32, _s: &NodeState) {}
     /// The end of the run: the summary as printed and the latency statistics (when kept).
     fn finish(&mut self, _s: &RunSummary<'_>, _latency: Option<&LatencyStats>) {}
 }
@@ -304,6 +307,12 @@ impl<W: Write> Pipeline<W> {
             c.apply_to(node);
         }
         self.correlator.link_change(netns, c);
+    }
+
+    /// A recording's node (namespace key `netns`) state, read when recording started: handed
+    /// to the observer (verdicts do not use it yet).
+    pub fn node_state(&mut self, netns: u32, s: &NodeState) {
+        observe(&self.observer, |o| o.node_state(netns, s));
     }
 
     /// The tracer lost events (ring buffer full) between two drains, `[from_ns, to_ns]`: traces

@@ -80,11 +80,13 @@ pub struct Replayed {
     pub reference_wall_minus_mono: Option<i128>,
 }
 
-/// A recording that was read: its name, header and its nodes' names in the merged traces.
+/// A recording that was read: its name, header, and its nodes' names and namespace keys in the
+/// merged traces (by node index).
 pub struct Opened {
     pub name: String,
     pub header: Header,
     pub node_names: Vec<String>,
+    pub node_keys: Vec<u32>,
 }
 
 /// Options of a replay.
@@ -311,6 +313,7 @@ pub fn replay<W: Write>(
             name: s.name.clone(),
             header,
             node_names,
+            node_keys: s.node_netns.iter().map(|&i| s.netns(i)).collect(),
         })
         .collect();
     for s in srcs {
@@ -604,6 +607,10 @@ impl<W: Write> Visitor for PipeVisitor<'_, W> {
 
     fn link(&mut self, netns: u32, change: &LinkChange) {
         self.pipe.link_change(netns, change);
+    }
+
+    fn state(&mut self, netns: u32, state: &NodeState) {
+        self.pipe.node_state(netns, state);
     }
 
     fn tick(&mut self, t: u64) -> Result<bool> {

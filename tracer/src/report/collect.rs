@@ -1,6 +1,7 @@
 //! Collecting the report: a [`Collector`] observes the pipeline (every trace after its verdict,
-//! the clocks of a merge, the run's numbers at the end) and [`build`] adds what the merge says
-//! about its inputs (their headers, how each one ended).
+//! the clocks of a merge, the nodes' recorded state, the run's numbers at the end) and
+//! [`build`] adds what the merge says about its inputs (their headers, how each one ended) and
+//! the audit of the nodes' state (`audit`, as `tracer check` runs it).
 //!
 //! Memory stays bounded whatever the size of the recordings: failed packets are grouped into
 //! findings (same verdict at the same place), each keeping its first few packets in full and
@@ -13,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use super::model::*;
 use super::wall_time;
 use crate::{
+    audit,
     latency::{
         segments_with_clock, ClockModel, ClockSource, LatencyStats, SegmentClock, SegmentName,
     },
@@ -22,6 +24,7 @@ use crate::{
     },
     pipeline::Observer,
     render::{encap_text, flow_text, packet_text, route_node, route_text, RunSummary},
+    state::NodeState,
     topology::Node,
 };
 
@@ -60,6 +63,8 @@ pub struct Collector {
     traces_with_tracer_loss: u64,
     failing_flows: HashSet<FlowKey>,
     clocks: Option<ClockReport>,
+    /// The nodes' state as recorded, by namespace key.
+    states: Vec<(u32, NodeState)>,
     end: Option<End>,
 }
 
@@ -109,6 +114,13 @@ impl Observer for Collector {
 
     fn clocks(&mut self, r: &ClockReport) {
         self.clocks = Some(r.clone());
+    }
+
+    fn node_state(&mut self, netns: u32, s: &NodeState) {
+        // One state per node (two recordings of one namespace carry it twice).
+        if !self.states.iter().any(|(k, _)| *k == netns) {
+            self.states.push((netns, s.clone()));
+        }
     }
 
     fn finish(&mut self, s: &RunSummary<'_>, latency: Option<&LatencyStats>) {
@@ -485,9 +497,13 @@ pub fn build(c: Collector, title: String, done: &Replayed) -> Report {
         flows_left_out,
         latency: end.latency,
         environment: Environment {
-            recordings: done.opened.iter().map(recording_env).collect(),
+            recordings: done
+                .opened
+                .iter()
+                .map(|o| recording_env(o, &c.states))
+                .collect(),
             clocks: c.clocks.map_or(Clocks::Single, Clocks::Merged),
-            audit: None,
+            audit: audit_of(&c.states),
         },
         warnings: done.warnings.clone(),
     }
@@ -607,7 +623,30 @@ fn flow_rows(
     (rows, all.len() - shown)
 }
 
-fn recording_env(o: &Opened) -> RecordingEnv {
+/// The audit of the recorded states; `None` without any.
+fn audit_of(states: &[(u32, NodeState)]) -> Option<Audit> {
+    if states.is_empty() {
+        return None;
+    }
+    let nodes: Vec<NodeState> = states.iter().map(|(_, s)| s.clone()).collect();
+    Some(Audit {
+        nodes: nodes.iter().map(|n| n.node.clone()).collect(),
+        findings: audit::audit(&nodes)
+            .into_iter()
+            .map(|f| AuditFinding {
+                severity: f.severity.as_str(),
+                code: f.code,
+                nodes: f.nodes,
+                object: f.object,
+                found: f.found,
+                expected: f.expected,
+                fix: f.fix,
+            })
+            .collect(),
+    })
+}
+
+fn recording_env(o: &Opened, states: &[(u32, NodeState)]) -> RecordingEnv {
     let h = &o.header;
     let m = &h.machine;
     RecordingEnv {
@@ -636,12 +675,17 @@ fn recording_env(o: &Opened) -> RecordingEnv {
             .nodes
             .iter()
             .enumerate()
-            .map(|(i, n)| node_env(n, o.node_names.get(i)))
+            .map(|(i, n)| {
+                let key = o.node_keys.get(i).copied().unwrap_or(n.netns);
+                let state = states.iter().find(|(k, _)| *k == key).map(|(_, s)| s);
+                node_env(n, o.node_names.get(i), state)
+            })
             .collect(),
     }
 }
 
-fn node_env(n: &Node, placed: Option<&String>) -> NodeEnv {
+/// A node from the recording's header, with its recorded state's routes when there is one.
+fn node_env(n: &Node, placed: Option<&String>, state: Option<&NodeState>) -> NodeEnv {
     let mut interfaces: Vec<IfaceEnv> = n
         .links
         .iter()
@@ -674,13 +718,17 @@ fn node_env(n: &Node, placed: Option<&String>) -> NodeEnv {
         uplink_addrs: strings(&n.uplink_addrs),
         default_gw: n.default_gw.map(|g| g.to_string()),
         interfaces,
-        routes: n
-            .routes
-            .iter()
-            .map(|r| match r.gw {
-                Some(gw) => format!("{}/{} via {gw} dev {}", r.dst, r.prefix_len, r.dev),
-                None => format!("{}/{} dev {}", r.dst, r.prefix_len, r.dev),
-            })
-            .collect(),
+        routes: match state {
+            Some(s) => s.routes.iter().map(|r| r.to_string()).collect(),
+            None => n
+                .routes
+                .iter()
+                .map(|r| match r.gw {
+                    Some(gw) => format!("{}/{} via {gw} dev {}", r.dst, r.prefix_len, r.dev),
+                    None => format!("{}/{} dev {}", r.dst, r.prefix_len, r.dev),
+                })
+                .collect(),
+        },
+        routes_all_tables: state.is_some(),
     }
 }

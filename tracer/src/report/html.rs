@@ -137,6 +137,16 @@ fn findings(r: &Report) -> Markup {
                     (o.delivered) " delivered, " (o.incomplete) " incomplete."
                 }
             }
+            @if let Some(a) = r.environment.audit.as_ref().filter(|a| !a.findings.is_empty()) {
+                p {
+                    "The nodes' recorded state disagrees: "
+                    @for (k, f) in a.findings.iter().enumerate() {
+                        @if k > 0 { ", " }
+                        code { (f.code) } " (" (f.severity) ", " (f.nodes.join(" → ")) ")"
+                    }
+                    " — see " a href="#audit" { "the audit" } "."
+                }
+            }
             @for (i, f) in r.findings.iter().enumerate() {
                 (finding(i, f))
             }
@@ -466,17 +476,28 @@ fn environment(e: &Environment) -> Markup {
             @for x in &e.recordings {
                 @for n in &x.nodes { (node(n, &x.name)) }
             }
-            h3 { "Node-state audit" }
+            h3 id="audit" { "Audit of the nodes' state" }
             @match &e.audit {
                 None => p.muted {
-                    "Not available: these recordings carry no audit of the nodes' state (routes of every table, neighbours, FDB, tunnel parameters compared across nodes). The routes above are each node's main table when recording started."
+                    "Not available: these recordings carry no node state (recorded by an older tracer, or cut before it was written)."
                 },
-                Some(a) => table {
-                    tr { th { "nodes" } th { "object" } th { "found" } th { "expected" } th { "fix" } }
-                    @for f in &a.findings {
-                        tr {
-                            td { (f.nodes.join(", ")) } td { (f.object) } td { (f.found) }
-                            td { (f.expected) } td { (f.fix) }
+                Some(a) => {
+                    p {
+                        "The state each recorder read when it started (routes of every table, neighbours, FDB, tunnel parameters, sysctls, firewall), checked on each node and across every pair of "
+                        (a.nodes.len()) " nodes, as " code { "tracer check" } " does: "
+                        @if a.findings.is_empty() { span.ok { "no finding." } }
+                        @else { (a.findings.len()) " finding" @if a.findings.len() != 1 { "s" } "." }
+                    }
+                    @if !a.findings.is_empty() {
+                        table {
+                            tr { th { "severity" } th { "code" } th { "nodes" } th { "object" } th { "found" } th { "expected" } th { "fix" } }
+                            @for f in &a.findings {
+                                tr {
+                                    td class=(if f.severity == "error" { "bad" } else { "" }) { (f.severity) }
+                                    td { code { (f.code) } } td { (f.nodes.join(" → ")) }
+                                    td { (f.object) } td { (f.found) } td { (f.expected) } td { (f.fix) }
+                                }
+                            }
                         }
                     }
                 },
@@ -560,7 +581,10 @@ fn node(n: &NodeEnv, recording: &str) -> Markup {
                 }
             }
             @if !n.routes.is_empty() {
-                p { "Main routing table when recording started:" }
+                p {
+                    @if n.routes_all_tables { "Routes of every table when recording started:" }
+                    @else { "Main routing table when recording started:" }
+                }
                 ul { @for r in &n.routes { li { code { (r) } } } }
             }
         }

@@ -142,6 +142,23 @@ fn findings(o: &mut String, r: &Report) {
             t.incomplete
         );
     }
+    if let Some(a) = r
+        .environment
+        .audit
+        .as_ref()
+        .filter(|a| !a.findings.is_empty())
+    {
+        let codes: Vec<String> = a
+            .findings
+            .iter()
+            .map(|f| format!("{} ({}, {})", f.code, f.severity, esc(&f.nodes.join(" → "))))
+            .collect();
+        let _ = writeln!(
+            o,
+            "The nodes' recorded state disagrees: {} — see the audit in section 6.\n",
+            codes.join(", ")
+        );
+    }
     for (i, f) in r.findings.iter().enumerate() {
         let _ = writeln!(
             o,
@@ -548,33 +565,54 @@ fn environment(o: &mut String, e: &Environment) {
             node(o, n, &x.name);
         }
     }
-    o.push_str("### Node-state audit\n\n");
-    match &e.audit {
-        None => o.push_str(
-            "Not available: these recordings carry no audit of the nodes' state (routes of \
-             every table, neighbours, FDB, tunnel parameters compared across nodes). The \
-             routes above are each node's main table when recording started.\n",
-        ),
-        Some(a) => {
-            head(
-                o,
-                &["nodes", "object", "found", "expected", "fix"],
-                &[false; 5],
-            );
-            for f in &a.findings {
-                row(
-                    o,
-                    &[
-                        esc(&f.nodes.join(", ")),
-                        esc(&f.object),
-                        esc(&f.found),
-                        esc(&f.expected),
-                        esc(&f.fix),
-                    ],
-                );
-            }
+    audit(o, e.audit.as_ref());
+}
+
+fn audit(o: &mut String, a: Option<&Audit>) {
+    o.push_str("### Audit of the nodes' state\n\n");
+    let Some(a) = a else {
+        o.push_str(
+            "Not available: these recordings carry no node state (recorded by an older tracer, \
+             or cut before it was written).\n\n",
+        );
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "The state each recorder read when it started, checked on each node and across every \
+         pair of {} nodes, as `tracer check` does: {}.\n",
+        a.nodes.len(),
+        match a.findings.len() {
+            0 => "no finding".to_string(),
+            1 => "1 finding".to_string(),
+            n => format!("{n} findings"),
         }
+    );
+    if a.findings.is_empty() {
+        return;
     }
+    head(
+        o,
+        &[
+            "severity", "code", "nodes", "object", "found", "expected", "fix",
+        ],
+        &[false; 7],
+    );
+    for f in &a.findings {
+        row(
+            o,
+            &[
+                f.severity.to_string(),
+                f.code.to_string(),
+                esc(&f.nodes.join(" → ")),
+                esc(&f.object),
+                esc(&f.found),
+                esc(&f.expected),
+                esc(&f.fix),
+            ],
+        );
+    }
+    o.push('\n');
 }
 
 fn node(o: &mut String, n: &NodeEnv, recording: &str) {
@@ -623,7 +661,11 @@ fn node(o: &mut String, n: &NodeEnv, recording: &str) {
         );
     }
     if !n.routes.is_empty() {
-        o.push_str("\nMain routing table when recording started:\n\n");
+        o.push_str(if n.routes_all_tables {
+            "\nRoutes of every table when recording started:\n\n"
+        } else {
+            "\nMain routing table when recording started:\n\n"
+        });
         for r in &n.routes {
             let _ = writeln!(o, "- {}", esc(r));
         }

@@ -293,8 +293,8 @@ pub struct Bin {
 pub struct Environment {
     pub recordings: Vec<RecordingEnv>,
     pub clocks: Clocks,
-    /// The node-state audit (routes of every table, neighbours, FDB, tunnel parameters checked
-    /// across nodes). Recordings do not carry it yet: `None` says so, nothing is made up.
+    /// The audit of the nodes' state as the recordings carry it (`tracer check`); `None` when
+    /// they carry no node state (recorded by an older tracer, or cut before it was written).
     pub audit: Option<Audit>,
 }
 
@@ -327,8 +327,11 @@ pub struct NodeEnv {
     pub uplink_addrs: Vec<String>,
     pub default_gw: Option<String>,
     pub interfaces: Vec<IfaceEnv>,
-    /// The main routing table at start-up.
+    /// Routes when recording started, in `ip route` form.
     pub routes: Vec<String>,
+    /// Whether `routes` are every route of every table (the node's recorded state), or only
+    /// the main table's unicast routes (the recording's header: older recordings).
+    pub routes_all_tables: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -357,15 +360,23 @@ pub enum Clocks {
     Merged(ClockReport),
 }
 
-/// The node-state audit of a recording (issue 13): findings that name both nodes, the object,
-/// the value found and expected, and the fix.
+/// The audit of the nodes' recorded state (`audit`, the same findings `tracer check REC...`
+/// prints): what the nodes disagree about, with no traffic.
 #[derive(Clone, Debug, Default)]
 pub struct Audit {
+    /// The nodes audited (their state was in the recordings).
+    pub nodes: Vec<String>,
+    /// Errors first.
     pub findings: Vec<AuditFinding>,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct AuditFinding {
+    /// `error` or `warning`.
+    pub severity: &'static str,
+    /// Stable name (`no-vtep-fdb`, ...).
+    pub code: &'static str,
+    /// The node the object is on, then the node it concerns.
     pub nodes: Vec<String>,
     pub object: String,
     pub found: String,

@@ -22,6 +22,7 @@ use crate::{
     pipeline::{Pipeline, SharedObserver},
     pipeline_bench::packet_records,
     recording::{self, Trailer, Writer, SOURCE_HOOKS},
+    state::{LinkState, NodeState, RouteEntry, RouteType, Vxlan},
     topology::Topology,
 };
 
@@ -87,6 +88,7 @@ fn fixture_report(topo: Topology, delivered: u16) -> Report {
                 .iter()
                 .map(|n| n.name.clone())
                 .collect(),
+            node_keys: header.topology.nodes.iter().map(|n| n.netns).collect(),
             header,
         }],
         reference_wall_minus_mono: Some(1_796_000_000_000_000_000),
@@ -222,7 +224,10 @@ fn the_page_escapes_what_recordings_say_and_references_nothing_outside() {
     }
     let mut r = fixture_report(topo, 2);
     r.environment.audit = Some(Audit {
+        nodes: vec!["node1".into(), "<node2>".into()],
         findings: vec![AuditFinding {
+            severity: "error",
+            code: "no-vtep-fdb",
             nodes: vec!["node1".into(), "<node2>".into()],
             object: "fdb".into(),
             found: "none".into(),
@@ -286,7 +291,7 @@ fn both_formats_carry_the_verdict_the_timeline_and_the_numbers() {
             "node-tx",
             "2026-11-30 00:53:21.030000 UTC",
             "+16.395 µs",
-            "Node-state audit",
+            "Audit of the nodes' state",
         ] {
             assert!(text.contains(needle), "{needle} missing");
         }
@@ -429,6 +434,76 @@ fn a_whole_recording_gives_a_complete_report() {
     assert!(r.completeness.complete(), "{:?}", r.completeness.missing);
     assert_eq!((r.outcomes.traces, r.outcomes.dropped), (200, 1));
     assert_eq!(r.findings[0].verdict, "firewall-drop");
+}
+
+#[test]
+fn the_recorded_node_state_is_audited_and_its_routes_shown() {
+    let mut state = NodeState {
+        node: "node1".into(),
+        routes: vec![RouteEntry {
+            table: 254,
+            kind: RouteType::Blackhole,
+            dst: "10.244.0.0/26".parse().expect("net"),
+            gateway: None,
+            oif: None,
+            dev: String::new(),
+            onlink: false,
+            metric: 0,
+            proto: "static".into(),
+            prefsrc: None,
+        }],
+        // A tunnel makes it a Calico node, which the node checks concern.
+        links: vec![LinkState {
+            ifindex: 3,
+            name: "vxlan.calico".into(),
+            kind: "vxlan".into(),
+            mtu: 1450,
+            up: true,
+            carrier: true,
+            oper: "up".into(),
+            vxlan: Some(Vxlan {
+                vni: Some(4096),
+                port: Some(4789),
+                ..Vxlan::default()
+            }),
+            ..LinkState::default()
+        }],
+        ..NodeState::default()
+    };
+    state
+        .sysctls
+        .insert("net.ipv4.ip_forward".into(), "0".into());
+    let expected: Vec<&str> = crate::audit::audit(std::slice::from_ref(&state))
+        .iter()
+        .map(|f| f.code)
+        .collect();
+    assert!(expected.contains(&"ip-forward-off"), "{expected:?}");
+    let mut w = Writer::new(Vec::new(), &recording::tests::header()).expect("header");
+    w.state(0, &state).expect("state");
+    let mut recs = Vec::new();
+    packet_records(0, 1_000 * MS, &mut recs);
+    for r in &recs {
+        let node = u16::from(r[16..20] == 4_026_532_002u32.to_ne_bytes());
+        w.record(node, r).expect("record");
+    }
+    w.tick(1_010 * MS).expect("tick");
+    let r = report_of_bytes(w.finish(&Trailer::default()).expect("finish"));
+    let audit = r.environment.audit.as_ref().expect("an audit");
+    assert_eq!(audit.nodes, ["node1"]);
+    let codes: Vec<&str> = audit.findings.iter().map(|f| f.code).collect();
+    assert_eq!(codes, expected);
+    // node1's routes come from its state (every table, every type); node2 has none recorded.
+    let nodes = &r.environment.recordings[0].nodes;
+    assert!(nodes[0].routes_all_tables);
+    assert_eq!(nodes[0].routes, ["blackhole 10.244.0.0/26"]);
+    assert!(!nodes[1].routes_all_tables);
+    let page = html::render(&r);
+    assert!(page.contains("ip-forward-off") && page.contains("Routes of every table"));
+    assert!(markdown::render(&r).contains("ip-forward-off"));
+    // Without states: the section says the audit is not available.
+    let none = report_of_bytes(recording());
+    assert!(none.environment.audit.is_none());
+    assert!(html::render(&none).contains("carry no node state"));
 }
 
 #[test]
