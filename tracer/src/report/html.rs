@@ -137,13 +137,16 @@ fn findings(r: &Report) -> Markup {
                     (o.delivered) " delivered, " (o.incomplete) " incomplete."
                 }
             }
-            @if let Some(a) = r.environment.audit.as_ref().filter(|a| !a.findings.is_empty()) {
+            @let errors = audit_errors(r);
+            @if !errors.is_empty() {
                 p {
-                    "The nodes' recorded state disagrees: "
-                    @for (k, f) in a.findings.iter().enumerate() {
+                    "The nodes' recorded state disagrees ("
+                    (errors.len()) " error" @if errors.len() != 1 { "s" } "): "
+                    @for (k, f) in errors.iter().take(5).enumerate() {
                         @if k > 0 { ", " }
-                        code { (f.code) } " (" (f.severity) ", " (f.nodes.join(" → ")) ")"
+                        code { (f.code) } " (" (f.nodes.join(" → ")) ")"
                     }
+                    @if errors.len() > 5 { ", ..." }
                     " — see " a href="#audit" { "the audit" } "."
                 }
             }
@@ -155,6 +158,16 @@ fn findings(r: &Report) -> Markup {
             }
         }
     }
+}
+
+/// The audit's errors (warnings stay in the environment section).
+fn audit_errors(r: &Report) -> Vec<&AuditFinding> {
+    r.environment
+        .audit
+        .iter()
+        .flat_map(|a| &a.findings)
+        .filter(|f| f.severity == "error")
+        .collect()
 }
 
 fn place(p: &Place) -> Markup {

@@ -142,21 +142,23 @@ fn findings(o: &mut String, r: &Report) {
             t.incomplete
         );
     }
-    if let Some(a) = r
+    let errors: Vec<String> = r
         .environment
         .audit
-        .as_ref()
-        .filter(|a| !a.findings.is_empty())
-    {
-        let codes: Vec<String> = a
-            .findings
-            .iter()
-            .map(|f| format!("{} ({}, {})", f.code, f.severity, esc(&f.nodes.join(" → "))))
-            .collect();
+        .iter()
+        .flat_map(|a| &a.findings)
+        .filter(|f| f.severity == "error")
+        .map(|f| format!("{} ({})", f.code, esc(&f.nodes.join(" → "))))
+        .collect();
+    if !errors.is_empty() {
         let _ = writeln!(
             o,
-            "The nodes' recorded state disagrees: {} — see the audit in section 6.\n",
-            codes.join(", ")
+            "The nodes' recorded state disagrees ({} error{}): {}{} — see the audit in section \
+             6.\n",
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" },
+            errors[..errors.len().min(5)].join(", "),
+            if errors.len() > 5 { ", ..." } else { "" }
         );
     }
     for (i, f) in r.findings.iter().enumerate() {

@@ -10,8 +10,8 @@
 //! - `model`: the report as plain data, in the order it is shown: what failed (findings:
 //!   verdict, place, evidence), whether the evidence is complete (the tracer's own losses apart
 //!   from kernel drops, recordings cut short), the failing packets hop by hop, latency per
-//!   segment, flows, the environment (machines, nodes, interfaces, tunnels, routes, clocks; the
-//!   node-state audit stays an empty typed section until recordings carry it).
+//!   segment, flows, the environment (machines, nodes, interfaces, tunnels, routes, clocks, and
+//!   the audit of the node states the recordings carry, as `tracer check` runs it).
 //! - `collect`: the observer (bounded memory) and the build of the model.
 //! - `html`: one page, no script, no external reference (a Content-Security-Policy that
 //!   allows none), print CSS; every string from a recording goes through maud's escaping.
