@@ -142,6 +142,11 @@ impl AttachedNode {
         ringbuf_full(&self.counters)
     }
 
+    /// `(program, run count, run time in ns)` of each loaded program (see [`program_runs`]).
+    pub fn program_runs(&self) -> Vec<(String, u64, u64)> {
+        program_runs(&self._ebpf)
+    }
+
     /// The in-kernel latency histograms (shared by every namespace), summed over CPUs:
     /// `[segment][bucket]`.
     pub fn histograms(&self) -> Result<Vec<[u64; HIST_BUCKETS]>> {
@@ -268,6 +273,18 @@ pub(crate) fn log_verified(
 }
 
 /// Sum over CPUs of `CTR_RINGBUF_FULL` of a `COUNTERS` map.
+/// `(program, run count, run time in ns)` of each loaded program of `ebpf`, from the kernel's
+/// program info: counted only while `kernel.bpf_stats_enabled` is on.
+pub fn program_runs(ebpf: &Ebpf) -> Vec<(String, u64, u64)> {
+    ebpf.programs()
+        .filter_map(|(name, p)| {
+            let info = p.info().ok()?;
+            let ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
+            Some((name.to_string(), info.run_count(), ns))
+        })
+        .collect()
+}
+
 pub fn ringbuf_full(map: &PerCpuArray<MapData, u64>) -> Result<u64> {
     Ok(map.get(&CTR_RINGBUF_FULL, 0)?.iter().sum())
 }

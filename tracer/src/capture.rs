@@ -37,9 +37,11 @@ use crate::{
     model::{LinkChange, LossCounters},
     names::KernelNames,
     netns::Netns,
+    pods,
     signals::{self, StopFlag},
     state::{read::read_node, NodeState},
-    topology::Topology,
+    topology::{Node, Topology},
+    verdict::StateSource,
 };
 
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
@@ -160,8 +162,31 @@ pub enum Source<'a> {
     Hooks(&'a KernelNames),
 }
 
+/// What the kernel counted for one loaded program while `kernel.bpf_stats_enabled` was on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramRuns {
+    /// The node whose interfaces it is attached to; `""` for the global hooks.
+    pub node: String,
+    pub program: String,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
 /// Everything attached for one capture: the nodes' tc programs, the global hooks, and what
 /// user space knows about the nodes. Dropping it detaches everything.
+/// The traced nodes' namespaces, to read their state again (see `verdict::Evidence`).
+pub struct LiveStates {
+    nodes: Vec<Netns>,
+}
+
+impl StateSource for LiveStates {
+    fn read(&mut self, netns: u32) -> Option<NodeState> {
+        let ns = self.nodes.iter().find(|n| n.inode == netns)?;
+        let name = ns.name.clone();
+        ns.run(move || Ok(read_node(&name))).ok()
+    }
+}
+
 pub struct Session {
     pub nodes: Vec<AttachedNode>,
     pub hooks: Option<GlobalHooks>,
@@ -229,6 +254,20 @@ impl Session {
             .map(|ns| plan_node(ns, &opts).with_context(|| format!("node {}", ns.name)))
             .collect::<Result<Vec<_>>>()?;
         check_named_ifaces(&cap.iface, &plans)?;
+        // In-kernel aggregation is for high packet rates: no per-packet route-lookup events
+        // either.
+        let want_hooks = !(cap.no_drops || kernel_agg);
+        // The pods' namespaces: drops inside a pod (its gateway's ARP unanswered, no route in
+        // the pod) belong to its traces. Only the drop hook looks at them.
+        let pods: Vec<Node> = if want_hooks {
+            namespaces
+                .iter()
+                .zip(&plans)
+                .flat_map(|(ns, plan)| pods::find(ns, &plan.node))
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Maps are created one namespace at a time (the shared aggregation maps are found or
         // pinned by whichever load comes first); the programs are then verified and attached
         // for every namespace at once, next to the global hooks: verification is CPU work and
@@ -240,10 +279,11 @@ impl Session {
                 open_node(ns, plan, &opts).with_context(|| format!("node {}", ns.name))
             })
             .collect::<Result<Vec<_>>>()?;
-        // In-kernel aggregation is for high packet rates: no per-packet route-lookup events
-        // either.
-        let want_hooks = !(cap.no_drops || kernel_agg);
-        let netns: Vec<u32> = namespaces.iter().map(|n| n.inode).collect();
+        let netns: Vec<u32> = namespaces
+            .iter()
+            .map(|n| n.inode)
+            .chain(pods.iter().map(|p| p.netns))
+            .collect();
         let hook_opts = HookOptions {
             filter: &program,
             netns: &netns,
@@ -293,8 +333,16 @@ impl Session {
             "tracer: attached in {:.0} ms; filter: {filter_text}",
             started.elapsed().as_secs_f64() * 1000.0,
         );
+        if !pods.is_empty() {
+            eprintln!(
+                "tracer: drops inside {} pod namespace{} traced too",
+                pods.len(),
+                if pods.len() == 1 { "" } else { "s" }
+            );
+        }
         let mut topology = Topology {
             nodes: nodes.iter().map(|n| n.plan.node.clone()).collect(),
+            pods,
         };
         // The encapsulation probes' hops are on pseudo-interfaces of every node.
         if let Some(h) = &hooks {
@@ -382,6 +430,39 @@ impl Session {
                         node: ns.name.clone(),
                         unreadable: vec![format!("{e:#}")],
                         ..NodeState::default()
+                    })
+            })
+            .collect()
+    }
+
+    /// Reads the traced nodes' state again on demand (the verdicts' evidence, live).
+    pub fn state_source(&self) -> Result<LiveStates> {
+        Ok(LiveStates {
+            nodes: self
+                .namespaces
+                .iter()
+                .map(Netns::try_clone)
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// Run count and run time of every loaded program: each node's tc programs under the
+    /// node's name, the global hooks under `""`.
+    pub fn program_runs(&self) -> Vec<ProgramRuns> {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| (n.plan.node.name.as_str(), n.program_runs()));
+        let hooks = self.hooks.iter().map(|h| ("", h.program_runs()));
+        nodes
+            .chain(hooks)
+            .flat_map(|(node, runs)| {
+                runs.into_iter()
+                    .map(move |(program, run_count, run_time_ns)| ProgramRuns {
+                        node: node.to_string(),
+                        program,
+                        run_count,
+                        run_time_ns,
                     })
             })
             .collect()

@@ -112,6 +112,7 @@ pub fn run(args: DiagnoseArgs) -> Result<()> {
         interval: None,
         kernel_agg: false,
         quiet: false,
+        metrics: Default::default(),
     };
     let (to, proto, port, count, size) = (args.to, args.proto, args.port, args.probes, args.size);
     let sender = Box::new(move || {

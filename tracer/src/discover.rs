@@ -173,6 +173,7 @@ pub fn discover(name: &str, netns: u32, extra_ifaces: &[String]) -> Result<NodeP
             .filter(|(dev, _)| uplink.is_some_and(|u| &u.name == dev))
             .map(|(_, a)| *a)
             .collect(),
+        pod_of: None,
         addrs: addrs.iter().map(|(_, a)| *a).collect(),
         ifaces: targets.iter().map(AttachTarget::iface).collect(),
     };
@@ -338,6 +339,7 @@ mod tests {
                     route("10.244.0.2", "calibbbbbbbbbbb"),
                 ],
                 uplink_addrs: Vec::new(),
+                pod_of: None,
             },
             targets,
             vxlan_port: 4789,

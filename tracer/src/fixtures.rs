@@ -47,6 +47,7 @@ fn node(name: &str, netns: u32, addr: [u8; 4], cali: &[(u32, &str)]) -> Node {
         default_gw: Some(std::net::Ipv4Addr::new(10, 10, 0, 254)),
         routes: Vec::new(),
         uplink_addrs: vec![addr.into()],
+        pod_of: None,
     }
 }
 
@@ -56,6 +57,7 @@ pub fn topology() -> Topology {
     let node2 = node("node2", NS2, [10, 10, 0, 2], &[(CALI_C, "calie0e1e2e3e4f")]);
     Topology {
         nodes: vec![node1, node2],
+        pods: Vec::new(),
     }
 }
 

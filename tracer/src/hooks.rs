@@ -71,6 +71,11 @@ impl GlobalHooks {
     pub fn ringbuf_full(&self) -> Result<u64> {
         crate::attach::ringbuf_full(&self.counters)
     }
+
+    /// `(program, run count, run time in ns)` of each loaded hook program.
+    pub fn program_runs(&self) -> Vec<(String, u64, u64)> {
+        crate::attach::program_runs(&self._ebpf)
+    }
 }
 
 /// Resolves the kernel struct offsets the drop hooks read.

@@ -242,6 +242,17 @@ pub struct Verdict {
     /// Stable machine name (see `verdict`'s module notes).
     pub name: &'static str,
     pub explanation: String,
+    /// The facts it rests on besides the trace: state read from the nodes (a route, a
+    /// neighbour entry, a sysctl, a firewall rule and its counter) and the audit's findings.
+    pub evidence: Vec<String>,
+}
+
+impl Verdict {
+    /// The same verdict with more evidence.
+    pub fn with_evidence(mut self, more: Vec<String>) -> Verdict {
+        self.evidence.extend(more);
+        self
+    }
 }
 
 // ---- Counters of a run ----

@@ -49,11 +49,20 @@ impl Netns {
         Netns::open_path(spec.to_string(), path)
     }
 
-    fn open_path(name: String, path: PathBuf) -> Result<Netns> {
+    pub fn open_path(name: String, path: PathBuf) -> Result<Netns> {
         let file = File::open(&path)
             .with_context(|| format!("cannot open network namespace {}", path.display()))?;
         let inode = file.metadata()?.ino() as u32;
         Ok(Netns { name, file, inode })
+    }
+
+    /// Another handle on the same namespace.
+    pub fn try_clone(&self) -> Result<Netns> {
+        Ok(Netns {
+            name: self.name.clone(),
+            file: self.file.try_clone()?,
+            inode: self.inode,
+        })
     }
 
     /// A second handle on the namespace (for cleanup that must outlive the borrow).

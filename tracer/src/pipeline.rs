@@ -18,9 +18,9 @@
 //! monotonic time after every drain, exactly as the live loop saw it. Fed the same records and
 //! ticks, it therefore prints the same traces live and from a file.
 //!
-//! Besides its writer, an [`Observer`] may consume what the pipeline produces (the incident
-//! report, `report`): every trace after its verdict, the clocks of a merge and the run's
-//! numbers at the end, as the renderers get them.
+//! Besides its writer, an [`Observer`] may consume what the pipeline produces (the metrics, the
+//! incident report): every trace after its verdict, the nodes' state, the clocks of a merge and
+//! the run's numbers at the end, as the renderers get them.
 
 use std::{
     collections::BTreeMap,
@@ -47,7 +47,7 @@ use crate::{
     render::{self, Output, RunSummary},
     state::NodeState,
     topology::Topology,
-    verdict,
+    verdict::{self, Evidence, StateSource},
 };
 
 /// How traces are assembled and printed: shared by `tracer trace` and `tracer replay`.
@@ -127,28 +127,6 @@ impl Placement for AsRecorded {
     }
 }
 
-/// Another consumer of what the pipeline produces, besides its writer (the incident report).
-pub trait Observer: Send {
-    /// A trace after its verdict, with the clock model it is measured under.
-    fn trace(&mut self, t: &Trace, clock: &ClockModel);
-    /// Where the clocks of merged recordings sit (before the summary).
-    fn clocks(&mut self, _r: &ClockReport) {}
-    /// The live state of node (namespace key) `netns` when its recording started.
-    fn node_state(&mut self, _netns: u32, _s: &NodeState) {}
-    /// The end of the run: the summary as printed and the latency statistics (when kept).
-    fn finish(&mut self, _s: &RunSummary<'_>, _latency: Option<&LatencyStats>) {}
-}
-
-/// An observer shared with the caller, who reads it once the run is over.
-pub type SharedObserver = Arc<Mutex<dyn Observer>>;
-
-/// Runs `f` on the observer, if any (a poisoned lock still observes: it holds plain data).
-fn observe(o: &Option<SharedObserver>, f: impl FnOnce(&mut dyn Observer)) {
-    if let Some(o) = o {
-        f(&mut *o.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-}
-
 /// The pipeline's own counters (the correlator keeps its own).
 #[derive(Clone, Copy, Debug, Default)]
 struct Counts {
@@ -161,6 +139,53 @@ struct Counts {
     drops_seen: u64,
     /// Drops that are not faults, ignored.
     noise_drops: u64,
+}
+
+/// Told of what the pipeline produces besides its printed output (the metrics of
+/// `--metrics-addr`, the incident report): the pipeline calls it and knows nothing of what it
+/// feeds.
+pub trait Observer {
+    /// A trace once judged (its verdict set), before it is printed; `clock` is the model its
+    /// latency is measured with.
+    fn trace(&mut self, t: &Trace, clock: &ClockModel);
+    /// `n` records could not be decoded (the tracer's own loss).
+    fn decode_errors(&mut self, n: u64);
+    /// Where the clocks of merged recordings sit (before the summary).
+    fn clocks(&mut self, _r: &ClockReport) {}
+    /// A node's (namespace key `netns`) state, read at start or from a recording.
+    fn node_state(&mut self, _netns: u32, _s: &NodeState) {}
+    /// The end of the run: the summary as printed and the latency statistics (when kept).
+    fn finish(&mut self, _s: &RunSummary<'_>, _latency: Option<&LatencyStats>) {}
+}
+
+/// An observer the caller keeps a handle on, to read it once the run is over (the report).
+pub type SharedObserver = Arc<Mutex<dyn Observer>>;
+
+impl<O: Observer + ?Sized> Observer for Arc<Mutex<O>> {
+    fn trace(&mut self, t: &Trace, clock: &ClockModel) {
+        lock(self).trace(t, clock);
+    }
+
+    fn decode_errors(&mut self, n: u64) {
+        lock(self).decode_errors(n);
+    }
+
+    fn clocks(&mut self, r: &ClockReport) {
+        lock(self).clocks(r);
+    }
+
+    fn node_state(&mut self, netns: u32, s: &NodeState) {
+        lock(self).node_state(netns, s);
+    }
+
+    fn finish(&mut self, s: &RunSummary<'_>, latency: Option<&LatencyStats>) {
+        lock(self).finish(s, latency);
+    }
+}
+
+/// A poisoned lock still observes: an observer holds plain data.
+fn lock<O: ?Sized>(m: &Mutex<O>) -> std::sync::MutexGuard<'_, O> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub struct Pipeline<W: Write> {
@@ -178,7 +203,9 @@ pub struct Pipeline<W: Write> {
     collected: Option<Vec<Trace>>,
     kernel_agg: bool,
     filter: Option<FilterProgram>,
-    observer: Option<SharedObserver>,
+    /// The nodes' state and the audit's findings, for the verdicts.
+    evidence: Evidence,
+    observer: Option<Box<dyn Observer>>,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -191,18 +218,33 @@ impl<W: Write> Pipeline<W> {
             out,
             output: cfg.output,
             limit: cfg.limit,
-            latency: (cfg.stats || cfg.quiet).then(|| LatencyStats::new(cfg.clock.clone())),
+            latency: cfg.stats.then(|| LatencyStats::new(cfg.clock.clone())),
             clock: cfg.clock,
             quiet: cfg.quiet,
             collected: cfg.collect.then(Vec::new),
             kernel_agg: cfg.kernel_agg,
             filter: cfg.filter,
+            evidence: Evidence::default(),
             observer: None,
         }
     }
 
-    /// Hands every trace and the run's numbers to `o` as well.
-    pub fn observe(&mut self, o: SharedObserver) {
+    /// A node's state (read live at start, or a recording's state frame): evidence for the
+    /// verdicts.
+    pub fn set_state(&mut self, netns: u32, state: NodeState) {
+        if let Some(o) = self.observer.as_mut() {
+            o.node_state(netns, &state);
+        }
+        self.evidence.set(netns, state);
+    }
+
+    /// Where to read a node's state again when one of its packets dies (live only).
+    pub fn set_state_source(&mut self, source: Box<dyn StateSource>) {
+        self.evidence.set_source(source);
+    }
+
+    /// Every trace emitted from now on, and every undecodable record, is also told to `o`.
+    pub fn set_observer(&mut self, o: Box<dyn Observer>) {
         self.observer = Some(o);
     }
 
@@ -309,12 +351,6 @@ impl<W: Write> Pipeline<W> {
         self.correlator.link_change(netns, c);
     }
 
-    /// A recording's node (namespace key `netns`) state, read when recording started: handed
-    /// to the observer (verdicts do not use it yet).
-    pub fn node_state(&mut self, netns: u32, s: &NodeState) {
-        observe(&self.observer, |o| o.node_state(netns, s));
-    }
-
     /// The tracer lost events (ring buffer full) between two drains, `[from_ns, to_ns]`: traces
     /// in flight then are not called lost.
     pub fn tracer_loss(&mut self, from_ns: u64, to_ns: u64) {
@@ -325,15 +361,18 @@ impl<W: Write> Pipeline<W> {
     /// own loss.
     pub fn count_decode_errors(&mut self, n: u64) {
         self.counts.decode_errors += n;
+        if let Some(o) = self.observer.as_mut() {
+            o.decode_errors(n);
+        }
     }
 
     fn unexpected(&mut self, ev: &Event) {
-        self.counts.decode_errors += 1;
+        self.count_decode_errors(1);
         log::warn!("record of an unexpected kind on this ring buffer: {ev:?}");
     }
 
     fn decode_error(&mut self, source: &str, e: &DecodeError) {
-        self.counts.decode_errors += 1;
+        self.count_decode_errors(1);
         if self.counts.decode_errors <= 5 {
             log::warn!("undecodable record from {source}: {e}");
         }
@@ -359,11 +398,30 @@ impl<W: Write> Pipeline<W> {
                 break;
             }
             if matches!(t.outcome, Outcome::Dropped | Outcome::Lost) {
-                t.verdict = verdict::judge(&t, &self.topology);
+                // The state at the time of the failure (live: read again, at most once a
+                // second per node) of the node where the packet died.
+                let node = match &t.drop {
+                    Some(d) => self.topology.pod(d.netns).map_or(Some(d.netns), |p| {
+                        let host = &p.pod_of.as_ref()?.node;
+                        self.topology
+                            .nodes
+                            .iter()
+                            .find(|n| &n.name == host)
+                            .map(|n| n.netns)
+                    }),
+                    None => t.hops.last().map(|h| h.netns),
+                };
+                if let Some(netns) = node {
+                    self.evidence.refresh(netns);
+                }
+                t.verdict = verdict::judge(&t, &self.topology, &self.evidence);
             }
             self.flows.entry(t.packet.flow()).or_default().record(&t);
             if let Some(stats) = self.latency.as_mut() {
                 stats.record(&t);
+            }
+            if let Some(o) = self.observer.as_mut() {
+                o.trace(&t, &self.clock);
             }
             if !self.quiet {
                 match self.output {
@@ -371,7 +429,6 @@ impl<W: Write> Pipeline<W> {
                     Output::Json => render::write_trace_json(&mut self.out, &t, &self.clock)?,
                 }
             }
-            observe(&self.observer, |o| o.trace(&t, &self.clock));
             self.counts.printed += 1;
             if let Some(all) = self.collected.as_mut() {
                 all.push(t);
@@ -391,7 +448,9 @@ impl<W: Write> Pipeline<W> {
 
     /// Prints where each merged recording's clock sits on the reference timeline.
     pub fn write_clocks(&mut self, r: &ClockReport) -> Result<()> {
-        observe(&self.observer, |o| o.clocks(r));
+        if let Some(o) = self.observer.as_mut() {
+            o.clocks(r);
+        }
         match self.output {
             Output::Text => render::write_clocks_text(&mut self.out, r)?,
             Output::Json => render::write_clocks_json(&mut self.out, r)?,
@@ -447,9 +506,9 @@ impl<W: Write> Pipeline<W> {
             noise_drops: self.counts.noise_drops,
             loss: &loss,
         };
-        observe(&self.observer, |o| {
-            o.finish(&summary, self.latency.as_ref())
-        });
+        if let Some(o) = self.observer.as_mut() {
+            o.finish(&summary, self.latency.as_ref());
+        }
         match self.output {
             Output::Text => render::write_summary_text(&mut self.out, &summary)?,
             Output::Json => render::write_summary_json(&mut self.out, &summary)?,
@@ -460,7 +519,7 @@ impl<W: Write> Pipeline<W> {
 }
 
 /// The latency segment of an in-kernel histogram index (`SEG_*`).
-fn segment_name(seg: u32) -> Option<SegmentName> {
+pub(crate) fn segment_name(seg: u32) -> Option<SegmentName> {
     Some(match seg {
         SEG_NODE_TX => SegmentName::NodeTx,
         SEG_ENCAP => SegmentName::Encap,

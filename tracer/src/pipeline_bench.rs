@@ -66,9 +66,11 @@ pub(crate) fn topology() -> Topology {
         default_gw: None,
         routes: Vec::new(),
         uplink_addrs: vec![Ipv4Addr::new(10, 10, 0, i as u8 + 1)],
+        pod_of: None,
     };
     Topology {
         nodes: vec![node(0), node(1)],
+        pods: Vec::new(),
     }
 }
 

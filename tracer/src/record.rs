@@ -27,6 +27,7 @@ use crate::{
     event::{decode, Event},
     latency::ClockSource,
     machine::{monotonic_ns, ClockSample, Machine},
+    metrics::{Exporter, MetricsArgs, Tap},
     names::{DropNames, KernelNames},
     progress::{self, Counters, LossUnit},
 };
@@ -43,6 +44,8 @@ pub struct RecordArgs {
     /// the node's disk (0: no limit).
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     pub max_mib: u64,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 fn unix_ms() -> u64 {
@@ -117,7 +120,9 @@ pub fn run(args: RecordArgs) -> Result<()> {
     } else {
         args.write.display().to_string()
     };
-    // Create the file before attaching: a bad path fails before anything is attached.
+    // Listen and create the file before attaching: a port in use or a bad path fails before
+    // anything is attached (and a port in use before the file is replaced).
+    let metrics = args.metrics.bind()?;
     let sink = if to_stdout {
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             anyhow::bail!(
@@ -133,6 +138,15 @@ pub fn run(args: RecordArgs) -> Result<()> {
         )
     };
     let mut session = Session::start(&args.capture, false)?;
+    // With metrics, the records also go through a pipeline that prints nothing.
+    let mut metrics: Option<(Exporter, Tap)> = match metrics {
+        Some(m) => {
+            let exporter = m.serve(false)?;
+            let tap = Tap::new(session.topology.clone(), exporter.observer());
+            Some((exporter, tap))
+        }
+        None => None,
+    };
     let machine = Machine::current();
     let header = Header {
         tracer_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -179,8 +193,21 @@ pub fn run(args: RecordArgs) -> Result<()> {
         }
         for (i, change) in session.follow_links() {
             w.link(i as u16, &change).context("writing the recording")?;
+            if let Some((_, tap)) = metrics.as_mut() {
+                tap.link_change(session.topology.nodes[i].netns, &change);
+            }
         }
-        pacer.drained(drain(&mut w, &mut session, &mut names, &mut losses)?);
+        let mut tap = metrics.as_mut().map(|(_, tap)| tap);
+        pacer.drained(drain(
+            &mut w,
+            &mut session,
+            &mut names,
+            &mut losses,
+            &mut tap,
+        )?);
+        if let Some((exporter, _)) = metrics.as_mut() {
+            exporter.refresh(&session);
+        }
         counters.records.store(w.records(), Relaxed);
         counters.bytes.store(w.bytes(), Relaxed);
         counters.losses.store(losses.lost(), Relaxed);
@@ -194,7 +221,11 @@ pub fn run(args: RecordArgs) -> Result<()> {
         }
     }
     drop(display);
-    drain(&mut w, &mut session, &mut names, &mut losses)?;
+    let mut tap = metrics.as_mut().map(|(_, tap)| tap);
+    drain(&mut w, &mut session, &mut names, &mut losses, &mut tap)?;
+    if let Some(tap) = tap {
+        tap.finish();
+    }
     w.clock(&ClockSample::now())
         .context("writing the recording")?;
     let loss = session.loss_counters()?;
@@ -235,25 +266,38 @@ pub fn run(args: RecordArgs) -> Result<()> {
     Ok(())
 }
 
-/// Copies every waiting record to the recording, then a tick; returns how many records.
+/// Copies every waiting record to the recording (and to the metrics' `tap`), then a tick;
+/// returns how many records.
 fn drain<W: Write>(
     w: &mut Writer<W>,
     session: &mut Session,
     names: &mut NamesWritten,
     losses: &mut LossWatch,
+    tap: &mut Option<&mut Tap>,
 ) -> Result<usize> {
     let n = session
-        .drain(|source, item| match source {
-            Source::Node(i, _) => w.record(i as u16, item),
-            Source::Hooks(hook_names) => {
-                names.before(w, item, hook_names)?;
-                w.record(SOURCE_HOOKS, item)
+        .drain(|source, item| {
+            if let Some(tap) = tap.as_mut() {
+                tap.record(&source, item);
+            }
+            match source {
+                Source::Node(i, _) => w.record(i as u16, item),
+                Source::Hooks(hook_names) => {
+                    names.before(w, item, hook_names)?;
+                    w.record(SOURCE_HOOKS, item)
+                }
             }
         })
         .context("writing the recording")?;
     let now = monotonic_ns();
     if let Some((from, to)) = losses.check(session, now)? {
         w.loss(from, to).context("writing the recording")?;
+        if let Some(tap) = tap.as_mut() {
+            tap.tracer_loss(from, to);
+        }
+    }
+    if let Some(tap) = tap.as_mut() {
+        tap.tick(now);
     }
     w.tick(now).context("writing the recording")?;
     // What was drained reaches the file now: a recorder killed later loses nothing of it, and a

@@ -83,6 +83,18 @@ pub struct Node {
     pub routes: Vec<Route>,
     /// The addresses on the uplink (the node's underlay addresses).
     pub uplink_addrs: Vec<Ipv4Addr>,
+    /// For a pod's namespace (in [`Topology::pods`]): the node and host-side veth it hangs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_of: Option<PodOf>,
+}
+
+/// Where a pod's namespace hangs on its node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodOf {
+    /// The node's name.
+    pub node: String,
+    /// The host side of the pod's veth.
+    pub veth: String,
 }
 
 /// One route of a node's main table.
@@ -142,11 +154,24 @@ impl Node {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     pub nodes: Vec<Node>,
+    /// The pods' namespaces whose drops are traced (no program is attached inside a pod).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<Node>,
 }
 
 impl Topology {
     pub fn node(&self, netns: u32) -> Option<&Node> {
         self.nodes.iter().find(|n| n.netns == netns)
+    }
+
+    /// A pod's namespace.
+    pub fn pod(&self, netns: u32) -> Option<&Node> {
+        self.pods.iter().find(|n| n.netns == netns)
+    }
+
+    /// A node or a pod's namespace, to name what happened in it.
+    pub fn node_or_pod(&self, netns: u32) -> Option<&Node> {
+        self.node(netns).or_else(|| self.pod(netns))
     }
 
     /// The node that owns `addr`, if it is one of the traced nodes.

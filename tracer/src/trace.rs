@@ -16,6 +16,7 @@ use crate::{
     capture::{parse_duration, CaptureArgs, DrainPacer, LossWatch, Session, Source},
     latency::ClockModel,
     machine::monotonic_ns,
+    metrics::{Exporter, MetricsArgs},
     model::Trace,
     pipeline::{Pipeline, PipelineConfig, PrintArgs},
 };
@@ -40,6 +41,8 @@ pub struct TraceArgs {
     /// No per-packet output (set by `tracer stats`).
     #[arg(skip)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
@@ -55,10 +58,12 @@ pub fn run_session(args: TraceArgs, on_ready: Option<OnReady>) -> Result<Vec<Tra
     if args.kernel_agg && !args.quiet {
         anyhow::bail!("--kernel-agg is a statistics mode: use `tracer stats --kernel-agg`");
     }
+    let metrics = args.metrics.bind()?;
     let session = Session::start(&args.capture, args.kernel_agg)?;
+    let mut metrics = metrics.map(|m| m.serve(args.kernel_agg)).transpose()?;
     let collect = on_ready.is_some();
     let worker = on_ready.map(std::thread::spawn);
-    let traces = trace_loop(&args, session, collect)?;
+    let traces = trace_loop(&args, session, collect, metrics.as_mut())?;
     if let Some(w) = worker {
         w.join()
             .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?;
@@ -66,7 +71,12 @@ pub fn run_session(args: TraceArgs, on_ready: Option<OnReady>) -> Result<Vec<Tra
     Ok(traces)
 }
 
-fn trace_loop(args: &TraceArgs, mut session: Session, collect: bool) -> Result<Vec<Trace>> {
+fn trace_loop(
+    args: &TraceArgs,
+    mut session: Session,
+    collect: bool,
+    mut metrics: Option<&mut Exporter>,
+) -> Result<Vec<Trace>> {
     let cfg = PipelineConfig {
         stats: args.stats,
         quiet: args.quiet,
@@ -79,6 +89,16 @@ fn trace_loop(args: &TraceArgs, mut session: Session, collect: bool) -> Result<V
         cfg,
         BufWriter::new(io::stdout().lock()),
     );
+    if !args.kernel_agg {
+        // The nodes' state, evidence for the verdicts; read again when a packet dies.
+        for (node, state) in session.topology.nodes.iter().zip(session.read_states()) {
+            pipe.set_state(node.netns, state);
+        }
+        pipe.set_state_source(Box::new(session.state_source()?));
+    }
+    if let Some(m) = &metrics {
+        pipe.set_observer(m.observer());
+    }
     let mut next_report = args.interval.map(|i| Instant::now() + i);
     let mut pacer = DrainPacer::new(args.capture.duration);
     let mut losses = LossWatch::new(&session)?;
@@ -97,6 +117,9 @@ fn trace_loop(args: &TraceArgs, mut session: Session, collect: bool) -> Result<V
         let now = monotonic_ns();
         if let Some((from, to)) = losses.check(&session, now)? {
             pipe.tracer_loss(from, to);
+        }
+        if let Some(m) = metrics.as_mut() {
+            m.refresh(&session);
         }
         if pipe.tick(now)? {
             break;

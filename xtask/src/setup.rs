@@ -1,7 +1,8 @@
 //! Prerequisites: installs what is missing and is quick when everything is there.
 //!
 //! - Debian packages: LLVM 22 (for bpf-linker), iproute2, nftables, iptables, ping, tcpdump,
-//!   iperf3, bpftool, util-linux (taskset), chromium and bsdutils (`script`) for the incident
+//!   iperf3, bpftool, util-linux (taskset), prometheus (the server and `promtool` the metrics
+//!   test scrapes and checks the tracer with), chromium and bsdutils (`script`) for the incident
 //!   report's test (a headless browser opens the report; `script` gives a command a terminal);
 //! - rust-src for the nightly toolchain (the eBPF crate builds core with -Z build-std);
 //! - bpf-linker built against LLVM 22 (`LLVM_PREFIX=/usr/lib/llvm-22`; without it, cargo finds
@@ -36,6 +37,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // taskset (the benchmark pins iperf3); part of every Debian base system, listed so that a
     // slimmer image still gets it.
     ("util-linux", "/usr/bin/taskset"),
+    // The metrics test (tests/tests/metrics.rs) runs its own server on localhost and promtool.
+    ("prometheus", "/usr/bin/promtool"),
     // The incident report's test opens the page in headless Chromium (tests/tests/report.rs)
     // and runs commands on a terminal with `script` to see their progress line.
     ("chromium", "/usr/bin/chromium"),

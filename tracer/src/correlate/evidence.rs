@@ -175,7 +175,7 @@ impl Correlator {
 
     /// Node and device names of a drop: the device need not be one the tracer attached to.
     fn drop_names(&self, netns: u32, ifindex: u32) -> (String, String) {
-        let Some(node) = self.topology.node(netns) else {
+        let Some(node) = self.topology.node_or_pod(netns) else {
             return (format!("netns:{netns}"), format!("if{ifindex}"));
         };
         let ifname = if ifindex == 0 {

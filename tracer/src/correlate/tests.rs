@@ -327,7 +327,7 @@ fn unsettled_traces_wait_for_a_late_drop() {
     // The correlator stops at the outcome and the evidence: the verdict stage judges it.
     assert!(out[0].verdict.is_none());
     assert_eq!(
-        crate::verdict::judge(&out[0], &topology()).map(|v| v.name),
+        crate::verdict::judge(&out[0], &topology(), &Default::default()).map(|v| v.name),
         Some("no-neighbour")
     );
     assert!(c.expire(t0 + ms + wait - 1).is_empty());
@@ -445,13 +445,13 @@ fn no_lost_verdict_while_the_tracer_was_losing_events() {
     };
     let (t, stats) = run_with(None);
     assert_eq!((t.outcome, t.tracer_loss), (Outcome::Lost, false));
-    assert!(crate::verdict::judge(&t, &topology()).is_some());
+    assert!(crate::verdict::judge(&t, &topology(), &Default::default()).is_some());
     assert_eq!(stats.lost_withheld, 0);
 
     // Events lost 2 ms after the packet's last hop: its later hops may be among them.
     let (t, stats) = run_with(Some((t0 + 2_000_000, t0 + 50_000_000)));
     assert_eq!((t.outcome, t.tracer_loss), (Outcome::Incomplete, true));
-    let v = crate::verdict::judge(&t, &topology());
+    let v = crate::verdict::judge(&t, &topology(), &Default::default());
     assert!(v.is_none(), "{v:?}");
     assert_eq!(stats.lost_withheld, 1);
 

@@ -135,12 +135,15 @@ pub fn place(topologies: &[&Topology], machines: &[Machine]) -> Placed {
     let mut keys = vec![HashMap::new(); topologies.len()];
     let mut node_names = Vec::new();
     let mut nodes: Vec<Node> = Vec::new();
+    let mut pods: Vec<Node> = Vec::new();
     let mut machine_of = HashMap::new();
     let mut same_namespaces = Vec::new();
     for (k, topo) in topologies.iter().enumerate() {
         let boot = &machines[k].boot_id;
         let mut names = Vec::new();
-        for node in &topo.nodes {
+        // Pods' namespaces get keys as nodes do (their drops carry the same inodes).
+        let all = topo.nodes.iter().map(|n| (n, false));
+        for (node, is_pod) in all.chain(topo.pods.iter().map(|n| (n, true))) {
             let key = match owner.get(&node.netns) {
                 None => node.netns,
                 Some((j, b)) if !boot.is_empty() && b == boot => {
@@ -163,19 +166,39 @@ pub fn place(topologies: &[&Topology], machines: &[Machine]) -> Placed {
             }
             machine_of.entry(key).or_insert(k);
             let mut name = node.name.clone();
-            if nodes.iter().any(|n| n.name == name && n.netns != key) {
+            let list = if is_pod { &mut pods } else { &mut nodes };
+            if list.iter().any(|n| n.name == name && n.netns != key) {
                 let host = &machines[k].hostname;
-                name = if host.is_empty()
-                    || nodes.iter().any(|n| n.name == format!("{name}@{host}"))
+                name = if host.is_empty() || list.iter().any(|n| n.name == format!("{name}@{host}"))
                 {
                     format!("{name}#{}", k + 1)
                 } else {
                     format!("{name}@{host}")
                 };
             }
+            if let (true, Some(of)) = (is_pod, &node.pod_of) {
+                // The pod's node as it is named in the merge.
+                let host_name = topo
+                    .nodes
+                    .iter()
+                    .position(|n| n.name == of.node)
+                    .and_then(|i| names.get(i).cloned());
+                if !list.iter().any(|n| n.netns == key) {
+                    let mut pod = Node {
+                        name,
+                        netns: key,
+                        ..node.clone()
+                    };
+                    if let (Some(h), Some(p)) = (host_name, pod.pod_of.as_mut()) {
+                        p.node = h;
+                    }
+                    list.push(pod);
+                }
+                continue;
+            }
             names.push(name.clone());
-            if !nodes.iter().any(|n| n.netns == key) {
-                nodes.push(Node {
+            if !list.iter().any(|n| n.netns == key) {
+                list.push(Node {
                     name,
                     netns: key,
                     ..node.clone()
@@ -191,7 +214,7 @@ pub fn place(topologies: &[&Topology], machines: &[Machine]) -> Placed {
             .iter()
             .map(|t| t.nodes.iter().map(|n| n.netns).collect())
             .collect(),
-        topology: Topology { nodes },
+        topology: Topology { nodes, pods },
         machine_of,
         same_namespaces,
     }
@@ -214,8 +237,10 @@ mod tests {
                     default_gw: None,
                     routes: Vec::new(),
                     uplink_addrs: Vec::new(),
+                    pod_of: None,
                 })
                 .collect(),
+            pods: Vec::new(),
         }
     }
 

@@ -264,7 +264,7 @@ pub fn replay<W: Write>(
         out,
     );
     if let Some(o) = &opts.observer {
-        pipe.observe(o.clone());
+        pipe.set_observer(Box::new(o.clone()));
     }
     let mut v = PipeVisitor {
         pipe: &mut pipe,
@@ -610,7 +610,7 @@ impl<W: Write> Visitor for PipeVisitor<'_, W> {
     }
 
     fn state(&mut self, netns: u32, state: &NodeState) {
-        self.pipe.node_state(netns, state);
+        self.pipe.set_state(netns, state.clone());
     }
 
     fn tick(&mut self, t: u64) -> Result<bool> {

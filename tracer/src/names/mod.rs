@@ -10,6 +10,7 @@
 //! those before correlation, so noise never turns a delivered trace into a dropped one.
 
 pub mod kallsyms;
+pub mod reason_docs;
 mod reasons;
 
 use std::collections::HashMap;

@@ -124,6 +124,9 @@ pub fn write_trace_text(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io
         for line in wrap(&v.explanation, 96) {
             writeln!(w, "    {line}")?;
         }
+        for e in &v.evidence {
+            writeln!(w, "    evidence: {e}")?;
+        }
     }
     Ok(())
 }

@@ -126,6 +126,7 @@ fn trace_json_drop_verdict_routes_segments_and_escaping() {
     t.verdict = Some(crate::model::Verdict {
         name: "no-vxlan-fdb",
         explanation: odd.to_string(),
+        evidence: vec![format!("node1: {odd}")],
     });
     t.routes = vec![RouteLookup {
         ts_ns: 5_000_100,
@@ -159,7 +160,7 @@ fn trace_json_drop_verdict_routes_segments_and_escaping() {
     );
     assert_eq!(
         v["verdict"],
-        json!({"name": "no-vxlan-fdb", "explanation": odd})
+        json!({"name": "no-vxlan-fdb", "explanation": odd, "evidence": [format!("node1: {odd}")]})
     );
     assert_eq!(
         v["routes"],

@@ -45,7 +45,14 @@ pub fn write(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()
             o.str(v.name);
             o.raw(b",\"explanation\":");
             o.str(&v.explanation);
-            o.raw(b"}");
+            o.raw(b",\"evidence\":[");
+            for (i, e) in v.evidence.iter().enumerate() {
+                if i > 0 {
+                    o.raw(b",");
+                }
+                o.str(e);
+            }
+            o.raw(b"]}");
         }
         None => o.raw(b"null"),
     }

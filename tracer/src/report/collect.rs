@@ -112,6 +112,10 @@ impl Observer for Collector {
         }
     }
 
+    fn decode_errors(&mut self, _n: u64) {
+        // Counted by the pipeline: the summary at the end carries them.
+    }
+
     fn clocks(&mut self, r: &ClockReport) {
         self.clocks = Some(r.clone());
     }

@@ -49,7 +49,7 @@ fn fixture_report(topo: Topology, delivered: u16) -> Report {
     let observer: SharedObserver = collector.clone();
     let cfg = pipeline_config(ClockModel::shared_kernel(), None, 300);
     let mut pipe = Pipeline::new(topo.clone(), cfg, io::sink());
-    pipe.observe(observer);
+    pipe.set_observer(Box::new(observer));
     let mut t = 1_000 * MS;
     for id in 0..delivered {
         for h in vxlan_path(icmp(id), t) {

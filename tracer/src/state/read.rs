@@ -129,13 +129,23 @@ fn dump(
     what: &'static str,
     request: RouteNetlinkMessage,
 ) -> Result<Vec<RouteNetlinkMessage>, DumpError> {
+    exchange(what, request, NLM_F_DUMP)
+}
+
+/// Sends one request (`flags` besides `NLM_F_REQUEST`: `NLM_F_DUMP` for a dump, `NLM_F_ACK`
+/// for a single reply closed by an acknowledgement) and collects the messages of the reply.
+pub(crate) fn exchange(
+    what: &'static str,
+    request: RouteNetlinkMessage,
+    flags: u16,
+) -> Result<Vec<RouteNetlinkMessage>, DumpError> {
     let mut socket = Socket::new(NETLINK_ROUTE).map_err(DumpError::Socket)?;
     socket.bind_auto().map_err(DumpError::Socket)?;
     socket
         .connect(&SocketAddr::new(0, 0))
         .map_err(DumpError::Socket)?;
     let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    header.flags = NLM_F_REQUEST | flags;
     header.sequence_number = 1;
     let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(request));
     packet.finalize();
@@ -169,6 +179,8 @@ fn dump(
                         err: e.to_io(),
                     })
                 }
+                // The acknowledgement that closes a non-dump request.
+                NetlinkPayload::Error(_) => return Ok(out),
                 NetlinkPayload::InnerMessage(m) => out.push(m),
                 _ => {}
             }
@@ -180,7 +192,7 @@ fn dump(
     }
 }
 
-fn dump_links() -> Result<Vec<LinkState>, DumpError> {
+pub(crate) fn dump_links() -> Result<Vec<LinkState>, DumpError> {
     let msgs = dump("link", RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
     Ok(msgs
         .into_iter()
@@ -292,7 +304,7 @@ fn ipip(info: &[InfoIpTunnel]) -> Ipip {
     t
 }
 
-fn dump_addrs() -> Result<Vec<Addr>, DumpError> {
+pub(crate) fn dump_addrs() -> Result<Vec<Addr>, DumpError> {
     let mut req = AddressMessage::default();
     req.header.family = AddressFamily::Inet;
     let msgs = dump("address", RouteNetlinkMessage::GetAddress(req))?;

@@ -53,13 +53,15 @@ fn prefixes_and_macs_parse_print_and_serialize() {
 
 #[test]
 fn lookup_follows_rules_tables_throw_and_discarding_rules() {
-    let mut s = NodeState::default();
-    s.routes = vec![
-        route(TABLE_MAIN, RouteType::Unicast, "0.0.0.0/0", Some(2)),
-        route(TABLE_MAIN, RouteType::Unicast, "10.244.4.0/26", Some(3)),
-        route(100, RouteType::Throw, "10.244.4.0/24", None),
-        route(100, RouteType::Blackhole, "10.244.0.0/16", None),
-    ];
+    let mut s = NodeState {
+        routes: vec![
+            route(TABLE_MAIN, RouteType::Unicast, "0.0.0.0/0", Some(2)),
+            route(TABLE_MAIN, RouteType::Unicast, "10.244.4.0/26", Some(3)),
+            route(100, RouteType::Throw, "10.244.4.0/24", None),
+            route(100, RouteType::Blackhole, "10.244.0.0/16", None),
+        ],
+        ..NodeState::default()
+    };
     // Without rules: the kernel's default order (local, main, default).
     assert_eq!(s.lookup(ip("10.244.4.1")).unwrap().oif, Some(3));
     s.rules = vec![

@@ -1,16 +1,28 @@
 //! Verdicts: why a dropped or lost packet died, in the user's terms.
 //!
 //! Pure rules over one finished [`Trace`] (its hops, the kernel drop, the FIB lookups seen for
-//! it) and the [`Topology`] (node addresses, links and MTUs, default gateways). Each verdict has a
-//! stable machine name and a one-paragraph explanation naming the route, rule or entry involved
-//! and the Calico-level fix. Reason names are the running kernel's (`NETFILTER_DROP`, ...), so
-//! the rules compare names, never numbers.
+//! it), the [`Topology`] (node addresses, links and MTUs, default gateways, the pods' namespaces)
+//! and the [`Evidence`]: the nodes' state read from the kernel and the audit's findings
+//! (`context` interprets a drop with it first; the reason-only rules here decide when the state
+//! does not explain the drop or was not read). Each verdict has a stable machine name, a
+//! one-paragraph explanation naming the route, rule or entry involved and the Calico-level fix,
+//! and its evidence (the state objects and audit findings it rests on). Reason names are the
+//! running kernel's (`NETFILTER_DROP`, ...), so the rules compare names, never numbers.
 //!
 //! Names: `no-route`, `no-vxlan-fdb`, `no-neighbour`, `wrong-tunnel-endpoint`, `underlay-drop`,
-//! `firewall-drop`, `rp-filter`, `mtu`, `cidr-overlap`, and `kernel-drop` for a drop no rule
-//! explains (the reason and location still say what happened).
+//! `firewall-drop`, `policy-drop`, `conntrack-invalid`, `rp-filter`, `mtu`, `cidr-overlap`,
+//! `vtep-mac-mismatch`, `wrong-destination-mac`, `vni-mismatch`, `vxlan-port-mismatch`,
+//! `blackhole-route`, `no-such-pod`, `no-pod-route`, `pod-veth-down`, `link-down`,
+//! `ip-forward-off`, `proxy-arp-off`, `pod-no-route`, `lost-on-node`, and `kernel-drop` for a
+//! drop no rule explains (the reason, its meaning and location, and the audit's findings for the
+//! node still say what happened).
 
 use std::net::Ipv4Addr;
+
+mod context;
+pub mod evidence;
+
+pub use evidence::{Evidence, StateSource};
 
 use crate::{
     model::{DropPoint, EncapKind, Outcome, RouteLookup, Trace, Verdict},
@@ -21,17 +33,48 @@ use crate::{
 const VXLAN_OVERHEAD: u32 = 50;
 const IPIP_OVERHEAD: u32 = 20;
 
-/// The verdict for a dropped or lost trace; `None` for other outcomes.
-pub fn judge(trace: &Trace, topo: &Topology) -> Option<Verdict> {
-    match trace.outcome {
-        Outcome::Dropped => trace.drop.as_ref().map(|d| judge_drop(trace, d, topo)),
-        Outcome::Lost => Some(judge_lost(trace, topo)),
+/// The verdict for a dropped or lost trace; `None` for other outcomes. `ev` holds what is
+/// known of the nodes' state (empty when nothing was read).
+pub fn judge(trace: &Trace, topo: &Topology, ev: &Evidence) -> Option<Verdict> {
+    let verdict = match trace.outcome {
+        Outcome::Dropped => trace.drop.as_ref().map(|d| {
+            context::judge(trace, d, topo, ev).unwrap_or_else(|| judge_drop(trace, d, topo))
+        }),
+        Outcome::Lost => Some(judge_lost(trace, topo, ev)),
         Outcome::Delivered | Outcome::Incomplete => None,
-    }
+    }?;
+    // The audit's findings on the node where the packet died, as further evidence.
+    let node = match (&trace.drop, trace.hops.last()) {
+        (Some(d), _) => topo
+            .pod(d.netns)
+            .and_then(|p| p.pod_of.as_ref().map(|o| o.node.clone()))
+            .unwrap_or_else(|| d.node.clone()),
+        (None, Some(h)) => h.node.to_string(),
+        (None, None) => String::new(),
+    };
+    let findings: Vec<String> = ev
+        .findings_about(&node)
+        .take(3)
+        .map(|f| {
+            format!(
+                "audit: {} {}: {}: found {}, expected {}",
+                f.code,
+                f.nodes.join(" -> "),
+                f.object,
+                f.found,
+                f.expected
+            )
+        })
+        .collect();
+    Some(verdict.with_evidence(findings))
 }
 
 fn v(name: &'static str, explanation: String) -> Verdict {
-    Verdict { name, explanation }
+    Verdict {
+        name,
+        explanation,
+        evidence: Vec::new(),
+    }
 }
 
 fn judge_drop(trace: &Trace, d: &DropPoint, topo: &Topology) -> Verdict {
@@ -152,8 +195,13 @@ fn judge_drop(trace: &Trace, d: &DropPoint, topo: &Topology) -> Verdict {
         _ => v(
             "kernel-drop",
             format!(
-                "{at}. No rule of this tracer explains this reason yet; the reason and location are the \
-                 kernel's own words{route}."
+                "{at}{route}: {}. No rule of this tracer interprets this reason in context; the \
+                 reason and location are the kernel's own words, and the evidence below is what the \
+                 nodes' state shows.",
+                crate::names::reason_docs::doc(&d.reason).unwrap_or(
+                    "a reason this tracer has no description of (a newer kernel's): the function \
+                     names where it happened"
+                )
             ),
         ),
     }
@@ -301,12 +349,19 @@ fn judge_neigh(
     )
 }
 
-fn judge_lost(trace: &Trace, topo: &Topology) -> Verdict {
+fn judge_lost(trace: &Trace, topo: &Topology, ev: &Evidence) -> Verdict {
     let last = trace.hops.last();
     let encap = trace.hops.iter().rev().find_map(|h| h.encap);
     let from = last
         .map(|h| format!("{} {}", h.node, h.ifname))
         .unwrap_or_default();
+    // The packet reached a node (its last hop is an uplink's ingress): the wire delivered it,
+    // so nothing about the underlay or its firewalls may be advised.
+    if let Some(h) = last
+        .filter(|h| h.kind == Some(IfaceKind::Uplink) && h.dir == crate::model::Direction::Ingress)
+    {
+        return arrived_then_lost(trace, h, encap, ev);
+    }
     let peer = encap.and_then(|e| topo.owner_of(e.outer_dst));
     match (encap, peer) {
         (Some(e), None) => v(
@@ -358,6 +413,67 @@ fn judge_lost(trace: &Trace, topo: &Topology) -> Verdict {
             ),
         ),
     }
+}
+
+/// Lost after arriving on a node's uplink: what the node's state says about why nothing took
+/// the packet further.
+fn arrived_then_lost(
+    trace: &Trace,
+    h: &crate::model::TraceHop,
+    encap: Option<crate::model::Encap>,
+    ev: &Evidence,
+) -> Verdict {
+    let st = ev.state(h.netns);
+    if let (Some(e), Some(st)) = (encap.filter(|e| e.kind == EncapKind::Vxlan), st) {
+        let ports: Vec<u16> = st.vteps().filter_map(|l| l.vxlan.as_ref()?.port).collect();
+        if !ports.is_empty() && !ports.contains(&e.outer_dport) {
+            return v(
+                "vxlan-port-mismatch",
+                format!(
+                    "the VXLAN packet reached {} on {} addressed to UDP port {}, but its VXLAN \
+                     device listens on {:?}: nothing decapsulates it there. Every node must use the \
+                     same port. Fix: set one vxlanPort for all nodes (FelixConfiguration; Calico's \
+                     default is 4789).",
+                    h.node, h.ifname, e.outer_dport, ports
+                ),
+            )
+            .with_evidence(vec![format!(
+                "{}: VXLAN ports {ports:?}; packet to {}",
+                h.node, e.outer_dport
+            )]);
+        }
+        let vnis: Vec<u32> = st.vteps().filter_map(|l| l.vxlan.as_ref()?.vni).collect();
+        if !vnis.is_empty() && !vnis.contains(&e.vni) {
+            return v(
+                "vni-mismatch",
+                format!(
+                    "the VXLAN packet reached {} on {} with VNI {}, but its VXLAN device has VNI \
+                     {:?}: it is not decapsulated. Fix: set one vxlanVNI for all nodes \
+                     (FelixConfiguration; Calico's default is 4096).",
+                    h.node, h.ifname, e.vni, vnis
+                ),
+            );
+        }
+    }
+    v(
+        "lost-on-node",
+        format!(
+            "the packet reached {} on {} and was neither seen on another traced interface nor \
+             dropped by the kernel where the tracer sees drops: the node consumed or discarded it \
+             out of sight (a local socket, a path without a drop reason, an untraced device). The \
+             wire delivered it: the underlay is not at fault. Fix: look at {} itself: `{} {}` \
+             there, and the interfaces the packet should have taken next.",
+            h.node, h.ifname, h.node, "tracer check --netns", h.node,
+        ),
+    )
+    .with_evidence(
+        st.map(|s| {
+            s.lookup(trace.packet.dst)
+                .map(|r| vec![format!("{}: route for {}: `{r}`", s.node, trace.packet.dst)])
+                .unwrap_or_default()
+        })
+        .unwrap_or_default(),
+    )
 }
 
 fn is_uplink_addr(node: &Node, addr: Ipv4Addr) -> bool {

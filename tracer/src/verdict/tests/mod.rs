@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use lab::{Encap as LabEncap, Fault};
 
-use super::{block_of, judge};
+use super::{block_of, judge, Evidence};
 use crate::event::HopRecord;
 use crate::fixtures::{self, icmp, vxlan_encap, vxlan_path, CALI_A, CALI_C, ETH0, NS1, NS2, VXLAN};
 use crate::model::{
@@ -254,6 +254,8 @@ struct Case {
     trace: Trace,
     want: &'static str,
     facts: &'static [&'static str],
+    /// The nodes' state (empty: the verdict from the trace alone).
+    ev: Evidence,
 }
 
 impl Case {
@@ -264,7 +266,12 @@ impl Case {
             trace,
             want: "",
             facts: &[],
+            ev: Evidence::default(),
         }
+    }
+
+    fn with(self, ev: Evidence) -> Self {
+        Case { ev, ..self }
     }
 
     fn expect(self, want: &'static str, facts: &'static [&'static str]) -> Self {
@@ -283,7 +290,7 @@ impl Case {
     }
 
     fn verdict(&self) -> Verdict {
-        judge(&self.trace, &self.topo).expect("a verdict for a dropped or lost trace")
+        judge(&self.trace, &self.topo, &self.ev).expect("a verdict for a dropped or lost trace")
     }
 
     /// Judges the case and checks the name and facts; returns the verdict for further checks.
@@ -305,7 +312,9 @@ impl Case {
 
 /// Every case, with its name for messages.
 mod cases;
+mod context;
 use cases::*;
+use context::*;
 
 fn all_cases() -> Vec<(&'static str, Case)> {
     macro_rules! cases {
@@ -345,6 +354,24 @@ fn all_cases() -> Vec<(&'static str, Case)> {
         lost_encap_to_non_uplink_address,
         lost_native,
         unknown_reason,
+        pod_proxy_arp_off,
+        pod_ip_forward_off,
+        pod_side_veth_down,
+        pod_without_route,
+        vtep_mac_changed,
+        otherhost_on_uplink,
+        vni_mismatch,
+        stale_block_blackhole,
+        no_such_pod,
+        destination_veth_down,
+        destination_route_removed,
+        forwarding_off,
+        uplink_down,
+        calico_policy_drop,
+        conntrack_invalid,
+        host_rule_named,
+        lost_on_a_port_nobody_listens,
+        lost_after_arriving,
     ]
 }
 
@@ -392,7 +419,7 @@ fn every_lab_fault_has_a_case_with_the_catalogues_verdict() {
             ));
         }
         // The facts too.
-        if let Err(e) = std::panic::catch_unwind(|| case.check()) {
+        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case.check())) {
             let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
             problems.push(format!("{what}: {msg}"));
         }
@@ -572,14 +599,14 @@ fn no_verdict_for_delivered_or_incomplete_traces() {
         .vxlan_hops(6)
         .outcome(Outcome::Delivered)
         .build();
-    assert_eq!(judge(&delivered, &t), None);
+    assert_eq!(judge(&delivered, &t, &Evidence::default()), None);
     let incomplete = trace(&t, icmp(1)).vxlan_hops(2).build();
     assert_eq!(incomplete.outcome, Outcome::Incomplete);
-    assert_eq!(judge(&incomplete, &t), None);
+    assert_eq!(judge(&incomplete, &t, &Evidence::default()), None);
     // Even with a drop attached, only the outcome decides.
     let mut with_drop = missing_arp().trace;
     with_drop.outcome = Outcome::Incomplete;
-    assert_eq!(judge(&with_drop, &t), None);
+    assert_eq!(judge(&with_drop, &t, &Evidence::default()), None);
 }
 
 #[test]
@@ -589,7 +616,7 @@ fn dropped_without_a_drop_point_has_no_verdict() {
         .hop(NS1, CALI_A, Ingress)
         .outcome(Outcome::Dropped)
         .build();
-    assert_eq!(judge(&tr, &t), None);
+    assert_eq!(judge(&tr, &t, &Evidence::default()), None);
 }
 
 #[test]
@@ -623,7 +650,7 @@ fn documented_names() -> BTreeSet<String> {
 #[test]
 fn every_verdict_name_is_documented_and_every_documented_name_is_produced() {
     let documented = documented_names();
-    assert_eq!(documented.len(), 10, "{documented:?}");
+    assert_eq!(documented.len(), 25, "{documented:?}");
     let mut produced = BTreeSet::new();
     for (case, c) in all_cases() {
         let v = c.verdict();
