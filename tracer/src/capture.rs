@@ -565,6 +565,11 @@ impl LossWatch {
         })
     }
 
+    /// Events the ring buffers lost since the session started (as of the last check).
+    pub fn lost(&self) -> u64 {
+        self.seen
+    }
+
     /// After a drain at `now_ns`: the window since the previous drain if events were lost in
     /// it.
     pub fn check(&mut self, session: &Session, now_ns: u64) -> Result<Option<(u64, u64)>> {

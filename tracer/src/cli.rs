@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{check, diagnose, pipeline_bench, record, replay, trace};
+use crate::{check, diagnose, pipeline_bench, record, replay, report, trace};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +28,8 @@ enum Command {
     Record(record::RecordArgs),
     /// Print the traces, verdicts and latency of a recording, as `trace` would have live.
     Replay(replay::ReplayArgs),
+    /// Write an incident report (one HTML page, or Markdown) from one or several recordings.
+    Report(report::ReportArgs),
     /// Send a few probes from a pod's namespace to one address, trace them, print one verdict.
     Diagnose(diagnose::DiagnoseArgs),
     /// Audit the nodes' routes, neighbours, FDB, tunnels, sysctls and firewall against each
@@ -53,6 +55,7 @@ pub fn main() -> ExitCode {
         }
         Command::Record(args) => record::run(args),
         Command::Replay(args) => replay::replay(args),
+        Command::Report(args) => report::run(args),
         Command::Diagnose(args) => diagnose::run(args),
         Command::Check(args) => check::run(args),
         Command::PipelineBench(args) => pipeline_bench::run(args),

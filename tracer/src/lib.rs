@@ -7,7 +7,8 @@
 //! (`verdict`) -> flows -> latency (`latency`) -> render (`render`). The types the stages
 //! exchange live in `model`; the flow filter is compiled by `filter`. Commands wire capture to
 //! the pipeline (`trace`), to a file (`record`; `record::replay` feeds the file back to the
-//! pipeline), or add probes (`diagnose`).
+//! pipeline), or add probes (`diagnose`); `report` writes an incident report from recordings
+//! (another consumer of the replayed pipeline), `progress` shows long commands' progress.
 
 pub(crate) mod attach;
 pub(crate) mod audit;
@@ -39,11 +40,13 @@ pub(crate) mod pipeline;
 pub(crate) mod pipeline_bench;
 pub(crate) mod pods;
 pub(crate) mod probes;
+pub(crate) mod progress;
 pub(crate) mod rcu;
 pub(crate) mod record;
 pub(crate) mod recording;
 pub(crate) mod render;
 pub(crate) mod replay;
+pub(crate) mod report;
 pub(crate) mod signals;
 pub(crate) mod state;
 pub(crate) mod tcx;

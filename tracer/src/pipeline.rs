@@ -17,8 +17,17 @@
 //! (`tracer trace`) or from a recording (`tracer replay`), and `tick` is called with the
 //! monotonic time after every drain, exactly as the live loop saw it. Fed the same records and
 //! ticks, it therefore prints the same traces live and from a file.
+//!
+//! Besides its writer, an [`Observer`] may consume what the pipeline produces (the metrics, the
+//! incident report): every trace after its verdict, the nodes' state, the clocks of a merge and
+//! the run's numbers at the end, as the renderers get them.
 
-use std::{collections::BTreeMap, io::Write, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    net::Ipv4Addr,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::Result;
 use clap::Args;
@@ -133,13 +142,50 @@ struct Counts {
 }
 
 /// Told of what the pipeline produces besides its printed output (the metrics of
-/// `--metrics-addr`): the pipeline calls it and knows nothing of what it feeds.
+/// `--metrics-addr`, the incident report): the pipeline calls it and knows nothing of what it
+/// feeds.
 pub trait Observer {
     /// A trace once judged (its verdict set), before it is printed; `clock` is the model its
     /// latency is measured with.
     fn trace(&mut self, t: &Trace, clock: &ClockModel);
     /// `n` records could not be decoded (the tracer's own loss).
     fn decode_errors(&mut self, n: u64);
+    /// Where the clocks of merged recordings sit (before the summary).
+    fn clocks(&mut self, _r: &ClockReport) {}
+    /// A node's (namespace key `netns`) state, read at start or from a recording.
+    fn node_state(&mut self, _netns: u32, _s: &NodeState) {}
+    /// The end of the run: the summary as printed and the latency statistics (when kept).
+    fn finish(&mut self, _s: &RunSummary<'_>, _latency: Option<&LatencyStats>) {}
+}
+
+/// An observer the caller keeps a handle on, to read it once the run is over (the report).
+pub type SharedObserver = Arc<Mutex<dyn Observer>>;
+
+impl<O: Observer + ?Sized> Observer for Arc<Mutex<O>> {
+    fn trace(&mut self, t: &Trace, clock: &ClockModel) {
+        lock(self).trace(t, clock);
+    }
+
+    fn decode_errors(&mut self, n: u64) {
+        lock(self).decode_errors(n);
+    }
+
+    fn clocks(&mut self, r: &ClockReport) {
+        lock(self).clocks(r);
+    }
+
+    fn node_state(&mut self, netns: u32, s: &NodeState) {
+        lock(self).node_state(netns, s);
+    }
+
+    fn finish(&mut self, s: &RunSummary<'_>, latency: Option<&LatencyStats>) {
+        lock(self).finish(s, latency);
+    }
+}
+
+/// A poisoned lock still observes: an observer holds plain data.
+fn lock<O: ?Sized>(m: &Mutex<O>) -> std::sync::MutexGuard<'_, O> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub struct Pipeline<W: Write> {
@@ -186,6 +232,9 @@ impl<W: Write> Pipeline<W> {
     /// A node's state (read live at start, or a recording's state frame): evidence for the
     /// verdicts.
     pub fn set_state(&mut self, netns: u32, state: NodeState) {
+        if let Some(o) = self.observer.as_mut() {
+            o.node_state(netns, &state);
+        }
         self.evidence.set(netns, state);
     }
 
@@ -399,6 +448,9 @@ impl<W: Write> Pipeline<W> {
 
     /// Prints where each merged recording's clock sits on the reference timeline.
     pub fn write_clocks(&mut self, r: &ClockReport) -> Result<()> {
+        if let Some(o) = self.observer.as_mut() {
+            o.clocks(r);
+        }
         match self.output {
             Output::Text => render::write_clocks_text(&mut self.out, r)?,
             Output::Json => render::write_clocks_json(&mut self.out, r)?,
@@ -454,6 +506,9 @@ impl<W: Write> Pipeline<W> {
             noise_drops: self.counts.noise_drops,
             loss: &loss,
         };
+        if let Some(o) = self.observer.as_mut() {
+            o.finish(&summary, self.latency.as_ref());
+        }
         match self.output {
             Output::Text => render::write_summary_text(&mut self.out, &summary)?,
             Output::Json => render::write_summary_json(&mut self.out, &summary)?,

@@ -4,13 +4,16 @@
 //!
 //! Recording only copies bytes, so it keeps up with packet rates at which correlating and
 //! rendering every packet live would not, and the file is the evidence an incident report can
-//! be written from afterwards, on any machine. See `recording` for the file layout.
+//! be written from afterwards, on any machine. See `recording` for the file layout. A terminal
+//! on standard error shows the progress (records, MiB, events lost; `progress`).
 
 use std::{
     collections::HashSet,
     fs::File,
     io::{BufWriter, Write},
     path::PathBuf,
+    sync::atomic::Ordering::Relaxed,
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -26,6 +29,7 @@ use crate::{
     machine::{monotonic_ns, ClockSample, Machine},
     metrics::{Exporter, MetricsArgs, Tap},
     names::{DropNames, KernelNames},
+    progress::{self, Counters, LossUnit},
 };
 
 #[derive(Args, Debug)]
@@ -173,6 +177,14 @@ pub fn run(args: RecordArgs) -> Result<()> {
     let mut losses = LossWatch::new(&session)?;
     let mut next_clock = Instant::now() + CLOCK_EVERY;
     let limit = args.max_mib.checked_mul(1 << 20).filter(|&l| l > 0);
+    // After the session's signal handling: the display's thread inherits the blocked signals.
+    let counters = Arc::new(Counters::default());
+    let mut display = Some(progress::Display::start(
+        "recording",
+        None,
+        LossUnit::Events,
+        counters.clone(),
+    ));
     while pacer.wait(&session.stop) {
         if Instant::now() >= next_clock {
             w.clock(&ClockSample::now())
@@ -196,7 +208,11 @@ pub fn run(args: RecordArgs) -> Result<()> {
         if let Some((exporter, _)) = metrics.as_mut() {
             exporter.refresh(&session);
         }
+        counters.records.store(w.records(), Relaxed);
+        counters.bytes.store(w.bytes(), Relaxed);
+        counters.losses.store(losses.lost(), Relaxed);
         if limit.is_some_and(|l| w.bytes() >= l) {
+            display.take();
             eprintln!(
                 "tracer: the recording reached --max-mib {} MiB: stopping (raise it, or 0 for no limit)",
                 args.max_mib
@@ -204,6 +220,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
             break;
         }
     }
+    drop(display);
     let mut tap = metrics.as_mut().map(|(_, tap)| tap);
     drain(&mut w, &mut session, &mut names, &mut losses, &mut tap)?;
     if let Some(tap) = tap {

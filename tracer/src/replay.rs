@@ -6,11 +6,13 @@
 //!
 //! A recording cut short is replayed up to its last whole frame with a warning; a damaged one
 //! prints what came before the damage and fails; an input that is not a recording is named
-//! and the others are still merged.
+//! and the others are still merged. While the traces go to a file or a pipe, a terminal on
+//! standard error shows the progress (`progress`).
 
 use std::{
-    io::{self, BufWriter},
+    io::{self, BufWriter, IsTerminal},
     path::PathBuf,
+    sync::Arc,
 };
 
 use anyhow::Result;
@@ -21,6 +23,7 @@ use crate::{
     latency::{ClockModel, ClockSource},
     merge::{self, end_text, Input, ReplayEnd, ReplayOptions},
     pipeline::{PipelineConfig, PrintArgs},
+    progress::{self, Counters, LossUnit},
     recording::Reader,
     signals,
 };
@@ -58,23 +61,26 @@ fn clock_model(name: &str) -> Result<ClockModel> {
     }
 }
 
-pub fn replay(args: ReplayArgs) -> Result<()> {
-    let filter = match &args.filter {
-        Some(expr) => Some(
-            Filter::parse(expr)
-                .map_err(|e| anyhow::anyhow!("{}", e.render(expr)))?
-                .compile()
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        ),
-        None => None,
+/// A `--filter` expression compiled (an error says where, with a caret).
+pub(crate) fn compile_filter(
+    expr: Option<&str>,
+) -> Result<Option<tracer_common::filter::FilterProgram>> {
+    let Some(expr) = expr else {
+        return Ok(None);
     };
+    let filter = Filter::parse(expr).map_err(|e| anyhow::anyhow!("{}", e.render(expr)))?;
+    Ok(Some(filter.compile().map_err(|e| anyhow::anyhow!("{e}"))?))
+}
+
+/// The recordings named on the command line, and the clock of a single recording (the one it
+/// states; a merge estimates its own).
+pub(crate) fn open_inputs(files: &[PathBuf]) -> Result<(Vec<Input>, ClockModel)> {
     let mut inputs = Vec::new();
-    for path in &args.files {
+    for path in files {
         let input = Input::from_arg(path)
             .map_err(|e| anyhow::anyhow!("opening recording {}: {e}", path.display()))?;
         inputs.push(input);
     }
-    // The clock of a single recording is the one it states; a merge estimates its own.
     let clock = match inputs.as_mut_slice() {
         [Input::File(path)] => {
             let file = std::fs::File::open(&*path)?;
@@ -84,6 +90,23 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         }
         _ => ClockModel::shared_kernel(),
     };
+    Ok((inputs, clock))
+}
+
+/// The size of the inputs when they are all files (a progress bar's length), else `None`.
+pub(crate) fn input_bytes(inputs: &[Input]) -> Option<u64> {
+    inputs
+        .iter()
+        .map(|i| match i {
+            Input::File(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+            _ => None,
+        })
+        .sum()
+}
+
+pub fn replay(args: ReplayArgs) -> Result<()> {
+    let filter = compile_filter(args.filter.as_deref())?;
+    let (inputs, clock) = open_inputs(&args.files)?;
     let cfg = PipelineConfig {
         stats: args.stats || args.stats_only,
         quiet: args.stats_only,
@@ -95,13 +118,27 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
     } else {
         None
     };
+    // The traces printed on a terminal are progress enough.
+    let counters = Arc::new(Counters::default());
+    let display = progress::Display::start_if(
+        io::stderr().is_terminal() && !io::stdout().is_terminal(),
+        progress::REDRAW,
+        "replaying",
+        input_bytes(&inputs),
+        LossUnit::Windows,
+        counters.clone(),
+    );
     let opts = ReplayOptions {
         follow: stop.clone().filter(|_| args.follow),
         stop,
         on_open: Some(describe),
+        progress: Some(counters),
+        ..ReplayOptions::default()
     };
     let out = BufWriter::new(io::stdout().lock());
-    let done = merge::replay(inputs, cfg, out, &opts)?;
+    let done = merge::replay(inputs, cfg, out, &opts);
+    drop(display);
+    let done = done?;
     for w in &done.warnings {
         eprintln!("tracer: warning: {w}");
     }

@@ -2,7 +2,8 @@
 //!
 //! - Debian packages: LLVM 22 (for bpf-linker), iproute2, nftables, iptables, ping, tcpdump,
 //!   iperf3, bpftool, util-linux (taskset), prometheus (the server and `promtool` the metrics
-//!   test scrapes and checks the tracer with);
+//!   test scrapes and checks the tracer with), chromium and bsdutils (`script`) for the incident
+//!   report's test (a headless browser opens the report; `script` gives a command a terminal);
 //! - rust-src for the nightly toolchain (the eBPF crate builds core with -Z build-std);
 //! - bpf-linker built against LLVM 22 (`LLVM_PREFIX=/usr/lib/llvm-22`; without it, cargo finds
 //!   an older llvm-config and fails with `unable to find library -lLLVM`).
@@ -38,6 +39,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "/usr/bin/taskset"),
     // The metrics test (tests/tests/metrics.rs) runs its own server on localhost and promtool.
     ("prometheus", "/usr/bin/promtool"),
+    // The incident report's test opens the page in headless Chromium (tests/tests/report.rs)
+    // and runs commands on a terminal with `script` to see their progress line.
+    ("chromium", "/usr/bin/chromium"),
+    ("bsdutils", "/usr/bin/script"),
 ];
 
 /// Debian packages of the VM lab, with a file each provides.

@@ -15,6 +15,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod cdp;
+
 /// Fails the test (never skips it) when not root.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

@@ -59,9 +59,9 @@ pub use output::{write_stats_json, write_stats_text};
 #[cfg(test)]
 pub use segment::segments;
 pub use segment::segments_with_clock;
-pub use stats::LatencyStats;
+pub use stats::{LatencyStats, Summary};
 #[cfg(test)]
-pub use stats::{Summary, DEFAULT_MAX_FLOWS, MAX_NS};
+pub use stats::{DEFAULT_MAX_FLOWS, MAX_NS};
 
 /// A named part of a packet's path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

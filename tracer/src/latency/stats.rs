@@ -222,11 +222,40 @@ impl LatencyStats {
     }
 
     /// The summary of one segment, in one flow or (with `None`) in total.
-    #[cfg(test)]
     pub fn summary(&self, flow: Option<&FlowKey>, segment: SegmentName) -> Option<Summary> {
+        self.set(flow)?.summary(segment)
+    }
+
+    /// The values recorded for one segment, in one flow or (with `None`) in total, as
+    /// `(value_ns, count)` in ascending order at the histogram's resolution (3 significant
+    /// digits): what a chart of the distribution draws.
+    pub fn distribution(&self, flow: Option<&FlowKey>, segment: SegmentName) -> Vec<(u64, u64)> {
+        let Some(h) = self
+            .set(flow)
+            .and_then(|s| s.hists[segment.index()].as_ref())
+        else {
+            return Vec::new();
+        };
+        h.hist
+            .iter_recorded()
+            .map(|v| {
+                (
+                    v.value_iterated_to().clamp(h.min, h.max),
+                    v.count_at_value(),
+                )
+            })
+            .collect()
+    }
+
+    /// Traces that gave at least one segment, in one flow or (with `None`) in total.
+    pub fn traces_measured(&self, flow: Option<&FlowKey>) -> u64 {
+        self.set(flow).map_or(0, |s| s.traces)
+    }
+
+    fn set(&self, flow: Option<&FlowKey>) -> Option<&SegmentSet> {
         match flow {
-            None => self.total.summary(segment),
-            Some(k) => self.flows.get(k)?.summary(segment),
+            None => Some(&self.total),
+            Some(k) => self.flows.get(k),
         }
     }
 

@@ -22,7 +22,7 @@ mod inputs;
 pub(crate) mod offset;
 mod sync;
 
-use std::{collections::HashMap, io::Write};
+use std::{collections::HashMap, io::Write, sync::Arc};
 
 use anyhow::Result;
 
@@ -34,7 +34,8 @@ use crate::{
     machine::Machine,
     model::{ClockReport, LinkChange, LossCounters, PairClockReport, RecordingClockReport, Trace},
     names::RecordedNames,
-    pipeline::{Pipeline, PipelineConfig, Placement},
+    pipeline::{Pipeline, PipelineConfig, Placement, SharedObserver},
+    progress::{Counters, Counting},
     recording::{Frame, Header, Reader, RecordError, Trailer, SOURCE_HOOKS},
     signals::StopFlag,
     state::NodeState,
@@ -72,6 +73,20 @@ pub struct Replayed {
     #[cfg_attr(not(test), expect(dead_code, reason = "the tests read them"))]
     pub traces: Vec<Trace>,
     pub warnings: Vec<String>,
+    /// The recordings read, in order (the first is the reference).
+    pub opened: Vec<Opened>,
+    /// `realtime − monotonic` of the reference recording (its last clock sample), to show
+    /// times on the wall clock; `None` for a recording without clock samples (version 1).
+    pub reference_wall_minus_mono: Option<i128>,
+}
+
+/// A recording that was read: its name, header, and its nodes' names and namespace keys in the
+/// merged traces (by node index).
+pub struct Opened {
+    pub name: String,
+    pub header: Header,
+    pub node_names: Vec<String>,
+    pub node_keys: Vec<u32>,
 }
 
 /// Options of a replay.
@@ -83,6 +98,10 @@ pub struct ReplayOptions {
     pub stop: Option<StopFlag>,
     /// Called for every recording opened (the command's start-up lines).
     pub on_open: Option<fn(&str, &Header)>,
+    /// Also hands the traces and the run's numbers to this consumer (the incident report).
+    pub observer: Option<SharedObserver>,
+    /// Counts the records and bytes read, for a progress display.
+    pub progress: Option<Arc<Counters>>,
 }
 
 /// One recording being read.
@@ -102,6 +121,7 @@ struct Src {
     span: Option<(u64, u64)>,
     /// The namespace inode of each of the recording's nodes, by node index.
     node_netns: Vec<u32>,
+    progress: Option<Arc<Counters>>,
 }
 
 impl Placement for Src {
@@ -147,6 +167,7 @@ pub fn replay<W: Write>(
         let name = input.name();
         let r = input
             .open(opts.follow.as_ref())
+            .map(|r| counted(r, &opts.progress))
             .map_err(RecordError::Io)
             .and_then(Reader::new);
         match r {
@@ -183,11 +204,18 @@ pub fn replay<W: Write>(
     }
     let merging = kept.len() > 1;
     let two_pass = merging && opts.follow.is_none() && kept.iter().all(Input::rereadable);
+    if let Some(p) = &opts.progress {
+        p.passes.store(
+            if two_pass { 2 } else { 1 },
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
 
     // Clocks: a first pass over every file (several recordings, all files).
     let mut matcher = WireMatcher::new(&topologies);
     let (clocks, spans, pairs) = if two_pass {
-        let mut srcs = sources(readers, &kept, &placed, None);
+        // Records and losses are counted once, in the second pass (bytes in both).
+        let mut srcs = sources(readers, &kept, &placed, None, &None);
         // Placed by their wall clocks meanwhile, so that the files are read side by side.
         let walls = first_walls(&mut srcs)?;
         for (i, w) in walls.iter().enumerate() {
@@ -210,7 +238,7 @@ pub fn replay<W: Write>(
         let spans: Vec<Option<(u64, u64)>> = srcs.iter().map(|s| s.span).collect();
         readers = kept
             .iter_mut()
-            .map(|i| Ok(Reader::new(i.open(None)?)?))
+            .map(|i| Ok(Reader::new(counted(i.open(None)?, &opts.progress))?))
             .collect::<Result<_>>()?;
         let (c, p) = clocks::place(&machines, &walls, matcher.constraints());
         (Some(c), spans, p)
@@ -218,7 +246,7 @@ pub fn replay<W: Write>(
         (None, vec![None; kept.len()], Vec::new())
     };
     let pass_one = (matcher.matched, matcher.ambiguous);
-    let mut srcs = sources(readers, &kept, &placed, clocks);
+    let mut srcs = sources(readers, &kept, &placed, clocks, &opts.progress);
     for (s, span) in srcs.iter_mut().zip(spans) {
         s.span = span;
     }
@@ -235,6 +263,9 @@ pub fn replay<W: Write>(
         },
         out,
     );
+    if let Some(o) = &opts.observer {
+        pipe.set_observer(Box::new(o.clone()));
+    }
     let mut v = PipeVisitor {
         pipe: &mut pipe,
         online: (merging && !two_pass).then_some(Online {
@@ -273,6 +304,18 @@ pub fn replay<W: Write>(
         .filter_map(|s| s.trailer.as_ref().map(|t| t.loss))
         .fold(LossCounters::default(), add_loss);
     let traces = pipe.write_summary(loss)?;
+    let reference_wall_minus_mono = srcs.first().and_then(|s| s.wall_minus_mono);
+    let opened = srcs
+        .iter()
+        .zip(headers)
+        .zip(placed.node_names)
+        .map(|((s, header), node_names)| Opened {
+            name: s.name.clone(),
+            header,
+            node_names,
+            node_keys: s.node_netns.iter().map(|&i| s.netns(i)).collect(),
+        })
+        .collect();
     for s in srcs {
         let end = match s.end {
             Some(e) => e,
@@ -285,10 +328,23 @@ pub fn replay<W: Write>(
         ends,
         traces,
         warnings,
+        opened,
+        reference_wall_minus_mono,
     })
 }
 
 type Rd = Reader<Box<dyn std::io::Read + Send>>;
+
+/// `r`, counting the bytes read through it when progress is shown.
+fn counted(
+    r: Box<dyn std::io::Read + Send>,
+    progress: &Option<Arc<Counters>>,
+) -> Box<dyn std::io::Read + Send> {
+    match progress {
+        Some(p) => Box::new(Counting::new(r, p.clone())),
+        None => r,
+    }
+}
 
 /// Every reader as a source; `clocks` places them (`None`: as recorded).
 fn sources(
@@ -296,6 +352,7 @@ fn sources(
     inputs: &[Input],
     placed: &inputs::Placed,
     clocks: Option<Vec<RecordingClock>>,
+    progress: &Option<Arc<Counters>>,
 ) -> Vec<Src> {
     let mut clocks = clocks.map(Vec::into_iter);
     readers
@@ -317,6 +374,7 @@ fn sources(
             wall_minus_mono: None,
             span: None,
             node_netns: placed.node_netns[i].clone(),
+            progress: progress.clone(),
         })
         .collect()
 }
@@ -401,11 +459,17 @@ fn read_until_tick(i: usize, s: &mut Src, v: &mut impl Visitor) -> Result<()> {
             Frame::Record { source, data } => {
                 // The frame borrows the reader; the visitor gets the rest of the source.
                 let data = data.to_vec();
+                if let Some(p) = &s.progress {
+                    p.add_records(1);
+                }
                 v.record(i, s, source, &data);
             }
             Frame::Reason { value, name } => s.names.add_reason(value, name),
             Frame::Location { addr, symbol } => s.names.add_location(addr, symbol),
             Frame::Loss { from_ns, to_ns } => {
+                if let Some(p) = &s.progress {
+                    p.add_losses(1);
+                }
                 let (from, to) = (s.clock.to_reference(from_ns), s.clock.to_reference(to_ns));
                 v.loss(from, to);
             }

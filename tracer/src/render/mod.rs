@@ -160,7 +160,7 @@ pub fn route_iif<'a>(t: &'a Trace, r: &RouteLookup) -> Option<&'a str> {
 /// `table 254 10.244.0.1 -> 10.244.4.1 iif cali1: dev eth0 via 10.10.0.254` or
 /// `...: no route (error -101)`. The input interface tells apart the lookups a forwarded
 /// packet and the node's own output (`iif lo`) make for the same addresses.
-fn route_text(t: &Trace, r: &RouteLookup) -> String {
+pub(crate) fn route_text(t: &Trace, r: &RouteLookup) -> String {
     let mut head = format!("table {} {} -> {}", r.table, r.src, r.dst);
     match (route_iif(t, r), r.iif) {
         (Some(name), _) => head.push_str(&format!(" iif {name}")),
@@ -403,7 +403,7 @@ fn has_ports(proto: u8, sport: u16, dport: u16) -> bool {
 }
 
 /// `10.0.0.1:80 > 10.0.0.2:4000`, or without ports for port-less protocols.
-fn flow_text(k: &FlowKey) -> String {
+pub(crate) fn flow_text(k: &FlowKey) -> String {
     if has_ports(k.proto, k.sport, k.dport) {
         format!("{}:{} > {}:{}", k.src, k.sport, k.dst, k.dport)
     } else {
@@ -436,7 +436,7 @@ fn tcp_flags_text(flags: u8) -> String {
 }
 
 /// The header line of a trace, without the outcome.
-fn packet_text(t: &Trace) -> String {
+pub(crate) fn packet_text(t: &Trace) -> String {
     let p = &t.packet;
     let proto = proto_name(p.proto).to_uppercase();
     let flow = flow_text(&p.flow());
@@ -456,7 +456,7 @@ fn packet_text(t: &Trace) -> String {
     )
 }
 
-fn encap_text(e: &Encap) -> String {
+pub(crate) fn encap_text(e: &Encap) -> String {
     match e.kind {
         EncapKind::Vxlan => format!(
             "vxlan vni {} {}:{} > {}:{}",
