@@ -183,6 +183,7 @@ impl Collector {
                 self.findings.push(Finding {
                     verdict: name,
                     explanation: verdict.map(|v| v.explanation.clone()).unwrap_or_default(),
+                    evidence: verdict.map(|v| v.evidence.clone()).unwrap_or_default(),
                     outcome: t.outcome,
                     place,
                     count: 0,

@@ -218,6 +218,11 @@ fn finding(i: usize, f: &Finding) -> Markup {
                     @if f.flows_total > f.flows.len() { " and " (f.flows_total - f.flows.len()) " more" }
                 }
                 dt { "Why" } dd { (f.explanation) }
+                @if !f.evidence.is_empty() {
+                    dt { "Evidence" } dd {
+                        @for e in &f.evidence { (e) br; }
+                    }
+                }
                 @if !f.routes.is_empty() {
                     dt { "Route lookups" } dd {
                         @for rt in &f.routes { code { (rt) } br; }

@@ -192,6 +192,9 @@ fn findings(o: &mut String, r: &Report) {
         }
         let _ = writeln!(o, "- **Flows:** {}", flows.join(", "));
         let _ = writeln!(o, "- **Why:** {}", esc(&f.explanation));
+        for e in &f.evidence {
+            let _ = writeln!(o, "- **Evidence:** {}", esc(e));
+        }
         for rt in &f.routes {
             let _ = writeln!(o, "- **Route lookup:** {}", esc(rt));
         }

@@ -120,6 +120,8 @@ pub struct Finding {
     /// The verdict's name (`no-vxlan-fdb`).
     pub verdict: String,
     pub explanation: String,
+    /// What the verdict rests on besides the trace (the nodes' state, the audit's findings).
+    pub evidence: Vec<String>,
     pub outcome: Outcome,
     pub place: Place,
     pub count: u64,
