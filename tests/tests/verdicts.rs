@@ -344,10 +344,43 @@ fn diagnose_names_the_fault_and_then_its_absence() {
     assert_eq!(d["verdict"]["name"], "no-vxlan-fdb", "{d}");
     assert_eq!(d["probes"], 3, "{d}");
     assert_eq!(d["dropped"], 3, "{d}");
+    assert_eq!(d["failed"], "request", "{d}");
     lab::heal(&topo, MissingFdb).expect("heal");
     let d = diagnose();
     assert!(d["verdict"].is_null(), "{d}");
     assert_eq!(d["delivered"], 3, "{d}");
+    assert_eq!(d["failed"], "none", "{d}");
+
+    // Only the answers die (a host rule on the asking pod's node drops echo replies toward
+    // its pods): the requests get through, the REPLY direction is the one that fails, and
+    // the rule whose counter moved is named.
+    let n1 = &topo.node("node1").expect("node1").netns;
+    let nft = |cmd: &str| {
+        let out = lab::exec_in(n1, &["nft", cmd]).expect("nft");
+        assert!(
+            out.status.success(),
+            "nft {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    nft("add table ip tv_reply; add chain ip tv_reply replies { type filter hook forward priority filter; }; \
+         add rule ip tv_reply replies icmp type echo-reply counter drop");
+    let d = diagnose();
+    nft("delete table ip tv_reply");
+    assert_eq!(d["delivered"], 3, "{d}");
+    assert_eq!(d["replies"]["dropped"], 3, "{d}");
+    assert_eq!(d["failed"], "reply", "{d}");
+    assert!(
+        d["failed_at"].as_str().is_some_and(|s| s.contains("node1")),
+        "{d}"
+    );
+    assert_eq!(d["verdict"]["name"], "firewall-drop", "{d}");
+    assert!(
+        d["verdict"]["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains("table ip tv_reply chain replies")),
+        "{d}"
+    );
     lab.down().expect("lab down");
 }
 

@@ -71,13 +71,28 @@ struct Diagnosis {
     delivered: usize,
     dropped: usize,
     lost: usize,
+    /// The answers (to -> from): a connection fails when they die too.
+    replies: Counts,
+    /// Which direction failed: `request`, `reply`, or `none`.
+    failed: &'static str,
+    /// Where (`node ifname` of the drop, or of the last hop of a lost packet).
+    failed_at: Option<String>,
     verdict: Option<VerdictView>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Counts {
+    traced: usize,
+    delivered: usize,
+    dropped: usize,
+    lost: usize,
 }
 
 #[derive(Debug, Serialize)]
 struct VerdictView {
     name: &'static str,
     explanation: String,
+    evidence: Vec<String>,
 }
 
 pub fn run(args: DiagnoseArgs) -> Result<()> {
@@ -129,32 +144,68 @@ pub fn run(args: DiagnoseArgs) -> Result<()> {
     Ok(())
 }
 
-/// Probe traces (from -> to, both ways) and the most frequent verdict among them.
+/// Probe traces (from -> to) and their answers (to -> from): the failing direction, where it
+/// fails, and the most frequent verdict there.
 fn diagnose(args: &DiagnoseArgs, traces: &[Trace]) -> Diagnosis {
     let probes: Vec<&Trace> = traces
         .iter()
         .filter(|t| t.packet.src == args.from && t.packet.dst == args.to)
         .collect();
-    let count = |o: Outcome| probes.iter().filter(|t| t.outcome == o).count();
-    let mut verdicts: Vec<(&'static str, usize, String)> = Vec::new();
-    for v in probes.iter().filter_map(|t| t.verdict.as_ref()) {
-        match verdicts.iter_mut().find(|(n, _, _)| *n == v.name) {
-            Some(e) => e.1 += 1,
-            None => verdicts.push((v.name, 1, v.explanation.clone())),
+    let replies: Vec<&Trace> = traces
+        .iter()
+        .filter(|t| t.packet.src == args.to && t.packet.dst == args.from)
+        .collect();
+    let count = |set: &[&Trace], o: Outcome| set.iter().filter(|t| t.outcome == o).count();
+    fn failing<'a>(set: &[&'a Trace]) -> Vec<&'a Trace> {
+        set.iter()
+            .copied()
+            .filter(|t| matches!(t.outcome, Outcome::Dropped | Outcome::Lost))
+            .collect()
+    }
+    let (failed, dead) = match (failing(&probes), failing(&replies)) {
+        (p, _) if !p.is_empty() => ("request", p),
+        (_, r) if !r.is_empty() => ("reply", r),
+        _ => ("none", Vec::new()),
+    };
+    // The most frequent verdict among the failing direction's packets.
+    let mut verdicts: Vec<(&'static str, usize, &Trace)> = Vec::new();
+    for t in &dead {
+        if let Some(v) = &t.verdict {
+            match verdicts.iter_mut().find(|(n, _, _)| *n == v.name) {
+                Some(e) => e.1 += 1,
+                None => verdicts.push((v.name, 1, t)),
+            }
         }
     }
     verdicts.sort_by_key(|v| std::cmp::Reverse(v.1));
+    let chosen = verdicts.first().map(|v| v.2).or(dead.first().copied());
+    let failed_at = chosen.map(|t| match (&t.drop, t.hops.last()) {
+        (Some(d), _) => format!("{} {}", d.node, d.ifname),
+        (None, Some(h)) => format!("{} {}", h.node, h.ifname),
+        (None, None) => String::new(),
+    });
     Diagnosis {
         from: args.from,
         to: args.to,
         probes: probes.len(),
-        delivered: count(Outcome::Delivered),
-        dropped: count(Outcome::Dropped),
-        lost: count(Outcome::Lost),
-        verdict: verdicts
-            .into_iter()
-            .next()
-            .map(|(name, _, explanation)| VerdictView { name, explanation }),
+        delivered: count(&probes, Outcome::Delivered),
+        dropped: count(&probes, Outcome::Dropped),
+        lost: count(&probes, Outcome::Lost),
+        replies: Counts {
+            traced: replies.len(),
+            delivered: count(&replies, Outcome::Delivered),
+            dropped: count(&replies, Outcome::Dropped),
+            lost: count(&replies, Outcome::Lost),
+        },
+        failed,
+        failed_at,
+        verdict: chosen
+            .and_then(|t| t.verdict.as_ref())
+            .map(|v| VerdictView {
+                name: v.name,
+                explanation: v.explanation.clone(),
+                evidence: v.evidence.clone(),
+            }),
     }
 }
 
@@ -163,10 +214,32 @@ fn print_text(d: &Diagnosis) {
         "diagnosis {} -> {}: {} probe packets traced: {} delivered, {} dropped, {} lost",
         d.from, d.to, d.probes, d.delivered, d.dropped, d.lost
     );
+    let r = &d.replies;
+    println!(
+        "replies {} -> {}: {} traced: {} delivered, {} dropped, {} lost",
+        d.to, d.from, r.traced, r.delivered, r.dropped, r.lost
+    );
+    let at = d.failed_at.as_deref().unwrap_or("?");
+    match d.failed {
+        "request" => println!("failed: the request ({} -> {}), at {at}", d.from, d.to),
+        "reply" => println!(
+            "failed: the REPLY ({} -> {}), at {at}: the request got through",
+            d.to, d.from
+        ),
+        _ => {}
+    }
     match &d.verdict {
-        Some(v) => println!("verdict: {}\n  {}", v.name, v.explanation),
-        None if d.probes > 0 && d.delivered == d.probes => {
+        Some(v) => {
+            println!("verdict: {}\n  {}", v.name, v.explanation);
+            for e in &v.evidence {
+                println!("  evidence: {e}");
+            }
+        }
+        None if d.probes > 0 && d.delivered == d.probes && d.failed == "none" => {
             println!("verdict: none: every probe was delivered")
+        }
+        None if d.failed != "none" => {
+            println!("verdict: none: the failing packets have no verdict")
         }
         None => {
             println!("verdict: none: the probes were not seen on the traced nodes (wrong --netns?)")

@@ -272,6 +272,18 @@ pub struct FlowSummary {
     pub dropped: u64,
     pub lost: u64,
     pub incomplete: u64,
+    /// Where the flow's packets died, the latest first seen place: enough to say which
+    /// direction of a connection fails and where.
+    pub failure: Option<FlowFailure>,
+}
+
+/// Where a flow's packets died.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowFailure {
+    pub outcome: Outcome,
+    /// `node ifname` of the drop, or of the last hop of a lost packet.
+    pub place: String,
+    pub verdict: Option<&'static str>,
 }
 
 impl FlowSummary {
@@ -290,6 +302,18 @@ impl FlowSummary {
             Outcome::Dropped => self.dropped += 1,
             Outcome::Lost => self.lost += 1,
             Outcome::Incomplete => self.incomplete += 1,
+        }
+        if matches!(t.outcome, Outcome::Dropped | Outcome::Lost) {
+            let place = match (&t.drop, t.hops.last()) {
+                (Some(d), _) => format!("{} {}", d.node, d.ifname),
+                (None, Some(h)) => format!("{} {}", h.node, h.ifname),
+                (None, None) => String::new(),
+            };
+            self.failure = Some(FlowFailure {
+                outcome: t.outcome,
+                place,
+                verdict: t.verdict.as_ref().map(|v| v.name),
+            });
         }
     }
 }

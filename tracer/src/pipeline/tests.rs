@@ -76,8 +76,12 @@ fn flow_summary_counts() {
         dropped: 0,
         lost: 1,
         incomplete: 0,
+        failure: icmp_flow.failure.clone(),
     };
     assert_eq!(*icmp_flow, expected);
+    let failure = icmp_flow.failure.as_ref().expect("the lost packet's place");
+    assert_eq!(failure.outcome, crate::model::Outcome::Lost);
+    assert!(failure.place.ends_with("eth0"), "{failure:?}");
     let (key, f) = flows[1];
     assert_eq!((key.proto, key.sport, key.dport), (6, 40000, 5201));
     assert_eq!((f.packets, f.bytes, f.hops, f.delivered), (1, 84, 6, 1));

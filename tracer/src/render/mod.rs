@@ -244,6 +244,13 @@ pub fn write_summary_text(w: &mut impl Write, r: &RunSummary<'_>) -> io::Result<
         }
         writeln!(w)?;
     }
+    let failing = connections::text_lines(&connections::connections(r.flows));
+    if !failing.is_empty() {
+        writeln!(w, "connections that fail (both directions):")?;
+        for line in failing {
+            writeln!(w, "  {line}")?;
+        }
+    }
     let s = r.correlator;
     writeln!(
         w,
@@ -317,6 +324,7 @@ pub fn write_summary_json(w: &mut impl Write, r: &RunSummary<'_>) -> io::Result<
     let view = SummaryLine {
         summary: SummaryJson {
             flows,
+            connections: connections::connections(r.flows),
             traces: s.traces_emitted,
             hops: total.hops,
             bytes: total.bytes,
@@ -496,6 +504,8 @@ struct SummaryLine {
 #[derive(Serialize)]
 struct SummaryJson {
     flows: Vec<FlowJson>,
+    /// Each flow with its reverse: which direction fails, and where.
+    connections: Vec<connections::Connection>,
     traces: u64,
     hops: u64,
     bytes: u64,
@@ -543,6 +553,7 @@ struct FlowJson {
 }
 
 mod clocks;
+mod connections;
 mod trace_json;
 
 pub use clocks::{write_clocks_json, write_clocks_text};
