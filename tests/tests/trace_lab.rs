@@ -234,7 +234,61 @@ fn run_suite(encap: Encap, prefix: &str) {
     );
     assert_eq!(summary["decode_errors"], 0, "{summary}");
 
+    healthy_under_load(&topo, &a, &c);
     lab.down().expect("lab down");
+}
+
+/// A healthy lab under load (iperf3 TCP and UDP across the nodes, 100 Mbit/s for a second each) gives
+/// no fault verdict: no trace is dropped or lost (packets the tracer could not follow because
+/// it lost events are `incomplete`, never a fault).
+fn healthy_under_load(topo: &Topology, a: &Pod, c: &Pod) {
+    // `stats` correlates every packet as `trace` does and prints only the summary (parsing
+    // tens of thousands of trace lines would be most of this test's time).
+    let tracer = Tracer::start_cmd(
+        "stats",
+        &json_args(topo, &format!("host {} and host {}", a.ip, c.ip)),
+    );
+    for udp in [false, true] {
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", &c.netns, "iperf3", "-s", "-1", "-B"])
+            .arg(c.ip.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("iperf3 server (apt install iperf3)");
+        let _server = common::KillOnDrop(server);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut client = vec!["-c".to_string(), c.ip.to_string(), "-t".into(), "2".into()];
+        if udp {
+            client.extend([
+                "-u".into(),
+                "-b".into(),
+                "200M".into(),
+                "-l".into(),
+                "1200".into(),
+            ]);
+        }
+        let out = lab::exec_in(
+            &a.netns,
+            &std::iter::once("iperf3")
+                .chain(client.iter().map(String::as_str))
+                .collect::<Vec<_>>(),
+        )
+        .expect("iperf3 client");
+        assert!(
+            out.status.success(),
+            "iperf3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = tracer.stop();
+    assert!(out.status.success(), "{}", out.stderr);
+    let summary = out.summary();
+    assert!(
+        summary["dropped"] == 0 && summary["lost"] == 0,
+        "a healthy lab under load got fault verdicts (dropped and lost traces): {summary}"
+    );
+    assert!(summary["traces"].as_u64().unwrap_or(0) > 1000, "{summary}");
 }
 
 #[test]

@@ -43,7 +43,7 @@ use crate::{
     model::{
         ClockReport, FlowKey, FlowSummary, LinkChange, LossCounters, Outcome, PacketId, Trace,
     },
-    names::{is_noise, DropNames},
+    names::{is_noise, is_receiver_drop, DropNames},
     render::{self, Output, RunSummary},
     state::NodeState,
     topology::Topology,
@@ -139,6 +139,8 @@ struct Counts {
     drops_seen: u64,
     /// Drops that are not faults, ignored.
     noise_drops: u64,
+    /// Drops by the destination's own sockets, not attached to traces.
+    receiver_drops: u64,
 }
 
 /// Told of what the pipeline produces besides its printed output (the metrics of
@@ -313,6 +315,10 @@ impl<W: Write> Pipeline<W> {
         let reason = names.reason_name(d.reason);
         if is_noise(&reason, &d.packet, d.icmp_type) {
             self.counts.noise_drops += 1;
+            return;
+        }
+        if is_receiver_drop(&reason) {
+            self.counts.receiver_drops += 1;
             return;
         }
         let function = names.location(d.location);
@@ -504,6 +510,7 @@ impl<W: Write> Pipeline<W> {
             open_traces: self.correlator.open_traces(),
             drops_seen: self.counts.drops_seen,
             noise_drops: self.counts.noise_drops,
+            receiver_drops: self.counts.receiver_drops,
             loss: &loss,
         };
         if let Some(o) = self.observer.as_mut() {

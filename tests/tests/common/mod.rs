@@ -349,3 +349,13 @@ pub fn fault_prefix(base: &str, fault: lab::Fault, encap: lab::Encap) -> String 
     };
     format!("{base}-{e}-{fault}")
 }
+
+/// A child process killed (and reaped) when dropped, also when the test fails.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -125,9 +125,43 @@ pub fn is_noise(reason: &str, packet: &PacketId, icmp_type: u8) -> bool {
     }
 }
 
+/// Drops by the destination's own sockets, after the network delivered the packet: a full
+/// receive buffer or backlog, protocol memory, a socket filter, TCP's own sequence, window and
+/// state checks. Not faults of the dataplane (they are counted apart in the summary);
+/// `NO_SOCKET` is not one of them: nothing listening, or a tunnel packet on the wrong port,
+/// is a fault to explain.
+pub fn is_receiver_drop(reason: &str) -> bool {
+    matches!(
+        reason,
+        "SOCKET_RCVBUFF" | "SOCKET_BACKLOG" | "SOCKET_CLOSE" | "SOCKET_FILTER" | "PROTO_MEM"
+    ) || reason.starts_with("TCP_")
+        || reason.starts_with("UNIX_")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn receiver_drops_are_socket_level_only() {
+        for r in [
+            "SOCKET_RCVBUFF",
+            "TCP_OLD_DATA",
+            "TCP_ZEROWINDOW",
+            "PROTO_MEM",
+        ] {
+            assert!(is_receiver_drop(r), "{r}");
+        }
+        for r in [
+            "NO_SOCKET",
+            "NETFILTER_DROP",
+            "OTHERHOST",
+            "NEIGH_FAILED",
+            "SKB_CSUM",
+        ] {
+            assert!(!is_receiver_drop(r), "{r}");
+        }
+    }
 
     #[test]
     fn recorded_names_fall_back_to_the_raw_values() {

@@ -45,6 +45,9 @@ pub struct RunSummary<'a> {
     /// Drop records seen (noise included), and those ignored as noise.
     pub drops_seen: u64,
     pub noise_drops: u64,
+    /// Drops by the destination's own sockets (a full receive buffer, TCP's own checks): the
+    /// network delivered the packet, the receiving application did not take it.
+    pub receiver_drops: u64,
     /// The tracer's own losses and exclusions.
     pub loss: &'a LossCounters,
 }
@@ -267,8 +270,9 @@ pub fn write_summary_text(w: &mut impl Write, r: &RunSummary<'_>) -> io::Result<
     )?;
     writeln!(
         w,
-        "kernel drops: {} seen, {} ignored as noise",
-        r.drops_seen, r.noise_drops
+        "kernel drops: {} seen, {} ignored as noise, {} by the receiving sockets (delivered; the \
+         application did not take them)",
+        r.drops_seen, r.noise_drops, r.receiver_drops
     )?;
     writeln!(
         w,
@@ -334,6 +338,7 @@ pub fn write_summary_json(w: &mut impl Write, r: &RunSummary<'_>) -> io::Result<
             incomplete: total.incomplete,
             drops_seen: r.drops_seen,
             noise_drops: r.noise_drops,
+            receiver_drops: r.receiver_drops,
             lost_events: loss.ringbuf_full,
             decode_errors: loss.decode_errors,
             drop_read_errors: loss.drop_read_errors,
@@ -515,6 +520,7 @@ struct SummaryJson {
     incomplete: u64,
     drops_seen: u64,
     noise_drops: u64,
+    receiver_drops: u64,
     lost_events: u64,
     decode_errors: u64,
     drop_read_errors: u64,

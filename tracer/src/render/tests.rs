@@ -224,6 +224,7 @@ impl SummaryInput {
             open_traces: self.c.open_traces(),
             drops_seen: 0,
             noise_drops: 0,
+            receiver_drops: 0,
             loss,
         }
     }
@@ -253,7 +254,7 @@ fn summary_as_text() {
         ]
     );
     assert!(lines[5].starts_with("correlator: 15 hops seen, 1 duplicates dropped"));
-    assert_eq!(lines[6], "kernel drops: 0 seen, 0 ignored as noise");
+    assert_eq!(lines[6], "kernel drops: 0 seen, 0 ignored as noise, 0 by the receiving sockets (delivered; the application did not take them)");
     assert_eq!(
         lines[7],
         "tracer lost (not kernel drops): 7 events (ring buffer full), 2 decode errors, 0 unreadable drops, 0 aggregation slots taken over in flight"

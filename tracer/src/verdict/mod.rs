@@ -13,9 +13,11 @@
 //! `firewall-drop`, `policy-drop`, `conntrack-invalid`, `rp-filter`, `mtu`, `cidr-overlap`,
 //! `vtep-mac-mismatch`, `wrong-destination-mac`, `vni-mismatch`, `vxlan-port-mismatch`,
 //! `blackhole-route`, `no-such-pod`, `no-pod-route`, `pod-veth-down`, `link-down`,
-//! `ip-forward-off`, `proxy-arp-off`, `pod-no-route`, `lost-on-node`, and `kernel-drop` for a
-//! drop no rule explains (the reason, its meaning and location, and the audit's findings for the
-//! node still say what happened).
+//! `ip-forward-off`, `proxy-arp-off`, `pod-no-route`, `lost-on-node`, `no-listener`, and
+//! `kernel-drop` for a drop no rule explains (the reason, its meaning and location, and the
+//! audit's findings for the node still say what happened). Drops by the destination's own
+//! sockets (a full receive buffer, TCP's checks) are not verdicts: the pipeline counts them
+//! apart (`names::is_receiver_drop`).
 
 use std::net::Ipv4Addr;
 
@@ -154,6 +156,20 @@ fn judge_drop(trace: &Trace, d: &DropPoint, topo: &Topology) -> Verdict {
             ),
         ),
         "PKT_TOO_BIG" => judge_mtu(trace, d, node, &at),
+        // Tunnel packets on the wrong port are `context`'s (vxlan-port-mismatch).
+        "NO_SOCKET" => v(
+            "no-listener",
+            format!(
+                "{at}: nothing listens on {} port {} at {}: the packet reached its destination \
+                 and no socket took it (the TCP connection is refused, the UDP datagram answered \
+                 with ICMP port unreachable). Fix: check that the server in the destination pod \
+                 runs and listens on that port and address (`ss -lntu` in the pod), and that a \
+                 Service's targetPort matches it.",
+                crate::model::proto_name(p.proto),
+                p.dport,
+                p.dst
+            ),
+        ),
         "IP_INNOROUTES" | "IP_OUTNOROUTES" => no_route(trace, d, node, &at, &route),
         "NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_DEAD" | "NEIGH_CREATEFAIL" => {
             judge_neigh(trace, d, node, topo, &at, &route)

@@ -455,6 +455,20 @@ pub(super) fn lost_after_arriving() -> Case {
     .expect("lost-on-node", &["the underlay is not at fault"])
 }
 
+pub(super) fn nothing_listens() -> Case {
+    Case::new(topo(), |t| {
+        trace(t, tcp())
+            .vxlan_hops(6)
+            .dropped(NS2, CALI_C, "NO_SOCKET", "tcp_v4_rcv+0x1a2")
+            .build()
+    })
+    .with(evidence(|_| {}))
+    .expect(
+        "no-listener",
+        &["nothing listens on tcp port 8080 at 10.244.4.1"],
+    )
+}
+
 /// A NETFILTER_DROP without counters keeps the reason-only verdict; a lost packet that
 /// reached its node is never blamed on the underlay, with or without state.
 #[test]

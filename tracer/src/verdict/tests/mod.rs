@@ -372,6 +372,7 @@ fn all_cases() -> Vec<(&'static str, Case)> {
         host_rule_named,
         lost_on_a_port_nobody_listens,
         lost_after_arriving,
+        nothing_listens,
     ]
 }
 
@@ -650,7 +651,7 @@ fn documented_names() -> BTreeSet<String> {
 #[test]
 fn every_verdict_name_is_documented_and_every_documented_name_is_produced() {
     let documented = documented_names();
-    assert_eq!(documented.len(), 25, "{documented:?}");
+    assert_eq!(documented.len(), 26, "{documented:?}");
     let mut produced = BTreeSet::new();
     for (case, c) in all_cases() {
         let v = c.verdict();
