@@ -215,9 +215,22 @@ impl Session {
             );
         }
         preflight()?;
-        // Before any thread exists: unshare(CLONE_NEWNS) refuses multi-threaded callers.
-        let pins = if kernel_agg {
-            Some(attach::private_bpffs()?)
+        // Before any thread exists: unshare(CLONE_NEWNS) refuses multi-threaded callers. The
+        // private bpffs holds the maps every namespace's programs share: the aggregation
+        // state, and with a filter the flows it follows through NAT.
+        let follow_nat = !filter.is_match_all() && !(cap.no_drops || kernel_agg);
+        let pins = if kernel_agg || follow_nat {
+            match attach::private_bpffs() {
+                Ok(dir) => Some(dir),
+                Err(e) if !kernel_agg => {
+                    log::warn!(
+                        "{e:#}; the filter will not follow packets through NAT (hops after a \
+                         translation are traced only when their own addresses match)"
+                    );
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             None
         };
@@ -293,6 +306,7 @@ impl Session {
             drop_hook: cap.drop_hook,
             fib_hook: cap.fib_hook,
             vxlan_ports: opts.vxlan_ports,
+            shared_pins: pins.as_deref(),
         };
         let (nodes, hooks) = std::thread::scope(|s| {
             let hooks = want_hooks.then(|| s.spawn(|| attach_global(&hook_opts)));

@@ -104,6 +104,7 @@ fn trace(topo: &Topology, packet: PacketId) -> TraceBuilder<'_> {
             routes: Vec::new(),
             verdict: None,
             tracer_loss: false,
+            nat: Vec::new(),
         },
     }
 }
@@ -144,6 +145,7 @@ impl TraceBuilder<'_> {
                 ts_ns: r.ts_ns,
                 len: r.len,
                 encap: r.encap,
+                translated: false,
             });
         }
         self
