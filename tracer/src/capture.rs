@@ -218,7 +218,7 @@ impl Session {
         // Before any thread exists: unshare(CLONE_NEWNS) refuses multi-threaded callers. The
         // private bpffs holds the maps every namespace's programs share: the aggregation
         // state, and with a filter the flows it follows through NAT.
-        let follow_nat = !filter.is_match_all() && !(cap.no_drops || kernel_agg);
+        let follow_nat = !(filter.is_match_all() || cap.no_drops || kernel_agg);
         let pins = if kernel_agg || follow_nat {
             match attach::private_bpffs() {
                 Ok(dir) => Some(dir),
