@@ -74,6 +74,9 @@ const TOO_BIG: DropAt = ("PKT_TOO_BIG", "ip_forward");
 const OTHERHOST: DropAt = ("OTHERHOST", "ip_rcv_core");
 /// A route lookup that found a blackhole (`-EINVAL`): `ip_error` frees it without a reason.
 const BLACKHOLE: DropAt = ("NOT_SPECIFIED", "ip_error");
+const VNI_NOT_FOUND: DropAt = ("VXLAN_VNI_NOT_FOUND", "vxlan_rcv");
+/// A UDP datagram to a port no socket listens on.
+const NO_UDP_SOCKET: DropAt = ("NO_SOCKET", "__udp4_lib_rcv");
 /// Input routing on a device that does not forward.
 const NO_FORWARD: DropAt = ("IP_INADDRERRORS", "ip_error");
 
@@ -677,6 +680,44 @@ catalogue![
             traced(Encap::None, "node2", "eth0", NFT, "conntrack-invalid")
                 .audit(&["conntrack-loose-off"]),
         ],
+    },
+    Entry {
+        fault: VniMismatch,
+        name: "vni-mismatch",
+        doc: "Node2's VXLAN device uses another VNI than node1's.",
+        encaps: VXLAN_ONLY,
+        probe: PING,
+        // A VNI cannot be changed on a live device: node2's is re-created (same index, MAC,
+        // addresses, neighbours, routes and FDB entries) with the lab's VNI + 1. Node1's
+        // frames reach node2's VXLAN socket, which has no device for their VNI.
+        plan: plans::vni_mismatch,
+        kernel_drops: &[kernel("node2", VNI_NOT_FOUND, "outer", false)],
+        tracer: &[
+            traced(Encap::Vxlan, "node2", "eth0", VNI_NOT_FOUND, "vni-mismatch")
+                .audit(&["vni-mismatch"]),
+        ],
+    },
+    Entry {
+        fault: VxlanPortMismatch,
+        name: "vxlan-port-mismatch",
+        doc: "Node1's VXLAN device uses another UDP port (8472) than node2's.",
+        encaps: VXLAN_ONLY,
+        probe: PING,
+        // Re-created like vni-mismatch's. Node1 encapsulates to node2's address on port
+        // 8472, where node2 has no socket: the outer datagram is dropped on node2's uplink
+        // (and node2 answers ICMP port unreachable). Seen there only because the tracer
+        // decodes VXLAN on every traced device's port (before, it called the packet lost on
+        // the underlay and advised opening UDP 8472, the wrong fix).
+        plan: plans::vxlan_port_mismatch,
+        kernel_drops: &[kernel("node2", NO_UDP_SOCKET, "outer", false)],
+        tracer: &[traced(
+            Encap::Vxlan,
+            "node2",
+            "eth0",
+            NO_UDP_SOCKET,
+            "vxlan-port-mismatch",
+        )
+        .audit(&["vxlan-port-mismatch"])],
     },
 ];
 

@@ -7,9 +7,12 @@
 use anyhow::{ensure, Context, Result};
 
 use super::catalogue::POLICY_PORT;
-use super::engine::{Ctx, Plan, Planned};
+use super::engine::{Ctx, Plan, Planned, Step};
 use super::felix::{self, Policy, Workload};
-use super::state::{conf_devices, link_mac, permanent_neighbours, pod, route_of, vtep};
+use super::state::{
+    conf_devices, link_mac, permanent_neighbours, pod, route_of, routes, show, vtep, word_after,
+};
+use crate::topology::Node;
 
 /// The Kubernetes namespace of the lab's pods in the Calico-style chains.
 pub const POD_NAMESPACE: &str = "default";
@@ -245,6 +248,160 @@ pub fn conntrack_invalid(c: &Ctx<'_>, p: &mut Plan) -> Result<Planned> {
     Ok(Planned {
         node: n2.name.clone(),
         description: format!("{chains}; net.netfilter.nf_conntrack_tcp_loose=0"),
+    })
+}
+
+/// A node's VXLAN device as the kernel has it: enough to re-create it exactly (same index,
+/// name, MAC, MTU, parameters) with everything that goes with it (addresses, permanent
+/// neighbours, routes through it, FDB entries).
+struct VxlanDevice {
+    ifindex: String,
+    name: String,
+    mtu: String,
+    mac: String,
+    vni: String,
+    port: String,
+    underlay: String,
+    local: String,
+    learning: bool,
+    addrs: Vec<String>,
+    neighbours: Vec<String>,
+    routes: Vec<String>,
+    fdb: Vec<String>,
+}
+
+impl VxlanDevice {
+    fn read(node: &Node, dev: &str) -> Result<VxlanDevice> {
+        let link = show("ip", &node.netns, &["-d", "-o", "link", "show", "dev", dev])?;
+        let get = |k: &str| word_after(&link, k).with_context(|| format!("no {k} in: {link}"));
+        let ifindex = link
+            .split(':')
+            .next()
+            .map(str::trim)
+            .filter(|i| i.parse::<u32>().is_ok())
+            .with_context(|| format!("no index in: {link}"))?;
+        let addrs = show("ip", &node.netns, &["-o", "-4", "addr", "show", "dev", dev])?
+            .lines()
+            .filter_map(|l| word_after(l, "inet"))
+            .map(|a| format!("addr add {a} dev {dev}"))
+            .collect();
+        let through = format!(" dev {dev} ");
+        let routes = routes(node)?
+            .into_iter()
+            .filter(|r| format!("{r} ").contains(&through))
+            .map(|r| format!("route replace {r}"))
+            .collect();
+        let fdb = show("bridge", &node.netns, &["fdb", "show", "dev", dev])?
+            .lines()
+            .filter(|l| l.contains(" dst "))
+            .filter_map(|l| {
+                let (mac, rest) = l.trim().split_once(' ')?;
+                Some(format!("fdb replace {mac} dev {dev} {}", rest.trim()))
+            })
+            .collect();
+        Ok(VxlanDevice {
+            ifindex: ifindex.to_owned(),
+            name: dev.to_owned(),
+            mtu: get("mtu")?,
+            mac: get("link/ether")?,
+            vni: get("id")?,
+            port: get("dstport")?,
+            underlay: get("dev")?,
+            local: get("local")?,
+            learning: !link.split_whitespace().any(|w| w == "nolearning"),
+            addrs,
+            neighbours: permanent_neighbours(node, dev)?,
+            routes,
+            fdb,
+        })
+    }
+
+    /// `ip -batch` lines that replace the device with one of VNI `vni` and UDP port `port`
+    /// (neither can be changed on a live device), with its addresses, neighbours and routes.
+    fn recreate(&self, vni: &str, port: &str) -> Vec<String> {
+        let dev = &self.name;
+        let mut v = vec![
+            format!("link del {dev}"),
+            format!(
+                "link add {dev} index {} mtu {} address {} type vxlan id {vni} dstport {port} \
+                 dev {} local {}{}",
+                self.ifindex,
+                self.mtu,
+                self.mac,
+                self.underlay,
+                self.local,
+                if self.learning { "" } else { " nolearning" }
+            ),
+        ];
+        v.extend(self.addrs.iter().cloned());
+        v.push(format!("link set {dev} up"));
+        v.extend(self.neighbours.iter().cloned());
+        v.extend(self.routes.iter().cloned());
+        v
+    }
+}
+
+/// Re-creates `node`'s VXLAN device with `vni` / `port` (the device's own where `None`): the
+/// FDB entries (a `bridge` batch) are written again after every re-creation, on break and on
+/// heal, so their change is pushed around the device's (an undo runs in reverse order).
+fn recreate_vtep(p: &mut Plan, node: &Node, vni: Option<u32>, port: Option<u16>) -> Result<String> {
+    let dev = vtep(node)?.ifname.clone();
+    let d = VxlanDevice::read(node, &dev)?;
+    let (new_vni, new_port) = (
+        vni.map_or(d.vni.clone(), |v| v.to_string()),
+        port.map_or(d.port.clone(), |p| p.to_string()),
+    );
+    let batch = |tool: &str, lines: Vec<String>| Step::Batch {
+        tool: tool.into(),
+        netns: node.netns.clone(),
+        lines,
+    };
+    // Harmless on the device it finds (the entries are there); needed after a re-creation.
+    let fdb = || batch("bridge", d.fdb.clone());
+    p.push(fdb(), fdb());
+    p.push(
+        batch("ip", d.recreate(&new_vni, &new_port)),
+        batch("ip", d.recreate(&d.vni, &d.port)),
+    );
+    p.push(fdb(), fdb());
+    Ok(format!(
+        "{}'s {dev} re-created with VNI {new_vni} (was {}) and UDP port {new_port} (was {}), \
+         its address, {} neighbour, {} route and {} FDB entries put back",
+        node.name,
+        d.vni,
+        d.port,
+        d.neighbours.len(),
+        d.routes.len(),
+        d.fdb.len()
+    ))
+}
+
+/// `vni-mismatch`: node2's VXLAN device uses another VNI than the others (a per-node
+/// FelixConfiguration with its own `vxlanVNI`).
+pub fn vni_mismatch(c: &Ctx<'_>, p: &mut Plan) -> Result<Planned> {
+    let description = recreate_vtep(p, c.n2, Some(c.t.vni + 1), None)?;
+    Ok(Planned {
+        node: c.n2.name.clone(),
+        description,
+    })
+}
+
+/// The UDP port `vxlan-port-mismatch` gives node1's VXLAN device (the kernel's own default,
+/// also Flannel's).
+pub const OTHER_VXLAN_PORT: u16 = 8472;
+
+/// `vxlan-port-mismatch`: node1's VXLAN device uses another UDP port than the others (a
+/// per-node FelixConfiguration with its own `vxlanPort`): node1 sends to that port on node2,
+/// where nothing listens.
+pub fn vxlan_port_mismatch(c: &Ctx<'_>, p: &mut Plan) -> Result<Planned> {
+    ensure!(
+        c.t.vxlan_port != OTHER_VXLAN_PORT,
+        "the lab already uses {OTHER_VXLAN_PORT}"
+    );
+    let description = recreate_vtep(p, c.n1, None, Some(OTHER_VXLAN_PORT))?;
+    Ok(Planned {
+        node: c.n1.name.clone(),
+        description,
     })
 }
 

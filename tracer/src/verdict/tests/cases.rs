@@ -56,6 +56,8 @@ pub(super) fn lab_fault_case(fault: Fault, encap: LabEncap) -> Option<Case> {
             tcp(),
             Fault::ConntrackInvalid,
         ),
+        (VniMismatch, Vxlan) => vni_mismatch(),
+        (VxlanPortMismatch, Vxlan) => lab_vxlan_port_mismatch(),
         _ => return None,
     })
 }

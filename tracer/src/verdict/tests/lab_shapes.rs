@@ -125,3 +125,24 @@ pub(super) fn lab_netfilter_native(
         &["node2 dropped it on eth0 (NETFILTER_DROP in nft_do_chain+0x46f)"],
     )
 }
+
+/// `vxlan-port-mismatch`: node1 sends to UDP port 8472, where node2 has no socket; decoded on
+/// that port, the packet is seen to arrive and die there.
+pub(super) fn lab_vxlan_port_mismatch() -> Case {
+    let e = Encap {
+        outer_dport: 8472,
+        ..vxlan_encap()
+    };
+    Case::new(topo(), |t| {
+        trace(t, icmp(1))
+            .vxlan_hops(4)
+            .wire_encap(e)
+            .dropped(NS2, ETH0, "NO_SOCKET", "__udp4_lib_rcv+0x4bc")
+            .drop_encap(e)
+            .build()
+    })
+    .with(lab_evidence(|n| {
+        n[0].links[1].vxlan.as_mut().expect("vxlan").port = Some(8472);
+    }))
+    .expect_fault(Fault::VxlanPortMismatch, LabEncap::Vxlan, &["8472"])
+}

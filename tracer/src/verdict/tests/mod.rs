@@ -377,6 +377,7 @@ fn all_cases() -> Vec<(&'static str, Case)> {
         nothing_listens,
         lab_stale_block_blackhole_native,
         lab_pod_veth_down_native,
+        lab_vxlan_port_mismatch,
     ]
 }
 
