@@ -197,11 +197,16 @@ pub struct Session {
     /// The traced namespaces, in node order, and their link monitors (pods that come and go).
     namespaces: Vec<Netns>,
     follower: Follower,
+    /// Every traced node's state as read before the ready file was written (none with
+    /// `kernel_agg`), so that no packet sent once the tracer is ready dies before it: the
+    /// firewall counters a verdict compares start from there.
+    initial_states: Vec<NodeState>,
 }
 
 impl Session {
     /// Validates the arguments, attaches on every traced node (and the global hooks unless
-    /// `--no-drops` or `kernel_agg`), and writes the ready file.
+    /// `--no-drops` or `kernel_agg`), reads the nodes' state (unless `kernel_agg`), and writes
+    /// the ready file.
     pub fn start(cap: &CaptureArgs, kernel_agg: bool) -> Result<Session> {
         let filter = match &cap.filter {
             Some(expr) => Filter::parse(expr).map_err(|e| anyhow::anyhow!("{}", e.render(expr)))?,
@@ -367,11 +372,7 @@ impl Session {
                 node.ifaces.extend(h.probes.ifaces());
             }
         }
-        if let Some(path) = &cap.ready_file {
-            std::fs::write(path, b"ready\n")
-                .with_context(|| format!("writing ready file {}", path.display()))?;
-        }
-        Ok(Session {
+        let mut session = Session {
             nodes,
             hooks,
             topology,
@@ -379,7 +380,16 @@ impl Session {
             stop,
             namespaces,
             follower,
-        })
+            initial_states: Vec::new(),
+        };
+        if !kernel_agg {
+            session.initial_states = session.read_states();
+        }
+        if let Some(path) = &cap.ready_file {
+            std::fs::write(path, b"ready\n")
+                .with_context(|| format!("writing ready file {}", path.display()))?;
+        }
+        Ok(session)
     }
 
     /// Follows the pods that came and went since the last call (see `follow`): attaches to
@@ -433,6 +443,11 @@ impl Session {
             n += h.ringbuf_full()?;
         }
         Ok(n)
+    }
+
+    /// The states read at start, before the ready file (empty with `kernel_agg`); taken once.
+    pub fn take_initial_states(&mut self) -> Vec<NodeState> {
+        std::mem::take(&mut self.initial_states)
     }
 
     /// The live state of every traced node (`crate::state`), read inside its namespace, in
