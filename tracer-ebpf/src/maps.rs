@@ -13,10 +13,14 @@ use tracer_common::{
 use tracer_common::{filter::FollowKey, parse::VxlanPorts};
 
 /// Default ring buffer size; user space may resize it before loading.
-const RINGBUF_BYTES: u32 = 8 << 20;
+const RINGBUF_BYTES: u32 = 4 << 20;
 
 /// `BPF_RB_NO_WAKEUP`: user space drains on a timer; a wakeup per event is too expensive.
 pub const RB_NO_WAKEUP: u64 = 1;
+/// `BPF_RB_FORCE_WAKEUP`: the ring buffer is filling up, user space must drain now.
+const RB_FORCE_WAKEUP: u64 = 2;
+/// `BPF_RB_AVAIL_DATA` for `bpf_ringbuf_query`: bytes produced and not yet consumed.
+const RB_AVAIL_DATA: u64 = 0;
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
@@ -61,6 +65,13 @@ pub static PKT_STATE: Array<PktSlot> = Array::with_max_entries(PKT_SLOTS, 0);
 #[map]
 pub static LAT_HIST: PerCpuArray<[u64; HIST_BUCKETS]> =
     PerCpuArray::with_max_entries(N_SEGMENTS, 0);
+
+/// Bytes waiting in the ring buffer from which a record wakes user space (set by user space
+/// before loading: a quarter of the ring). Below it user space drains on its timer, so a quiet
+/// or steady flow costs no wakeups; a burst is drained as soon as it reaches this mark, which
+/// is what lets the ring buffer be small (see `capture`).
+#[unsafe(no_mangle)]
+static WAKE_BYTES: u64 = (RINGBUF_BYTES / 4) as u64;
 
 /// `MODE_*` bits (set by user space before loading).
 #[unsafe(no_mangle)]
@@ -198,8 +209,9 @@ pub fn count(counter: u32) {
     }
 }
 
-/// Writes one record (`header` from the arguments, then `body`) to the ring buffer without a
-/// wakeup; a full ring buffer is counted (`CTR_RINGBUF_FULL`), the tracer's own loss.
+/// Writes one record (`header` from the arguments, then `body`) to the ring buffer, without a
+/// wakeup unless the ring buffer holds `WAKE_BYTES` or more; a full ring buffer is counted
+/// (`CTR_RINGBUF_FULL`), the tracer's own loss.
 #[inline(always)]
 pub fn emit<T: EventBody + 'static>(ts_ns: u64, netns: u32, ifindex: u32, body: T) {
     let Some(mut entry) = EVENTS.reserve::<Event<T>>(0) else {
@@ -217,5 +229,12 @@ pub fn emit<T: EventBody + 'static>(ts_ns: u64, netns: u32, ifindex: u32, body: 
         },
         body,
     });
-    entry.submit(RB_NO_WAKEUP);
+    // SAFETY: as for `netns_ino`.
+    let wake = unsafe { core::ptr::read_volatile(&WAKE_BYTES) };
+    let flags = if EVENTS.query(RB_AVAIL_DATA) >= wake {
+        RB_FORCE_WAKEUP
+    } else {
+        RB_NO_WAKEUP
+    };
+    entry.submit(flags);
 }

@@ -285,6 +285,13 @@ pub fn program_runs(ebpf: &Ebpf) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
+/// Bytes waiting in a ring buffer of `ringbuf_bytes` from which the programs wake user space
+/// (`WAKE_BYTES`): a quarter of it, so that three quarters absorb what arrives while the
+/// drain is being scheduled.
+pub fn wake_bytes(ringbuf_bytes: u32) -> u64 {
+    u64::from(ringbuf_bytes / 4)
+}
+
 pub fn ringbuf_full(map: &PerCpuArray<MapData, u64>) -> Result<u64> {
     Ok(map.get(&CTR_RINGBUF_FULL, 0)?.iter().sum())
 }
@@ -435,13 +442,15 @@ pub fn open_node(netns: &Netns, plan: NodePlan, opts: &AttachOptions<'_>) -> Res
         log::warn!("{note}");
     }
 
+    let wake = wake_bytes(opts.ringbuf_bytes);
     let mut loader = EbpfLoader::new();
     loader
         .override_global("NETNS_INO", &inode, true)
         .override_global("VXLAN_PORTS", &opts.vxlan_ports, true)
         .override_global("MODE", &opts.mode, true)
         .override_global("SAMPLE_EVERY", &opts.sample_every, true)
-        .map_max_entries("EVENTS", opts.ringbuf_bytes);
+        .map_max_entries("EVENTS", opts.ringbuf_bytes)
+        .override_global("WAKE_BYTES", &wake, true);
     let pins: Vec<(&str, PathBuf)> = match opts.shared_pins {
         Some(dir) if opts.mode & MODE_AGGREGATE != 0 => SHARED_MAPS
             .iter()

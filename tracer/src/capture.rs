@@ -13,6 +13,7 @@
 //! after a busy drain.
 
 use std::{
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -45,6 +46,10 @@ use crate::{
 };
 
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+/// Ring buffer per load, MiB. The programs wake the tracer when a quarter (1 MiB, ~11k hop
+/// records) is waiting; the other three quarters take 30 ms of records at 1 M/s (a two-node
+/// 64-byte UDP flood traced at six hops) while the drain is scheduled.
+pub const DEFAULT_RINGBUF_MIB: u32 = 4;
 /// A drain that found at least this many records means load: the next one starts at once.
 const BUSY_DRAIN: usize = 4096;
 /// At most this many records per ring buffer per drain: under sustained load a ring buffer is
@@ -72,8 +77,10 @@ pub struct CaptureArgs {
     /// Written once every program is attached (tests start traffic only then).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
-    /// Ring buffer size per node, in MiB (power of two).
-    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    /// Ring buffer size per node (and one more for the drop and route hooks), in MiB (power
+    /// of two). A record wakes the tracer once a quarter of it is waiting, so the ring only
+    /// has to absorb what arrives while the drain is being scheduled (see README, Memory).
+    #[arg(long, default_value_t = DEFAULT_RINGBUF_MIB, value_name = "MIB")]
     pub ringbuf_mib: u32,
     /// Only the tc hops: no drop hook, no route lookups, no encapsulation probes.
     #[arg(long)]
@@ -107,7 +114,7 @@ impl CaptureArgs {
             filter,
             duration: None,
             ready_file: None,
-            ringbuf_mib: 16,
+            ringbuf_mib: DEFAULT_RINGBUF_MIB,
             no_drops: false,
             sample: 1,
             drop_hook: HookChoice::Auto,
@@ -385,6 +392,7 @@ impl Session {
         if !kernel_agg {
             session.initial_states = session.read_states();
         }
+        release_startup_memory();
         if let Some(path) = &cap.ready_file {
             std::fs::write(path, b"ready\n")
                 .with_context(|| format!("writing ready file {}", path.display()))?;
@@ -431,6 +439,15 @@ impl Session {
             }
         }
         Ok(n)
+    }
+
+    /// The ring buffers' wakeups, for [`DrainPacer::wait`].
+    pub fn wakeups(&self) -> Wakeups {
+        let nodes = self.nodes.iter().map(|n| n.events.as_raw_fd());
+        let fds: Vec<RawFd> = nodes
+            .chain(self.hooks.iter().map(|h| h.events.as_raw_fd()))
+            .collect();
+        Wakeups::new(&fds)
     }
 
     /// Events lost so far by every ring buffer of the session (ring buffer full).
@@ -555,8 +572,9 @@ impl DrainPacer {
         }
     }
 
-    /// Sleeps until the next drain is due; false once the capture should stop.
-    pub fn wait(&mut self, stop: &StopFlag) -> bool {
+    /// Sleeps until the next drain is due or a ring buffer wakes the tracer (see [`Wakeups`]);
+    /// false once the capture should stop.
+    pub fn wait(&mut self, stop: &StopFlag, wakeups: &Wakeups) -> bool {
         loop {
             if stop.is_set() || self.deadline.is_some_and(|d| Instant::now() >= d) {
                 return false;
@@ -566,8 +584,11 @@ impl DrainPacer {
                 self.next_tick = now + DRAIN_INTERVAL;
                 return true;
             }
-            // Short naps so that a stop request is seen within a few ms.
-            std::thread::sleep((self.next_tick - now).min(Duration::from_millis(10)));
+            // Short naps so that a stop request is seen within a few ms; a ring buffer filling
+            // up (a quarter waiting: the programs force a wakeup) ends the nap and the wait.
+            if wakeups.wait((self.next_tick - now).min(Duration::from_millis(10))) {
+                self.next_tick = Instant::now();
+            }
         }
     }
 
@@ -577,6 +598,81 @@ impl DrainPacer {
         if n >= BUSY_DRAIN {
             self.next_tick = Instant::now();
         }
+    }
+}
+
+/// Hands the heap that start-up used and freed (the kernel's BTF parsed for every load,
+/// kallsyms, the verifier's logs: tens of MB, spread over the attach threads' malloc arenas)
+/// back to the system: glibc keeps freed memory in its arenas, and a tracer runs on every
+/// node of a cluster for as long as it is asked to.
+fn release_startup_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The ring buffers' forced wakeups (see `WAKE_BYTES` in the eBPF maps): an epoll set of
+/// their descriptors, edge-triggered. A ring buffer's descriptor polls readable whenever any
+/// record waits, which would turn the timer into a drain per record; edge-triggered, epoll
+/// reports only the wakeups, which the programs send once a quarter of the ring is waiting.
+pub struct Wakeups {
+    epoll: Option<OwnedFd>,
+}
+
+impl Wakeups {
+    /// Watches `fds`; without them (or if epoll fails: the timer still drains) it just sleeps.
+    pub fn new(fds: &[RawFd]) -> Wakeups {
+        if fds.is_empty() {
+            return Wakeups { epoll: None };
+        }
+        // SAFETY: plain syscall; the result is checked before it is owned.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            log::warn!(
+                "epoll_create1: {}: draining on the timer only",
+                std::io::Error::last_os_error()
+            );
+            return Wakeups { epoll: None };
+        }
+        // SAFETY: `epfd` is a new descriptor owned by nobody else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
+        for &fd in fds {
+            let mut ev = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+                u64: fd as u64,
+            };
+            // SAFETY: both descriptors are open; `ev` is valid for the call.
+            if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+                log::warn!(
+                    "epoll_ctl: {}: draining on the timer only",
+                    std::io::Error::last_os_error()
+                );
+                return Wakeups { epoll: None };
+            }
+        }
+        Wakeups { epoll: Some(epoll) }
+    }
+
+    /// Waits up to `timeout` for a wakeup; true if one came.
+    fn wait(&self, timeout: Duration) -> bool {
+        let Some(epoll) = &self.epoll else {
+            std::thread::sleep(timeout);
+            return false;
+        };
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `events` is valid for `events.len()` entries for the whole call.
+        let n = unsafe {
+            libc::epoll_wait(
+                epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                ms,
+            )
+        };
+        n > 0
     }
 }
 

@@ -275,6 +275,11 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
     }
     let mut ebpf = loader
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
+        .override_global(
+            "WAKE_BYTES",
+            &crate::attach::wake_bytes(opts.ringbuf_bytes),
+            true,
+        )
         .override_global("VXLAN_PORTS", &opts.vxlan_ports, true)
         .override_global("SKB_OFFSETS", &layout, true)
         .override_global("FIB_OFFSETS", &fib_offsets, true)

@@ -185,7 +185,8 @@ pub fn run(args: RecordArgs) -> Result<()> {
         LossUnit::Events,
         counters.clone(),
     ));
-    while pacer.wait(&session.stop) {
+    let wakeups = session.wakeups();
+    while pacer.wait(&session.stop, &wakeups) {
         if Instant::now() >= next_clock {
             w.clock(&ClockSample::now())
                 .context("writing the recording")?;

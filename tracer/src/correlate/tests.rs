@@ -338,6 +338,27 @@ fn unsettled_traces_wait_for_a_late_drop() {
     assert_eq!(c.open_traces(), 0);
 }
 
+#[test]
+fn a_packet_gone_out_of_the_uplink_is_not_held_for_a_drop() {
+    let ms = 1_000_000;
+    let mut c = correlator();
+    let linger = CorrelateConfig::default().linger_ns;
+    let t0 = 1_000 * ms;
+    // Left node1 through its uplink and was seen no more (the peer is not traced): no later
+    // drop of this kernel can be its own, so it goes out after the linger, not the drop wait.
+    let path = vxlan_path(icmp(4), t0);
+    path[..3].iter().for_each(|h| c.push(*h));
+    // Still before the uplink: held for a late drop as usual.
+    c.push(hop(icmp(5), NS1, CALI_A, Ingress, t0));
+    let out = c.expire(path[2].ts_ns + linger + 1);
+    assert_eq!(shape(&out), [(4, 3, Outcome::Lost)]);
+    assert_eq!(
+        c.open_traces(),
+        1,
+        "the packet before the uplink is still held"
+    );
+}
+
 /// A route lookup for the packet's destination, made in `netns` (0: unknown) via `gw`.
 fn fib(packet: &PacketId, netns: u32, ts_ns: u64, dev: &str, gw: Option<Ipv4Addr>) -> FibRecord {
     let mut name = [0u8; 16];
