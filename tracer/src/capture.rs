@@ -22,7 +22,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tracer_common::{
     filter::FilterProgram, CTR_AGG_MAP_FULL, CTR_DROP_READ_ERR, CTR_FILTERED, CTR_MALFORMED,
-    CTR_NOT_IPV4, CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, MODE_AGGREGATE, MODE_EVENTS, N_COUNTERS,
+    CTR_NOT_IPV4, CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, EVENT_HOP, MODE_AGGREGATE, MODE_EVENTS,
+    N_COUNTERS,
 };
 
 use crate::{
@@ -195,6 +196,12 @@ impl StateSource for LiveStates {
 }
 
 pub struct Session {
+    /// Every load writes to one ring buffer (read through the first node's load); its
+    /// records are told apart by kind and namespace.
+    shared_ring: bool,
+    /// Node index of each traced namespace (inode), for the shared ring's hop records.
+    node_of_netns: std::collections::HashMap<u32, usize>,
+    node_names: Vec<String>,
     pub nodes: Vec<AttachedNode>,
     pub hooks: Option<GlobalHooks>,
     pub topology: Topology,
@@ -228,23 +235,24 @@ impl Session {
         }
         preflight()?;
         // Before any thread exists: unshare(CLONE_NEWNS) refuses multi-threaded callers. The
-        // private bpffs holds the maps every namespace's programs share: the aggregation
-        // state, and with a filter the flows it follows through NAT.
+        // private bpffs holds the maps every namespace's programs share: the ring buffer, the
+        // aggregation state, and with a filter the flows it follows through NAT.
         let follow_nat = !(filter.is_match_all() || cap.no_drops || kernel_agg);
-        let pins = if kernel_agg || follow_nat {
-            match attach::private_bpffs() {
-                Ok(dir) => Some(dir),
-                Err(e) if !kernel_agg => {
-                    log::warn!(
-                        "{e:#}; the filter will not follow packets through NAT (hops after a \
+        let pins = match attach::private_bpffs() {
+            Ok(dir) => Some(dir),
+            Err(e) if kernel_agg => return Err(e),
+            Err(e) => {
+                log::warn!(
+                    "{e:#}; one ring buffer per node{}",
+                    if follow_nat {
+                        ", and the filter will not follow packets through NAT (hops after a \
                          translation are traced only when their own addresses match)"
-                    );
-                    None
-                }
-                Err(e) => return Err(e),
+                    } else {
+                        ""
+                    }
+                );
+                None
             }
-        } else {
-            None
         };
         let stop = signals::install()?;
 
@@ -346,7 +354,15 @@ impl Session {
                 .transpose();
             (nodes, hooks)
         });
-        let (nodes, hooks) = (nodes?, hooks?);
+        let (mut nodes, hooks) = (nodes?, hooks?);
+        // One ring for every load: read through the first node's load only (each reader maps
+        // the whole ring).
+        let shared_ring = pins.is_some();
+        if shared_ring {
+            for n in nodes.iter_mut().skip(1) {
+                n.events = None;
+            }
+        }
         for node in &nodes {
             eprintln!("tracer: {}", describe(node));
         }
@@ -379,7 +395,16 @@ impl Session {
                 node.ifaces.extend(h.probes.ifaces());
             }
         }
+        let node_of_netns = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.plan.node.netns, i))
+            .collect();
+        let node_names = nodes.iter().map(|n| n.plan.node.name.clone()).collect();
         let mut session = Session {
+            shared_ring,
+            node_of_netns,
+            node_names,
             nodes,
             hooks,
             topology,
@@ -420,22 +445,43 @@ impl Session {
         mut on_record: impl FnMut(Source<'_>, &[u8]) -> Result<(), E>,
     ) -> Result<usize, E> {
         let mut n = 0;
+        let shared = self.shared_ring;
         for (i, node) in self.nodes.iter_mut().enumerate() {
+            let Some(events) = node.events.as_mut() else {
+                continue;
+            };
             for _ in 0..MAX_PER_DRAIN {
-                let Some(item) = node.events.next() else {
+                let Some(item) = events.next() else {
                     break;
                 };
                 n += 1;
-                on_record(Source::Node(i, &node.plan.node.name), &item)?;
+                if !shared {
+                    on_record(Source::Node(i, &self.node_names[i]), &item)?;
+                    continue;
+                }
+                // The shared ring: hops go to their node, the rest to the hooks.
+                let source = match record_origin(&item) {
+                    Some((EVENT_HOP, netns)) => {
+                        let j = self.node_of_netns.get(&netns).copied().unwrap_or(i);
+                        Source::Node(j, &self.node_names[j])
+                    }
+                    _ => match self.hooks.as_ref() {
+                        Some(h) => Source::Hooks(&h.names),
+                        None => Source::Node(i, &self.node_names[i]),
+                    },
+                };
+                on_record(source, &item)?;
             }
         }
         if let Some(hooks) = self.hooks.as_mut() {
-            for _ in 0..MAX_PER_DRAIN {
-                let Some(item) = hooks.events.next() else {
-                    break;
-                };
-                n += 1;
-                on_record(Source::Hooks(&hooks.names), &item)?;
+            if let Some(events) = hooks.events.as_mut() {
+                for _ in 0..MAX_PER_DRAIN {
+                    let Some(item) = events.next() else {
+                        break;
+                    };
+                    n += 1;
+                    on_record(Source::Hooks(&hooks.names), &item)?;
+                }
             }
         }
         Ok(n)
@@ -443,9 +489,10 @@ impl Session {
 
     /// The ring buffers' wakeups, for [`DrainPacer::wait`].
     pub fn wakeups(&self) -> Wakeups {
-        let nodes = self.nodes.iter().map(|n| n.events.as_raw_fd());
+        let nodes = self.nodes.iter().filter_map(|n| n.events.as_ref());
         let fds: Vec<RawFd> = nodes
-            .chain(self.hooks.iter().map(|h| h.events.as_raw_fd()))
+            .chain(self.hooks.iter().filter_map(|h| h.events.as_ref()))
+            .map(|e| e.as_raw_fd())
             .collect();
         Wakeups::new(&fds)
     }
@@ -599,6 +646,13 @@ impl DrainPacer {
             self.next_tick = Instant::now();
         }
     }
+}
+
+/// Kind and namespace of a raw record (its `EventHeader`), if it has one.
+fn record_origin(item: &[u8]) -> Option<(u16, u32)> {
+    let kind = u16::from_le_bytes(item.get(0..2)?.try_into().ok()?);
+    let netns = u32::from_le_bytes(item.get(16..20)?.try_into().ok()?);
+    Some((kind, netns))
 }
 
 /// Hands the heap that start-up used and freed (the kernel's BTF parsed for every load,

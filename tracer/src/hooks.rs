@@ -54,7 +54,8 @@ pub enum HookChoice {
 
 /// The attached global hooks and what user space needs to read their events.
 pub struct GlobalHooks {
-    pub events: RingBuf<MapData>,
+    /// This load's ring buffer; `None` when the ring is shared and a node's load reads it.
+    pub events: Option<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     pub names: KernelNames,
     /// One line per hook: what is attached.
@@ -273,6 +274,10 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
     if let Some(path) = &follow_pin {
         loader.map_pin_path(crate::attach::NAT_FOLLOW_MAP, path.as_path());
     }
+    let events_pin = opts.shared_pins.map(|d| d.join(crate::attach::EVENTS_MAP));
+    if let Some(path) = &events_pin {
+        loader.map_pin_path(crate::attach::EVENTS_MAP, path.as_path());
+    }
     let mut ebpf = loader
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
         .override_global(
@@ -318,10 +323,14 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
     let probes = probes::attach(&mut ebpf, &aya_btf, &btf);
     attached.extend(probes.line());
 
-    let events = RingBuf::try_from(
-        ebpf.take_map("EVENTS")
-            .ok_or_else(|| anyhow!("no EVENTS map"))?,
-    )?;
+    // A shared ring is read through the first node's load: not mapped here at all.
+    let events = match opts.shared_pins {
+        Some(_) => None,
+        None => Some(RingBuf::try_from(
+            ebpf.take_map(crate::attach::EVENTS_MAP)
+                .ok_or_else(|| anyhow!("no EVENTS map"))?,
+        )?),
+    };
     let counters = PerCpuArray::try_from(
         ebpf.take_map("COUNTERS")
             .ok_or_else(|| anyhow!("no COUNTERS map"))?,

@@ -2,8 +2,8 @@
 //! into `function+0x1a`.
 //!
 //! Design notes:
-//! - Only text symbols are kept (types `t`/`T` and weak `w`/`W`); data, rodata, bss and absolute
-//!   symbols are ignored. The `[module]` column is kept and shown as the kernel's `%pS` does.
+//! - Only text symbols are kept (types `t`/`T` and weak `w`/`W`), without the `__pfx_` padding
+//!   labels; data, rodata, bss and absolute symbols are ignored. The `[module]` column is kept and shown as the kernel's `%pS` does.
 //! - Names live in one string arena; each symbol is `(addr, name range, module index)`, sorted
 //!   by address (stable, so among aliases at one address the first listed wins, as in the
 //!   kernel's own lookup). Loading the real file (~120k lines) is dominated by the kernel
@@ -82,7 +82,9 @@ impl Parser {
         let (Some(kind), Some(name)) = (fields.next(), fields.next()) else {
             return Err(malformed("expected 'address type name'"));
         };
-        if !matches!(kind, "t" | "T" | "w" | "W") {
+        // `__pfx_<f>` (kernels since 6.2) labels the padding before every function: half
+        // of all text symbols, never where a packet is dropped.
+        if !matches!(kind, "t" | "T" | "w" | "W") || name.starts_with("__pfx_") {
             return Ok(());
         }
         let addr = u64::from_str_radix(addr, 16).map_err(|_| malformed("bad address"))?;
