@@ -96,6 +96,9 @@ pub struct CaptureArgs {
     /// at exit, and removed by the next start when a killed tracer left them).
     #[arg(long, value_enum, default_value_t = TcAttach::Auto)]
     pub tc_attach: TcAttach,
+    /// Packet bytes every hop and drop carries (`record --snaplen`; 0: none).
+    #[arg(skip)]
+    pub snaplen: u32,
 }
 
 impl CaptureArgs {
@@ -114,6 +117,7 @@ impl CaptureArgs {
             fib_hook: HookChoice::Auto,
             no_rcu_expedite: false,
             tc_attach: TcAttach::Auto,
+            snaplen: 0,
         }
     }
 }
@@ -265,6 +269,7 @@ impl Session {
             shared_pins: pins.as_deref(),
             tc_attach: cap.tc_attach,
             vxlan_ports: [tracer_common::VXLAN_PORT, 0, 0, 0],
+            snaplen: cap.snaplen,
         };
         crate::rcu::set_enabled(!cap.no_rcu_expedite);
         let started = Instant::now();
@@ -312,6 +317,7 @@ impl Session {
             fib_hook: cap.fib_hook,
             vxlan_ports: opts.vxlan_ports,
             shared_pins: pins.as_deref(),
+            snaplen: cap.snaplen,
         };
         let (nodes, hooks) = std::thread::scope(|s| {
             let hooks = want_hooks.then(|| s.spawn(|| attach_global(&hook_opts)));
