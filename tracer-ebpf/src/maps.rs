@@ -233,6 +233,19 @@ pub fn emit<T: EventBody + 'static>(ts_ns: u64, netns: u32, ifindex: u32, body: 
     entry.submit(RB_NO_WAKEUP);
 }
 
+/// `n` (in `1..=SNAPLEN_MAX`) computed so that the verifier sees those bounds in the register
+/// handed to a helper: read back opaquely (LLVM may not fold what follows), then
+/// `((n - 1) & (SNAPLEN_MAX - 1)) + 1`, which is `n` again. Without it, LLVM tests `n == 0` on
+/// another copy than the one it passes, and 6.1's verifier rejects the size's lower bound of 0
+/// (`invalid access to memory ... size=0`; 6.18's accepts it).
+#[inline(always)]
+pub fn verifier_bounded(n: u32) -> u32 {
+    const _: () = assert!(SNAPLEN_MAX.is_power_of_two());
+    // SAFETY: a volatile read of a local.
+    let n = unsafe { core::ptr::read_volatile(&n) };
+    (n.wrapping_sub(1) & (SNAPLEN_MAX as u32 - 1)) + 1
+}
+
 /// Like [`emit`], for a body that ends in a [`Snap`]: `write_body` writes the body but the
 /// snap (the record itself, not a copy on the stack) and returns where the snap is; `fill` copies at most `max` packet
 /// bytes into the snap's data (straight into the ring buffer, nothing on the stack) and

@@ -27,7 +27,9 @@ use tracer_common::parse::{filter_input, parse, Skip};
 use crate::{
     filter::wanted,
     kmem::{KernelBytes, Probed, SkbFields, Typed},
-    maps::{count, emit, emit_snap, skb_offset, snaplen, vxlan_ports, TRACED_NETNS},
+    maps::{
+        count, emit, emit_snap, skb_offset, snaplen, verifier_bounded, vxlan_ports, TRACED_NETNS,
+    },
 };
 
 /// SKB_DROP_REASON_NOT_SPECIFIED is 2 on every kernel that has reasons; anything below is
@@ -170,6 +172,7 @@ fn read_bytes(from: *const u8, to: *mut u8, want: u32) -> u32 {
     if n == 0 {
         return 0;
     }
+    let n = verifier_bounded(n);
     // SAFETY: `to` has room for `SNAPLEN_MAX` bytes and `n` is in 1..=SNAPLEN_MAX; the helper
     // copes with any source address.
     let r = unsafe { generated::bpf_probe_read_kernel(to.cast(), n, from.cast()) };

@@ -22,7 +22,10 @@ use tracer_common::parse::{
 use crate::{
     aggregate,
     filter::wanted,
-    maps::{count, emit, emit_snap, mode, netns_ino, sample_every, snaplen, vxlan_ports},
+    maps::{
+        count, emit, emit_snap, mode, netns_ino, sample_every, snaplen, verifier_bounded,
+        vxlan_ports,
+    },
 };
 
 /// Direct packet access when the bytes are in the linear area, `bpf_skb_load_bytes` otherwise.
@@ -157,6 +160,7 @@ fn load_bytes(ctx: &TcContext, to: *mut u8, want: u32) -> u32 {
     if n == 0 {
         return 0;
     }
+    let n = verifier_bounded(n);
     // SAFETY: `to` has room for `SNAPLEN_MAX` bytes, and `n` is in 1..=SNAPLEN_MAX, which the
     // verifier sees; the helper checks the offsets against the skb.
     let r = unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, to.cast(), n) };
