@@ -160,7 +160,7 @@ impl Config {
         match self {
             Config::TraceFlowNoDrops => "trace-flow --no-drops".into(),
             Config::RecordFlow => "record-flow (to a file)".into(),
-            Config::RecordFlowSnap => "record-flow --snaplen 128 (to a file)".into(),
+            Config::RecordFlowSnap => "record-flow --snaplen 128".into(),
             Config::Stats if !plan.kernel_agg => "stats-kernel (user-space stats)".into(),
             c => c.name().into(),
         }
