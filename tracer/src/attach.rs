@@ -322,6 +322,8 @@ pub struct AttachOptions<'a> {
     pub tc_attach: TcAttach,
     /// The UDP ports that mark VXLAN: every traced node's (see [`vxlan_ports`]).
     pub vxlan_ports: [u16; 4],
+    /// Packet bytes each hop carries (`--snaplen`; 0: none).
+    pub snaplen: u32,
 }
 
 /// The VXLAN ports of the nodes' VXLAN devices, each once: the programs of every node know
@@ -454,6 +456,7 @@ pub fn open_node(netns: &Netns, plan: NodePlan, opts: &AttachOptions<'_>) -> Res
         .override_global("VXLAN_PORTS", &opts.vxlan_ports, true)
         .override_global("MODE", &opts.mode, true)
         .override_global("SAMPLE_EVERY", &opts.sample_every, true)
+        .override_global("SNAPLEN", &opts.snaplen, true)
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
         .override_global("WAKE_BYTES", &wake, true);
     let pins: Vec<(&str, PathBuf)> = match opts.shared_pins {

@@ -22,8 +22,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tracer_common::{
     filter::FilterProgram, CTR_AGG_MAP_FULL, CTR_DROP_READ_ERR, CTR_FILTERED, CTR_MALFORMED,
-    CTR_NOT_IPV4, CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, EVENT_HOP, MODE_AGGREGATE, MODE_EVENTS,
-    N_COUNTERS,
+    CTR_NOT_IPV4, CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, EVENT_HOP, EVENT_HOP_BYTES, MODE_AGGREGATE,
+    MODE_EVENTS, N_COUNTERS,
 };
 
 use crate::{
@@ -78,11 +78,12 @@ pub struct CaptureArgs {
     /// Written once every program is attached (tests start traffic only then).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
-    /// Ring buffer size per node (and one more for the drop and route hooks), in MiB (power
-    /// of two). A record wakes the tracer once a quarter of it is waiting, so the ring only
-    /// has to absorb what arrives while the drain is being scheduled (see README, Memory).
-    #[arg(long, default_value_t = DEFAULT_RINGBUF_MIB, value_name = "MIB")]
-    pub ringbuf_mib: u32,
+    /// Ring buffer size in MiB (power of two; default 4, 16 with `--snaplen`): one ring for
+    /// every traced node and the hooks. A record wakes the tracer once a quarter of it is
+    /// waiting, so the ring only has to absorb what arrives while the drain is being
+    /// scheduled (see README, Memory).
+    #[arg(long, value_name = "MIB")]
+    pub ringbuf_mib: Option<u32>,
     /// Only the tc hops: no drop hook, no route lookups, no encapsulation probes.
     #[arg(long)]
     pub no_drops: bool,
@@ -104,6 +105,9 @@ pub struct CaptureArgs {
     /// at exit, and removed by the next start when a killed tracer left them).
     #[arg(long, value_enum, default_value_t = TcAttach::Auto)]
     pub tc_attach: TcAttach,
+    /// Packet bytes every hop and drop carries (`record --snaplen`; 0: none).
+    #[arg(skip)]
+    pub snaplen: u32,
 }
 
 impl CaptureArgs {
@@ -115,13 +119,14 @@ impl CaptureArgs {
             filter,
             duration: None,
             ready_file: None,
-            ringbuf_mib: DEFAULT_RINGBUF_MIB,
+            ringbuf_mib: None,
             no_drops: false,
             sample: 1,
             drop_hook: HookChoice::Auto,
             fib_hook: HookChoice::Auto,
             no_rcu_expedite: false,
             tc_attach: TcAttach::Auto,
+            snaplen: 0,
         }
     }
 }
@@ -227,11 +232,14 @@ impl Session {
             None => Filter::parse("").map_err(|e| anyhow::anyhow!("{e}"))?,
         };
         let program: FilterProgram = filter.compile().map_err(|e| anyhow::anyhow!("{e}"))?;
-        if !cap.ringbuf_mib.is_power_of_two() {
-            anyhow::bail!(
-                "--ringbuf-mib must be a power of two (got {})",
-                cap.ringbuf_mib
-            );
+        // Records with packet bytes take up to 3.75 times the room of plain ones.
+        let ringbuf_mib = cap.ringbuf_mib.unwrap_or(if cap.snaplen > 0 {
+            4 * DEFAULT_RINGBUF_MIB
+        } else {
+            DEFAULT_RINGBUF_MIB
+        });
+        if !ringbuf_mib.is_power_of_two() {
+            anyhow::bail!("--ringbuf-mib must be a power of two (got {})", ringbuf_mib);
         }
         preflight()?;
         // Before any thread exists: unshare(CLONE_NEWNS) refuses multi-threaded callers. The
@@ -270,7 +278,7 @@ impl Session {
         let mut opts = AttachOptions {
             extra_ifaces: &cap.iface,
             filter: &program,
-            ringbuf_bytes: cap.ringbuf_mib << 20,
+            ringbuf_bytes: ringbuf_mib << 20,
             mode: if kernel_agg {
                 MODE_AGGREGATE
             } else {
@@ -280,6 +288,7 @@ impl Session {
             shared_pins: pins.as_deref(),
             tc_attach: cap.tc_attach,
             vxlan_ports: [tracer_common::VXLAN_PORT, 0, 0, 0],
+            snaplen: cap.snaplen,
         };
         crate::rcu::set_enabled(!cap.no_rcu_expedite);
         let started = Instant::now();
@@ -322,11 +331,12 @@ impl Session {
         let hook_opts = HookOptions {
             filter: &program,
             netns: &netns,
-            ringbuf_bytes: cap.ringbuf_mib << 20,
+            ringbuf_bytes: ringbuf_mib << 20,
             drop_hook: cap.drop_hook,
             fib_hook: cap.fib_hook,
             vxlan_ports: opts.vxlan_ports,
             shared_pins: pins.as_deref(),
+            snaplen: cap.snaplen,
         };
         let (nodes, hooks) = std::thread::scope(|s| {
             let hooks = want_hooks.then(|| s.spawn(|| attach_global(&hook_opts)));
@@ -461,7 +471,7 @@ impl Session {
                 }
                 // The shared ring: hops go to their node, the rest to the hooks.
                 let source = match record_origin(&item) {
-                    Some((EVENT_HOP, netns)) => {
+                    Some((EVENT_HOP | EVENT_HOP_BYTES, netns)) => {
                         let j = self.node_of_netns.get(&netns).copied().unwrap_or(i);
                         Source::Node(j, &self.node_names[j])
                     }

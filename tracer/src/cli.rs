@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{check, diagnose, pipeline_bench, record, replay, report, trace};
+use crate::{check, diagnose, pcap, pipeline_bench, record, replay, report, trace};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +30,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Write an incident report (one HTML page, or Markdown) from one or several recordings.
     Report(report::ReportArgs),
+    /// Write the packet bytes of recordings made with `record --snaplen N` as one pcap-ng file
+    /// (Wireshark), each packet commented with its trace, hop and verdict.
+    Pcap(pcap::PcapArgs),
     /// Send a few probes from a pod's namespace to one address, trace them, print one verdict.
     Diagnose(diagnose::DiagnoseArgs),
     /// Audit the nodes' routes, neighbours, FDB, tunnels, sysctls and firewall against each
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Record(args) => record::run(args),
         Command::Replay(args) => replay::replay(args),
         Command::Report(args) => report::run(args),
+        Command::Pcap(args) => pcap::run(args),
         Command::Diagnose(args) => diagnose::run(args),
         Command::Check(args) => check::run(args),
         Command::PipelineBench(args) => pipeline_bench::run(args),

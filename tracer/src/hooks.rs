@@ -38,6 +38,8 @@ pub struct HookOptions<'a> {
     pub vxlan_ports: [u16; 4],
     /// The private bpffs where `NAT_FOLLOW` is shared with the nodes' programs, if any.
     pub shared_pins: Option<&'a Path>,
+    /// Packet bytes each drop carries (`--snaplen`; 0: none).
+    pub snaplen: u32,
 }
 
 /// Which flavour of a tracepoint hook to use (`--drop-hook`, `--fib-hook`).
@@ -103,6 +105,7 @@ pub fn skb_layout(btf: &Btf, tp_format: Option<&str>) -> Result<SkbLayout> {
         net_ns_inum: m("net", &["ns", "inum"])?,
         skb_data: m("sk_buff", &["data"])?,
         skb_inner_network_header: m("sk_buff", &["inner_network_header"])?,
+        skb_tail: m("sk_buff", &["tail"])?,
         ..SkbLayout::default()
     };
     if let Some(text) = tp_format {
@@ -289,6 +292,7 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
         .override_global("SKB_OFFSETS", &layout, true)
         .override_global("FIB_OFFSETS", &fib_offsets, true)
         .override_global("CT_OFFSETS", &ct_offsets, true)
+        .override_global("SNAPLEN", &opts.snaplen, true)
         .load(ebpf_object()?)
         .context("loading the eBPF object (global hooks)")?;
     {

@@ -77,6 +77,7 @@ impl Cfg {
         match self {
             Cfg::TraceOneNode => "trace-node1 (one node traced)".into(),
             Cfg::Shared(Config::RecordFlow) => "record-flow (to a file)".into(),
+            Cfg::Shared(Config::RecordFlowSnap) => "record-flow --snaplen 128".into(),
             Cfg::Shared(c) => c.name().into(),
         }
     }
@@ -88,6 +89,7 @@ fn configs() -> Vec<Cfg> {
         Cfg::Shared(Config::TraceFlow),
         Cfg::TraceOneNode,
         Cfg::Shared(Config::RecordFlow),
+        Cfg::Shared(Config::RecordFlowSnap),
         Cfg::Shared(Config::FilterMiss),
         Cfg::Shared(Config::Stats),
         Cfg::Shared(Config::Tcpdump),

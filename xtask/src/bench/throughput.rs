@@ -104,6 +104,8 @@ pub enum Config {
     TraceFlow,
     TraceFlowNoDrops,
     RecordFlow,
+    /// `record-flow` with `--snaplen 128`: what keeping the packets' first bytes costs.
+    RecordFlowSnap,
     FilterMiss,
     Stats,
     Tcpdump,
@@ -116,6 +118,7 @@ impl Config {
             Config::TraceFlow => "trace-flow",
             Config::TraceFlowNoDrops => "trace-flow-nodrops",
             Config::RecordFlow => "record-flow",
+            Config::RecordFlowSnap => "record-flow-snaplen128",
             Config::FilterMiss => "filter-miss",
             Config::Stats => "stats-kernel",
             Config::Tcpdump => "tcpdump",
@@ -137,6 +140,15 @@ impl Config {
                     &["--write", &file],
                 ));
             }
+            Config::RecordFlowSnap => {
+                let file = env.scratch.join("flow-snap.trec").display().to_string();
+                return Some(tracer_cmdline(
+                    "record",
+                    env,
+                    &env.match_filter,
+                    &["--snaplen", "128", "--write", &file],
+                ));
+            }
             Config::FilterMiss => ("trace", MISS_FILTER, &[]),
             Config::Stats if plan.kernel_agg => ("stats", &env.match_filter, &["--kernel-agg"]),
             Config::Stats => ("stats", &env.match_filter, &[]),
@@ -148,6 +160,7 @@ impl Config {
         match self {
             Config::TraceFlowNoDrops => "trace-flow --no-drops".into(),
             Config::RecordFlow => "record-flow (to a file)".into(),
+            Config::RecordFlowSnap => "record-flow --snaplen 128".into(),
             Config::Stats if !plan.kernel_agg => "stats-kernel (user-space stats)".into(),
             c => c.name().into(),
         }
@@ -179,7 +192,7 @@ pub fn configs(plan: &Plan) -> Vec<Config> {
     if !plan.quick {
         c.push(Config::TraceFlowNoDrops);
     }
-    c.push(Config::RecordFlow);
+    c.extend([Config::RecordFlow, Config::RecordFlowSnap]);
     c.extend([Config::FilterMiss, Config::Stats, Config::Tcpdump]);
     c
 }

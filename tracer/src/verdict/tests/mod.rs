@@ -146,6 +146,7 @@ impl TraceBuilder<'_> {
                 len: r.len,
                 encap: r.encap,
                 translated: false,
+                snap: None,
             });
         }
         self
@@ -196,6 +197,7 @@ impl TraceBuilder<'_> {
             location: 0xffff_ffff_8100_0000,
             len: 84,
             encap: None,
+            snap: None,
         });
         self
     }

@@ -303,6 +303,7 @@ const TRACER_CONFIGS: &[&str] = &[
     "trace-flow",
     "trace-flow-nodrops",
     "record-flow",
+    "record-flow-snaplen128",
     "filter-miss",
     "stats-kernel",
 ];
