@@ -60,9 +60,13 @@ fn tune_allocator() {
 
 pub fn main() -> ExitCode {
     tune_allocator();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp(None)
-        .init();
+    // The kube client's own log lines (through `tracing`'s log bridge) would repeat on every
+    // retry: the names watcher says what failed itself, once (`k8s`). RUST_LOG shows them.
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,kube_client=off,kube_runtime=off"),
+    )
+    .format_timestamp(None)
+    .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Trace(args) => trace::run(args),

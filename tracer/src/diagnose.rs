@@ -60,6 +60,8 @@ pub struct DiagnoseArgs {
     pub netns: Vec<String>,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    #[command(flatten)]
+    pub names: crate::k8s::NamesArgs,
 }
 
 /// What `diagnose` concluded.
@@ -128,6 +130,7 @@ pub fn run(args: DiagnoseArgs) -> Result<()> {
         kernel_agg: false,
         quiet: false,
         metrics: Default::default(),
+        names: args.names.clone(),
     };
     let (to, proto, port, count, size) = (args.to, args.proto, args.port, args.probes, args.size);
     let sender = Box::new(move || {

@@ -4,11 +4,12 @@
 //! Capture (`capture`, with the loader: `attach`, `tcx`, `discover`, `netlink`, `netns`,
 //! `hooks`, `btf`, `rcu`) attaches and drains the ring buffers; the `pipeline` runs the stages
 //! in order: decode (`event`) -> name (`names`) -> correlate (`correlate`) -> verdict
-//! (`verdict`) -> flows -> latency (`latency`) -> render (`render`). The types the stages
-//! exchange live in `model`; the flow filter is compiled by `filter`. Commands wire capture to
-//! the pipeline (`trace`), to a file (`record`; `record::replay` feeds the file back to the
-//! pipeline), or add probes (`diagnose`); `report` writes an incident report from recordings
-//! (another consumer of the replayed pipeline), `pcap` their packet bytes as pcap-ng (another), `progress` shows long commands' progress.
+//! (`verdict`) -> pod and Service names (`k8s`) -> flows -> latency (`latency`) -> render
+//! (`render`). The types the stages exchange live in `model`; the flow filter is compiled by
+//! `filter`. Commands wire capture to the pipeline (`trace`), to a file (`record`;
+//! `record::replay` feeds the file back to the pipeline), or add probes (`diagnose`); `report`
+//! writes an incident report from recordings (another consumer of the replayed pipeline),
+//! `pcap` their packet bytes as pcap-ng (another), `progress` shows long commands' progress.
 
 pub(crate) mod attach;
 pub(crate) mod audit;
@@ -28,6 +29,7 @@ pub(crate) mod follow;
 #[doc(hidden)]
 pub mod fuzz;
 pub(crate) mod hooks;
+pub(crate) mod k8s;
 pub(crate) mod latency;
 pub(crate) mod machine;
 pub(crate) mod merge;

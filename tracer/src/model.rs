@@ -204,6 +204,44 @@ pub struct Trace {
     /// reversal on the way back). `packet` is the packet as it entered the first translating
     /// node; hops after a translation are `translated`.
     pub nat: Vec<NatStep>,
+    /// The pods and Services the trace's addresses belong to (`k8s`; empty without a
+    /// cluster), in the order the addresses first appear: the packet's, then the NAT steps'.
+    pub names: Vec<(Ipv4Addr, Arc<ObjectName>)>,
+}
+
+/// The Kubernetes object an address belongs to at the time a trace is emitted (`k8s`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectName {
+    pub kind: ObjectKind,
+    pub namespace: String,
+    pub name: String,
+    /// The node a pod runs on (`None` for a Service, or a pod not yet scheduled).
+    pub node: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    Pod,
+    Service,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Pod => "pod",
+            ObjectKind::Service => "service",
+        }
+    }
+}
+
+impl ObjectName {
+    /// `default/web-7d9f` for a pod, `service default/web` for a Service.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            ObjectKind::Pod => format!("{}/{}", self.namespace, self.name),
+            ObjectKind::Service => format!("service {}/{}", self.namespace, self.name),
+        }
+    }
 }
 
 /// One translation of a traced packet by conntrack.
@@ -265,6 +303,11 @@ impl Trace {
     /// `skb->len` at the first hop (0 for a trace without hops).
     pub fn first_len(&self) -> u32 {
         self.hops.first().map_or(0, |h| h.len)
+    }
+
+    /// The pod or Service address `a` belongs to, when known.
+    pub fn name_of(&self, a: Ipv4Addr) -> Option<&ObjectName> {
+        self.names.iter().find(|(x, _)| *x == a).map(|(_, n)| &**n)
     }
 }
 

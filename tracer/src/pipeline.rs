@@ -8,7 +8,8 @@
 //!    skb, an echo reply nobody wanted) is counted and stops here.
 //! 4. **correlate** (`correlate`): hops, drops and route lookups grouped into one [`Trace`] per
 //!    packet with its outcome and evidence, emitted when settled (`tick`).
-//! 5. **verdict** (`verdict`): why a dropped or lost packet died.
+//! 5. **verdict** (`verdict`): why a dropped or lost packet died; then the trace's addresses
+//!    are named after their pods and Services where a cluster is watched (`k8s`).
 //! 6. **flows**: per 5-tuple totals of the emitted traces.
 //! 7. **latency** (`latency`): per-segment histograms, with `--stats`.
 //! 8. **render** (`render`): text or JSON lines, then the summary.
@@ -39,6 +40,7 @@ use tracer_common::{
 use crate::{
     correlate::{CorrelateConfig, Correlator},
     event::{decode, DecodeError, DropRecord, Event, HopRecord, NatRecord, NatTuple},
+    k8s::PodNames,
     latency::{self, ClockModel, LatencyStats, SegmentName},
     model::{
         ClockReport, FlowKey, FlowSummary, LinkChange, LossCounters, NatStep, Outcome, PacketId,
@@ -220,6 +222,8 @@ pub struct Pipeline<W: Write> {
     /// The latest hops the filter turned away (see `push_nat`).
     rejected: std::collections::VecDeque<HopRecord>,
     observer: Option<Box<dyn Observer>>,
+    /// The pods and Services the traces' addresses are named after (`k8s`).
+    names: Option<PodNames>,
 }
 
 impl<W: Write> Pipeline<W> {
@@ -242,6 +246,7 @@ impl<W: Write> Pipeline<W> {
             nat: NatTable::default(),
             rejected: std::collections::VecDeque::new(),
             observer: None,
+            names: None,
         }
     }
 
@@ -262,6 +267,12 @@ impl<W: Write> Pipeline<W> {
     /// Every trace emitted from now on, and every undecodable record, is also told to `o`.
     pub fn set_observer(&mut self, o: Box<dyn Observer>) {
         self.observer = Some(o);
+    }
+
+    /// Every trace emitted from now on has its addresses named after the pods and Services
+    /// they belong to, as `names` has them at that moment.
+    pub fn set_names(&mut self, names: PodNames) {
+        self.names = Some(names);
     }
 
     /// Whether latency comes from the kernel's histograms (`--kernel-agg`).
@@ -555,6 +566,9 @@ impl<W: Write> Pipeline<W> {
                     self.evidence.refresh(netns);
                 }
                 t.verdict = verdict::judge(&t, &self.topology, &self.evidence);
+            }
+            if let Some(names) = &self.names {
+                t.names = names.name_trace(&t);
             }
             self.flows.entry(t.packet.flow()).or_default().record(&t);
             if let Some(stats) = self.latency.as_mut() {

@@ -20,6 +20,7 @@ use clap::Args;
 
 use crate::{
     filter::Filter,
+    k8s::NamesArgs,
     latency::{ClockModel, ClockSource},
     merge::{self, end_text, Input, ReplayEnd, ReplayOptions},
     pipeline::{PipelineConfig, PrintArgs},
@@ -49,6 +50,8 @@ pub struct ReplayArgs {
     /// At the end of a file, wait for more (a recording still being written) until Ctrl-C.
     #[arg(long)]
     pub follow: bool,
+    #[command(flatten)]
+    pub names: NamesArgs,
 }
 
 fn clock_model(name: &str) -> Result<ClockModel> {
@@ -118,6 +121,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
     } else {
         None
     };
+    let names = args.names.start_synced()?;
     // The traces printed on a terminal are progress enough.
     let counters = Arc::new(Counters::default());
     let display = progress::Display::start_if(
@@ -133,6 +137,7 @@ pub fn replay(args: ReplayArgs) -> Result<()> {
         stop,
         on_open: Some(describe),
         progress: Some(counters),
+        names,
         ..ReplayOptions::default()
     };
     let out = BufWriter::new(io::stdout().lock());

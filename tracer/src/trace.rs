@@ -14,6 +14,7 @@ use clap::Args;
 
 use crate::{
     capture::{parse_duration, CaptureArgs, DrainPacer, LossWatch, Session, Source},
+    k8s::{NamesArgs, Pending, PodNames, FIRST_SYNC_WAIT},
     latency::ClockModel,
     machine::monotonic_ns,
     metrics::{Exporter, MetricsArgs},
@@ -43,6 +44,8 @@ pub struct TraceArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub names: NamesArgs,
 }
 
 pub fn run(args: TraceArgs) -> Result<()> {
@@ -59,11 +62,17 @@ pub fn run_session(args: TraceArgs, on_ready: Option<OnReady>) -> Result<Vec<Tra
         anyhow::bail!("--kernel-agg is a statistics mode: use `tracer stats --kernel-agg`");
     }
     let metrics = args.metrics.bind()?;
+    // No trace to name with --kernel-agg.
+    let names = match args.kernel_agg {
+        true => None,
+        false => args.names.prepare()?,
+    };
     let session = Session::start(&args.capture, args.kernel_agg)?;
     let mut metrics = metrics.map(|m| m.serve(args.kernel_agg)).transpose()?;
+    let names = names.map(Pending::start).transpose()?;
     let collect = on_ready.is_some();
     let worker = on_ready.map(std::thread::spawn);
-    let traces = trace_loop(&args, session, collect, metrics.as_mut())?;
+    let traces = trace_loop(&args, session, collect, metrics.as_mut(), names)?;
     if let Some(w) = worker {
         w.join()
             .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?;
@@ -76,6 +85,7 @@ fn trace_loop(
     mut session: Session,
     collect: bool,
     mut metrics: Option<&mut Exporter>,
+    names: Option<PodNames>,
 ) -> Result<Vec<Trace>> {
     let cfg = PipelineConfig {
         stats: args.stats,
@@ -100,6 +110,13 @@ fn trace_loop(
     if let Some(m) = &metrics {
         pipe.set_observer(m.observer());
     }
+    // Traces are held back (records still drained) until the first lists of pods and Services
+    // arrived, for at most FIRST_SYNC_WAIT, so that the first ones are named too.
+    let names_deadline = Instant::now() + FIRST_SYNC_WAIT;
+    let mut names_pending = names.clone();
+    if let Some(n) = names {
+        pipe.set_names(n);
+    }
     let mut next_report = args.interval.map(|i| Instant::now() + i);
     let mut pacer = DrainPacer::new(args.capture.duration);
     let mut losses = LossWatch::new(&session)?;
@@ -123,6 +140,13 @@ fn trace_loop(
         if let Some(m) = metrics.as_mut() {
             m.refresh(&session);
         }
+        if names_pending
+            .as_ref()
+            .is_some_and(|n| !n.settled() && Instant::now() < names_deadline)
+        {
+            continue;
+        }
+        names_pending = None;
         if pipe.tick(now)? {
             break;
         }

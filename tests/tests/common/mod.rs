@@ -15,6 +15,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod apiserver;
 pub mod cdp;
 
 /// Fails the test (never skips it) when not root.

@@ -611,6 +611,7 @@ impl Correlator {
             verdict: None,
             tracer_loss,
             nat: open.nat,
+            names: Vec::new(),
         }
     }
 

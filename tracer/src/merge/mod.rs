@@ -30,6 +30,7 @@ pub use inputs::Input;
 
 use crate::{
     event::{decode, Event},
+    k8s::PodNames,
     latency::{ClockModel, MachineClock},
     machine::Machine,
     model::{ClockReport, LinkChange, LossCounters, PairClockReport, RecordingClockReport, Trace},
@@ -102,6 +103,8 @@ pub struct ReplayOptions {
     pub observer: Option<SharedObserver>,
     /// Counts the records and bytes read, for a progress display.
     pub progress: Option<Arc<Counters>>,
+    /// Names the traces' addresses after the cluster's pods and Services (`k8s`).
+    pub names: Option<PodNames>,
 }
 
 /// One recording being read.
@@ -265,6 +268,9 @@ pub fn replay<W: Write>(
     );
     if let Some(o) = &opts.observer {
         pipe.set_observer(Box::new(o.clone()));
+    }
+    if let Some(n) = &opts.names {
+        pipe.set_names(n.clone());
     }
     let mut v = PipeVisitor {
         pipe: &mut pipe,

@@ -22,6 +22,12 @@ pub const MAX_DROP_SERIES: usize = 1000;
 /// The interface label of drops beyond [`MAX_DROP_SERIES`].
 pub const OTHER_IFACE: &str = "other";
 
+/// Distinct (namespace, reason) series of drops by Kubernetes namespace; beyond, the
+/// namespace is [`OTHER_NAMESPACE`] (a cluster has tens of namespaces, rarely thousands).
+pub const MAX_NAMESPACE_SERIES: usize = 500;
+/// The namespace label of drops beyond [`MAX_NAMESPACE_SERIES`].
+pub const OTHER_NAMESPACE: &str = "other";
+
 /// Upper bounds of the latency buckets: 256 ns to 2^30 ns (1.07 s), doubling (the segments of
 /// the lab's paths take 0.3-20 µs; a loaded wire or a queued packet, milliseconds).
 pub fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -43,6 +49,13 @@ fn latency_histogram() -> Histogram {
 pub struct DropLabels {
     pub node: String,
     pub interface: String,
+    pub reason: String,
+}
+
+/// A dropped packet's Kubernetes namespace and the kernel's reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceDropLabels {
+    pub namespace: String,
     pub reason: String,
 }
 
@@ -89,6 +102,7 @@ pub const LOSS_CAUSES: [&str; 4] = [
 #[derive(Clone, Debug)]
 pub struct Families {
     pub drops: Family<DropLabels, Counter>,
+    pub namespace_drops: Family<NamespaceDropLabels, Counter>,
     pub verdicts: Family<VerdictLabels, Counter>,
     pub traces: Family<OutcomeLabels, Counter>,
     pub latency: Family<SegmentLabels, Histogram, fn() -> Histogram>,
@@ -112,6 +126,7 @@ impl Families {
     ) -> Families {
         let f = Families {
             drops: Family::default(),
+            namespace_drops: Family::default(),
             verdicts: Family::default(),
             traces: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
@@ -128,6 +143,13 @@ impl Families {
              interface and drop reason; noise (consumed skbs, echo replies nobody waits for) is \
              not counted, nor are the tracer's own losses (tracer_own_losses_total)",
             f.drops.clone(),
+        );
+        registry.register(
+            "namespace_drops",
+            "Packets the kernel dropped, by the Kubernetes namespace of the sending pod (else of \
+             the pod or Service it was sent to) and drop reason; only where the tracer watches a \
+             cluster (--kubeconfig) and the packet's addresses belong to one",
+            f.namespace_drops.clone(),
         );
         registry.register(
             "verdicts",

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 
 use super::families::{
-    outcome_labels, DropLabels, Families, NodeLabels, ProgramLabels, VerdictLabels,
-    MAX_DROP_SERIES, OTHER_IFACE,
+    outcome_labels, DropLabels, Families, NamespaceDropLabels, NodeLabels, ProgramLabels,
+    VerdictLabels, MAX_DROP_SERIES, MAX_NAMESPACE_SERIES, OTHER_IFACE, OTHER_NAMESPACE,
 };
 use crate::capture::ProgramRuns;
 use crate::latency::{segments_with_clock, ClockModel, SegmentName};
@@ -31,6 +31,8 @@ pub struct TraceCounter {
     nodes: HashMap<Arc<str>, (Counter, Counter)>,
     /// The drop series created so far (bounded by [`MAX_DROP_SERIES`]).
     drop_series: HashSet<DropLabels>,
+    /// The drop-by-namespace series created so far (bounded by [`MAX_NAMESPACE_SERIES`]).
+    namespace_series: HashSet<NamespaceDropLabels>,
     decode_errors: Counter,
 }
 
@@ -47,6 +49,7 @@ impl TraceCounter {
             segments: SegmentName::ALL.map(|s| f.segment(s)),
             nodes: HashMap::new(),
             drop_series: HashSet::new(),
+            namespace_series: HashSet::new(),
             decode_errors: f.own_loss("decode_error"),
             f,
         }
@@ -80,6 +83,28 @@ impl TraceCounter {
         }
         self.f.drops.get_or_create(&labels).inc();
     }
+
+    /// A drop of a packet from (else to) a pod or Service: by its namespace.
+    fn namespace_drop(&mut self, t: &Trace, d: &DropPoint) {
+        let Some(ns) = [t.packet.src, t.packet.dst]
+            .into_iter()
+            .find_map(|a| t.name_of(a))
+            .map(|n| &n.namespace)
+        else {
+            return;
+        };
+        let mut labels = NamespaceDropLabels {
+            namespace: ns.clone(),
+            reason: d.reason.clone(),
+        };
+        if !self.namespace_series.contains(&labels) {
+            if self.namespace_series.len() >= MAX_NAMESPACE_SERIES {
+                labels.namespace = OTHER_NAMESPACE.into();
+            }
+            self.namespace_series.insert(labels.clone());
+        }
+        self.f.namespace_drops.get_or_create(&labels).inc();
+    }
 }
 
 impl Observer for TraceCounter {
@@ -101,6 +126,7 @@ impl Observer for TraceCounter {
         }
         if let Some(d) = &t.drop {
             self.drop(d);
+            self.namespace_drop(t, d);
         }
         // Once per node (a trace has a handful of hops), at the node's first hop.
         for (i, h) in t.hops.iter().enumerate() {

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::registry::Registry;
 
-use super::families::{Families, LOSS_CAUSES, MAX_DROP_SERIES, OTHER_IFACE};
+use super::families::{
+    Families, LOSS_CAUSES, MAX_DROP_SERIES, MAX_NAMESPACE_SERIES, OTHER_IFACE, OTHER_NAMESPACE,
+};
 use super::observer::{KernelReadings, TraceCounter};
 use super::server::{self, parse_addr, read_request, Route, Server};
 use crate::capture::ProgramRuns;
 use crate::fixtures::*;
 use crate::latency::ClockModel;
-use crate::model::{DropPoint, LossCounters, Outcome, Trace};
+use crate::model::{DropPoint, LossCounters, ObjectKind, ObjectName, Outcome, Trace};
 use crate::names::DropNames;
 use crate::pipeline::{Observer, Pipeline, PipelineConfig, PrintArgs};
 use crate::render::Output;
@@ -253,6 +255,7 @@ fn drop_series_are_capped() {
         verdict: None,
         tracer_loss: false,
         nat: Vec::new(),
+        names: Vec::new(),
     };
     for i in 0..MAX_DROP_SERIES + extra {
         t.drop = Some(drop_point(
@@ -280,6 +283,66 @@ fn drop_series_are_capped() {
     assert_eq!(value(&scrape, &other), Some(extra as f64));
     let first = r#"tracer_kernel_drops_total{node="node1",interface="cali00000000000",reason="NETFILTER_DROP"}"#;
     assert_eq!(value(&scrape, first), Some(2.0));
+}
+
+/// A pod of namespace `ns` at `addr`.
+fn pod_named(addr: std::net::Ipv4Addr, ns: &str) -> (std::net::Ipv4Addr, Arc<ObjectName>) {
+    let name = ObjectName {
+        kind: ObjectKind::Pod,
+        namespace: ns.into(),
+        name: "p".into(),
+        node: None,
+    };
+    (addr, Arc::new(name))
+}
+
+#[test]
+fn drops_count_by_the_senders_namespace_else_the_receivers_and_are_capped() {
+    let (r, f) = registry(true);
+    let mut counter = TraceCounter::new(f);
+    let mut t = Trace {
+        packet: icmp(1),
+        tcp_flags: 0,
+        icmp_type: 8,
+        hops: Vec::new(),
+        outcome: Outcome::Dropped,
+        drop: Some(drop_point("node1", "cali0".into(), "NETFILTER_DROP")),
+        routes: Vec::new(),
+        verdict: None,
+        tracer_loss: false,
+        nat: Vec::new(),
+        names: Vec::new(),
+    };
+    let clock = ClockModel::shared_kernel();
+    // No names (no cluster): no series.
+    counter.trace(&t, &clock);
+    t.names = vec![pod_named(t.packet.dst, "db")];
+    counter.trace(&t, &clock);
+    t.names.push(pod_named(t.packet.src, "web"));
+    counter.trace(&t, &clock);
+    counter.trace(&t, &clock);
+    for i in 0..MAX_NAMESPACE_SERIES + 3 {
+        t.names = vec![pod_named(t.packet.src, &format!("ns{i}"))];
+        counter.trace(&t, &clock);
+    }
+    let scrape = openmetrics(&r);
+    let series = |ns: &str| {
+        format!(r#"tracer_namespace_drops_total{{namespace="{ns}",reason="NETFILTER_DROP"}}"#)
+    };
+    assert_eq!(value(&scrape, &series("db")), Some(1.0), "{scrape}");
+    assert_eq!(value(&scrape, &series("web")), Some(2.0));
+    assert_eq!(
+        scrape.matches("tracer_namespace_drops_total{").count(),
+        MAX_NAMESPACE_SERIES + 1
+    );
+    assert_eq!(value(&scrape, &series(OTHER_NAMESPACE)), Some(5.0));
+    // Every drop is still in the kernel drops.
+    let all =
+        r#"tracer_kernel_drops_total{node="node1",interface="cali0",reason="NETFILTER_DROP"}"#;
+    assert_eq!(
+        value(&scrape, all),
+        Some((4 + MAX_NAMESPACE_SERIES + 3) as f64)
+    );
 }
 
 #[test]

@@ -59,6 +59,9 @@ pub struct PcapArgs {
     /// How long a packet's trace stays open after its latest hop, in ms (as in `replay`).
     #[arg(long, default_value_t = 300, value_name = "MS")]
     pub linger_ms: u64,
+    /// Pod and Service names in the packets' comments (`--kubeconfig`, see `trace`).
+    #[command(flatten)]
+    pub names: crate::k8s::NamesArgs,
 }
 
 /// What the pipeline handed over: one packet per hop or drop with bytes, on the reference
@@ -214,6 +217,7 @@ pub fn run(args: PcapArgs) -> Result<()> {
     } else {
         None
     };
+    let names = args.names.start_synced().map_err(remove)?;
     let counters = Arc::new(Counters::default());
     let display = Display::start(
         "reading",
@@ -224,6 +228,7 @@ pub fn run(args: PcapArgs) -> Result<()> {
     let opts = ReplayOptions {
         stop,
         progress: Some(counters),
+        names,
         ..ReplayOptions::default()
     };
     let cfg = pipeline_config(clock, filter, args.linger_ms);

@@ -111,10 +111,11 @@ pub fn write_trace_text(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io
         let time = micros(n.ts_ns.saturating_sub(first));
         writeln!(
             w,
-            "  nat: {} {} at {time} us: {}",
+            "  nat: {} {} at {time} us: {}{}",
             n.node,
             n.ifname,
-            n.text()
+            n.text(),
+            nat_names_text(t, n)
         )?;
     }
     if let Some(d) = &t.drop {
@@ -435,6 +436,47 @@ pub(crate) fn flow_text(k: &FlowKey) -> String {
     }
 }
 
+/// `flow_text` of a trace's packet, each address that belongs to a pod or Service followed by
+/// its name: `10.244.1.5 (default/web-7d9f) > 10.96.0.10 (service default/db)`.
+fn named_flow_text(t: &Trace) -> String {
+    let k = t.packet.flow();
+    if t.names.is_empty() {
+        return flow_text(&k);
+    }
+    let ports = has_ports(k.proto, k.sport, k.dport);
+    let end = |a: Ipv4Addr, port: u16| {
+        let mut s = if ports {
+            format!("{a}:{port}")
+        } else {
+            a.to_string()
+        };
+        if let Some(n) = t.name_of(a) {
+            s.push_str(&format!(" ({})", n.describe()));
+        }
+        s
+    };
+    format!("{} > {}", end(k.src, k.sport), end(k.dst, k.dport))
+}
+
+/// The names of a NAT step's addresses that it changed: `  (10.244.4.5 default/db-0)`.
+fn nat_names_text(t: &Trace, n: &crate::model::NatStep) -> String {
+    let mut addrs: Vec<Ipv4Addr> = Vec::new();
+    for (a, b) in [(n.from.0, n.to.0), (n.from.2, n.to.2)] {
+        if a != b {
+            addrs.extend([a, b]);
+        }
+    }
+    let named: Vec<String> = addrs
+        .into_iter()
+        .filter_map(|a| t.name_of(a).map(|o| format!("{a} {}", o.describe())))
+        .collect();
+    if named.is_empty() {
+        String::new()
+    } else {
+        format!("  ({})", named.join(", "))
+    }
+}
+
 /// tcpdump's notation for TCP flags: `[S.]` is SYN+ACK.
 fn tcp_flags_text(flags: u8) -> String {
     const NAMES: [(u8, char); 8] = [
@@ -463,7 +505,7 @@ fn tcp_flags_text(flags: u8) -> String {
 pub(crate) fn packet_text(t: &Trace) -> String {
     let p = &t.packet;
     let proto = proto_name(p.proto).to_uppercase();
-    let flow = flow_text(&p.flow());
+    let flow = named_flow_text(t);
     let detail = match p.proto {
         1 => match t.icmp_type {
             8 => format!(" echo id {} seq {}", p.icmp_id, p.icmp_seq),

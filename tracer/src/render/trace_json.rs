@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 
 use super::proto_json;
 use crate::latency::{segments_with_clock, ClockModel, SegmentClock};
-use crate::model::{DropPoint, Encap, NatStep, PacketId, RouteLookup, Trace, TraceHop};
+use crate::model::{DropPoint, Encap, NatStep, ObjectName, PacketId, RouteLookup, Trace, TraceHop};
 
 /// Writes `t` as one JSON object followed by a newline.
 pub fn write(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()> {
@@ -42,6 +42,9 @@ pub fn write(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()
             o.nat(n, first);
         }
         o.raw(b"]");
+    }
+    if !t.names.is_empty() {
+        o.names(&t.names);
     }
     o.raw(b",\"drop\":");
     match &t.drop {
@@ -285,6 +288,30 @@ impl Out {
             self.ip(dst);
             self.raw(b",\"dport\":");
             self.num(dport);
+            self.raw(b"}");
+        }
+        self.raw(b"}");
+    }
+
+    /// `,"names":{"10.244.1.5":{"kind":"pod","namespace":..,"name":..,"node":..},..}`.
+    fn names(&mut self, names: &[(Ipv4Addr, std::sync::Arc<ObjectName>)]) {
+        self.raw(b",\"names\":{");
+        for (i, (a, n)) in names.iter().enumerate() {
+            if i > 0 {
+                self.raw(b",");
+            }
+            self.ip(*a);
+            self.raw(b":{\"kind\":\"");
+            self.raw(n.kind.as_str().as_bytes());
+            self.raw(b"\",\"namespace\":");
+            self.str(&n.namespace);
+            self.raw(b",\"name\":");
+            self.str(&n.name);
+            self.raw(b",\"node\":");
+            match &n.node {
+                Some(node) => self.str(node),
+                None => self.raw(b"null"),
+            }
             self.raw(b"}");
         }
         self.raw(b"}");

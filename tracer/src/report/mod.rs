@@ -75,6 +75,8 @@ pub struct ReportArgs {
     /// How long a packet's trace stays open after its latest hop, in ms (as in `replay`).
     #[arg(long, default_value_t = 300, value_name = "MS")]
     pub linger_ms: u64,
+    #[command(flatten)]
+    pub names: crate::k8s::NamesArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -111,6 +113,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
     } else {
         None
     };
+    let names = args.names.start_synced()?;
     let counters = Arc::new(Counters::default());
     let display = Display::start(
         "reading",
@@ -121,6 +124,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
     let opts = ReplayOptions {
         stop,
         progress: Some(counters),
+        names,
         ..ReplayOptions::default()
     };
     let cfg = pipeline_config(clock, filter, args.linger_ms);
