@@ -28,7 +28,9 @@ use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::engine::{PlanFn, Planned, Step};
+use super::nat;
 use super::probe::Probe;
+use crate::services::OUTSIDE;
 use super::state::{fdb_entry, node, pod, route_of, routes, show, vtep, word_after};
 use crate::spec::Encap;
 use crate::topology::Topology;
@@ -78,7 +80,7 @@ pub struct Entry {
 /// A probe by the lab's names, resolved against a topology by [`Fault::probe`].
 #[derive(Clone, Copy, Debug)]
 pub struct ProbeSpec {
-    /// Sending pod.
+    /// Sending pod, or [`OUTSIDE`] (the machine outside the cluster of a lab with Services).
     pub from_pod: &'static str,
     /// Destination.
     pub to: Target,
@@ -99,6 +101,13 @@ pub enum Target {
     Pod(&'static str),
     /// The (underlay) address of this node.
     Node(&'static str),
+    /// The cluster IP and port of a Service (`namespace/name`, port name): a lab with
+    /// Services.
+    Service(&'static str, &'static str),
+    /// This node's address and the node port of a Service (`namespace/name`).
+    NodePort(&'static str, &'static str),
+    /// The machine outside the cluster (its server's port for TCP).
+    Outside,
 }
 
 /// The default probe: one ping from n1p0 to n2p0.
@@ -143,7 +152,8 @@ pub struct ExpectedDrop {
 }
 
 /// What the tracer must report for a fault's probe in one encapsulation: the probe's trace is
-/// dropped at this node, device, reason and function, with this verdict.
+/// dropped at this node, device, reason and function, with this verdict (or, for a trace
+/// that is not dropped, has this [`outcome`](Self::outcome) and verdict, `""` for none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TracerReport {
     /// The lab's encapsulation.
@@ -161,12 +171,33 @@ pub struct TracerReport {
     /// What `tracer check` reports about the fault's state, with no traffic: the finding
     /// codes it must include (see the tracer's `audit` module).
     pub audit: &'static [&'static str],
+    /// The probe trace's outcome: `dropped` (node, device, reason and function say where),
+    /// or `lost`, `incomplete`, `delivered` (they are then empty).
+    pub outcome: &'static str,
+    /// Why `audit` may be empty: the fault is not in a node's state the audit reads (kube-
+    /// proxy's NAT rules, a full conntrack table it does not judge yet), said in one line.
+    pub audit_exempt: Option<&'static str>,
+    /// What the tracer should report once it follows packets through NAT (issue 14), where
+    /// the report above is what it reports today and falls short of that.
+    pub should: Option<&'static str>,
 }
 
 impl TracerReport {
     /// The audit's finding codes for this fault in this encapsulation.
     pub const fn audit(mut self, codes: &'static [&'static str]) -> TracerReport {
         self.audit = codes;
+        self
+    }
+
+    /// No audit finding, and why that is right for this fault.
+    pub const fn audit_exempt(mut self, why: &'static str) -> TracerReport {
+        self.audit_exempt = Some(why);
+        self
+    }
+
+    /// What the tracer should report instead, once it can.
+    pub const fn should(mut self, what: &'static str) -> TracerReport {
+        self.should = Some(what);
         self
     }
 }
@@ -179,7 +210,38 @@ const NFT: DropAt = ("NETFILTER_DROP", "nft_do_chain");
 const RPF: DropAt = ("IP_RPFILTER", "ip_rcv_finish_core");
 const TOO_BIG: DropAt = ("PKT_TOO_BIG", "ip_forward");
 
+const NO_SOCKET: DropAt = ("NO_SOCKET", "tcp_v4_rcv");
+const NF_HOOK: DropAt = ("NETFILTER_DROP", "nf_hook_slow");
+
 const BOTH: &[Encap] = &[Encap::Vxlan, Encap::None];
+
+/// The NAT faults' probe: a DNS query over UDP from n1p0 to the DNS Service.
+const DNS_QUERY: ProbeSpec = ProbeSpec {
+    from_pod: "n1p0",
+    to: Target::Service("kube-system/kube-dns", "dns"),
+    proto: "udp",
+    port: None,
+    size: None,
+    df: false,
+};
+
+/// Why the NAT faults have no audit finding yet.
+const NAT_RULES_UNREAD: &str = "the audit does not judge kube-proxy's and Calico's NAT \
+     (Service rules, ipsets) nor the conntrack table's fill yet";
+const SHOULD_NO_SERVICE_RULE: &str = "dropped on node1 eth0 (NEIGH_FAILED), verdict \
+     `no-service-rule`: 10.96.0.10 is in the Service CIDR but node1 has no DNAT rule for it \
+     (kube-proxy's KUBE-SERVICES), so it followed the default route";
+const SHOULD_NO_ENDPOINTS: &str = "dropped on node1 (NETFILTER_DROP), verdict \
+     `no-endpoints`: kube-proxy's REJECT \"default/web:http has no endpoints\" in filter \
+     KUBE-SERVICES, the Service named";
+const SHOULD_CONNTRACK_FULL: &str = "dropped on node1 (NETFILTER_DROP in conntrack), \
+     verdict `conntrack-full`: nf_conntrack_count at nf_conntrack_max on node1";
+const SHOULD_ASYMMETRIC_SNAT: &str = "one trace through DNAT 10.10.0.1:30080 -> the web pod \
+     on node2 and back, the reply leaving node2 from the pod's address instead of node1's: \
+     verdict `asymmetric-snat`";
+const SHOULD_NAT_OUTGOING_OFF: &str = "the request traced to node1's uplink with the pod's \
+     source address although the destination is outside every IP pool, the reply never back: \
+     verdict `nat-outgoing-off`";
 const VXLAN_ONLY: &[Encap] = &[Encap::Vxlan];
 
 /// A kernel drop of `packet` on `node`.
@@ -209,6 +271,26 @@ const fn traced(
         function: d.1,
         verdict,
         audit: &[],
+        outcome: "dropped",
+        audit_exempt: None,
+        should: None,
+    }
+}
+
+/// The tracer's report in `encap` for a probe trace that is not dropped: its `outcome`
+/// (`lost`, `incomplete`, `delivered`) and verdict (`""`: none).
+const fn seen(encap: Encap, outcome: &'static str, verdict: &'static str) -> TracerReport {
+    TracerReport {
+        encap,
+        node: "",
+        device: "",
+        reason: "",
+        function: "",
+        verdict,
+        audit: &[],
+        outcome,
+        audit_exempt: None,
+        should: None,
     }
 }
 
@@ -619,6 +701,105 @@ catalogue![
         )
         .audit(&["fdb-wrong-underlay"])],
     },
+    // ---- A lab with Services (`lab up --services`): kube-proxy's and Calico's NAT ----
+    Entry {
+        fault: MissingServiceRule,
+        name: "missing-service-rule",
+        doc: "Node1's kube-proxy lost the DNS Service's rules: its address is not translated.",
+        encaps: BOTH,
+        probe: DNS_QUERY,
+        plan: nat::missing_service_rule,
+        kernel_drops: &[kernel("node1", NEIGH, "probe", true)],
+        tracer: &[
+            traced(Encap::Vxlan, "node1", "eth0", NEIGH, "no-route")
+                .audit_exempt(NAT_RULES_UNREAD)
+                .should(SHOULD_NO_SERVICE_RULE),
+            traced(Encap::None, "node1", "eth0", NEIGH, "no-route")
+                .audit_exempt(NAT_RULES_UNREAD)
+                .should(SHOULD_NO_SERVICE_RULE),
+        ],
+    },
+    Entry {
+        fault: ServiceNoEndpoints,
+        name: "service-no-endpoints",
+        doc: "A Service has no endpoints: kube-proxy rejects its cluster IP.",
+        encaps: BOTH,
+        probe: ProbeSpec {
+            to: Target::Service("default/web", "http"),
+            proto: "tcp",
+            ..DNS_QUERY
+        },
+        plan: nat::service_no_endpoints,
+        kernel_drops: &[kernel("node1", NFT, "probe", false)],
+        tracer: &[
+            traced(Encap::Vxlan, "node1", "cali", NFT, "firewall-drop")
+                .audit_exempt(NAT_RULES_UNREAD)
+                .should(SHOULD_NO_ENDPOINTS),
+            traced(Encap::None, "node1", "cali", NFT, "firewall-drop")
+                .audit_exempt(NAT_RULES_UNREAD)
+                .should(SHOULD_NO_ENDPOINTS),
+        ],
+    },
+    Entry {
+        fault: ConntrackFull,
+        name: "conntrack-full",
+        doc: "Node1's conntrack table is full: new flows through it are dropped.",
+        encaps: BOTH,
+        probe: DNS_QUERY,
+        plan: nat::conntrack_full,
+        kernel_drops: &[kernel("node1", NF_HOOK, "probe", false)],
+        tracer: &[
+            traced(Encap::Vxlan, "node1", "cali", NF_HOOK, "firewall-drop")
+                .audit_exempt(NAT_RULES_UNREAD)
+                .should(SHOULD_CONNTRACK_FULL),
+            traced(Encap::None, "node1", "cali", NF_HOOK, "firewall-drop")
+                .audit_exempt(NAT_RULES_UNREAD)
+                .should(SHOULD_CONNTRACK_FULL),
+        ],
+    },
+    Entry {
+        fault: NodeportNoSnat,
+        name: "nodeport-no-snat",
+        doc: "Node1 does not masquerade NodePort traffic: the reply leaves from the pod's address.",
+        encaps: BOTH,
+        probe: ProbeSpec {
+            from_pod: OUTSIDE,
+            to: Target::NodePort("node1", "default/web-np"),
+            proto: "tcp",
+            ..DNS_QUERY
+        },
+        plan: nat::nodeport_no_snat,
+        kernel_drops: &[kernel("outside", NO_SOCKET, "reply", false)],
+        tracer: &[
+            seen(Encap::Vxlan, "incomplete", "")
+                .audit_exempt(NAT_RULES_UNREAD)
+                .should(SHOULD_ASYMMETRIC_SNAT),
+            seen(Encap::None, "incomplete", "")
+                .audit_exempt(NAT_RULES_UNREAD)
+                .should(SHOULD_ASYMMETRIC_SNAT),
+        ],
+    },
+    Entry {
+        fault: NatOutgoingOff,
+        name: "nat-outgoing-off",
+        doc: "The IP pool's natOutgoing is off: pod traffic leaves the cluster unmasqueraded.",
+        encaps: BOTH,
+        probe: ProbeSpec {
+            to: Target::Outside,
+            proto: "tcp",
+            ..DNS_QUERY
+        },
+        plan: nat::nat_outgoing_off,
+        kernel_drops: &[kernel("outside", NEIGH, "reply", true)],
+        tracer: &[
+            seen(Encap::Vxlan, "lost", "lost-on-node")
+                .audit_exempt(NAT_RULES_UNREAD)
+                .should(SHOULD_NAT_OUTGOING_OFF),
+            seen(Encap::None, "lost", "lost-on-node")
+                .audit_exempt(NAT_RULES_UNREAD)
+                .should(SHOULD_NAT_OUTGOING_OFF),
+        ],
+    },
 ];
 
 impl Fault {
@@ -641,18 +822,58 @@ impl Fault {
     /// The traffic this fault makes fail in `t` (n1p0 -> n2p0 ICMP unless said otherwise).
     pub fn probe(self, t: &Topology) -> Result<Probe> {
         let spec = self.entry().probe;
-        let to = match spec.to {
-            Target::Pod(name) => pod(t, name)?.ip,
-            Target::Node(name) => node(t, name)?.ip,
+        let services = || {
+            t.services.as_ref().with_context(|| {
+                format!("{self}'s probe needs a lab with Services (`lab up --services`)")
+            })
+        };
+        let (to, port) = match spec.to {
+            Target::Pod(name) => (pod(t, name)?.ip, spec.port),
+            Target::Node(name) => (node(t, name)?.ip, spec.port),
+            Target::Service(id, port) => {
+                let svc = services()?.service(id)?;
+                let p = svc
+                    .port(port)
+                    .with_context(|| format!("{id} has no port {port}"))?;
+                ensure!(p.protocol.to_string() == spec.proto, "{self}: {id} {port} is {}", p.protocol);
+                (svc.cluster_ip, Some(p.port))
+            }
+            Target::NodePort(name, id) => {
+                let svc = services()?.service(id)?;
+                let np = svc.ports.iter().find_map(|p| p.node_port);
+                (node(t, name)?.ip, Some(np.with_context(|| format!("{id} has no node port"))?))
+            }
+            Target::Outside => {
+                let o = &services()?.outside;
+                (o.ip, (spec.proto != "icmp").then_some(o.port))
+            }
+        };
+        let from_pod = match spec.from_pod {
+            OUTSIDE => {
+                services()?;
+                OUTSIDE.to_owned()
+            }
+            name => pod(t, name)?.name.clone(),
         };
         Ok(Probe {
-            from_pod: pod(t, spec.from_pod)?.name.clone(),
+            from_pod,
             to,
             proto: spec.proto.into(),
-            port: spec.port,
+            port,
             size: spec.size,
             df: spec.df,
         })
+    }
+
+    /// Whether the fault needs a lab with Services (its probe goes to a Service, a node port
+    /// or the outside machine, or comes from there).
+    pub fn needs_services(self) -> bool {
+        let spec = self.entry().probe;
+        spec.from_pod == OUTSIDE
+            || matches!(
+                spec.to,
+                Target::Service(..) | Target::NodePort(..) | Target::Outside
+            )
     }
 
     /// The kernel drops the probe leads to, as observed with `skb:kfree_skb` on 6.18 (the

@@ -5,16 +5,18 @@
 //! that reverts it exactly. Undo steps are computed from the *kernel's* state read just before
 //! breaking (the route, neighbour, FDB entry, MTU or sysctl value as it is), not from the
 //! catalogue, so `heal` puts back what was there even if the lab had been modified. Steps are
-//! plain data (`ip`/`bridge` batch lines, an `nft` script, a sysctl write) executed in the right
-//! namespace; they are persisted with the [`FaultInfo`] in `/run/tracer-lab/{prefix}.faults.json`,
-//! so `heal` works from another process (a CLI, a test, the demo). A failing `break_lab` undoes
-//! what it had applied before returning the error; a failing `heal` keeps the undo steps that
-//! failed so it can be retried. Undo steps are idempotent where the tools allow it (`replace`).
-//! Everything runs under the per-prefix lock, so faults never race with `up`/`down` of the
-//! same lab. Nothing here knows a particular fault.
+//! plain data (`ip`/`bridge` batch lines, an `nft` script, a sysctl write, an
+//! `iptables-nft-restore` script) executed in the right namespace; they are persisted with the
+//! [`FaultInfo`] in `/run/tracer-lab/{prefix}.faults.json`, so `heal` works from another
+//! process (a CLI, a test, the demo). A failing `break_lab` undoes what it had applied before
+//! returning the error; a failing `heal` keeps the undo steps that failed so it can be retried.
+//! Undo steps are idempotent where the tools allow it (`replace`). Everything runs under the
+//! per-prefix lock, so faults never race with `up`/`down` of the same lab. Nothing here knows
+//! a particular fault.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -105,6 +107,22 @@ pub enum Step {
         path: String,
         value: String,
     },
+    /// `iptables-nft-restore --noflush` of SCRIPT inside NS: rules as Calico writes them, through
+    /// the nf_tables backend. With `drop_empty_table`, that table (`filter`) is deleted
+    /// afterwards if nothing of it is left but empty built-in chains accepting by default:
+    /// iptables-nft creates a table and its built-in chains on first use and never removes
+    /// them, so an undo that only deletes its rules would leave them behind.
+    Iptables {
+        netns: String,
+        script: String,
+        drop_empty_table: Option<String>,
+    },
+    /// `ip netns exec NS ARGV...` (`ipset add|del`, `conntrack -D`): a change that another
+    /// command reverts.
+    Exec { netns: String, argv: Vec<String> },
+    /// Fill NS's conntrack table to `nf_conntrack_max` with assured entries marked `mark`
+    /// (see `faults::conntrack`); undone by `conntrack -D --mark`.
+    ConntrackFill { netns: String, mark: u32 },
 }
 
 impl Step {
@@ -188,6 +206,65 @@ impl Plan {
         Ok(())
     }
 
+    /// Restore a sysctl's current value on undo (apply rewrites it unchanged): for values that
+    /// another step of the plan changes as a side effect (writing `ip_forward` sets every
+    /// device's `forwarding`).
+    pub fn keep_sysctl(&mut self, netns: &str, path: &str) -> Result<()> {
+        let (file, ns) = (format!("/proc/sys/{path}"), netns.to_owned());
+        let old = in_netns(netns, move || fs::read_to_string(&file))?
+            .with_context(|| format!("read /proc/sys/{path} in `{ns}`"))?;
+        let step = Step::sysctl(netns, path, old.trim());
+        self.push(step.clone(), step);
+        Ok(())
+    }
+
+    /// iptables rules (an `iptables-restore` script of `table`), and the script that removes
+    /// them; when `table` does not exist yet, the undo also deletes it once it is empty again.
+    pub fn iptables(
+        &mut self,
+        netns: &str,
+        table: &str,
+        apply: String,
+        undo: String,
+    ) -> Result<()> {
+        let exists = exec_in(netns, &["nft", "list", "table", "ip", table])
+            .context("run nft (is nftables installed?)")?
+            .status
+            .success();
+        let step = |script: String, drop: bool| Step::Iptables {
+            netns: netns.to_owned(),
+            script,
+            drop_empty_table: drop.then(|| table.to_owned()),
+        };
+        self.push(step(apply, false), step(undo, !exists));
+        Ok(())
+    }
+
+    /// A command and the command that reverts it, in `netns`.
+    pub fn exec(&mut self, netns: &str, apply: Vec<String>, undo: Vec<String>) {
+        let step = |argv| Step::Exec {
+            netns: netns.to_owned(),
+            argv,
+        };
+        self.push(step(apply), step(undo));
+    }
+
+    /// Fill `netns`'s conntrack table with entries marked `mark`; undo deletes exactly them.
+    pub fn conntrack_fill(&mut self, netns: &str, mark: u32) {
+        self.push(
+            Step::ConntrackFill {
+                netns: netns.to_owned(),
+                mark,
+            },
+            Step::Exec {
+                netns: netns.to_owned(),
+                argv: ["conntrack", "-D", "--mark", &format!("{mark:#x}")]
+                    .map(str::to_owned)
+                    .to_vec(),
+            },
+        );
+    }
+
     /// A veth `name` (peer `name-peer`, both in `netns`), up, with an optional address.
     pub fn veth(&mut self, netns: &str, name: &str, addr: Option<String>) {
         let peer = format!("{name}-peer");
@@ -223,6 +300,10 @@ pub fn break_lab(topo: &Topology, fault: Fault) -> Result<FaultInfo> {
     ensure!(
         !records.iter().any(|r| r.info.fault == fault),
         "fault `{fault}` is already active on lab `{prefix}`; heal it first"
+    );
+    ensure!(
+        !fault.needs_services() || topo.services.is_some(),
+        "fault `{fault}` needs a lab with Services (`lab up --services`)"
     );
     ensure!(
         fault.applies_to(topo.encap),
@@ -377,5 +458,82 @@ fn run_step(step: &Step) -> Result<()> {
             in_netns(netns, move || fs::write(&file, v))?
                 .with_context(|| format!("write /proc/sys/{path} = {value} in `{netns}`"))
         }
+        Step::Iptables {
+            netns,
+            script,
+            drop_empty_table,
+        } => {
+            iptables_restore(netns, script)?;
+            match drop_empty_table {
+                Some(table) => drop_table_if_empty(netns, table),
+                None => Ok(()),
+            }
+        }
+        Step::Exec { netns, argv } => {
+            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let out = exec_in(netns, &args)?;
+            ensure!(
+                out.status.success(),
+                "`{}` in `{netns}` failed: {}",
+                argv.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            Ok(())
+        }
+        Step::ConntrackFill { netns, mark } => super::conntrack::fill(netns, *mark),
     }
+}
+
+/// `iptables-nft-restore --noflush` of `script` in `netns`.
+fn iptables_restore(netns: &str, script: &str) -> Result<()> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "iptables-nft-restore", "--noflush"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run iptables-nft-restore (is iptables installed?)")?;
+    child
+        .stdin
+        .take()
+        .context("stdin of iptables-nft-restore")?
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "iptables-nft-restore in `{netns}` failed: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Deletes iptables-nft's table `table` in `netns` if all it holds is its built-in chains,
+/// empty and accepting.
+fn drop_table_if_empty(netns: &str, table: &str) -> Result<()> {
+    let out = exec_in(netns, &["iptables-nft-save", "-t", table])?;
+    ensure!(
+        out.status.success(),
+        "iptables-nft-save -t {table} in `{netns}` failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let empty = text.lines().all(|l| {
+        let builtin = |c: &str| l.starts_with(&format!(":{c} ACCEPT "));
+        l.starts_with('#')
+            || l.starts_with('*')
+            || l == "COMMIT"
+            || ["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"]
+                .iter()
+                .any(|c| builtin(c))
+    });
+    let exists = exec_in(netns, &["nft", "list", "table", "ip", table])?
+        .status
+        .success();
+    if empty && exists {
+        run_step(&Step::Nft {
+            netns: netns.to_owned(),
+            script: format!("delete table ip {table}"),
+        })?;
+    }
+    Ok(())
 }

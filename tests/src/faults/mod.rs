@@ -10,9 +10,13 @@
 //!   persists the undo steps in `/run/tracer-lab/{prefix}.faults.json` under the per-prefix
 //!   lock, and heals; it knows no particular fault.
 //! - `state` reads the kernel state plans change; `probe` runs a fault's probe.
+//! - [`nat`] holds the plans of the faults of a lab with Services (kube-proxy's and Calico's
+//!   NAT, conntrack), `conntrack` fills a conntrack table.
 
 pub mod catalogue;
+mod conntrack;
 pub mod engine;
+pub mod nat;
 mod probe;
 mod state;
 
