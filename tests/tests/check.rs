@@ -14,7 +14,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{fault_prefix, lab_up, require_root, run_tracer, tracer_bin, Tracer};
+use common::{lab_up, require_root, run_tracer, tracer_bin, Tracer};
 use lab::{Encap, Fault, Topology};
 use serde_json::Value;
 
@@ -79,9 +79,7 @@ fn healthy_labs_have_no_finding() {
 #[test]
 fn every_fault_is_found_without_traffic() {
     require_root();
-    let cases: Vec<(String, (Fault, Encap))> = Fault::cases()
-        .map(|(f, e)| (fault_prefix("tck", f, e), (f, e)))
-        .collect();
+    let cases = common::fault_cases("tck");
     common::each_case(&cases, common::test_threads(), |prefix, &(fault, encap)| {
         let lab = lab_up(prefix, 1, encap);
         let t = lab.topology();

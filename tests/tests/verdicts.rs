@@ -79,12 +79,14 @@ fn traced_probe(
 fn observed(topo: &Topology, encap: Encap, probe_cali: &str, t: &Value) -> String {
     let d = &t["drop"];
     let netns = d["node"].as_str().unwrap_or("?");
+    let pod = topo.pods.iter().find(|p| p.netns == netns);
     let node = topo
         .nodes
         .iter()
-        .find(|n| n.netns == netns)
+        .find(|n| n.netns == netns || pod.is_some_and(|p| p.node == n.name))
         .map_or(netns, |n| n.name.as_str());
     let device = match d["ifname"].as_str().unwrap_or("?") {
+        _ if pod.is_some() => "pod",
         dev if dev == probe_cali => "cali",
         dev => dev,
     };
@@ -134,9 +136,16 @@ fn check(fault: Fault, encap: Encap, prefix: &str, extra: &[&str]) {
     };
     let d = &t["drop"];
     let node = topo.node(x.node).expect("node");
-    assert_eq!(d["node"], node.netns.as_str(), "{what}: drop node in {t}");
+    let probe_pod = topo.pod(&info.probe.from_pod).expect("pod");
+    // A drop in the probe pod's namespace ("pod") is named after that namespace.
+    let netns = match x.device {
+        "pod" => probe_pod.netns.as_str(),
+        _ => node.netns.as_str(),
+    };
+    assert_eq!(d["node"], netns, "{what}: drop node in {t}");
     let device = match x.device {
         "cali" => cali,
+        "pod" => probe_pod.ifname.clone(),
         other => other.to_string(),
     };
     assert_eq!(d["ifname"], device.as_str(), "{what}: drop device in {t}");
@@ -179,9 +188,7 @@ fn check(fault: Fault, encap: Encap, prefix: &str, extra: &[&str]) {
 #[test]
 fn every_fault_found_located_and_explained() {
     require_root();
-    let cases: Vec<(String, (Fault, Encap))> = Fault::cases()
-        .map(|(f, e)| (common::fault_prefix("tv", f, e), (f, e)))
-        .collect();
+    let cases = common::fault_cases("tv");
     common::each_case(&cases, 1, |prefix, &(fault, encap)| {
         check(fault, encap, prefix, &[]);
     });

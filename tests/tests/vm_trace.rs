@@ -7,8 +7,9 @@
 //! uplink on one; uplink, tunnel, pod veth on the other; the encapsulation probes' hops,
 //! iptunnel_xmit and vxlan_rcv / ipip_rcv, in their places), every segment non-negative, the
 //! offset estimated between the guests within its bound of an independent reading of their
-//! clocks; then one fault (the receiving node's firewall drops the tunnel's packets: UDP 4789
-//! for VXLAN, protocol 4 for IPIP) located and named from the merged recordings. On
+//! clocks; then the faults, located and named from the merged recordings: the receiving
+//! node's firewall drops the tunnel's packets (UDP 4789 for VXLAN, protocol 4 for IPIP), and
+//! on a real tunl0 also a missing route and a tunnel MTU below the pods'. On
 //! 6.1 also: a SIGKILLed tracer's clsact filters are removed by the next start.
 //!
 //! Needs the kernels (`cargo xtask setup --vm`, run by `cargo xtask test`) and the release
@@ -343,52 +344,107 @@ fn check_healthy(lines: &[Value], t: &Topology, encap: Encap, offset_truth: (i12
 }
 
 /// One fault per encapsulation, applied in the guests, named from the merged recordings.
-fn check_fault(vm: &VmLab, t: &Topology, encap: Encap, tag: &str) {
-    let (a, b) = (t.pod("n1p0").unwrap(), t.pod("n2p0").unwrap());
-    // The receiving node's firewall drops the tunnel's packets: UDP 4789 (VXLAN), or IP
-    // protocol 4 (IPIP). Drop reasons exist for it on every kernel from 5.17 on.
+/// A fault applied in the guests: shell lines to break and heal it, the probe's ping
+/// options, and where the drop must be found (device prefix) with which reason and verdict.
+struct GuestFault {
+    name: &'static str,
+    node: &'static str,
+    setup: String,
+    undo: String,
+    ping: &'static str,
+    /// Neighbour resolution gives up about 3 s after the packet.
+    wait: Duration,
+    want: (&'static str, &'static str, &'static str, &'static str),
+}
+
+/// The faults of an encapsulation: the receiving node's firewall drops the tunnel's packets
+/// (UDP 4789 for VXLAN, IP protocol 4 for IPIP; drop reasons exist for it from 5.17 on); for
+/// IPIP on a real tunl0 also a missing route to the other node's block and a tunnel MTU below
+/// the pods' (DF set).
+fn guest_faults(vm: &VmLab, t: &Topology, encap: Encap) -> Vec<GuestFault> {
+    let b = t.pod("n2p0").unwrap();
     let rule = match encap {
         Encap::Vxlan => "udp dport 4789 drop",
         _ => "ip protocol 4 drop",
     };
-    sh(
-        vm,
-        "node2",
-        &format!(
+    let mut v = vec![GuestFault {
+        name: "underlay-blocks-tunnel",
+        node: "node2",
+        setup: format!(
             "nft 'add table ip vmf; add chain ip vmf input {{ type filter hook input priority \
              filter; }}; add rule ip vmf input {rule}'"
         ),
-    );
-    let undo = ("node2", "nft delete table ip vmf".to_string());
-    let want = ("node2", "eth0", "NETFILTER_DROP", "underlay-drop");
-    let filter = format!("host {} and host {}", a.ip, b.ip);
-    let lines = record_merged(vm, tag, &filter, || {
-        let _ = vm.exec(
-            "node1",
-            &format!(
-                "ip netns exec {} ping -n -c 2 -i 0.3 -W 1 {}",
-                a.netns, b.ip
-            ),
-            T,
+        undo: "nft delete table ip vmf".into(),
+        ping: "-c 2 -i 0.3 -W 1",
+        wait: Duration::ZERO,
+        want: ("node2", "eth0", "NETFILTER_DROP", "underlay-drop"),
+    }];
+    if encap == Encap::Ipip {
+        let routes = sh(vm, "node1", &format!("ip route show match {}", b.ip));
+        let route = routes
+            .lines()
+            .find(|l| l.contains("dev tunl0"))
+            .expect("node1's route to node2's block through tunl0")
+            .trim()
+            .to_string();
+        v.push(GuestFault {
+            name: "missing-route",
+            node: "node1",
+            setup: format!("ip route del {route}"),
+            undo: format!("ip route replace {route}"),
+            ping: "-c 1 -W 1",
+            wait: Duration::from_millis(3500),
+            want: ("node1", "eth0", "NEIGH_FAILED", "no-route"),
+        });
+        v.push(GuestFault {
+            name: "mtu",
+            node: "node1",
+            setup: "ip link set dev tunl0 mtu 1000".into(),
+            undo: "ip link set dev tunl0 mtu 1480".into(),
+            ping: "-c 2 -i 0.3 -W 1 -s 1200 -M do",
+            wait: Duration::ZERO,
+            want: ("node1", "cali", "PKT_TOO_BIG", "mtu"),
+        });
+    }
+    v
+}
+
+/// Each fault of the encapsulation, applied in the guests, located and named from the merged
+/// recordings.
+fn check_faults(vm: &VmLab, t: &Topology, encap: Encap, tag: &str) {
+    let (a, b) = (t.pod("n1p0").unwrap(), t.pod("n2p0").unwrap());
+    for f in guest_faults(vm, t, encap) {
+        let tag = format!("{tag}-{}", f.name);
+        sh(vm, f.node, &f.setup);
+        let filter = format!("host {} and host {}", a.ip, b.ip);
+        let lines = record_merged(vm, &tag, &filter, || {
+            let _ = vm.exec(
+                "node1",
+                &format!("ip netns exec {} ping -n {} {}", a.netns, f.ping, b.ip),
+                T,
+            );
+            std::thread::sleep(f.wait);
+        });
+        sh(vm, f.node, &f.undo);
+        let (node, dev, reason, verdict) = f.want;
+        let netns = &t.node(node).unwrap().netns;
+        let dropped: Vec<&Value> = lines
+            .iter()
+            .filter(|v| v["outcome"] == "dropped" && v["packet"]["src"] == a.ip.to_string())
+            .collect();
+        let hit = dropped.iter().any(|tr| {
+            tr["drop"]["node"] == netns.as_str()
+                && tr["drop"]["ifname"]
+                    .as_str()
+                    .is_some_and(|i| i.starts_with(dev))
+                && tr["drop"]["reason"] == reason
+                && tr["verdict"]["name"] == verdict
+        });
+        assert!(
+            hit,
+            "{tag}: no {reason} on {node} {dev}* with verdict {verdict} in {dropped:?}\nall: {lines:?}"
         );
-    });
-    sh(vm, undo.0, &undo.1);
-    let (node, dev, reason, verdict) = want;
-    let netns = &t.node(node).unwrap().netns;
-    let dropped: Vec<&Value> = lines
-        .iter()
-        .filter(|v| v["outcome"] == "dropped" && v["packet"]["src"] == a.ip.to_string())
-        .collect();
-    let hit = dropped.iter().any(|tr| {
-        tr["drop"]["node"] == netns.as_str()
-            && tr["drop"]["ifname"] == dev
-            && tr["drop"]["reason"] == reason
-            && tr["verdict"]["name"] == verdict
-    });
-    assert!(
-        hit,
-        "{tag}: no {reason} on {node} {dev} with verdict {verdict} in {dropped:?}\nall: {lines:?}"
-    );
+    }
 }
 
 /// On 6.1 (no tcx): filters of a SIGKILLed tracer are removed by the next start.
@@ -447,7 +503,7 @@ fn across(series: Series, prefix: &str, encaps: [Encap; 2]) {
         let filter = format!("host {} and host {}", a.ip, b.ip);
         let lines = record_merged(&vm, &tag, &filter, || traffic(&vm, &t));
         check_healthy(&lines, &t, encap, (d2 - d1, u1 + u2));
-        check_fault(&vm, &t, encap, &format!("{tag}-fault"));
+        check_faults(&vm, &t, encap, &tag);
     }
     if series == Series::V6_1 {
         check_clsact_cleanup(&vm);

@@ -73,6 +73,47 @@ pub struct FilterProgram {
 const _: () =
     assert!(core::mem::size_of::<FilterProgram>() == 8 + (4 + 16 * MAX_TERMS) * MAX_CLAUSES);
 
+/// A flow the filter follows although its addresses do not match it: the tuple a matching
+/// packet got from NAT (and its reverse, for the replies). Keys of the kernel's `NAT_FOLLOW`
+/// map, explicit padding so that equal flows are equal bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FollowKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FollowKey>() == 16);
+
+impl FollowKey {
+    #[inline(always)]
+    pub fn of(i: &FilterInput) -> FollowKey {
+        FollowKey {
+            saddr: i.saddr,
+            daddr: i.daddr,
+            sport: i.sport,
+            dport: i.dport,
+            proto: i.proto,
+            _pad: [0; 3],
+        }
+    }
+
+    /// The other direction of the flow.
+    #[inline(always)]
+    pub fn reverse(&self) -> FollowKey {
+        FollowKey {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            ..*self
+        }
+    }
+}
+
 /// The packet fields a filter looks at (shared by the kernel and the user-space reference
 /// evaluator, so both implement exactly the same semantics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -24,6 +24,9 @@ pub const EVENT_DROP: u16 = 2;
 pub const EVENT_FIB: u16 = 3;
 /// An encapsulation function entered (fentry/kprobe, where the kernel allows) (`FuncEvent`).
 pub const EVENT_FUNC: u16 = 4;
+/// A packet leaving a device with other addresses or ports than it entered the node with:
+/// NAT by conntrack (`NatEvent`).
+pub const EVENT_NAT: u16 = 5;
 
 /// Direction of a tc hop (`Hop::dir`).
 pub const DIR_INGRESS: u8 = 0;
@@ -382,9 +385,64 @@ pub struct SkbLayout {
     /// (the encapsulation probes).
     pub skb_data: u32,
     pub skb_inner_network_header: u32,
-    pub _pad: [u32; 2],
+    /// `sk_buff._nfct` (the conntrack entry and its state); 0 without conntrack.
+    pub skb_nfct: u32,
+    pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<SkbLayout>() == 64);
+
+/// Where conntrack keeps what the NAT hook reads (`CT_OFFSETS`), from the running kernel's
+/// BTF (vmlinux, or the `nf_conntrack` module's): `nf_conn.status`, `nf_conn.tuplehash[0]`
+/// and the size of one `nf_conntrack_tuple_hash` (the reply direction's is the next), and
+/// inside a hash the tuple's source address and "port" (`u.all`: the ICMP id for ICMP), its
+/// destination address and port, and the protocol. Zero `valid`: the NAT hook does nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtLayout {
+    pub valid: u32,
+    pub ct_status: u32,
+    pub ct_tuplehash: u32,
+    pub tuplehash_size: u32,
+    pub src_ip: u32,
+    pub src_port: u32,
+    pub dst_ip: u32,
+    pub dst_port: u32,
+    pub protonum: u32,
+    pub _pad: [u32; 7],
+}
+const _: () = assert!(core::mem::size_of::<CtLayout>() == 64);
+
+/// `nf_conn.status` bits: source or destination NAT set up for the connection.
+pub const IPS_NAT_MASK: u64 = (1 << 4) | (1 << 5);
+/// `enum ip_conntrack_info` values from which a packet belongs to the reply direction.
+pub const IP_CT_IS_REPLY: u64 = 3;
+
+/// Body of an `EVENT_NAT` record: a packet as it leaves a device (`pkt`, its identity with
+/// the current addresses) and the addresses and ports it had when it entered the node
+/// (conntrack's tuple of the packet's direction). For ICMP the "source port" is the echo
+/// identifier and the destination port 0. The header's `netns` and `ifindex` are those of the
+/// device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Nat {
+    pub pkt: Ipv4Packet,
+    pub entered_saddr: [u8; 4],
+    pub entered_daddr: [u8; 4],
+    /// Host order.
+    pub entered_sport: u16,
+    pub entered_dport: u16,
+    /// 1 when the packet belongs to the connection's reply direction.
+    pub reply: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<Nat>() == 48);
+
+impl EventBody for Nat {
+    const KIND: u16 = EVENT_NAT;
+}
+
+/// An `EVENT_NAT` record as written to the ring buffer.
+pub type NatEvent = Event<Nat>;
 
 /// Offsets for `tp_btf/fib_table_lookup` (args: tb_id, flowi4, fib_nh_common, err), resolved
 /// from the running kernel's BTF by user space and patched into the program as a read-only
@@ -433,6 +491,7 @@ mod pod {
         super::Hop,
         super::SkbLayout,
         super::FibLayout,
+        super::CtLayout,
         super::PktKey,
         super::PktState,
         super::PktSlot,

@@ -4,12 +4,16 @@
 //! part of each program whose verification grows fastest on older kernels (6.1's verifier
 //! gave up on the tc programs with it inlined twice); the call costs a few instructions.
 //!
+//! A packet the filter does not match still passes when its flow is in `NAT_FOLLOW`: the NAT
+//! hook puts there the flows that matching packets were translated into (a Service address's
+//! packets on their way to the endpoint, and the endpoint's answers).
+//!
 //! The symbol is exported by the linker (`build.rs`: `--export=tracer_filter`), so that it
 //! stays global in BTF, which is what makes the kernel verify it apart.
 
-use tracer_common::filter::FilterInput;
+use tracer_common::filter::{FilterInput, FollowKey};
 
-use crate::maps::FILTER;
+use crate::maps::{FILTER, NAT_FOLLOW};
 
 /// 1 when the packet with these fields passes the filter (or there is none), else 0. Ports
 /// in host order; addresses as their wire bytes read as a native `u32`.
@@ -24,7 +28,10 @@ pub extern "C" fn tracer_filter(saddr: u32, daddr: u32, proto: u32, sport: u32, 
         dport: dport as u16,
     };
     match FILTER.get(0) {
-        Some(f) => u32::from(f.matches(&input)),
+        Some(f) if f.matches(&input) => 1,
+        // A flow a matching packet was translated into by NAT (see `programs::nat`).
+        // SAFETY: a map lookup with a key on the stack.
+        Some(_) => u32::from(unsafe { NAT_FOLLOW.get(FollowKey::of(&input)) }.is_some()),
         None => 1,
     }
 }

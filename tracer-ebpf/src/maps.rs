@@ -6,11 +6,11 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::parse::VxlanPorts;
 use tracer_common::{
-    filter::FilterProgram, Event, EventBody, EventHeader, FibLayout, PktSlot, SkbLayout,
+    filter::FilterProgram, CtLayout, Event, EventBody, EventHeader, FibLayout, PktSlot, SkbLayout,
     CTR_RINGBUF_FULL, HIST_BUCKETS, MODE_EVENTS, N_COUNTERS, N_SEGMENTS, PKT_SLOTS, ROLE_ARRAY_LEN,
 };
+use tracer_common::{filter::FollowKey, parse::VxlanPorts};
 
 /// Default ring buffer size; user space may resize it before loading.
 const RINGBUF_BYTES: u32 = 8 << 20;
@@ -26,6 +26,12 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(N_COUNTERS
 
 #[map]
 pub static FILTER: Array<FilterProgram> = Array::with_max_entries(1, 0);
+
+/// Flows the filter follows through NAT (see `filter`): filled by the NAT hook, read by every
+/// program's filter. Shared by the hooks' and every node's programs through a pin in the
+/// tracer's private bpffs when a filter is set.
+#[map]
+pub static NAT_FOLLOW: LruHashMap<FollowKey, u8> = LruHashMap::with_max_entries(16384, 0);
 
 /// Network namespaces (inodes) whose drops are reported by the global hooks.
 #[map]
@@ -96,7 +102,8 @@ static SKB_OFFSETS: SkbLayout = SkbLayout {
     tp_reason: 0,
     skb_data: 0,
     skb_inner_network_header: 0,
-    _pad: [0; 2],
+    skb_nfct: 0,
+    _pad: 0,
 };
 
 /// One offset of [`SKB_OFFSETS`] (a constant to the verifier), e.g.
@@ -129,6 +136,29 @@ static FIB_OFFSETS: FibLayout = FibLayout {
     net_ns_inum: 0,
     _pad: 0,
 };
+
+/// Conntrack's layout for the NAT hook (patched in by user space from BTF; all zero in loads
+/// that do not attach it).
+#[unsafe(no_mangle)]
+static CT_OFFSETS: CtLayout = CtLayout {
+    valid: 0,
+    ct_status: 0,
+    ct_tuplehash: 0,
+    tuplehash_size: 0,
+    src_ip: 0,
+    src_port: 0,
+    dst_ip: 0,
+    dst_port: 0,
+    protonum: 0,
+    _pad: [0; 7],
+};
+
+/// One offset of [`CT_OFFSETS`].
+#[inline(always)]
+pub fn ct_offset(field: impl FnOnce(&CtLayout) -> &u32) -> u32 {
+    // SAFETY: as for `netns_ino`.
+    unsafe { core::ptr::read_volatile(field(&CT_OFFSETS)) }
+}
 
 /// One offset of [`FIB_OFFSETS`], read so that the verifier sees a load from the frozen
 /// global (a known constant), e.g. `fib_offset(|l| &l.flow_saddr)`.

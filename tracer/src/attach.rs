@@ -354,6 +354,8 @@ pub enum TcAttach {
 
 /// Maps shared by the programs of every traced namespace when aggregating in the kernel.
 const SHARED_MAPS: [&str; 2] = ["PKT_STATE", "LAT_HIST"];
+/// The flows the filter follows through NAT, shared by the hooks' and the nodes' programs.
+pub const NAT_FOLLOW_MAP: &str = "NAT_FOLLOW";
 
 /// Mounts a bpffs that only this process sees and that vanishes with it: the tracer moves to a
 /// private mount namespace and mounts a fresh bpffs instance over /sys/fs/bpf there (the host's
@@ -441,7 +443,12 @@ pub fn open_node(netns: &Netns, plan: NodePlan, opts: &AttachOptions<'_>) -> Res
         .override_global("SAMPLE_EVERY", &opts.sample_every, true)
         .map_max_entries("EVENTS", opts.ringbuf_bytes);
     let pins: Vec<(&str, PathBuf)> = match opts.shared_pins {
-        Some(dir) => SHARED_MAPS.iter().map(|m| (*m, dir.join(m))).collect(),
+        Some(dir) if opts.mode & MODE_AGGREGATE != 0 => SHARED_MAPS
+            .iter()
+            .chain([&NAT_FOLLOW_MAP])
+            .map(|m| (*m, dir.join(m)))
+            .collect(),
+        Some(dir) => vec![(NAT_FOLLOW_MAP, dir.join(NAT_FOLLOW_MAP))],
         None => Vec::new(),
     };
     for (name, path) in &pins {

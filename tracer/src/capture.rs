@@ -197,11 +197,16 @@ pub struct Session {
     /// The traced namespaces, in node order, and their link monitors (pods that come and go).
     namespaces: Vec<Netns>,
     follower: Follower,
+    /// Every traced node's state as read before the ready file was written (none with
+    /// `kernel_agg`), so that no packet sent once the tracer is ready dies before it: the
+    /// firewall counters a verdict compares start from there.
+    initial_states: Vec<NodeState>,
 }
 
 impl Session {
     /// Validates the arguments, attaches on every traced node (and the global hooks unless
-    /// `--no-drops` or `kernel_agg`), and writes the ready file.
+    /// `--no-drops` or `kernel_agg`), reads the nodes' state (unless `kernel_agg`), and writes
+    /// the ready file.
     pub fn start(cap: &CaptureArgs, kernel_agg: bool) -> Result<Session> {
         let filter = match &cap.filter {
             Some(expr) => Filter::parse(expr).map_err(|e| anyhow::anyhow!("{}", e.render(expr)))?,
@@ -215,9 +220,22 @@ impl Session {
             );
         }
         preflight()?;
-        // Before any thread exists: unshare(CLONE_NEWNS) refuses multi-threaded callers.
-        let pins = if kernel_agg {
-            Some(attach::private_bpffs()?)
+        // Before any thread exists: unshare(CLONE_NEWNS) refuses multi-threaded callers. The
+        // private bpffs holds the maps every namespace's programs share: the aggregation
+        // state, and with a filter the flows it follows through NAT.
+        let follow_nat = !(filter.is_match_all() || cap.no_drops || kernel_agg);
+        let pins = if kernel_agg || follow_nat {
+            match attach::private_bpffs() {
+                Ok(dir) => Some(dir),
+                Err(e) if !kernel_agg => {
+                    log::warn!(
+                        "{e:#}; the filter will not follow packets through NAT (hops after a \
+                         translation are traced only when their own addresses match)"
+                    );
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             None
         };
@@ -293,6 +311,7 @@ impl Session {
             drop_hook: cap.drop_hook,
             fib_hook: cap.fib_hook,
             vxlan_ports: opts.vxlan_ports,
+            shared_pins: pins.as_deref(),
         };
         let (nodes, hooks) = std::thread::scope(|s| {
             let hooks = want_hooks.then(|| s.spawn(|| attach_global(&hook_opts)));
@@ -353,11 +372,7 @@ impl Session {
                 node.ifaces.extend(h.probes.ifaces());
             }
         }
-        if let Some(path) = &cap.ready_file {
-            std::fs::write(path, b"ready\n")
-                .with_context(|| format!("writing ready file {}", path.display()))?;
-        }
-        Ok(Session {
+        let mut session = Session {
             nodes,
             hooks,
             topology,
@@ -365,7 +380,16 @@ impl Session {
             stop,
             namespaces,
             follower,
-        })
+            initial_states: Vec::new(),
+        };
+        if !kernel_agg {
+            session.initial_states = session.read_states();
+        }
+        if let Some(path) = &cap.ready_file {
+            std::fs::write(path, b"ready\n")
+                .with_context(|| format!("writing ready file {}", path.display()))?;
+        }
+        Ok(session)
     }
 
     /// Follows the pods that came and went since the last call (see `follow`): attaches to
@@ -419,6 +443,11 @@ impl Session {
             n += h.ringbuf_full()?;
         }
         Ok(n)
+    }
+
+    /// The states read at start, before the ready file (empty with `kernel_agg`); taken once.
+    pub fn take_initial_states(&mut self) -> Vec<NodeState> {
+        std::mem::take(&mut self.initial_states)
     }
 
     /// The live state of every traced node (`crate::state`), read inside its namespace, in

@@ -12,8 +12,8 @@ use std::net::Ipv4Addr;
 
 use thiserror::Error;
 use tracer_common::{
-    Drop, Event as WireEvent, EventBody, EventHeader, Fib, Func, Hop, DIR_EGRESS, DIR_INGRESS,
-    ENCAP_IPIP, ENCAP_NONE, ENCAP_VXLAN, EVENT_DROP, EVENT_FIB, EVENT_FUNC, EVENT_HOP,
+    Drop, Event as WireEvent, EventBody, EventHeader, Fib, Func, Hop, Nat, DIR_EGRESS, DIR_INGRESS,
+    ENCAP_IPIP, ENCAP_NONE, ENCAP_VXLAN, EVENT_DROP, EVENT_FIB, EVENT_FUNC, EVENT_HOP, EVENT_NAT,
     FUNC_IFINDEX_BASE, FUNC_IPIP_RCV, FUNC_IPTUNNEL_XMIT, FUNC_VXLAN_RCV,
 };
 
@@ -57,6 +57,65 @@ pub struct HopRecord {
     pub tcp_flags: u8,
     pub icmp_type: u8,
     pub encap: Option<Encap>,
+}
+
+/// A packet that left a device translated by conntrack (`nat_dev_queue`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatRecord {
+    pub ts_ns: u64,
+    pub netns: u32,
+    pub ifindex: u32,
+    /// The packet as it left (its addresses now).
+    pub packet: PacketId,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    /// How it entered the node: source, destination, and their ports (for ICMP the echo id
+    /// as source port).
+    pub entered: NatTuple,
+    /// The connection's reply direction.
+    pub reply: bool,
+}
+
+/// Addresses and ports of a packet as conntrack tracks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NatTuple {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl NatTuple {
+    /// A packet's tuple (ICMP: the echo id as source port).
+    pub fn of(p: &PacketId) -> NatTuple {
+        let (sport, dport) = if p.proto == 1 {
+            (p.icmp_id, 0)
+        } else {
+            (p.sport, p.dport)
+        };
+        NatTuple {
+            src: p.src,
+            dst: p.dst,
+            proto: p.proto,
+            sport,
+            dport,
+        }
+    }
+
+    /// `p` with this tuple's addresses and ports.
+    pub fn apply(&self, p: &PacketId) -> PacketId {
+        let mut q = *p;
+        q.src = self.src;
+        q.dst = self.dst;
+        if p.proto == 1 {
+            q.icmp_id = self.sport;
+        } else {
+            q.sport = self.sport;
+            q.dport = self.dport;
+        }
+        q
+    }
 }
 
 /// An skb freed with a drop reason (kfree_skb).
@@ -122,6 +181,7 @@ pub enum Event {
     Hop(HopRecord),
     Drop(DropRecord),
     Fib(FibRecord),
+    Nat(NatRecord),
     /// A packet seen by an encapsulation function (fentry/kprobe), as a hop on the function's
     /// pseudo-interface (`FUNC_IFINDEX_BASE + func`).
     Func(HopRecord),
@@ -156,6 +216,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EVENT_DROP => decode_drop(&header, body(record)?).map(Event::Drop),
         EVENT_FIB => Ok(Event::Fib(decode_fib(&header, body(record)?))),
         EVENT_FUNC => decode_func(&header, body(record)?).map(Event::Func),
+        EVENT_NAT => Ok(Event::Nat(decode_nat(&header, body(record)?))),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -260,6 +321,25 @@ fn decode_fib(h: &EventHeader, f: Fib) -> FibRecord {
         sport: f.sport,
         dport: f.dport,
         dev: f.dev,
+    }
+}
+
+fn decode_nat(h: &EventHeader, n: Nat) -> NatRecord {
+    NatRecord {
+        ts_ns: h.ts_ns,
+        netns: h.netns,
+        ifindex: h.ifindex,
+        packet: packet_id(&n.pkt),
+        tcp_flags: n.pkt.tcp_flags,
+        icmp_type: n.pkt.icmp_type,
+        entered: NatTuple {
+            src: Ipv4Addr::from(n.entered_saddr),
+            dst: Ipv4Addr::from(n.entered_daddr),
+            proto: n.pkt.proto,
+            sport: n.entered_sport,
+            dport: n.entered_dport,
+        },
+        reply: n.reply != 0,
     }
 }
 

@@ -15,7 +15,7 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use tracer_common::{filter::FilterProgram, FibLayout, SkbLayout, N_COUNTERS};
+use tracer_common::{filter::FilterProgram, CtLayout, FibLayout, SkbLayout, N_COUNTERS};
 
 use crate::{
     attach::{ebpf_object, log_verified, sum_counters},
@@ -36,6 +36,8 @@ pub struct HookOptions<'a> {
     pub fib_hook: HookChoice,
     /// The UDP ports that mark VXLAN (every traced node's).
     pub vxlan_ports: [u16; 4],
+    /// The private bpffs where `NAT_FOLLOW` is shared with the nodes' programs, if any.
+    pub shared_pins: Option<&'a Path>,
 }
 
 /// Which flavour of a tracepoint hook to use (`--drop-hook`, `--fib-hook`).
@@ -144,6 +146,31 @@ pub fn fib_layout(btf: &Btf) -> Result<FibLayout> {
     })
 }
 
+/// Resolves conntrack's layout for the NAT hook from `btf` (vmlinux with the `nf_conntrack`
+/// module's BTF on top where conntrack is a module); an error names what is missing (a kernel
+/// without conntrack).
+pub fn ct_layout(btf: &Btf) -> Result<CtLayout> {
+    let m = |s: &str, path: &[&str]| -> Result<crate::btf::Member> {
+        btf.member(s, path)
+            .with_context(|| format!("BTF: {s}.{}", path.join(".")))
+    };
+    let hashes = m("nf_conn", &["tuplehash"])?;
+    let tuple = m("nf_conntrack_tuple_hash", &["tuple"])?.offset;
+    let t = |path: &[&str]| -> Result<u32> { Ok(tuple + m("nf_conntrack_tuple", path)?.offset) };
+    Ok(CtLayout {
+        valid: 1,
+        ct_status: m("nf_conn", &["status"])?.offset,
+        ct_tuplehash: hashes.offset,
+        tuplehash_size: hashes.size / 2,
+        src_ip: t(&["src", "u3", "ip"])?,
+        src_port: t(&["src", "u", "all"])?,
+        dst_ip: t(&["dst", "u3", "ip"])?,
+        dst_port: t(&["dst", "u", "all"])?,
+        protonum: t(&["dst", "protonum"])?,
+        _pad: [0; 7],
+    })
+}
+
 /// Offset of `name` in a tracepoint format file (`field:void * skbaddr; offset:8; ...`).
 pub fn tracepoint_field_offset(format: &str, name: &str) -> Option<u32> {
     format.lines().find_map(|line| {
@@ -216,18 +243,42 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
     ensure_tracefs();
     let btf = Btf::from_sys().context("reading the kernel's BTF")?;
     let kfree_format = read_format("skb", "kfree_skb");
-    let layout = skb_layout(&btf, kfree_format.as_deref())?;
+    let mut layout = skb_layout(&btf, kfree_format.as_deref())?;
+    // Conntrack (for the NAT hook): `sk_buff._nfct` in vmlinux, `nf_conn` in vmlinux or in
+    // the nf_conntrack module's BTF.
+    let ct = btf
+        .member("sk_buff", &["_nfct"])
+        .map_err(anyhow::Error::from)
+        .and_then(|nfct| {
+            let with_module = Btf::from_sys_with_module("nf_conntrack")?;
+            Ok((nfct.offset, ct_layout(&with_module)?))
+        });
+    let ct_offsets = match &ct {
+        Ok((nfct, l)) => {
+            layout.skb_nfct = *nfct;
+            *l
+        }
+        Err(_) => CtLayout::default(),
+    };
     let names = KernelNames::load(&btf, kfree_format.as_deref())?;
 
     // The hooks' kernel offsets are read-only globals (see `SkbLayout`, `FibLayout`): known
     // before loading, so the verifier knows them too.
     let fib = fib_layout(&btf);
     let fib_offsets = fib.as_ref().copied().unwrap_or_default();
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    let follow_pin = opts
+        .shared_pins
+        .map(|d| d.join(crate::attach::NAT_FOLLOW_MAP));
+    if let Some(path) = &follow_pin {
+        loader.map_pin_path(crate::attach::NAT_FOLLOW_MAP, path.as_path());
+    }
+    let mut ebpf = loader
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
         .override_global("VXLAN_PORTS", &opts.vxlan_ports, true)
         .override_global("SKB_OFFSETS", &layout, true)
         .override_global("FIB_OFFSETS", &fib_offsets, true)
+        .override_global("CT_OFFSETS", &ct_offsets, true)
         .load(ebpf_object()?)
         .context("loading the eBPF object (global hooks)")?;
     {
@@ -258,6 +309,7 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
         opts.fib_hook,
         &mut attached,
     )?;
+    attach_nat_hook(&mut ebpf, &aya_btf, ct.as_ref().map(|_| ()), &mut attached);
     let probes = probes::attach(&mut ebpf, &aya_btf, &btf);
     attached.extend(probes.line());
 
@@ -356,6 +408,27 @@ fn attach_drop_hook(
         .context("attaching the skb/kfree_skb tracepoint")?;
     attached.push("drops: tracepoint skb/kfree_skb".into());
     Ok(())
+}
+
+/// The NAT hook (`tp_btf/net_dev_queue`): without it (no conntrack, no tp_btf) packets are
+/// not followed through NAT, which one warning says.
+fn attach_nat_hook(
+    ebpf: &mut Ebpf,
+    aya_btf: &aya::Btf,
+    layout: Result<(), &anyhow::Error>,
+    attached: &mut Vec<String>,
+) {
+    let result = layout
+        .map_err(|e| anyhow!("{e:#}"))
+        .and_then(|()| attach_btf(ebpf, "nat_dev_queue", "net_dev_queue", aya_btf));
+    match result {
+        Ok(()) => attached.push("nat: tp_btf/net_dev_queue".into()),
+        Err(e) => log::warn!(
+            "NAT hook unavailable ({}); packets are not followed through DNAT/SNAT (each side \
+             of the translation is a trace of its own)",
+            crate::probes::first_line(&e)
+        ),
+    }
 }
 
 /// `layout`: whether the offsets the tp_btf program needs were resolved (they were patched in

@@ -34,6 +34,7 @@ pub(crate) mod merge;
 pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod names;
+pub(crate) mod nat;
 pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod pipeline;

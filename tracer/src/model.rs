@@ -158,6 +158,8 @@ pub struct TraceHop {
     pub ts_ns: u64,
     pub len: u32,
     pub encap: Option<Encap>,
+    /// The packet had other addresses here than the trace's (after a NAT step).
+    pub translated: bool,
 }
 
 /// All hops of one packet, sorted by time.
@@ -178,6 +180,55 @@ pub struct Trace {
     /// The tracer itself lost events (ring buffer full) while this packet was in flight, so
     /// missing hops prove nothing: such a trace is never called `lost`, only `incomplete`.
     pub tracer_loss: bool,
+    /// Where conntrack translated the packet (DNAT to a Service endpoint, SNAT, and their
+    /// reversal on the way back). `packet` is the packet as it entered the first translating
+    /// node; hops after a translation are `translated`.
+    pub nat: Vec<NatStep>,
+}
+
+/// One translation of a traced packet by conntrack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatStep {
+    pub ts_ns: u64,
+    pub node: String,
+    pub netns: u32,
+    /// The device the translated packet left by.
+    pub ifname: String,
+    /// `DNAT`, `SNAT`, `DNAT+SNAT`; on a reply `un-DNAT`, `un-SNAT`.
+    pub kind: &'static str,
+    pub proto: u8,
+    /// `(src, sport, dst, dport)` before and after (ports 0 for ICMP but the echo id as
+    /// source port).
+    pub from: (Ipv4Addr, u16, Ipv4Addr, u16),
+    pub to: (Ipv4Addr, u16, Ipv4Addr, u16),
+}
+
+impl NatStep {
+    /// `DNAT 10.96.0.10:53 -> 10.244.4.5:53` (the side that changed).
+    pub fn text(&self) -> String {
+        let (fs, fsp, fd, fdp) = self.from;
+        let (ts, tsp, td, tdp) = self.to;
+        // ICMP's "port" is its echo id: shown only when NAT changed it.
+        let ports = self.proto != 1;
+        let ep = |a: Ipv4Addr, p: u16| {
+            if p == 0 || !ports {
+                a.to_string()
+            } else {
+                format!("{a}:{p}")
+            }
+        };
+        let mut parts = Vec::new();
+        if (fd, fdp) != (td, tdp) {
+            parts.push(format!("dst {} -> {}", ep(fd, fdp), ep(td, tdp)));
+        }
+        if (fs, fsp) != (ts, tsp) {
+            parts.push(format!("src {} -> {}", ep(fs, fsp), ep(ts, tsp)));
+        }
+        if !ports && fsp != tsp {
+            parts.push(format!("echo id {fsp} -> {tsp}"));
+        }
+        format!("{} {}", self.kind, parts.join(", "))
+    }
 }
 
 impl Trace {

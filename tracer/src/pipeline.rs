@@ -38,17 +38,23 @@ use tracer_common::{
 
 use crate::{
     correlate::{CorrelateConfig, Correlator},
-    event::{decode, DecodeError, DropRecord, Event, HopRecord},
+    event::{decode, DecodeError, DropRecord, Event, HopRecord, NatRecord, NatTuple},
     latency::{self, ClockModel, LatencyStats, SegmentName},
     model::{
-        ClockReport, FlowKey, FlowSummary, LinkChange, LossCounters, Outcome, PacketId, Trace,
+        ClockReport, FlowKey, FlowSummary, LinkChange, LossCounters, NatStep, Outcome, PacketId,
+        Trace,
     },
     names::{is_noise, is_receiver_drop, DropNames},
+    nat::NatTable,
     render::{self, Output, RunSummary},
     state::NodeState,
     topology::Topology,
     verdict::{self, Evidence, StateSource},
 };
+
+/// How many turned-away hops are kept for a NAT record that may show they belong to a
+/// followed packet.
+const REJECTED_KEPT: usize = 4096;
 
 /// How traces are assembled and printed: shared by `tracer trace` and `tracer replay`.
 #[derive(Args, Clone, Debug)]
@@ -141,6 +147,8 @@ struct Counts {
     noise_drops: u64,
     /// Drops by the destination's own sockets, not attached to traces.
     receiver_drops: u64,
+    /// NAT records that passed the filter.
+    nat_records: u64,
 }
 
 /// Told of what the pipeline produces besides its printed output (the metrics of
@@ -207,6 +215,10 @@ pub struct Pipeline<W: Write> {
     filter: Option<FilterProgram>,
     /// The nodes' state and the audit's findings, for the verdicts.
     evidence: Evidence,
+    /// How translated flows looked before NAT (see `nat`).
+    nat: NatTable,
+    /// The latest hops the filter turned away (see `push_nat`).
+    rejected: std::collections::VecDeque<HopRecord>,
     observer: Option<Box<dyn Observer>>,
 }
 
@@ -227,6 +239,8 @@ impl<W: Write> Pipeline<W> {
             kernel_agg: cfg.kernel_agg,
             filter: cfg.filter,
             evidence: Evidence::default(),
+            nat: NatTable::default(),
+            rejected: std::collections::VecDeque::new(),
             observer: None,
         }
     }
@@ -294,23 +308,142 @@ impl<W: Write> Pipeline<W> {
                 (hop.ts_ns, hop.netns) = (at.time(hop.ts_ns), at.netns(hop.netns));
                 self.push_hop(hop)
             }
+            Ok(Event::Nat(mut n)) => {
+                (n.ts_ns, n.netns) = (at.time(n.ts_ns), at.netns(n.netns));
+                self.push_nat(&n)
+            }
             Ok(other) => self.unexpected(&other),
             Err(e) => self.decode_error("global hooks", &e),
         }
     }
 
-    /// A decoded hop: filter, then correlate.
-    pub(crate) fn push_hop(&mut self, hop: HopRecord) {
-        if self.packet_passes(&hop.packet) {
-            self.correlator.push(hop);
+    /// A decoded hop: back to its flow's identity before NAT, filter, then correlate.
+    pub(crate) fn push_hop(&mut self, mut hop: HopRecord) {
+        match self.nat.translate(&hop.packet, hop.ts_ns) {
+            Some(entered) => {
+                let now = hop.packet;
+                hop.packet = entered;
+                if self.either_passes(&entered, &now) {
+                    self.correlator.push_translated(hop);
+                }
+            }
+            None => {
+                if self.packet_passes(&hop.packet) {
+                    self.correlator.push(hop);
+                } else if self.filter.is_some() {
+                    // A NAT record may yet show that this packet became one the filter wants.
+                    if self.rejected.len() == REJECTED_KEPT {
+                        self.rejected.pop_front();
+                    }
+                    self.rejected.push_back(hop);
+                }
+            }
         }
     }
 
-    /// A decoded drop: filter, name, drop the noise, then correlate.
-    pub(crate) fn push_drop(&mut self, d: &DropRecord, names: &dyn DropNames) {
-        if !self.packet_passes(&d.packet) {
+    /// A NAT record: learnt (the flow's later packets are followed under the identity they
+    /// entered with), and a step of the packet's trace.
+    pub(crate) fn push_nat(&mut self, n: &NatRecord) {
+        let entered = n.entered.apply(&n.packet);
+        if !self.either_passes(&entered, &n.packet) {
             return;
         }
+        self.counts.nat_records += 1;
+        let now = NatTuple::of(&n.packet);
+        // A flow already translated once on an earlier node keeps that first identity.
+        let first = self.nat.translate(&entered, n.ts_ns).unwrap_or(entered);
+        self.nat.learn(now, NatTuple::of(&first), n.ts_ns);
+        let (node, ifname) = match self.topology.node(n.netns) {
+            Some(node) => (
+                node.name.clone(),
+                node.link_name(n.ifindex)
+                    .map_or_else(|| format!("if{}", n.ifindex), str::to_string),
+            ),
+            None => (format!("netns:{}", n.netns), format!("if{}", n.ifindex)),
+        };
+        let e = &n.entered;
+        let p = &n.packet;
+        let (src_changed, dst_changed) = (
+            (e.src, e.sport) != (p.src, NatTuple::of(p).sport),
+            (e.dst, e.dport) != (p.dst, NatTuple::of(p).dport),
+        );
+        let kind = match (n.reply, src_changed, dst_changed) {
+            (false, true, true) => "DNAT+SNAT",
+            (false, false, _) => "DNAT",
+            (false, true, false) => "SNAT",
+            (true, true, true) => "un-DNAT+SNAT",
+            (true, true, false) => "un-DNAT",
+            (true, false, _) => "un-SNAT",
+        };
+        let t = NatTuple::of(p);
+        let step = NatStep {
+            ts_ns: n.ts_ns,
+            node,
+            netns: n.netns,
+            ifname,
+            kind,
+            proto: p.proto,
+            from: (e.src, e.sport, e.dst, e.dport),
+            to: (t.src, t.sport, t.dst, t.dport),
+        };
+        self.correlator
+            .push_nat(&first, &n.packet, n.tcp_flags, n.icmp_type, step);
+        // Hops of the packet before the translation that the filter turned away: the
+        // translated packet matches it, so they belong to the trace.
+        let before = NatTuple::of(&entered);
+        let window = self.correlator_window();
+        let (take, keep): (Vec<HopRecord>, Vec<HopRecord>) = std::mem::take(&mut self.rejected)
+            .into_iter()
+            .partition(|h| {
+                NatTuple::of(&h.packet) == before && h.ts_ns.abs_diff(n.ts_ns) <= window
+            });
+        self.rejected = keep.into();
+        for h in take {
+            self.correlator.push(h);
+        }
+    }
+
+    fn correlator_window(&self) -> u64 {
+        self.correlator.window_ns()
+    }
+
+    /// Whether either view of a translated packet passes the user-space filter (a filter on a
+    /// Service address follows the packet to its endpoint, one on the endpoint includes the
+    /// hop before the translation).
+    fn either_passes(&mut self, entered: &PacketId, now: &PacketId) -> bool {
+        let Some(filter) = &self.filter else {
+            return true;
+        };
+        let input = |p: &PacketId| FilterInput {
+            saddr: u32::from_ne_bytes(p.src.octets()),
+            daddr: u32::from_ne_bytes(p.dst.octets()),
+            proto: p.proto,
+            sport: p.sport,
+            dport: p.dport,
+        };
+        let ok = filter.matches(&input(entered)) || filter.matches(&input(now));
+        if !ok {
+            self.counts.filtered += 1;
+        }
+        ok
+    }
+
+    /// A decoded drop: back to its flow's identity before NAT, filter, name, drop the noise,
+    /// then correlate.
+    pub(crate) fn push_drop(&mut self, d: &DropRecord, names: &dyn DropNames) {
+        let mut d = *d;
+        let passes = match self.nat.translate(&d.packet, d.ts_ns) {
+            Some(entered) => {
+                let now = d.packet;
+                d.packet = entered;
+                self.either_passes(&entered, &now)
+            }
+            None => self.packet_passes(&d.packet),
+        };
+        if !passes {
+            return;
+        }
+        let d = &d;
         self.counts.drops_seen += 1;
         let reason = names.reason_name(d.reason);
         if is_noise(&reason, &d.packet, d.icmp_type) {
@@ -387,6 +520,7 @@ impl<W: Write> Pipeline<W> {
     /// After a drain, at monotonic time `now_ns`: prints the traces that completed; returns
     /// true once `--count` is reached.
     pub fn tick(&mut self, now_ns: u64) -> Result<bool> {
+        self.nat.expire(now_ns);
         let traces = self.correlator.expire(now_ns);
         self.emit(traces)
     }

@@ -149,7 +149,7 @@ pub fn attach(ebpf: &mut Ebpf, aya_btf: &aya::Btf, btf: &Btf) -> Attached {
 }
 
 /// The first line of an error and its causes.
-fn first_line(e: &anyhow::Error) -> String {
+pub(crate) fn first_line(e: &anyhow::Error) -> String {
     let mut chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
     chain.dedup();
     chain

@@ -166,7 +166,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
     w.clock(&ClockSample::now())
         .context("writing the recording's header")?;
     // The nodes' state, the evidence `tracer check` audits later (a few ms per node).
-    for (i, state) in session.read_states().iter().enumerate() {
+    for (i, state) in session.take_initial_states().iter().enumerate() {
         w.state(i as u16, state)
             .context("writing the recording's node states")?;
     }

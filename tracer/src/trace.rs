@@ -91,7 +91,8 @@ fn trace_loop(
     );
     if !args.kernel_agg {
         // The nodes' state, evidence for the verdicts; read again when a packet dies.
-        for (node, state) in session.topology.nodes.iter().zip(session.read_states()) {
+        let states = session.take_initial_states();
+        for (node, state) in session.topology.nodes.iter().zip(states) {
             pipe.set_state(node.netns, state);
         }
         pipe.set_state_source(Box::new(session.state_source()?));

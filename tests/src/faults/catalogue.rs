@@ -18,22 +18,24 @@
 //! --help` lists the names from here.
 //!
 //! Findings that shaped the plans are written next to the entries they explain (`missing-arp`,
-//! `pod-cidr-overlap`, `wrong-tunnel-source`).
+//! `pod-cidr-overlap`, `wrong-tunnel-source`), or next to the plans too long to read inline
+//! (`super::plans`). What an entry is made of and the queries over the catalogue are in
+//! `entry`.
 
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Context};
 use serde::{Deserialize, Serialize};
 
-use super::engine::{PlanFn, Planned, Step};
+use super::engine::{Planned, Step};
 use super::nat;
-use super::probe::Probe;
+use super::plans;
+use super::state::{fdb_entry, pod, route_of, routes, show, vtep, word_after};
 use crate::services::OUTSIDE;
-use super::state::{fdb_entry, node, pod, route_of, routes, show, vtep, word_after};
 use crate::spec::Encap;
-use crate::topology::Topology;
+
+mod entry;
+pub use entry::{Entry, ExpectedDrop, KernelDrop, ProbeSpec, Target, TracerReport};
 
 /// nftables table of `underlay-blocks-vxlan`.
 pub const NFT_TABLE_UNDERLAY: &str = "tracer_lab_fault";
@@ -54,62 +56,6 @@ pub const SECOND_NIC: &str = "eth1";
 /// The interface the `rp-filter` fault (none mode) points the reverse route at.
 pub const RPF_NIC: &str = "rpf0";
 
-/// Everything known about one fault.
-pub struct Entry {
-    /// The fault.
-    pub fault: Fault,
-    /// Kebab-case name (`"encap-never"`), as in the CLI and the JSON.
-    pub name: &'static str,
-    /// One line: what the fault is.
-    pub doc: &'static str,
-    /// The encapsulations whose labs it applies to (the VXLAN-only faults make no sense
-    /// without a tunnel). None is planned for IPIP labs yet: their nodes only exist as VM
-    /// guests (this machine's kernel has no `ipip`), where no one process sees both nodes,
-    /// which every fault's plan reads.
-    pub encaps: &'static [Encap],
-    /// The traffic it makes fail.
-    pub probe: ProbeSpec,
-    /// What it changes.
-    pub plan: PlanFn,
-    /// The kernel drops the probe leads to (the same in every encapsulation).
-    pub kernel_drops: &'static [KernelDrop],
-    /// What the tracer must report for the probe, one per encapsulation in `encaps`.
-    pub tracer: &'static [TracerReport],
-}
-
-/// A probe by the lab's names, resolved against a topology by [`Fault::probe`].
-#[derive(Clone, Copy, Debug)]
-pub struct ProbeSpec {
-    /// Sending pod, or [`OUTSIDE`] (the machine outside the cluster of a lab with Services).
-    pub from_pod: &'static str,
-    /// Destination.
-    pub to: Target,
-    /// `"icmp"`, `"tcp"` or `"udp"`.
-    pub proto: &'static str,
-    /// Destination port (tcp/udp).
-    pub port: Option<u16>,
-    /// Payload size; `None` = small default.
-    pub size: Option<usize>,
-    /// Don't fragment.
-    pub df: bool,
-}
-
-/// The destination of a probe.
-#[derive(Clone, Copy, Debug)]
-pub enum Target {
-    /// The address of this pod.
-    Pod(&'static str),
-    /// The (underlay) address of this node.
-    Node(&'static str),
-    /// The cluster IP and port of a Service (`namespace/name`, port name): a lab with
-    /// Services.
-    Service(&'static str, &'static str),
-    /// This node's address and the node port of a Service (`namespace/name`).
-    NodePort(&'static str, &'static str),
-    /// The machine outside the cluster (its server's port for TCP).
-    Outside,
-}
-
 /// The default probe: one ping from n1p0 to n2p0.
 const PING: ProbeSpec = ProbeSpec {
     from_pod: "n1p0",
@@ -120,88 +66,6 @@ const PING: ProbeSpec = ProbeSpec {
     df: false,
 };
 
-/// A kernel drop a fault leads to, as declared ([`ExpectedDrop`] is its owned form).
-#[derive(Clone, Copy, Debug)]
-pub struct KernelDrop {
-    /// Node whose network namespace frees the packet.
-    pub node: &'static str,
-    /// `enum skb_drop_reason` name without `SKB_DROP_REASON_`.
-    pub reason: &'static str,
-    /// Kernel function of the drop location.
-    pub function: &'static str,
-    /// What is dropped: `"probe"`, `"outer"` or `"arp"` (see [`ExpectedDrop::packet`]).
-    pub packet: &'static str,
-    /// Only after neighbour resolution gives up (about 3 s after sending).
-    pub delayed: bool,
-}
-
-/// A kernel drop that a fault leads to (reason and function as `skb:kfree_skb` reports them).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExpectedDrop {
-    /// Node whose network namespace frees the packet.
-    pub node: String,
-    /// `enum skb_drop_reason` name without `SKB_DROP_REASON_` (`"NEIGH_FAILED"`).
-    pub reason: String,
-    /// Kernel function of the drop location (`"neigh_invalidate"`).
-    pub function: String,
-    /// What is dropped: `"probe"` (the probe packet itself), `"outer"` (its VXLAN
-    /// encapsulation) or `"arp"` (ARP requests of the neighbour resolution it triggers).
-    pub packet: String,
-    /// Only after neighbour resolution gives up (about 3 s after sending), not at once.
-    pub delayed: bool,
-}
-
-/// What the tracer must report for a fault's probe in one encapsulation: the probe's trace is
-/// dropped at this node, device, reason and function, with this verdict (or, for a trace
-/// that is not dropped, has this [`outcome`](Self::outcome) and verdict, `""` for none).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TracerReport {
-    /// The lab's encapsulation.
-    pub encap: Encap,
-    /// Node (lab name, `"node1"`) of the drop.
-    pub node: &'static str,
-    /// Device of the drop; `"cali"` means the probe pod's veth.
-    pub device: &'static str,
-    /// Drop reason.
-    pub reason: &'static str,
-    /// Prefix of the drop function (the tracer adds `+0x..`).
-    pub function: &'static str,
-    /// Verdict name.
-    pub verdict: &'static str,
-    /// What `tracer check` reports about the fault's state, with no traffic: the finding
-    /// codes it must include (see the tracer's `audit` module).
-    pub audit: &'static [&'static str],
-    /// The probe trace's outcome: `dropped` (node, device, reason and function say where),
-    /// or `lost`, `incomplete`, `delivered` (they are then empty).
-    pub outcome: &'static str,
-    /// Why `audit` may be empty: the fault is not in a node's state the audit reads (kube-
-    /// proxy's NAT rules, a full conntrack table it does not judge yet), said in one line.
-    pub audit_exempt: Option<&'static str>,
-    /// What the tracer should report once it follows packets through NAT (issue 14), where
-    /// the report above is what it reports today and falls short of that.
-    pub should: Option<&'static str>,
-}
-
-impl TracerReport {
-    /// The audit's finding codes for this fault in this encapsulation.
-    pub const fn audit(mut self, codes: &'static [&'static str]) -> TracerReport {
-        self.audit = codes;
-        self
-    }
-
-    /// No audit finding, and why that is right for this fault.
-    pub const fn audit_exempt(mut self, why: &'static str) -> TracerReport {
-        self.audit_exempt = Some(why);
-        self
-    }
-
-    /// What the tracer should report instead, once it can.
-    pub const fn should(mut self, what: &'static str) -> TracerReport {
-        self.should = Some(what);
-        self
-    }
-}
-
 /// Reason and function of the kernel drops the faults lead to.
 type DropAt = (&'static str, &'static str);
 const NEIGH: DropAt = ("NEIGH_FAILED", "neigh_invalidate");
@@ -209,11 +73,18 @@ const NO_TX: DropAt = ("NO_TX_TARGET", "vxlan_xmit");
 const NFT: DropAt = ("NETFILTER_DROP", "nft_do_chain");
 const RPF: DropAt = ("IP_RPFILTER", "ip_rcv_finish_core");
 const TOO_BIG: DropAt = ("PKT_TOO_BIG", "ip_forward");
-
-const NO_SOCKET: DropAt = ("NO_SOCKET", "tcp_v4_rcv");
-const NF_HOOK: DropAt = ("NETFILTER_DROP", "nf_hook_slow");
+const OTHERHOST: DropAt = ("OTHERHOST", "ip_rcv_core");
+/// A route lookup that found a blackhole (`-EINVAL`): `ip_error` frees it without a reason.
+const BLACKHOLE: DropAt = ("NOT_SPECIFIED", "ip_error");
+const VNI_NOT_FOUND: DropAt = ("VXLAN_VNI_NOT_FOUND", "vxlan_rcv");
+/// A UDP datagram to a port no socket listens on.
+const NO_UDP_SOCKET: DropAt = ("NO_SOCKET", "__udp4_lib_rcv");
+/// Input routing on a device that does not forward.
+const NO_FORWARD: DropAt = ("IP_INADDRERRORS", "ip_error");
 
 const BOTH: &[Encap] = &[Encap::Vxlan, Encap::None];
+const NO_SOCKET: DropAt = ("NO_SOCKET", "tcp_v4_rcv");
+const NF_HOOK: DropAt = ("NETFILTER_DROP", "nf_hook_slow");
 
 /// The NAT faults' probe: a DNS query over UDP from n1p0 to the DNS Service.
 const DNS_QUERY: ProbeSpec = ProbeSpec {
@@ -701,6 +572,205 @@ catalogue![
         )
         .audit(&["fdb-wrong-underlay"])],
     },
+    Entry {
+        fault: VtepMacChanged,
+        name: "vtep-mac-changed",
+        doc: "Node2's VTEP MAC changed; node1 keeps the neighbour and FDB entries of the old \
+              one.",
+        encaps: VXLAN_ONLY,
+        probe: PING,
+        // Node1 still sends to the old MAC, which node2's FDB entry still maps to node2:
+        // node2 decapsulates a frame for a MAC that is not its own (PACKET_OTHERHOST).
+        plan: plans::vtep_mac_changed,
+        kernel_drops: &[kernel("node2", OTHERHOST, "probe", false)],
+        tracer: &[traced(
+            Encap::Vxlan,
+            "node2",
+            "vxlan.calico",
+            OTHERHOST,
+            "vtep-mac-mismatch"
+        )
+        .audit(&["vtep-mac-mismatch"]),],
+    },
+    Entry {
+        fault: StaleBlockBlackhole,
+        name: "stale-block-blackhole",
+        doc: "Node1 blackholes node2's block (a stale IPAM block affinity).",
+        encaps: BOTH,
+        probe: PING,
+        plan: plans::stale_block_blackhole,
+        kernel_drops: &[kernel("node1", BLACKHOLE, "probe", false)],
+        tracer: &[
+            traced(Encap::Vxlan, "node1", "cali", BLACKHOLE, "blackhole-route")
+                .audit(&["block-claimed-twice"]),
+            traced(Encap::None, "node1", "cali", BLACKHOLE, "blackhole-route")
+                .audit(&["block-claimed-twice"]),
+        ],
+    },
+    Entry {
+        fault: IpForwardOff,
+        name: "ip-forward-off",
+        doc: "Node2 does not forward (`net.ipv4.ip_forward=0`).",
+        encaps: BOTH,
+        probe: PING,
+        // Node2 still decapsulates (the outer packet is for itself) and drops the inner
+        // packet in input routing; node1 forwarding off would drop it on the pod's veth.
+        plan: plans::ip_forward_off,
+        kernel_drops: &[kernel("node2", NO_FORWARD, "probe", false)],
+        tracer: &[
+            traced(
+                Encap::Vxlan,
+                "node2",
+                "vxlan.calico",
+                NO_FORWARD,
+                "ip-forward-off"
+            )
+            .audit(&["ip-forward-off"]),
+            traced(Encap::None, "node2", "eth0", NO_FORWARD, "ip-forward-off")
+                .audit(&["ip-forward-off"]),
+        ],
+    },
+    Entry {
+        fault: ProxyArpOff,
+        name: "proxy-arp-off",
+        doc: "Proxy ARP is off on the probe pod's veth: the pod cannot resolve its gateway.",
+        encaps: BOTH,
+        probe: PING,
+        // The pod's ARP requests for 169.254.1.1 reach node1's veth and go unanswered; the
+        // probe dies in the pod's own namespace (NEIGH_FAILED on its eth0), which the tracer
+        // finds from the veth.
+        plan: plans::proxy_arp_off,
+        kernel_drops: &[kernel("node1", NEIGH, "probe", true)],
+        tracer: &[
+            traced(Encap::Vxlan, "node1", "pod", NEIGH, "proxy-arp-off").audit(&["proxy-arp-off"]),
+            traced(Encap::None, "node1", "pod", NEIGH, "proxy-arp-off").audit(&["proxy-arp-off"]),
+        ],
+    },
+    Entry {
+        fault: PodVethDown,
+        name: "pod-veth-down",
+        doc: "The destination pod's host-side veth on node2 is down.",
+        encaps: BOTH,
+        probe: PING,
+        // The pod's route goes with its device, so node2's own blackhole for its block
+        // catches the packet.
+        plan: plans::pod_veth_down,
+        kernel_drops: &[kernel("node2", BLACKHOLE, "probe", false)],
+        tracer: &[
+            traced(
+                Encap::Vxlan,
+                "node2",
+                "vxlan.calico",
+                BLACKHOLE,
+                "pod-veth-down"
+            )
+            .audit(&["pod-veth-down"]),
+            traced(Encap::None, "node2", "eth0", BLACKHOLE, "pod-veth-down")
+                .audit(&["pod-veth-down"]),
+        ],
+    },
+    Entry {
+        fault: ForwardDropCali,
+        name: "forward-drop-cali",
+        doc: "An iptables rule on node2 drops everything forwarded to the pods \
+              (`-A FORWARD -o cali+ -j DROP`).",
+        encaps: BOTH,
+        probe: PING,
+        plan: plans::forward_drop_cali,
+        kernel_drops: &[kernel("node2", NFT, "probe", false)],
+        tracer: &[
+            traced(Encap::Vxlan, "node2", "vxlan.calico", NFT, "firewall-drop")
+                .audit(&["firewall-drops-pod-traffic"]),
+            traced(Encap::None, "node2", "eth0", NFT, "firewall-drop")
+                .audit(&["firewall-drops-pod-traffic"]),
+        ],
+    },
+    Entry {
+        fault: CalicoPolicyDrop,
+        name: "calico-policy-drop",
+        doc: "A Calico NetworkPolicy denies TCP port 8080 to pod n2p0, in Felix-style chains \
+              on node2.",
+        encaps: BOTH,
+        probe: ProbeSpec {
+            proto: "tcp",
+            port: Some(POLICY_PORT),
+            ..PING
+        },
+        plan: plans::calico_policy_drop,
+        kernel_drops: &[kernel("node2", NFT, "probe", false)],
+        tracer: &[
+            traced(Encap::Vxlan, "node2", "vxlan.calico", NFT, "policy-drop")
+                .audit(&["policy-drops-pod-traffic"]),
+            traced(Encap::None, "node2", "eth0", NFT, "policy-drop")
+                .audit(&["policy-drops-pod-traffic"]),
+        ],
+    },
+    Entry {
+        fault: ConntrackInvalid,
+        name: "conntrack-invalid",
+        doc: "Node2's conntrack does not pick up connections it lost \
+              (`nf_conntrack_tcp_loose=0`) and Calico drops ctstate INVALID.",
+        encaps: BOTH,
+        // A segment of a connection node2 has no entry for (conntrack lost it): without the
+        // fault conntrack picks it up and the pod answers with a reset.
+        probe: ProbeSpec {
+            proto: "tcp-midflow",
+            port: Some(POLICY_PORT),
+            ..PING
+        },
+        plan: plans::conntrack_invalid,
+        kernel_drops: &[kernel("node2", NFT, "probe", false)],
+        tracer: &[
+            traced(
+                Encap::Vxlan,
+                "node2",
+                "vxlan.calico",
+                NFT,
+                "conntrack-invalid"
+            )
+            .audit(&["conntrack-loose-off"]),
+            traced(Encap::None, "node2", "eth0", NFT, "conntrack-invalid")
+                .audit(&["conntrack-loose-off"]),
+        ],
+    },
+    Entry {
+        fault: VniMismatch,
+        name: "vni-mismatch",
+        doc: "Node2's VXLAN device uses another VNI than node1's.",
+        encaps: VXLAN_ONLY,
+        probe: PING,
+        // A VNI cannot be changed on a live device: node2's is re-created (same index, MAC,
+        // addresses, neighbours, routes and FDB entries) with the lab's VNI + 1. Node1's
+        // frames reach node2's VXLAN socket, which has no device for their VNI.
+        plan: plans::vni_mismatch,
+        kernel_drops: &[kernel("node2", VNI_NOT_FOUND, "outer", false)],
+        tracer: &[
+            traced(Encap::Vxlan, "node2", "eth0", VNI_NOT_FOUND, "vni-mismatch")
+                .audit(&["vni-mismatch"]),
+        ],
+    },
+    Entry {
+        fault: VxlanPortMismatch,
+        name: "vxlan-port-mismatch",
+        doc: "Node1's VXLAN device uses another UDP port (8472) than node2's.",
+        encaps: VXLAN_ONLY,
+        probe: PING,
+        // Re-created like vni-mismatch's. Node1 encapsulates to node2's address on port
+        // 8472, where node2 has no socket: the outer datagram is dropped on node2's uplink
+        // (and node2 answers ICMP port unreachable). Seen there only because the tracer
+        // decodes VXLAN on every traced device's port (before, it called the packet lost on
+        // the underlay and advised opening UDP 8472, the wrong fix).
+        plan: plans::vxlan_port_mismatch,
+        kernel_drops: &[kernel("node2", NO_UDP_SOCKET, "outer", false)],
+        tracer: &[traced(
+            Encap::Vxlan,
+            "node2",
+            "eth0",
+            NO_UDP_SOCKET,
+            "vxlan-port-mismatch",
+        )
+        .audit(&["vxlan-port-mismatch"])],
+    },
     // ---- A lab with Services (`lab up --services`): kube-proxy's and Calico's NAT ----
     Entry {
         fault: MissingServiceRule,
@@ -801,133 +871,6 @@ catalogue![
         ],
     },
 ];
-
-impl Fault {
-    /// The fault's catalogue entry.
-    pub fn entry(self) -> &'static Entry {
-        &CATALOGUE[self as usize]
-    }
-
-    /// Kebab-case name (`"encap-never"`), as in the CLI and the JSON.
-    pub fn name(self) -> &'static str {
-        self.entry().name
-    }
-
-    /// Whether the fault exists in a lab of this encapsulation (the VXLAN-only faults make
-    /// no sense without a tunnel; none is planned for IPIP labs yet).
-    pub fn applies_to(self, encap: Encap) -> bool {
-        self.entry().encaps.contains(&encap)
-    }
-
-    /// The traffic this fault makes fail in `t` (n1p0 -> n2p0 ICMP unless said otherwise).
-    pub fn probe(self, t: &Topology) -> Result<Probe> {
-        let spec = self.entry().probe;
-        let services = || {
-            t.services.as_ref().with_context(|| {
-                format!("{self}'s probe needs a lab with Services (`lab up --services`)")
-            })
-        };
-        let (to, port) = match spec.to {
-            Target::Pod(name) => (pod(t, name)?.ip, spec.port),
-            Target::Node(name) => (node(t, name)?.ip, spec.port),
-            Target::Service(id, port) => {
-                let svc = services()?.service(id)?;
-                let p = svc
-                    .port(port)
-                    .with_context(|| format!("{id} has no port {port}"))?;
-                ensure!(p.protocol.to_string() == spec.proto, "{self}: {id} {port} is {}", p.protocol);
-                (svc.cluster_ip, Some(p.port))
-            }
-            Target::NodePort(name, id) => {
-                let svc = services()?.service(id)?;
-                let np = svc.ports.iter().find_map(|p| p.node_port);
-                (node(t, name)?.ip, Some(np.with_context(|| format!("{id} has no node port"))?))
-            }
-            Target::Outside => {
-                let o = &services()?.outside;
-                (o.ip, (spec.proto != "icmp").then_some(o.port))
-            }
-        };
-        let from_pod = match spec.from_pod {
-            OUTSIDE => {
-                services()?;
-                OUTSIDE.to_owned()
-            }
-            name => pod(t, name)?.name.clone(),
-        };
-        Ok(Probe {
-            from_pod,
-            to,
-            proto: spec.proto.into(),
-            port,
-            size: spec.size,
-            df: spec.df,
-        })
-    }
-
-    /// Whether the fault needs a lab with Services (its probe goes to a Service, a node port
-    /// or the outside machine, or comes from there).
-    pub fn needs_services(self) -> bool {
-        let spec = self.entry().probe;
-        spec.from_pod == OUTSIDE
-            || matches!(
-                spec.to,
-                Target::Service(..) | Target::NodePort(..) | Target::Outside
-            )
-    }
-
-    /// The kernel drops the probe leads to, as observed with `skb:kfree_skb` on 6.18 (the
-    /// same in both encapsulations where the fault applies to both).
-    pub fn expected_drops(self) -> Vec<ExpectedDrop> {
-        self.entry()
-            .kernel_drops
-            .iter()
-            .map(|d| ExpectedDrop {
-                node: d.node.into(),
-                reason: d.reason.into(),
-                function: d.function.into(),
-                packet: d.packet.into(),
-                delayed: d.delayed,
-            })
-            .collect()
-    }
-
-    /// What the tracer must report for the probe in a lab of `encap`; `None` when the fault
-    /// does not apply to it (or, which a unit test refuses, the entry lacks the report).
-    pub fn tracer_report(self, encap: Encap) -> Option<&'static TracerReport> {
-        self.entry().tracer.iter().find(|r| r.encap == encap)
-    }
-
-    /// Every fault's name, in catalogue order, comma-separated (`encap-never, missing-route,
-    /// ...`): for error messages and the `--help` of the commands that take a fault.
-    pub fn names() -> String {
-        Fault::ALL.map(Fault::name).join(", ")
-    }
-
-    /// Every (fault, encapsulation) the catalogue declares, faults in documentation order.
-    pub fn cases() -> impl Iterator<Item = (Fault, Encap)> {
-        CATALOGUE
-            .iter()
-            .flat_map(|e| e.encaps.iter().map(move |&encap| (e.fault, encap)))
-    }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Fault {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Fault::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .with_context(|| format!("unknown fault `{s}` (valid: {})", Fault::names()))
-    }
-}
 
 #[cfg(test)]
 mod tests;

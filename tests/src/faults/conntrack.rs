@@ -72,7 +72,9 @@ pub fn fill(netns: &str, mark: u32) -> Result<()> {
         let _ = crate::netns::exec_in(netns, &["conntrack", "-D", "--mark", &format!("{mark:#x}")]);
         anyhow::bail!(
             "filled `{netns}`'s conntrack table to {now} of {max} entries only ({})",
-            inserted.err().map_or("conntrack -R succeeded".into(), |e| format!("{e:#}"))
+            inserted
+                .err()
+                .map_or("conntrack -R succeeded".into(), |e| format!("{e:#}"))
         );
     }
     Ok(())

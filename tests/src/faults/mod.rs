@@ -9,6 +9,8 @@
 //! - [`engine`] runs a plan as apply/undo steps computed from the kernel's current state,
 //!   persists the undo steps in `/run/tracer-lab/{prefix}.faults.json` under the per-prefix
 //!   lock, and heals; it knows no particular fault.
+//! - `plans` holds the plans too long to read inline in an entry; [`felix`] writes Calico's
+//!   filter chains the way Felix does, for the firewall faults.
 //! - `state` reads the kernel state plans change; `probe` runs a fault's probe.
 //! - [`nat`] holds the plans of the faults of a lab with Services (kube-proxy's and Calico's
 //!   NAT, conntrack), `conntrack` fills a conntrack table.
@@ -16,7 +18,9 @@
 pub mod catalogue;
 mod conntrack;
 pub mod engine;
+pub mod felix;
 pub mod nat;
+mod plans;
 mod probe;
 mod state;
 
@@ -26,4 +30,5 @@ pub use catalogue::{
     POLICY_PORT, RPF_NIC, SECOND_NIC,
 };
 pub use engine::{active, active_info, break_lab, heal, heal_all, FaultInfo};
+pub use plans::{CALICO_POLICY, POD_NAMESPACE};
 pub use probe::Probe;

@@ -103,7 +103,12 @@ pub fn missing_service_rule(c: &Ctx<'_>, p: &mut Plan) -> Result<Planned> {
     found.sort();
     let apply: Vec<String> = found.iter().map(|(_, r)| delete(r)).collect();
     let undo: Vec<String> = found.iter().map(|(i, r)| insert_at(r, *i)).collect();
-    p.iptables(&n1.netns, "nat", script("nat", &apply), script("nat", &undo))?;
+    p.iptables(
+        &n1.netns,
+        "nat",
+        script("nat", &apply),
+        script("nat", &undo),
+    )?;
     Ok(Planned {
         node: n1.name.clone(),
         description: format!(
@@ -215,15 +220,17 @@ pub fn nodeport_no_snat(c: &Ctx<'_>, p: &mut Plan) -> Result<Planned> {
         .context("no node port")?;
     let n1 = c.n1;
     let ext = kube_proxy::ext_chain(np, port);
-    let (pos, rule) =
-        rule_with_comment(n1, "nat", &ext, &kube_proxy::ext_masq_comment(np, port))?;
+    let (pos, rule) = rule_with_comment(n1, "nat", &ext, &kube_proxy::ext_masq_comment(np, port))?;
     p.iptables(
         &n1.netns,
         "nat",
         script("nat", &[delete(&rule)]),
         script("nat", &[insert_at(&rule, pos)]),
     )?;
-    let ep = np.endpoints.first().context("the NodePort Service has no endpoint")?;
+    let ep = np
+        .endpoints
+        .first()
+        .context("the NodePort Service has no endpoint")?;
     Ok(Planned {
         node: n1.name.clone(),
         description: format!(

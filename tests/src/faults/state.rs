@@ -1,10 +1,12 @@
-//! Reading the kernel state a plan changes (routes, FDB and neighbour entries, links) and the
-//! lab's named parts, so that undo steps restore what is there, not what the catalogue expects.
+//! Reading the kernel state a plan changes (routes, FDB and neighbour entries, links, sysctl
+//! names) and the lab's named parts, so that undo steps restore what is there, not what the
+//! catalogue expects.
 
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 
+use crate::netns::in_netns;
 use crate::topology::{Node, Pod, Topology, Vtep};
 
 /// Output of a read-only `ip`/`bridge` command inside `netns`.
@@ -74,4 +76,45 @@ pub fn pod<'a>(t: &'a Topology, name: &str) -> Result<&'a Pod> {
 /// The VTEP of `n` (VXLAN labs only).
 pub fn vtep(n: &Node) -> Result<&Vtep> {
     n.vtep.as_ref().context("no VTEP in none mode")
+}
+
+/// The MAC address of device `dev` on `node`.
+pub fn link_mac(node: &Node, dev: &str) -> Result<String> {
+    let link = show("ip", &node.netns, &["-o", "link", "show", "dev", dev])?;
+    word_after(&link, "link/ether").with_context(|| format!("{dev} has no MAC: {link}"))
+}
+
+/// `ip -batch` lines that re-create the permanent neighbour entries of device `dev` on `node`
+/// (`neigh replace IP lladdr MAC dev DEV nud permanent`).
+pub fn permanent_neighbours(node: &Node, dev: &str) -> Result<Vec<String>> {
+    let text = show(
+        "ip",
+        &node.netns,
+        &["neigh", "show", "dev", dev, "nud", "permanent"],
+    )?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let ip = l.split_whitespace().next()?;
+            let mac = word_after(l, "lladdr")?;
+            Some(format!(
+                "neigh replace {ip} lladdr {mac} dev {dev} nud permanent"
+            ))
+        })
+        .collect())
+}
+
+/// The devices of `/proc/sys/net/ipv4/conf` in `netns` (with `all` and `default`).
+pub fn conf_devices(netns: &str) -> Result<Vec<String>> {
+    let names = in_netns(netns, || -> std::io::Result<Vec<String>> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir("/proc/sys/net/ipv4/conf")? {
+            v.push(e?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(v)
+    })?
+    .with_context(|| format!("list /proc/sys/net/ipv4/conf in `{netns}`"))?;
+    let mut names = names;
+    names.sort();
+    Ok(names)
 }

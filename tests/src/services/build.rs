@@ -79,7 +79,10 @@ fn outside(t: &Topology, s: &Services, created: &mut Vec<String>) -> Result<()> 
                 "link add {} mtu {mtu} type veth peer name {} netns {} mtu {mtu}",
                 o.underlay_port, o.ifname, o.netns
             ),
-            format!("link set {} master {} up", o.underlay_port, t.underlay.bridge),
+            format!(
+                "link set {} master {} up",
+                o.underlay_port, t.underlay.bridge
+            ),
         ],
     )?;
     run_batch(
@@ -87,7 +90,10 @@ fn outside(t: &Topology, s: &Services, created: &mut Vec<String>) -> Result<()> 
         &o.netns,
         &[
             "link set lo up".to_owned(),
-            format!("addr add {}/{} dev {}", o.ip, t.underlay.subnet.len, o.ifname),
+            format!(
+                "addr add {}/{} dev {}",
+                o.ip, t.underlay.subnet.len, o.ifname
+            ),
             format!("link set {} up", o.ifname),
             format!("route add default via {} dev {}", o.gateway, o.ifname),
         ],

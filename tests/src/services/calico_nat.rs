@@ -157,8 +157,14 @@ mod tests {
              add cali40masq-ipam-pools 10.244.0.0/16\n"
         );
         let (off, on) = nat_outgoing_toggle(&t.pod_cidr);
-        assert_eq!(off.join(" "), "ipset del cali40masq-ipam-pools 10.244.0.0/16");
-        assert_eq!(on.join(" "), "ipset add cali40masq-ipam-pools 10.244.0.0/16");
+        assert_eq!(
+            off.join(" "),
+            "ipset del cali40masq-ipam-pools 10.244.0.0/16"
+        );
+        assert_eq!(
+            on.join(" "),
+            "ipset add cali40masq-ipam-pools 10.244.0.0/16"
+        );
     }
 
     #[test]

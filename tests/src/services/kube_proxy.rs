@@ -214,18 +214,22 @@ pub fn nat(services: &Services, cluster_cidr: Cidr) -> TableRules {
             svc_chains.push(svc_c);
         }
     }
-    t.chains = ["KUBE-NODEPORTS", "KUBE-SERVICES", "KUBE-MARK-MASQ", "KUBE-POSTROUTING"]
-        .map(str::to_owned)
-        .into_iter()
-        .chain(ext_chains)
-        .chain(sep_chains)
-        .chain(svc_chains)
-        .collect();
+    t.chains = [
+        "KUBE-NODEPORTS",
+        "KUBE-SERVICES",
+        "KUBE-MARK-MASQ",
+        "KUBE-POSTROUTING",
+    ]
+    .map(str::to_owned)
+    .into_iter()
+    .chain(ext_chains)
+    .chain(sep_chains)
+    .chain(svc_chains)
+    .collect();
     t.rules = vec![
         "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
             .to_owned(),
-        "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"
-            .to_owned(),
+        "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES".to_owned(),
         "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING"
             .to_owned(),
     ];
@@ -236,8 +240,9 @@ pub fn nat(services: &Services, cluster_cidr: Cidr) -> TableRules {
          be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"
             .to_owned(),
     );
-    t.rules
-        .push(format!("-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK:#x}"));
+    t.rules.push(format!(
+        "-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK:#x}"
+    ));
     t.rules.extend([
         format!("-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK:#x}/{MASQ_MARK:#x} -j RETURN"),
         format!("-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK:#x}"),
@@ -381,7 +386,10 @@ mod tests {
             .iter()
             .filter(|r| r.starts_with("-A KUBE-SERVICES "))
             .collect();
-        assert!(services_rules.last().unwrap().ends_with("-j KUBE-NODEPORTS"));
+        assert!(services_rules
+            .last()
+            .unwrap()
+            .ends_with("-j KUBE-NODEPORTS"));
         assert_eq!(services_rules.len(), 5, "4 ports + node ports");
         for r in &t.rules {
             let target = r.split(" -j ").nth(1).unwrap().split(' ').next().unwrap();

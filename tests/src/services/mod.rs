@@ -298,8 +298,8 @@ pub fn plan(
     }
     let ip = |i| cidr.nth(i).context("address past the Service CIDR");
     let ep = |node: usize, role: &str| -> Result<Endpoint> {
-        let (pod, ip) = pod_of(node, role)
-            .with_context(|| format!("no {role} pod planned on node{node}"))?;
+        let (pod, ip) =
+            pod_of(node, role).with_context(|| format!("no {role} pod planned on node{node}"))?;
         Ok(Endpoint {
             pod,
             node: format!("node{node}"),
@@ -392,8 +392,14 @@ pub fn describe(s: &Services) -> String {
             .ports
             .iter()
             .map(|p| {
-                let np = p.node_port.map(|n| format!(" nodePort {n}")).unwrap_or_default();
-                format!("{} {}/{} -> {}{np}", p.name, p.port, p.protocol, p.target_port)
+                let np = p
+                    .node_port
+                    .map(|n| format!(" nodePort {n}"))
+                    .unwrap_or_default();
+                format!(
+                    "{} {}/{} -> {}{np}",
+                    p.name, p.port, p.protocol, p.target_port
+                )
             })
             .collect();
         let eps: Vec<String> = svc

@@ -141,7 +141,11 @@ pub(crate) fn spawn(prefix: &str, s: &Server<'_>) -> Result<()> {
         .stderr(out)
         .status()
         .context("run `setsid` (util-linux)")?;
-    ensure!(status.success(), "`setsid -f {}` failed: {status}", bin.display());
+    ensure!(
+        status.success(),
+        "`setsid -f {}` failed: {status}",
+        bin.display()
+    );
     let started = Instant::now();
     while !pid_file.exists() {
         if started.elapsed() > Duration::from_secs(10) {

@@ -358,6 +358,29 @@ pub fn test_threads() -> usize {
         .unwrap_or(1)
 }
 
+/// Every (fault, encapsulation) of the catalogue with its lab prefix (`fault_prefix`).
+/// `TRACER_LAB_FAULTS=name,name` narrows them to those faults while iterating on some (said
+/// on stderr; `cargo xtask test` never sets it); an unknown name fails.
+pub fn fault_cases(base: &str) -> Vec<(String, (lab::Fault, lab::Encap))> {
+    let only: Option<Vec<lab::Fault>> = std::env::var("TRACER_LAB_FAULTS").ok().map(|v| {
+        v.split(',')
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("TRACER_LAB_FAULTS: {e:#}"))
+            })
+            .collect()
+    });
+    if let Some(only) = &only {
+        eprintln!("TRACER_LAB_FAULTS: only {only:?}");
+    }
+    lab::Fault::cases()
+        .filter(|(f, _)| only.as_ref().is_none_or(|o| o.contains(f)))
+        .map(|(f, e)| (fault_prefix(base, f, e), (f, e)))
+        .collect()
+}
+
 /// A short lab prefix for a fault case: `{base}-{v|n}-{fault}`.
 pub fn fault_prefix(base: &str, fault: lab::Fault, encap: lab::Encap) -> String {
     let e = match encap {

@@ -21,53 +21,17 @@ use tracer_common::{
     Drop, CTR_DROP_OTHER_NETNS, CTR_DROP_READ_ERR, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4,
 };
 
-use tracer_common::parse::{filter_input, parse, Packet, Skip};
+use tracer_common::parse::{filter_input, parse, Skip};
 
 use crate::{
     filter::wanted,
-    kmem,
+    kmem::{KernelBytes, Probed, SkbFields, Typed},
     maps::{count, emit, skb_offset, vxlan_ports, TRACED_NETNS},
 };
 
 /// SKB_DROP_REASON_NOT_SPECIFIED is 2 on every kernel that has reasons; anything below is
 /// "not a drop" (SKB_NOT_DROPPED_YET = 0, SKB_CONSUMED = 1). Checked again by name in user space.
 const FIRST_DROP_REASON: u32 = 2;
-
-/// Packet bytes read from kernel memory, starting at the skb's network header.
-struct KernelBytes(*const u8);
-
-impl Packet for KernelBytes {
-    #[inline(always)]
-    fn read<T: Copy>(&self, off: usize) -> Option<T> {
-        kmem::probe(self.0, off as u32)
-    }
-}
-
-/// How the skb's own fields are read: the two hooks differ only in this.
-trait SkbFields {
-    fn get<T: Copy>(base: *const u8, off: u32) -> Option<T>;
-}
-
-/// `tp_btf`: `base` is a typed (BTF) pointer and `off` a constant to the verifier that starts a
-/// member of exactly `T`'s size, so this is one fault-tolerant load (a bad pointer reads 0).
-struct Typed;
-
-impl SkbFields for Typed {
-    #[inline(always)]
-    fn get<T: Copy>(base: *const u8, off: u32) -> Option<T> {
-        Some(kmem::load(base, off))
-    }
-}
-
-/// The classic tracepoint: `base` is a bare address, probe-read.
-struct Probed;
-
-impl SkbFields for Probed {
-    #[inline(always)]
-    fn get<T: Copy>(base: *const u8, off: u32) -> Option<T> {
-        kmem::probe(base, off)
-    }
-}
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {

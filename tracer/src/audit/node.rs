@@ -1,12 +1,14 @@
 //! What one node must agree with itself about: forwarding on, pod veths up and answering
 //! ARP for the pods' gateway (proxy ARP), tunnel devices up with room for their overhead in
 //! the underlay's MTU, every route through a VXLAN device backed by a neighbour entry and an
-//! FDB entry, and no firewall rule (outside Calico's own chains) dropping pod or tunnel
-//! traffic.
+//! FDB entry, no firewall rule (outside Calico's own chains) dropping pod or tunnel traffic,
+//! the deny rules of Calico's policy chains named (a warning: a policy may mean it), and
+//! conntrack picking up connections it lost where Calico drops what conntrack calls invalid.
 
 use std::net::Ipv4Addr;
 
 use super::{finding, Finding, Severity};
+use crate::state::firewall::{Chain, Rule};
 use crate::state::{LinkState, NodeState, RouteType, TunnelKind};
 
 /// VXLAN adds 50 bytes (outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8), IPIP 20.
@@ -157,6 +159,8 @@ pub fn check(n: &NodeState, out: &mut Vec<Finding>) {
     }
     check_vxlan_routes(n, out);
     check_firewall(n, out);
+    check_policy_rules(n, out);
+    check_conntrack(n, out);
 }
 
 /// Every route through a VXLAN device needs the gateway's MAC (neighbour) and that MAC's
@@ -237,7 +241,6 @@ fn check_firewall(n: &NodeState, out: &mut Vec<Finding>) {
                 || text.contains("protocol ipip")
                 || text.contains("-p 4 ")
                 || text.contains("-p ipencap"));
-        let hook = c.hook.as_deref().unwrap_or("");
         let (code, what) = if let Some(p) = port_hit {
             ("firewall-blocks-vxlan", format!("VXLAN's UDP port {p}"))
         } else if ipip_hit {
@@ -258,17 +261,7 @@ fn check_firewall(n: &NodeState, out: &mut Vec<Finding>) {
             Severity::Error,
             code,
             &[name],
-            format!(
-                "{} rule {}{}",
-                c.path(),
-                r.handle
-                    .map_or(format!("#{}", r.position), |h| format!("handle {h}")),
-                if hook.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (hook {hook})")
-                }
-            ),
+            rule_object(c, r),
             format!("`{text}`{counted}"),
             format!("no rule outside Calico's chains dropping {what}"),
             "a host firewall rule (not Calico's) drops the cluster's traffic: allow it before \
@@ -276,4 +269,113 @@ fn check_firewall(n: &NodeState, out: &mut Vec<Finding>) {
              Calico's own policy belongs in NetworkPolicy / GlobalNetworkPolicy",
         ));
     }
+}
+
+/// `table ip filter chain FORWARD rule handle 7 (hook forward)`.
+fn rule_object(c: &Chain, r: &Rule) -> String {
+    format!(
+        "{} rule {}{}",
+        c.path(),
+        r.handle
+            .map_or(format!("#{}", r.position), |h| format!("handle {h}")),
+        c.hook
+            .as_deref()
+            .map(|h| format!(" (hook {h})"))
+            .unwrap_or_default()
+    )
+}
+
+/// Calico's policy and profile chains: `cali-pi-` / `cali-po-` (policies, ingress and
+/// egress), `cali-pri-` / `cali-pro-` (profiles).
+fn is_policy_chain(name: &str) -> bool {
+    ["cali-pi-", "cali-po-", "cali-pri-", "cali-pro-"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+/// The policy a Calico chain belongs to, from the comment Felix puts on its first rule
+/// (`Policy default/default.deny-8080 ingress`, `NetworkPolicy default/deny ingress`,
+/// `Profile kns.default ingress`). Legacy iptables and Felix's nftables mode show comments;
+/// `nft` does not show those iptables-nft stores as an xtables match.
+fn policy_named(c: &Chain) -> Option<String> {
+    // A rule's first comment is kept apart; iptables-save's text has every `--comment`.
+    let mut comments = c.rules.iter().flat_map(|r| {
+        let quoted = r.text.split("--comment \"").skip(1);
+        r.comment
+            .as_deref()
+            .into_iter()
+            .chain(quoted.filter_map(|q| q.split('"').next()))
+    });
+    comments.find_map(|t| {
+        let t = t
+            .strip_suffix(" ingress")
+            .or_else(|| t.strip_suffix(" egress"))?;
+        let (kind, name) = t.split_once(' ')?;
+        (kind == "Policy" || kind == "Profile" || kind.ends_with("Policy")).then(|| name.into())
+    })
+}
+
+/// Deny rules of Calico's policy chains: a warning that names the policy (a policy may mean
+/// to deny, but it is where traffic to or from pods is dropped by design).
+fn check_policy_rules(n: &NodeState, out: &mut Vec<Finding>) {
+    let name = n.node.as_str();
+    for (c, r) in n.firewall.discarding_rules() {
+        if !c.sees_ipv4() || !is_policy_chain(&c.name) {
+            continue;
+        }
+        let policy = policy_named(c).map_or_else(
+            || format!("the Calico policy or profile of chain {}", c.name),
+            |p| format!("Calico policy {p} (chain {})", c.name),
+        );
+        let counted = r
+            .packets
+            .map(|p| format!(", {p} packets so far"))
+            .unwrap_or_default();
+        out.push(finding(
+            Severity::Warning,
+            "policy-drops-pod-traffic",
+            &[name],
+            rule_object(c, r),
+            format!("`{}`{counted}: a deny rule of {policy}", r.text),
+            "traffic the pods need allowed by the policies that select them",
+            format!(
+                "{policy} drops the traffic this rule matches: if that traffic must pass, change \
+                 the policy (`calicoctl get networkpolicy,globalnetworkpolicy -o wide`; \
+                 `iptables-save -t filter | grep {}` shows the rules with their comments)",
+                c.name
+            ),
+        ));
+    }
+}
+
+/// With `nf_conntrack_tcp_loose=0`, a TCP segment of a connection conntrack has no entry for
+/// (conntrack flushed or full, a failover, a restarted node) is `INVALID`, and Calico drops
+/// `INVALID` packets: such connections die instead of resuming.
+fn check_conntrack(n: &NodeState, out: &mut Vec<Finding>) {
+    if n.sysctl("net.netfilter.nf_conntrack_tcp_loose") != Some("0") {
+        return;
+    }
+    let drops_invalid = n.firewall.discarding_rules().find(|(c, r)| {
+        c.sees_ipv4()
+            && (r.text.contains("ct state invalid") || r.text.contains("--ctstate INVALID"))
+    });
+    let Some((c, r)) = drops_invalid else {
+        return;
+    };
+    out.push(finding(
+        Severity::Warning,
+        "conntrack-loose-off",
+        &[n.node.as_str()],
+        "sysctl net.netfilter.nf_conntrack_tcp_loose",
+        format!(
+            "0, and {} drops ctstate INVALID (`{}`)",
+            rule_object(c, r),
+            r.text
+        ),
+        "1 (conntrack picks up established connections it has no entry for)",
+        "with 0, every TCP connection whose conntrack entry is lost (conntrack table full or \
+         flushed, a failover, a restart) is INVALID on this node and Calico's rule drops it: \
+         set `sysctl -w net.netfilter.nf_conntrack_tcp_loose=1` and remove what set it to 0 (a \
+         hardening profile, a sysctl.d file)",
+    ));
 }

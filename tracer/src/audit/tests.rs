@@ -2,8 +2,9 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::state::{
-    firewall::parse_nft, Addr, FdbEntry, Ipip, LinkState, Mac, Neighbour, Net, NodeState,
-    RouteEntry, RouteType, RuleEntry, Vxlan, TABLE_LOCAL, TABLE_MAIN,
+    firewall::{parse_iptables_save, parse_nft},
+    Addr, FdbEntry, Ipip, LinkState, Mac, Neighbour, Net, NodeState, RouteEntry, RouteType,
+    RuleEntry, Vxlan, TABLE_LOCAL, TABLE_MAIN,
 };
 
 /// How the synthetic cluster encapsulates.
@@ -398,12 +399,101 @@ fn host_firewall_rules_against_the_tunnel_or_the_pods() {
     );
     assert!(f[0].found.contains("3 packets"), "{}", f[0]);
 
-    // Calico's own policy chains are not findings; a FORWARD drop toward cali+ is.
+    // A FORWARD drop toward cali+ is a host firewall error; a deny rule of Calico's own
+    // policy chains is only a warning, of another kind.
     let mut c = cluster(2, Mode::Vxlan);
     c[0].firewall.chains = parse_nft(
         "table ip filter {\n chain FORWARD {\n  type filter hook forward priority filter; policy accept;\n  oifname \"cali+\" counter packets 0 bytes 0 drop # handle 9\n }\n chain cali-pi-_deny {\n  counter packets 0 bytes 0 drop # handle 10\n }\n}\n",
     );
-    assert_eq!(codes(&audit(&c)), ["firewall-drops-pod-traffic"]);
+    assert_eq!(
+        codes(&audit(&c)),
+        ["firewall-drops-pod-traffic", "policy-drops-pod-traffic"]
+    );
+}
+
+/// Felix's chains as iptables-nft writes them (what `nft` shows: no comments) and as
+/// iptables-save shows them (comments, so the policy is named).
+const FELIX_NFT: &str = "table ip filter {
+	chain FORWARD {
+		type filter hook forward priority filter; policy accept;
+		 counter packets 5 bytes 420 jump cali-FORWARD # handle 3
+	}
+	chain cali-tw-cali0123456789a {
+		 ct state related,established counter packets 0 bytes 0 accept # handle 10
+		 ct state invalid counter packets 0 bytes 0 drop # handle 11
+		 meta mark & 0x00020000 == 0x00000000 counter packets 0 bytes 0 drop # handle 16
+	}
+	chain cali-pi-_j-GxXDRjvl8seUeXzkb {
+		meta l4proto tcp   tcp dport 8080 counter packets 2 bytes 120 drop # handle 17
+		  counter packets 0 bytes 0 meta mark set mark or 0x10000 # handle 18
+	}
+}
+";
+
+#[test]
+fn deny_rules_of_calico_policies_are_named_warnings() {
+    let mut c = cluster(2, Mode::Vxlan);
+    c[1].firewall.chains = parse_nft(FELIX_NFT);
+    let f = audit(&c);
+    // Only the policy's deny rule: the workload chain's drops are Calico's machinery.
+    assert_eq!(codes(&f), ["policy-drops-pod-traffic"], "{f:#?}");
+    let h = &f[0];
+    assert_eq!(h.severity, Severity::Warning);
+    assert_eq!(h.nodes, ["node2"]);
+    assert_eq!(
+        h.object,
+        "table ip filter chain cali-pi-_j-GxXDRjvl8seUeXzkb rule handle 17"
+    );
+    assert!(h.found.contains("tcp dport 8080 drop"), "{h}");
+    assert!(h.found.contains("2 packets so far"), "{h}");
+    assert!(
+        h.found.contains("chain cali-pi-_j-GxXDRjvl8seUeXzkb"),
+        "{h}"
+    );
+    // With comments (iptables-save of legacy iptables), the policy's name.
+    let mut c = cluster(2, Mode::Vxlan);
+    c[1].firewall.chains = parse_iptables_save(
+        "*filter\n:cali-pi-_j-GxXDRjvl8seUeXzkb - [0:0]\n[3:180] -A cali-pi-_j-GxXDRjvl8seUeXzkb -p tcp -m comment --comment \"cali:Ab3_d9-QrT5xYz0K\" -m comment --comment \"Policy default/default.deny-8080 ingress\" -m multiport --dports 8080 -j DROP\nCOMMIT\n",
+    );
+    let f = audit(&c);
+    assert_eq!(codes(&f), ["policy-drops-pod-traffic"], "{f:#?}");
+    assert!(
+        f[0].found.contains(
+            "Calico policy default/default.deny-8080 (chain cali-pi-_j-GxXDRjvl8seUeXzkb)"
+        ),
+        "{}",
+        f[0]
+    );
+    assert!(f[0].fix.contains("calicoctl"), "{}", f[0]);
+}
+
+#[test]
+fn conntrack_not_picking_up_lost_connections_where_calico_drops_invalid() {
+    let with = |loose: &str, rules: &str| {
+        let mut c = cluster(2, Mode::Vxlan);
+        c[1].sysctls
+            .insert("net.netfilter.nf_conntrack_tcp_loose".into(), loose.into());
+        c[1].firewall.chains = parse_nft(rules);
+        audit(&c)
+    };
+    let f = with("0", FELIX_NFT);
+    let hit: Vec<&Finding> = f
+        .iter()
+        .filter(|f| f.code == "conntrack-loose-off")
+        .collect();
+    assert_eq!(hit.len(), 1, "{f:#?}");
+    assert_eq!(hit[0].nodes, ["node2"]);
+    assert_eq!(hit[0].severity, Severity::Warning);
+    assert!(
+        hit[0]
+            .found
+            .contains("chain cali-tw-cali0123456789a rule handle 11"),
+        "{}",
+        hit[0]
+    );
+    // Loose pickup on, or no rule dropping INVALID: nothing to say.
+    assert!(!codes(&with("1", FELIX_NFT)).contains(&"conntrack-loose-off"));
+    assert!(with("0", "").is_empty());
 }
 
 #[test]

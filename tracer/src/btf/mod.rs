@@ -182,6 +182,45 @@ fn trailer_len(kind: u32, vlen: usize) -> Option<usize> {
     })
 }
 
+/// The type and string sections of a little-endian BTF blob.
+fn sections(data: &[u8]) -> Result<(&[u8], &[u8]), BtfError> {
+    if data.len() < HEADER_LEN || u16::from_le_bytes([data[0], data[1]]) != MAGIC {
+        bad!("not a little-endian BTF blob");
+    }
+    let hdr = |i: usize| read_u32(data, 4 + 4 * i, false).unwrap_or(0) as usize;
+    let (hdr_len, type_off, type_len, str_off, str_len) = (hdr(0), hdr(1), hdr(2), hdr(3), hdr(4));
+    let get = |off: usize, len: usize| {
+        hdr_len
+            .checked_add(off)
+            .and_then(|a| Some((a, a.checked_add(len)?)))
+            .and_then(|(a, b)| data.get(a..b))
+            .ok_or_else(|| malformed(format!("section {off}+{len} out of the blob")))
+    };
+    Ok((get(type_off, type_len)?, get(str_off, str_len)?))
+}
+
+/// One blob from vmlinux's BTF and a module's split BTF on top: the module's types after
+/// vmlinux's (its type ids already count from there) and its strings after vmlinux's (its
+/// string offsets already do too).
+fn join_split(base: &[u8], split: &[u8]) -> Result<Vec<u8>, BtfError> {
+    let (bt, bs) = sections(base)?;
+    let (mt, ms) = sections(split)?;
+    let types = bt.len() + mt.len();
+    let strings = bs.len() + ms.len();
+    let u = |v: usize| u32::try_from(v).map_err(|_| malformed("BTF too large"));
+    let mut out = Vec::with_capacity(HEADER_LEN + types + strings);
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.extend_from_slice(&[1, 0]);
+    for v in [HEADER_LEN, 0, types, types, strings] {
+        out.extend_from_slice(&u(v)?.to_le_bytes());
+    }
+    out.extend_from_slice(bt);
+    out.extend_from_slice(mt);
+    out.extend_from_slice(bs);
+    out.extend_from_slice(ms);
+    Ok(out)
+}
+
 fn read_u32(data: &[u8], off: usize, big_endian: bool) -> Option<u32> {
     let b: [u8; 4] = data.get(off..off.checked_add(4)?)?.try_into().ok()?;
     Some(if big_endian {
@@ -205,6 +244,21 @@ impl Btf {
             source,
         })?;
         Btf::from_vec(data)
+    }
+
+    /// The running kernel's BTF with a module's on top (`/sys/kernel/btf/<module>`, split BTF:
+    /// its type ids continue vmlinux's and its string offsets start after vmlinux's strings).
+    /// A module that is not loaded, or built into vmlinux, leaves vmlinux alone.
+    pub fn from_sys_with_module(module: &str) -> Result<Btf, BtfError> {
+        let base = std::fs::read(SYS_PATH).map_err(|source| BtfError::Io {
+            path: SYS_PATH.into(),
+            source,
+        })?;
+        let path = format!("/sys/kernel/btf/{module}");
+        match std::fs::read(&path) {
+            Ok(split) => Btf::from_vec(join_split(&base, &split)?),
+            Err(_) => Btf::from_vec(base),
+        }
     }
 
     fn from_vec(data: Vec<u8>) -> Result<Btf, BtfError> {

@@ -48,7 +48,8 @@ use std::sync::Arc;
 
 use crate::event::HopRecord;
 use crate::model::{
-    CorrelateStats, Direction, DropPoint, Encap, LinkChange, Outcome, PacketId, Trace, TraceHop,
+    CorrelateStats, Direction, DropPoint, Encap, LinkChange, NatStep, Outcome, PacketId, Trace,
+    TraceHop,
 };
 use crate::topology::{IfaceKind, Topology};
 
@@ -160,6 +161,8 @@ struct RawHop {
     iface: u32,
     dir: Direction,
     encap: Option<Encap>,
+    /// Seen with the addresses after a NAT step (see `nat`).
+    translated: bool,
 }
 
 struct OpenTrace {
@@ -175,6 +178,7 @@ struct OpenTrace {
     next: u32,
     hops: Vec<RawHop>,
     drop: Option<DropPoint>,
+    nat: Vec<NatStep>,
 }
 
 /// What identifies a trace besides its hops.
@@ -311,6 +315,15 @@ impl Correlator {
 
     /// Adds one hop record (any order, duplicates allowed).
     pub fn push(&mut self, hop: HopRecord) {
+        self.push_hop(hop, false);
+    }
+
+    /// Adds one hop record whose identity the pipeline translated back across a NAT step.
+    pub fn push_translated(&mut self, hop: HopRecord) {
+        self.push_hop(hop, true);
+    }
+
+    fn push_hop(&mut self, hop: HopRecord, translated: bool) {
         self.stats.hops_seen += 1;
         let raw = RawHop {
             ts_ns: hop.ts_ns,
@@ -318,6 +331,7 @@ impl Correlator {
             iface: self.iface_id(hop.netns, hop.ifindex),
             dir: hop.dir,
             encap: hop.encap,
+            translated,
         };
         let key = PackedId::new(&hop.packet);
         let mut best: Option<(u64, u32)> = None;
@@ -425,6 +439,11 @@ impl Correlator {
         self.buckets.clear();
         sort_traces(&mut out);
         out
+    }
+
+    /// The longest span of one packet's hops.
+    pub fn window_ns(&self) -> u64 {
+        self.cfg.window_ns
     }
 
     pub fn stats(&self) -> &CorrelateStats {
@@ -561,6 +580,7 @@ impl Correlator {
                     ts_ns: h.ts_ns,
                     len: h.len,
                     encap: h.encap,
+                    translated: h.translated,
                 }
             })
             .collect();
@@ -578,6 +598,7 @@ impl Correlator {
             routes,
             verdict: None,
             tracer_loss,
+            nat: open.nat,
         }
     }
 
@@ -614,6 +635,7 @@ fn sort_traces(traces: &mut [Trace]) {
 }
 
 mod evidence;
+mod nat;
 mod slots;
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ impl Correlator {
             next,
             hops,
             drop,
+            nat: Vec::new(),
         });
         let gen = s.gen;
         self.file(bucket, Entry { slot, gen });

@@ -41,6 +41,7 @@ fn hops(t0: u64, skew2: i64, steps: &[Step]) -> Vec<TraceHop> {
                 ts_ns: t0.checked_add_signed(skew).unwrap() + d,
                 len: 84,
                 encap: None,
+                translated: false,
             }
         })
         .collect()

@@ -251,6 +251,7 @@ fn drop_series_are_capped() {
         routes: Vec::new(),
         verdict: None,
         tracer_loss: false,
+        nat: Vec::new(),
     };
     for i in 0..MAX_DROP_SERIES + extra {
         t.drop = Some(drop_point(

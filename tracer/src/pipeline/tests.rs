@@ -190,3 +190,114 @@ fn interfaces_learned_while_tracing_are_named() {
         ]
     );
 }
+
+/// A NAT record from node1's vxlan.calico: the packet entered as `before` and left as
+/// `after`.
+fn nat_record(before: PacketId, after: PacketId, ts_ns: u64, reply: bool) -> NatRecord {
+    NatRecord {
+        ts_ns,
+        netns: NS1,
+        ifindex: VXLAN,
+        packet: after,
+        tcp_flags: 0,
+        icmp_type: 0,
+        entered: NatTuple::of(&before),
+        reply,
+    }
+}
+
+fn udp_to(dst: &str, dport: u16) -> PacketId {
+    PacketId {
+        proto: 17,
+        sport: 40000,
+        dport,
+        dst: dst.parse().unwrap(),
+        icmp_id: 0,
+        icmp_seq: 0,
+        ..icmp(9)
+    }
+}
+
+/// A packet to a Service address, DNATed on node1 to the endpoint on node2: one trace under
+/// the Service address, the hops after the translation marked, the step named; the next packet
+/// of the flow too, without a NAT record of its own; and the first packet's translated hops
+/// that arrive before the record (another ring buffer) are moved into its trace.
+#[test]
+fn a_packet_keeps_one_trace_through_dnat() {
+    for hops_first in [false, true] {
+        let mut out = Vec::new();
+        let mut pipe = pipeline(&mut out);
+        let svc = udp_to("10.96.0.10", 53);
+        let ep = udp_to("10.244.4.1", 5353);
+        let pre = &vxlan_path(svc, 1_000)[..1];
+        let post = &vxlan_path(ep, 1_000)[1..];
+        pipe.push_hop(pre[0]);
+        if hops_first {
+            post.iter().for_each(|h| pipe.push_hop(*h));
+            pipe.push_nat(&nat_record(svc, ep, 9_000, false));
+        } else {
+            pipe.push_nat(&nat_record(svc, ep, 9_000, false));
+            post.iter().for_each(|h| pipe.push_hop(*h));
+        }
+        // The flow's next packet: no record, the table knows the flow.
+        let mut svc2 = svc;
+        svc2.ip_id = 10;
+        let mut ep2 = ep;
+        ep2.ip_id = 10;
+        pipe.push_hop(vxlan_path(svc2, 2_000_000)[0]);
+        vxlan_path(ep2, 2_000_000)[1..]
+            .iter()
+            .for_each(|h| pipe.push_hop(*h));
+        let traces = finish(pipe);
+        assert_eq!(traces.len(), 2, "hops_first={hops_first}: {traces:#?}");
+        for t in &traces {
+            assert_eq!((t.packet.dst, t.packet.dport), (svc.dst, 53));
+            assert_eq!(t.outcome, Outcome::Delivered, "{t:#?}");
+            assert_eq!(t.hops.len(), 6);
+            assert!(!t.hops[0].translated && t.hops[1..].iter().all(|h| h.translated));
+        }
+        let step = &traces[0].nat[0];
+        assert_eq!(step.kind, "DNAT");
+        assert_eq!(step.text(), "DNAT dst 10.96.0.10:53 -> 10.244.4.1:5353");
+        assert!(traces[1].nat.is_empty(), "one record for the flow");
+        let json: Value =
+            serde_json::from_str(std::str::from_utf8(&out).unwrap().lines().next().unwrap())
+                .unwrap();
+        assert_eq!(json["nat"][0]["to"]["dst"], "10.244.4.1", "{json}");
+        assert_eq!(json["hops"][1]["translated"], true, "{json}");
+    }
+}
+
+/// A filter on the Service address follows the packet to its endpoint; one on the endpoint
+/// includes the hop before the translation.
+#[test]
+fn the_filter_matches_either_side_of_a_translation() {
+    for filter in ["host 10.96.0.10", "host 10.244.4.1"] {
+        let mut out = Vec::new();
+        let print = PrintArgs {
+            count: None,
+            output: Output::Json,
+            linger_ms: 300,
+        };
+        let program = crate::filter::Filter::parse(filter)
+            .unwrap()
+            .compile()
+            .unwrap();
+        let cfg = PipelineConfig {
+            collect: true,
+            filter: Some(program),
+            ..print.pipeline_config(ClockModel::shared_kernel())
+        };
+        let mut pipe = Pipeline::new(topology(), cfg, &mut out);
+        let svc = udp_to("10.96.0.10", 53);
+        let ep = udp_to("10.244.4.1", 5353);
+        pipe.push_hop(vxlan_path(svc, 1_000)[0]);
+        pipe.push_nat(&nat_record(svc, ep, 9_000, false));
+        vxlan_path(ep, 1_000)[1..]
+            .iter()
+            .for_each(|h| pipe.push_hop(*h));
+        let traces = finish(pipe);
+        assert_eq!(traces.len(), 1, "{filter}");
+        assert_eq!(traces[0].hops.len(), 6, "{filter}");
+    }
+}

@@ -101,10 +101,21 @@ pub fn write_trace_text(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io
         {
             write!(w, " ±{}", micros(err_ns).trim_start_matches('+'))?;
         }
+        let nat = if h.translated { "  (translated)" } else { "" };
         match h.encap {
-            Some(e) => writeln!(w, "  {}", encap_text(&e))?,
-            None => writeln!(w)?,
+            Some(e) => writeln!(w, "  {}{nat}", encap_text(&e))?,
+            None => writeln!(w, "{nat}")?,
         }
+    }
+    for n in &t.nat {
+        let time = micros(n.ts_ns.saturating_sub(first));
+        writeln!(
+            w,
+            "  nat: {} {} at {time} us: {}",
+            n.node,
+            n.ifname,
+            n.text()
+        )?;
     }
     if let Some(d) = &t.drop {
         let time = micros(d.ts_ns.saturating_sub(first));

@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 
 use super::proto_json;
 use crate::latency::{segments_with_clock, ClockModel, SegmentClock};
-use crate::model::{DropPoint, Encap, PacketId, RouteLookup, Trace, TraceHop};
+use crate::model::{DropPoint, Encap, NatStep, PacketId, RouteLookup, Trace, TraceHop};
 
 /// Writes `t` as one JSON object followed by a newline.
 pub fn write(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()> {
@@ -33,6 +33,16 @@ pub fn write(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()
     o.raw(t.outcome.as_str().as_bytes());
     o.raw(b"\",\"tracer_loss\":");
     o.raw(if t.tracer_loss { b"true" } else { b"false" });
+    if !t.nat.is_empty() {
+        o.raw(b",\"nat\":[");
+        for (i, n) in t.nat.iter().enumerate() {
+            if i > 0 {
+                o.raw(b",");
+            }
+            o.nat(n, first);
+        }
+        o.raw(b"]");
+    }
     o.raw(b",\"drop\":");
     match &t.drop {
         Some(d) => o.drop_point(d, first),
@@ -215,6 +225,36 @@ impl Out {
         self.num(h.len);
         self.raw(b",\"encap\":");
         self.encap(h.encap.as_ref());
+        if h.translated {
+            self.raw(b",\"translated\":true");
+        }
+        self.raw(b"}");
+    }
+
+    fn nat(&mut self, n: &NatStep, first: u64) {
+        self.raw(b"{\"node\":");
+        self.str(&n.node);
+        self.raw(b",\"ifname\":");
+        self.str(&n.ifname);
+        self.raw(b",\"kind\":");
+        self.str(n.kind);
+        self.raw(b",\"ts_ns\":");
+        self.num(n.ts_ns);
+        self.raw(b",\"delta_ns\":");
+        self.num(n.ts_ns.saturating_sub(first));
+        for (name, (src, sport, dst, dport)) in [("from", n.from), ("to", n.to)] {
+            self.raw(b",\"");
+            self.raw(name.as_bytes());
+            self.raw(b"\":{\"src\":");
+            self.ip(src);
+            self.raw(b",\"sport\":");
+            self.num(sport);
+            self.raw(b",\"dst\":");
+            self.ip(dst);
+            self.raw(b",\"dport\":");
+            self.num(dport);
+            self.raw(b"}");
+        }
         self.raw(b"}");
     }
 

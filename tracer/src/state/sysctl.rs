@@ -1,10 +1,11 @@
 //! The sysctls a forwarded packet depends on, read from `/proc/sys` by a thread inside the
 //! node's namespace (`/proc/sys/net` shows the namespace of the thread that opens it).
 //!
-//! Global: `net.ipv4.ip_forward`, and conntrack's table size and fill where the module is
-//! loaded. Per device (and `all`, `default`): `forwarding`, `rp_filter`, `proxy_arp`,
-//! `accept_local`, `src_valid_mark`, and for veths `neigh.<dev>.proxy_delay`. Keys are the
-//! dotted names (`net.ipv4.conf.eth0.rp_filter`).
+//! Global: `net.ipv4.ip_forward`, and conntrack's table size and fill and whether it picks up
+//! TCP connections it has no entry for (`nf_conntrack_tcp_loose`) where the module is loaded.
+//! Per device (and `all`, `default`): `forwarding`, `rp_filter`, `proxy_arp`, `accept_local`,
+//! `src_valid_mark`, and for veths `neigh.<dev>.proxy_delay`. Keys are the dotted names
+//! (`net.ipv4.conf.eth0.rp_filter`).
 
 use std::collections::BTreeMap;
 
@@ -36,7 +37,11 @@ pub fn read(devices: &[String]) -> (BTreeMap<String, String>, Vec<String>) {
         "net/ipv4/ip_forward".into(),
         true,
     );
-    for k in ["nf_conntrack_count", "nf_conntrack_max"] {
+    for k in [
+        "nf_conntrack_count",
+        "nf_conntrack_max",
+        "nf_conntrack_tcp_loose",
+    ] {
         get(
             format!("net.netfilter.{k}"),
             format!("net/netfilter/{k}"),

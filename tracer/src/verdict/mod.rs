@@ -17,7 +17,7 @@
 //! `kernel-drop` for a drop no rule explains (the reason, its meaning and location, and the
 //! audit's findings for the node still say what happened). Drops by the destination's own
 //! sockets (a full receive buffer, TCP's checks) are not verdicts: the pipeline counts them
-//! apart (`names::is_receiver_drop`).
+//! apart (see is_receiver_drop in the names module).
 
 use std::net::Ipv4Addr;
 

@@ -25,6 +25,39 @@ pub(super) fn lab_fault_case(fault: Fault, encap: LabEncap) -> Option<Case> {
         (Mtu, Native) => mtu_native(),
         (PodCidrOverlap, Vxlan) => cidr_overlap(),
         (WrongTunnelSource, Vxlan) => wrong_tunnel_source(),
+        // The faults of issue 13: mostly the cases of the verdicts from the nodes' state
+        // (`context.rs`), and the lab's shapes they lack here.
+        (VtepMacChanged, Vxlan) => vtep_mac_changed(),
+        (StaleBlockBlackhole, Vxlan) => stale_block_blackhole(),
+        (StaleBlockBlackhole, Native) => lab_stale_block_blackhole_native(),
+        (IpForwardOff, Vxlan) => lab_ip_forward_off(topo(), VXLAN),
+        (IpForwardOff, Native) => lab_ip_forward_off(native_topo(), ETH0),
+        (ProxyArpOff, _) => pod_proxy_arp_off(),
+        (PodVethDown, Vxlan) => destination_veth_down(),
+        (PodVethDown, Native) => lab_pod_veth_down_native(),
+        (ForwardDropCali, Vxlan) => host_rule_named(),
+        (ForwardDropCali, Native) => lab_netfilter_native(
+            "FORWARD",
+            "oifname \"cali+\"",
+            icmp(1),
+            Fault::ForwardDropCali,
+        ),
+        (CalicoPolicyDrop, Vxlan) => calico_policy_drop(),
+        (CalicoPolicyDrop, Native) => lab_netfilter_native(
+            "cali-pi-_j-GxXDRjvl8seUeXzkb",
+            "tcp dport 8080",
+            tcp(),
+            Fault::CalicoPolicyDrop,
+        ),
+        (ConntrackInvalid, Vxlan) => conntrack_invalid(),
+        (ConntrackInvalid, Native) => lab_netfilter_native(
+            "cali-tw-calie0e1e2e3e4f",
+            "ct state invalid",
+            tcp(),
+            Fault::ConntrackInvalid,
+        ),
+        (VniMismatch, Vxlan) => vni_mismatch(),
+        (VxlanPortMismatch, Vxlan) => lab_vxlan_port_mismatch(),
         _ => return None,
     })
 }

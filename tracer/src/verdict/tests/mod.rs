@@ -104,6 +104,7 @@ fn trace(topo: &Topology, packet: PacketId) -> TraceBuilder<'_> {
             routes: Vec::new(),
             verdict: None,
             tracer_loss: false,
+            nat: Vec::new(),
         },
     }
 }
@@ -144,6 +145,7 @@ impl TraceBuilder<'_> {
                 ts_ns: r.ts_ns,
                 len: r.len,
                 encap: r.encap,
+                translated: false,
             });
         }
         self
@@ -313,8 +315,10 @@ impl Case {
 /// Every case, with its name for messages.
 mod cases;
 mod context;
+mod lab_shapes;
 use cases::*;
 use context::*;
+use lab_shapes::*;
 
 fn all_cases() -> Vec<(&'static str, Case)> {
     macro_rules! cases {
@@ -373,6 +377,9 @@ fn all_cases() -> Vec<(&'static str, Case)> {
         lost_on_a_port_nobody_listens,
         lost_after_arriving,
         nothing_listens,
+        lab_stale_block_blackhole_native,
+        lab_pod_veth_down_native,
+        lab_vxlan_port_mismatch,
     ]
 }
 
@@ -406,16 +413,25 @@ fn every_lab_fault_has_a_case_with_the_catalogues_verdict() {
             .drop
             .as_ref()
             .expect("a lab fault case is dropped");
-        let device = match want.device {
-            "cali" => &*case.trace.hops.first().expect("the pod's hop").ifname,
-            dev => dev,
+        // "pod": a drop in the namespace of a pod of the catalogue's node (named after it).
+        let pod =
+            case.topo.pods.iter().find(|p| {
+                p.netns == d.netns && p.pod_of.as_ref().is_some_and(|o| o.node == want.node)
+            });
+        let (node, device) = match (want.device, pod) {
+            ("cali", _) => (
+                want.node,
+                &*case.trace.hops.first().expect("the pod's hop").ifname,
+            ),
+            ("pod", Some(p)) => (p.name.as_str(), &*d.ifname),
+            (dev, _) => (want.node, dev),
         };
         let got = (&*d.node, &*d.ifname, &*d.reason);
-        if got != (want.node, device, want.reason) || !d.function.starts_with(want.function) {
+        if got != (node, device, want.reason) || !d.function.starts_with(want.function) {
             problems.push(format!(
                 "{what}: the case drops on {got:?} in {}, the catalogue says {:?} in {}",
                 d.function,
-                (want.node, device, want.reason),
+                (want.node, want.device, want.reason),
                 want.function
             ));
         }
