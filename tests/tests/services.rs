@@ -246,7 +246,7 @@ fn check(prefix: &str, encap: Encap) {
         &traces,
         client.ip,
         web.cluster_ip,
-        6,
+        "tcp",
         Some(web.ports[0].port),
     );
     for e in &web.endpoints {
@@ -271,7 +271,13 @@ fn check(prefix: &str, encap: Encap) {
         assert_eq!(t["outcome"], "delivered", "{t}");
     }
     // natOutgoing: the request leaves node1's uplink translated (SNAT to node1).
-    let out_reqs = flows(&traces, client.ip, s.outside.ip, "tcp", Some(s.outside.port));
+    let out_reqs = flows(
+        &traces,
+        client.ip,
+        s.outside.ip,
+        "tcp",
+        Some(s.outside.port),
+    );
     assert!(!out_reqs.is_empty(), "natOutgoing request traced");
     for t in &out_reqs {
         let step = &t["nat"][0];
@@ -282,14 +288,16 @@ fn check(prefix: &str, encap: Encap) {
             "{t}"
         );
     }
-    // Replies from outside come back un-SNATed to the pod.
-    let back = flows(&traces, s.outside.ip, client.ip, "tcp", None);
-    assert!(
-        !back.is_empty(),
-        "natOutgoing reply traced under the pod's address"
-    );
+    // Replies from outside enter node1 addressed to node1 (their identity in the trace) and
+    // are un-SNATed there to the pod.
+    let back: Vec<&Value> = flows(&traces, s.outside.ip, n1.ip, "tcp", None)
+        .into_iter()
+        .filter(|t| t["packet"]["sport"].as_u64() == Some(u64::from(s.outside.port)))
+        .collect();
+    assert!(!back.is_empty(), "natOutgoing reply traced");
     for t in &back {
         assert_eq!(t["nat"][0]["kind"], "un-SNAT", "{t}");
+        assert_eq!(ip(&t["nat"][0]["to"]["dst"]), client.ip, "{t}");
         assert_eq!(t["outcome"], "delivered", "{t}");
     }
     lab.down().expect("lab down");
