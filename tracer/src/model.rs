@@ -184,6 +184,11 @@ pub struct Trace {
     /// reversal on the way back). `packet` is the packet as it entered the first translating
     /// node; hops after a translation are `translated`.
     pub nat: Vec<NatStep>,
+    /// For a packet that no node translated: the translation of the flow it answers, when its
+    /// reversed tuple is a flow some node translated (a reply that did not go back through the
+    /// node that translated the request, so it still carries the endpoint's address). Set
+    /// when the trace is finished; evidence for the `asymmetric-snat` verdict.
+    pub answers: Option<NatStep>,
 }
 
 /// One translation of a traced packet by conntrack.

@@ -599,6 +599,7 @@ impl Correlator {
             verdict: None,
             tracer_loss,
             nat: open.nat,
+            answers: None,
         }
     }
 

@@ -252,6 +252,7 @@ fn drop_series_are_capped() {
         verdict: None,
         tracer_loss: false,
         nat: Vec::new(),
+        answers: None,
     };
     for i in 0..MAX_DROP_SERIES + extra {
         t.drop = Some(drop_point(

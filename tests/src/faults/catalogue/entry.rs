@@ -131,9 +131,6 @@ pub struct TracerReport {
     /// Why `audit` may be empty: the fault is not in a node's state the audit reads (kube-
     /// proxy's NAT rules, a full conntrack table it does not judge yet), said in one line.
     pub audit_exempt: Option<&'static str>,
-    /// What the tracer should report once it follows packets through NAT (issue 14), where
-    /// the report above is what it reports today and falls short of that.
-    pub should: Option<&'static str>,
 }
 
 impl TracerReport {
@@ -146,12 +143,6 @@ impl TracerReport {
     /// No audit finding, and why that is right for this fault.
     pub const fn audit_exempt(mut self, why: &'static str) -> TracerReport {
         self.audit_exempt = Some(why);
-        self
-    }
-
-    /// What the tracer should report instead, once it can.
-    pub const fn should(mut self, what: &'static str) -> TracerReport {
-        self.should = Some(what);
         self
     }
 }

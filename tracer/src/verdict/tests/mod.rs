@@ -105,6 +105,7 @@ fn trace(topo: &Topology, packet: PacketId) -> TraceBuilder<'_> {
             verdict: None,
             tracer_loss: false,
             nat: Vec::new(),
+            answers: None,
         },
     }
 }
