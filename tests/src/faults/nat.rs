@@ -251,6 +251,15 @@ pub fn nodeport_no_snat(c: &Ctx<'_>, p: &mut Plan) -> Result<Planned> {
 pub fn nat_outgoing_off(c: &Ctx<'_>, p: &mut Plan) -> Result<Planned> {
     let s = services(c)?;
     for n in &c.t.nodes {
+        // Healing also forgets the connections the fault left untranslated: conntrack keeps
+        // the NAT decision of a flow's first packet, and a probe after heal may get the same
+        // source port as one during the fault (`conntrack -D` fails when nothing matches).
+        let forget = format!("conntrack -D -d {} >/dev/null 2>&1; true", s.outside.ip);
+        p.exec(
+            &n.netns,
+            vec!["true".into()],
+            ["sh", "-c", &forget].map(str::to_owned).to_vec(),
+        );
         for pool in &s.nat_outgoing_pools {
             let (off, on) = calico_nat::nat_outgoing_toggle(pool);
             p.exec(&n.netns, off, on);
