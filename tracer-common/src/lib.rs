@@ -27,6 +27,20 @@ pub const EVENT_FUNC: u16 = 4;
 /// A packet leaving a device with other addresses or ports than it entered the node with:
 /// NAT by conntrack (`NatEvent`).
 pub const EVENT_NAT: u16 = 5;
+/// A tc hop with the first bytes of its packet (`--snaplen`): `Hop`, then a [`Snap`]
+/// (`HopBytes`). Only emitted when `SNAPLEN` is non-zero.
+pub const EVENT_HOP_BYTES: u16 = 6;
+/// A drop with the first bytes of its packet from the network header (`DropBytes`).
+pub const EVENT_DROP_BYTES: u16 = 7;
+
+/// The most packet bytes a record carries (`--snaplen` is at most this).
+pub const SNAPLEN_MAX: usize = 256;
+/// `Snap::link`: the bytes start with an Ethernet header (tc on Ethernet-like devices:
+/// veths, `vxlan.calico`, the uplink).
+pub const LINK_ETHERNET: u8 = 1;
+/// `Snap::link`: the bytes start with an IPv4 header (tc on L3 devices such as `tunl0`, and
+/// the drop hook, which reads from the network header).
+pub const LINK_IPV4: u8 = 2;
 
 /// Direction of a tc hop (`Hop::dir`).
 pub const DIR_INGRESS: u8 = 0;
@@ -387,7 +401,8 @@ pub struct SkbLayout {
     pub skb_inner_network_header: u32,
     /// `sk_buff._nfct` (the conntrack entry and its state); 0 without conntrack.
     pub skb_nfct: u32,
-    pub _pad: u32,
+    /// `sk_buff.tail`: the end of the linear data, an offset from `head` (`--snaplen`).
+    pub skb_tail: u32,
 }
 const _: () = assert!(core::mem::size_of::<SkbLayout>() == 64);
 
@@ -443,6 +458,70 @@ impl EventBody for Nat {
 
 /// An `EVENT_NAT` record as written to the ring buffer.
 pub type NatEvent = Event<Nat>;
+
+/// The first bytes of a packet as a hook saw it (`--snaplen`): `data[..cap_len]` holds them;
+/// the rest of `data` is not written (and a record is cut to `EventHeader::len`, which counts
+/// only `cap_len` bytes of it, rounded up to 8).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snap {
+    pub cap_len: u16,
+    /// `LINK_ETHERNET` or `LINK_IPV4`: what the first byte starts.
+    pub link: u8,
+    pub _pad: u8,
+    /// The packet's length from its first captured byte (pcap's original length).
+    pub orig_len: u32,
+    pub data: [u8; SNAPLEN_MAX],
+}
+const _: () = assert!(core::mem::size_of::<Snap>() == 8 + SNAPLEN_MAX);
+
+impl Default for Snap {
+    fn default() -> Self {
+        Snap {
+            cap_len: 0,
+            link: 0,
+            _pad: 0,
+            orig_len: 0,
+            data: [0; SNAPLEN_MAX],
+        }
+    }
+}
+
+/// The bytes of `Snap` before `data`.
+pub const SNAP_FIXED: usize = 8;
+
+/// Body of an `EVENT_HOP_BYTES` record: a hop and its packet's first bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HopBytes {
+    pub hop: Hop,
+    pub snap: Snap,
+}
+const _: () = assert!(core::mem::size_of::<HopBytes>() == 72 + 8 + SNAPLEN_MAX);
+
+impl EventBody for HopBytes {
+    const KIND: u16 = EVENT_HOP_BYTES;
+}
+
+/// Body of an `EVENT_DROP_BYTES` record: a drop and its packet's first bytes from the network
+/// header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropBytes {
+    pub drop: Drop,
+    pub snap: Snap,
+}
+const _: () = assert!(core::mem::size_of::<DropBytes>() == 88 + 8 + SNAPLEN_MAX);
+
+impl EventBody for DropBytes {
+    const KIND: u16 = EVENT_DROP_BYTES;
+}
+
+/// The length a record with `cap_len` packet bytes declares in its header: the body up to
+/// the snap's data, then the bytes rounded up to 8.
+pub const fn snap_record_len<T: EventBody>(cap_len: usize) -> usize {
+    core::mem::size_of::<Event<T>>() - SNAPLEN_MAX + ((cap_len + 7) & !7)
+}
 
 /// Offsets for `tp_btf/fib_table_lookup` (args: tb_id, flowi4, fib_nh_common, err), resolved
 /// from the running kernel's BTF by user space and patched into the program as a read-only

@@ -8,15 +8,20 @@ use aya_ebpf::{
 };
 use tracer_common::{
     filter::FilterProgram, CtLayout, Event, EventBody, EventHeader, FibLayout, PktSlot, SkbLayout,
-    CTR_RINGBUF_FULL, HIST_BUCKETS, MODE_EVENTS, N_COUNTERS, N_SEGMENTS, PKT_SLOTS, ROLE_ARRAY_LEN,
+    Snap, CTR_RINGBUF_FULL, HIST_BUCKETS, MODE_EVENTS, N_COUNTERS, N_SEGMENTS, PKT_SLOTS,
+    ROLE_ARRAY_LEN, SNAPLEN_MAX,
 };
 use tracer_common::{filter::FollowKey, parse::VxlanPorts};
 
 /// Default ring buffer size; user space may resize it before loading.
-const RINGBUF_BYTES: u32 = 8 << 20;
+const RINGBUF_BYTES: u32 = 4 << 20;
 
 /// `BPF_RB_NO_WAKEUP`: user space drains on a timer; a wakeup per event is too expensive.
 pub const RB_NO_WAKEUP: u64 = 1;
+/// `BPF_RB_FORCE_WAKEUP`: the ring buffer is filling up, user space must drain now.
+const RB_FORCE_WAKEUP: u64 = 2;
+/// `BPF_RB_AVAIL_DATA` for `bpf_ringbuf_query`: bytes produced and not yet consumed.
+const RB_AVAIL_DATA: u64 = 0;
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
@@ -62,6 +67,13 @@ pub static PKT_STATE: Array<PktSlot> = Array::with_max_entries(PKT_SLOTS, 0);
 pub static LAT_HIST: PerCpuArray<[u64; HIST_BUCKETS]> =
     PerCpuArray::with_max_entries(N_SEGMENTS, 0);
 
+/// Bytes waiting in the ring buffer from which a record wakes user space (set by user space
+/// before loading: a quarter of the ring). Below it user space drains on its timer, so a quiet
+/// or steady flow costs no wakeups; a burst is drained as soon as it reaches this mark, which
+/// is what lets the ring buffer be small (see `capture`).
+#[unsafe(no_mangle)]
+static WAKE_BYTES: u64 = (RINGBUF_BYTES / 4) as u64;
+
 /// `MODE_*` bits (set by user space before loading).
 #[unsafe(no_mangle)]
 static MODE: u32 = MODE_EVENTS;
@@ -70,6 +82,18 @@ static MODE: u32 = MODE_EVENTS;
 /// sampled packet is reported.
 #[unsafe(no_mangle)]
 static SAMPLE_EVERY: u32 = 1;
+
+/// Packet bytes each hop and drop carries (`--snaplen`; 0: none, at most `SNAPLEN_MAX`). A
+/// frozen global: with 0, the verifier prunes the bytes path as dead code, so the programs
+/// verify and run as without the option.
+#[unsafe(no_mangle)]
+static SNAPLEN: u32 = 0;
+
+#[inline(always)]
+pub fn snaplen() -> u32 {
+    // SAFETY: as for `netns_ino`.
+    unsafe { core::ptr::read_volatile(&SNAPLEN) }
+}
 
 #[inline(always)]
 pub fn mode() -> u32 {
@@ -103,7 +127,7 @@ static SKB_OFFSETS: SkbLayout = SkbLayout {
     skb_data: 0,
     skb_inner_network_header: 0,
     skb_nfct: 0,
-    _pad: 0,
+    skb_tail: 0,
 };
 
 /// One offset of [`SKB_OFFSETS`] (a constant to the verifier), e.g.
@@ -198,8 +222,9 @@ pub fn count(counter: u32) {
     }
 }
 
-/// Writes one record (`header` from the arguments, then `body`) to the ring buffer without a
-/// wakeup; a full ring buffer is counted (`CTR_RINGBUF_FULL`), the tracer's own loss.
+/// Writes one record (`header` from the arguments, then `body`) to the ring buffer, without a
+/// wakeup unless the ring buffer holds `WAKE_BYTES` or more; a full ring buffer is counted
+/// (`CTR_RINGBUF_FULL`), the tracer's own loss.
 #[inline(always)]
 pub fn emit<T: EventBody + 'static>(ts_ns: u64, netns: u32, ifindex: u32, body: T) {
     let Some(mut entry) = EVENTS.reserve::<Event<T>>(0) else {
@@ -217,5 +242,70 @@ pub fn emit<T: EventBody + 'static>(ts_ns: u64, netns: u32, ifindex: u32, body: 
         },
         body,
     });
-    entry.submit(RB_NO_WAKEUP);
+    entry.submit(submit_flags());
+}
+
+/// `BPF_RB_FORCE_WAKEUP` once `WAKE_BYTES` or more wait in the ring buffer, else no wakeup.
+#[inline(always)]
+fn submit_flags() -> u64 {
+    // SAFETY: as for `netns_ino`.
+    let wake = unsafe { core::ptr::read_volatile(&WAKE_BYTES) };
+    if EVENTS.query(RB_AVAIL_DATA) >= wake {
+        RB_FORCE_WAKEUP
+    } else {
+        RB_NO_WAKEUP
+    }
+}
+
+/// `n` (in `1..=SNAPLEN_MAX`) computed so that the verifier sees those bounds in the register
+/// handed to a helper: read back opaquely (LLVM may not fold what follows), then
+/// `((n - 1) & (SNAPLEN_MAX - 1)) + 1`, which is `n` again. Without it, LLVM tests `n == 0` on
+/// another copy than the one it passes, and 6.1's verifier rejects the size's lower bound of 0
+/// (`invalid access to memory ... size=0`; 6.18's accepts it).
+#[inline(always)]
+pub fn verifier_bounded(n: u32) -> u32 {
+    const _: () = assert!(SNAPLEN_MAX.is_power_of_two());
+    // SAFETY: a volatile read of a local.
+    let n = unsafe { core::ptr::read_volatile(&n) };
+    (n.wrapping_sub(1) & (SNAPLEN_MAX as u32 - 1)) + 1
+}
+
+/// Like [`emit`], for a body that ends in a [`Snap`]: `write_body` writes the body but the
+/// snap (the record itself, not a copy on the stack) and returns where the snap is; `fill` copies at most `max` packet
+/// bytes into the snap's data (straight into the ring buffer, nothing on the stack) and
+/// returns how many, with the packet's length from its first byte; the header declares only
+/// the bytes written (`snap_record_len`), and user space cuts the record there.
+#[inline(always)]
+pub fn emit_snap<T: EventBody + 'static>(
+    ts_ns: u64,
+    netns: u32,
+    ifindex: u32,
+    write_body: impl FnOnce(*mut T) -> *mut Snap,
+    link: u8,
+    fill: impl FnOnce(*mut u8) -> (u32, u32),
+) {
+    let Some(mut entry) = EVENTS.reserve::<Event<T>>(0) else {
+        return count(CTR_RINGBUF_FULL);
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points to a reserved record of `Event<T>`'s size; each field is written
+    // through a raw pointer before the record is submitted (the snap's data only up to the
+    // bytes copied, which is what the header declares).
+    unsafe {
+        let snap = write_body(core::ptr::addr_of_mut!((*ev).body));
+        let (cap, orig_len) = fill(core::ptr::addr_of_mut!((*snap).data).cast::<u8>());
+        let cap = cap.min(SNAPLEN_MAX as u32);
+        core::ptr::addr_of_mut!((*snap).cap_len).write(cap as u16);
+        core::ptr::addr_of_mut!((*snap).link).write(link);
+        core::ptr::addr_of_mut!((*snap).orig_len).write(orig_len);
+        core::ptr::addr_of_mut!((*ev).header).write(EventHeader {
+            kind: T::KIND,
+            len: tracer_common::snap_record_len::<T>(cap as usize) as u16,
+            cpu: bpf_get_smp_processor_id(),
+            ts_ns,
+            netns,
+            ifindex,
+        });
+    }
+    entry.submit(submit_flags());
 }

@@ -109,7 +109,8 @@ fn raise_memlock() {
 /// The programs attached in one network namespace, with their maps.
 pub struct AttachedNode {
     pub plan: NodePlan,
-    pub events: RingBuf<MapData>,
+    /// This load's ring buffer; `None` when the ring is shared and another load reads it.
+    pub events: Option<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     /// Interfaces that disappeared between discovery and attach (pods deleted meanwhile).
     pub skipped: Vec<String>,
@@ -285,6 +286,13 @@ pub fn program_runs(ebpf: &Ebpf) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
+/// Bytes waiting in a ring buffer of `ringbuf_bytes` from which the programs wake user space
+/// (`WAKE_BYTES`): a quarter of it, so that three quarters absorb what arrives while the
+/// drain is being scheduled.
+pub fn wake_bytes(ringbuf_bytes: u32) -> u64 {
+    u64::from(ringbuf_bytes / 4)
+}
+
 pub fn ringbuf_full(map: &PerCpuArray<MapData, u64>) -> Result<u64> {
     Ok(map.get(&CTR_RINGBUF_FULL, 0)?.iter().sum())
 }
@@ -314,6 +322,8 @@ pub struct AttachOptions<'a> {
     pub tc_attach: TcAttach,
     /// The UDP ports that mark VXLAN: every traced node's (see [`vxlan_ports`]).
     pub vxlan_ports: [u16; 4],
+    /// Packet bytes each hop carries (`--snaplen`; 0: none).
+    pub snaplen: u32,
 }
 
 /// The VXLAN ports of the nodes' VXLAN devices, each once: the programs of every node know
@@ -356,6 +366,10 @@ pub enum TcAttach {
 const SHARED_MAPS: [&str; 2] = ["PKT_STATE", "LAT_HIST"];
 /// The flows the filter follows through NAT, shared by the hooks' and the nodes' programs.
 pub const NAT_FOLLOW_MAP: &str = "NAT_FOLLOW";
+/// The ring buffer, shared by every load when the private bpffs exists: one ring per tracer,
+/// whatever the number of nodes (each ring is mapped twice, so it is resident twice over once
+/// the producer has gone round it).
+pub const EVENTS_MAP: &str = "EVENTS";
 
 /// Mounts a bpffs that only this process sees and that vanishes with it: the tracer moves to a
 /// private mount namespace and mounts a fresh bpffs instance over /sys/fs/bpf there (the host's
@@ -435,20 +449,26 @@ pub fn open_node(netns: &Netns, plan: NodePlan, opts: &AttachOptions<'_>) -> Res
         log::warn!("{note}");
     }
 
+    let wake = wake_bytes(opts.ringbuf_bytes);
     let mut loader = EbpfLoader::new();
     loader
         .override_global("NETNS_INO", &inode, true)
         .override_global("VXLAN_PORTS", &opts.vxlan_ports, true)
         .override_global("MODE", &opts.mode, true)
         .override_global("SAMPLE_EVERY", &opts.sample_every, true)
-        .map_max_entries("EVENTS", opts.ringbuf_bytes);
+        .override_global("SNAPLEN", &opts.snaplen, true)
+        .map_max_entries("EVENTS", opts.ringbuf_bytes)
+        .override_global("WAKE_BYTES", &wake, true);
     let pins: Vec<(&str, PathBuf)> = match opts.shared_pins {
         Some(dir) if opts.mode & MODE_AGGREGATE != 0 => SHARED_MAPS
             .iter()
-            .chain([&NAT_FOLLOW_MAP])
+            .chain([&NAT_FOLLOW_MAP, &EVENTS_MAP])
             .map(|m| (*m, dir.join(m)))
             .collect(),
-        Some(dir) => vec![(NAT_FOLLOW_MAP, dir.join(NAT_FOLLOW_MAP))],
+        Some(dir) => [NAT_FOLLOW_MAP, EVENTS_MAP]
+            .iter()
+            .map(|m| (*m, dir.join(m)))
+            .collect(),
         None => Vec::new(),
     };
     for (name, path) in &pins {
@@ -535,10 +555,10 @@ pub fn attach_node(netns: &Netns, opened: OpenedNode) -> Result<AttachedNode> {
         netns.run(|| attach_targets(&netns.name, ebpf, &programs, &targets, tc_attach))?;
     drop(expedited);
 
-    let events = RingBuf::try_from(
-        ebpf.take_map("EVENTS")
+    let events = Some(RingBuf::try_from(
+        ebpf.take_map(EVENTS_MAP)
             .ok_or_else(|| anyhow!("eBPF object has no EVENTS map"))?,
-    )?;
+    )?);
     let counters = PerCpuArray::try_from(
         ebpf.take_map("COUNTERS")
             .ok_or_else(|| anyhow!("eBPF object has no COUNTERS map"))?,

@@ -13,6 +13,7 @@
 //! after a busy drain.
 
 use std::{
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -21,7 +22,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tracer_common::{
     filter::FilterProgram, CTR_AGG_MAP_FULL, CTR_DROP_READ_ERR, CTR_FILTERED, CTR_MALFORMED,
-    CTR_NOT_IPV4, CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, MODE_AGGREGATE, MODE_EVENTS, N_COUNTERS,
+    CTR_NOT_IPV4, CTR_RINGBUF_FULL, CTR_SAMPLED_OUT, EVENT_HOP, EVENT_HOP_BYTES, MODE_AGGREGATE,
+    MODE_EVENTS, N_COUNTERS,
 };
 
 use crate::{
@@ -45,6 +47,10 @@ use crate::{
 };
 
 const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+/// Ring buffer per load, MiB. The programs wake the tracer when a quarter (1 MiB, ~11k hop
+/// records) is waiting; the other three quarters take 30 ms of records at 1 M/s (a two-node
+/// 64-byte UDP flood traced at six hops) while the drain is scheduled.
+pub const DEFAULT_RINGBUF_MIB: u32 = 4;
 /// A drain that found at least this many records means load: the next one starts at once.
 const BUSY_DRAIN: usize = 4096;
 /// At most this many records per ring buffer per drain: under sustained load a ring buffer is
@@ -72,9 +78,12 @@ pub struct CaptureArgs {
     /// Written once every program is attached (tests start traffic only then).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
-    /// Ring buffer size per node, in MiB (power of two).
-    #[arg(long, default_value_t = 16, value_name = "MIB")]
-    pub ringbuf_mib: u32,
+    /// Ring buffer size in MiB (power of two; default 4, 16 with `--snaplen`): one ring for
+    /// every traced node and the hooks. A record wakes the tracer once a quarter of it is
+    /// waiting, so the ring only has to absorb what arrives while the drain is being
+    /// scheduled (see README, Memory).
+    #[arg(long, value_name = "MIB")]
+    pub ringbuf_mib: Option<u32>,
     /// Only the tc hops: no drop hook, no route lookups, no encapsulation probes.
     #[arg(long)]
     pub no_drops: bool,
@@ -96,6 +105,9 @@ pub struct CaptureArgs {
     /// at exit, and removed by the next start when a killed tracer left them).
     #[arg(long, value_enum, default_value_t = TcAttach::Auto)]
     pub tc_attach: TcAttach,
+    /// Packet bytes every hop and drop carries (`record --snaplen`; 0: none).
+    #[arg(skip)]
+    pub snaplen: u32,
 }
 
 impl CaptureArgs {
@@ -107,13 +119,14 @@ impl CaptureArgs {
             filter,
             duration: None,
             ready_file: None,
-            ringbuf_mib: 16,
+            ringbuf_mib: None,
             no_drops: false,
             sample: 1,
             drop_hook: HookChoice::Auto,
             fib_hook: HookChoice::Auto,
             no_rcu_expedite: false,
             tc_attach: TcAttach::Auto,
+            snaplen: 0,
         }
     }
 }
@@ -188,6 +201,12 @@ impl StateSource for LiveStates {
 }
 
 pub struct Session {
+    /// Every load writes to one ring buffer (read through the first node's load); its
+    /// records are told apart by kind and namespace.
+    shared_ring: bool,
+    /// Node index of each traced namespace (inode), for the shared ring's hop records.
+    node_of_netns: std::collections::HashMap<u32, usize>,
+    node_names: Vec<String>,
     pub nodes: Vec<AttachedNode>,
     pub hooks: Option<GlobalHooks>,
     pub topology: Topology,
@@ -213,31 +232,35 @@ impl Session {
             None => Filter::parse("").map_err(|e| anyhow::anyhow!("{e}"))?,
         };
         let program: FilterProgram = filter.compile().map_err(|e| anyhow::anyhow!("{e}"))?;
-        if !cap.ringbuf_mib.is_power_of_two() {
-            anyhow::bail!(
-                "--ringbuf-mib must be a power of two (got {})",
-                cap.ringbuf_mib
-            );
+        // Records with packet bytes take up to 3.75 times the room of plain ones.
+        let ringbuf_mib = cap.ringbuf_mib.unwrap_or(if cap.snaplen > 0 {
+            4 * DEFAULT_RINGBUF_MIB
+        } else {
+            DEFAULT_RINGBUF_MIB
+        });
+        if !ringbuf_mib.is_power_of_two() {
+            anyhow::bail!("--ringbuf-mib must be a power of two (got {})", ringbuf_mib);
         }
         preflight()?;
         // Before any thread exists: unshare(CLONE_NEWNS) refuses multi-threaded callers. The
-        // private bpffs holds the maps every namespace's programs share: the aggregation
-        // state, and with a filter the flows it follows through NAT.
+        // private bpffs holds the maps every namespace's programs share: the ring buffer, the
+        // aggregation state, and with a filter the flows it follows through NAT.
         let follow_nat = !(filter.is_match_all() || cap.no_drops || kernel_agg);
-        let pins = if kernel_agg || follow_nat {
-            match attach::private_bpffs() {
-                Ok(dir) => Some(dir),
-                Err(e) if !kernel_agg => {
-                    log::warn!(
-                        "{e:#}; the filter will not follow packets through NAT (hops after a \
+        let pins = match attach::private_bpffs() {
+            Ok(dir) => Some(dir),
+            Err(e) if kernel_agg => return Err(e),
+            Err(e) => {
+                log::warn!(
+                    "{e:#}; one ring buffer per node{}",
+                    if follow_nat {
+                        ", and the filter will not follow packets through NAT (hops after a \
                          translation are traced only when their own addresses match)"
-                    );
-                    None
-                }
-                Err(e) => return Err(e),
+                    } else {
+                        ""
+                    }
+                );
+                None
             }
-        } else {
-            None
         };
         let stop = signals::install()?;
 
@@ -255,7 +278,7 @@ impl Session {
         let mut opts = AttachOptions {
             extra_ifaces: &cap.iface,
             filter: &program,
-            ringbuf_bytes: cap.ringbuf_mib << 20,
+            ringbuf_bytes: ringbuf_mib << 20,
             mode: if kernel_agg {
                 MODE_AGGREGATE
             } else {
@@ -265,6 +288,7 @@ impl Session {
             shared_pins: pins.as_deref(),
             tc_attach: cap.tc_attach,
             vxlan_ports: [tracer_common::VXLAN_PORT, 0, 0, 0],
+            snaplen: cap.snaplen,
         };
         crate::rcu::set_enabled(!cap.no_rcu_expedite);
         let started = Instant::now();
@@ -307,11 +331,12 @@ impl Session {
         let hook_opts = HookOptions {
             filter: &program,
             netns: &netns,
-            ringbuf_bytes: cap.ringbuf_mib << 20,
+            ringbuf_bytes: ringbuf_mib << 20,
             drop_hook: cap.drop_hook,
             fib_hook: cap.fib_hook,
             vxlan_ports: opts.vxlan_ports,
             shared_pins: pins.as_deref(),
+            snaplen: cap.snaplen,
         };
         let (nodes, hooks) = std::thread::scope(|s| {
             let hooks = want_hooks.then(|| s.spawn(|| attach_global(&hook_opts)));
@@ -339,7 +364,15 @@ impl Session {
                 .transpose();
             (nodes, hooks)
         });
-        let (nodes, hooks) = (nodes?, hooks?);
+        let (mut nodes, hooks) = (nodes?, hooks?);
+        // One ring for every load: read through the first node's load only (each reader maps
+        // the whole ring).
+        let shared_ring = pins.is_some();
+        if shared_ring {
+            for n in nodes.iter_mut().skip(1) {
+                n.events = None;
+            }
+        }
         for node in &nodes {
             eprintln!("tracer: {}", describe(node));
         }
@@ -372,7 +405,16 @@ impl Session {
                 node.ifaces.extend(h.probes.ifaces());
             }
         }
+        let node_of_netns = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.plan.node.netns, i))
+            .collect();
+        let node_names = nodes.iter().map(|n| n.plan.node.name.clone()).collect();
         let mut session = Session {
+            shared_ring,
+            node_of_netns,
+            node_names,
             nodes,
             hooks,
             topology,
@@ -385,6 +427,7 @@ impl Session {
         if !kernel_agg {
             session.initial_states = session.read_states();
         }
+        release_startup_memory();
         if let Some(path) = &cap.ready_file {
             std::fs::write(path, b"ready\n")
                 .with_context(|| format!("writing ready file {}", path.display()))?;
@@ -412,25 +455,56 @@ impl Session {
         mut on_record: impl FnMut(Source<'_>, &[u8]) -> Result<(), E>,
     ) -> Result<usize, E> {
         let mut n = 0;
+        let shared = self.shared_ring;
         for (i, node) in self.nodes.iter_mut().enumerate() {
+            let Some(events) = node.events.as_mut() else {
+                continue;
+            };
             for _ in 0..MAX_PER_DRAIN {
-                let Some(item) = node.events.next() else {
+                let Some(item) = events.next() else {
                     break;
                 };
                 n += 1;
-                on_record(Source::Node(i, &node.plan.node.name), &item)?;
+                if !shared {
+                    on_record(Source::Node(i, &self.node_names[i]), &item)?;
+                    continue;
+                }
+                // The shared ring: hops go to their node, the rest to the hooks.
+                let source = match record_origin(&item) {
+                    Some((EVENT_HOP | EVENT_HOP_BYTES, netns)) => {
+                        let j = self.node_of_netns.get(&netns).copied().unwrap_or(i);
+                        Source::Node(j, &self.node_names[j])
+                    }
+                    _ => match self.hooks.as_ref() {
+                        Some(h) => Source::Hooks(&h.names),
+                        None => Source::Node(i, &self.node_names[i]),
+                    },
+                };
+                on_record(source, &item)?;
             }
         }
         if let Some(hooks) = self.hooks.as_mut() {
-            for _ in 0..MAX_PER_DRAIN {
-                let Some(item) = hooks.events.next() else {
-                    break;
-                };
-                n += 1;
-                on_record(Source::Hooks(&hooks.names), &item)?;
+            if let Some(events) = hooks.events.as_mut() {
+                for _ in 0..MAX_PER_DRAIN {
+                    let Some(item) = events.next() else {
+                        break;
+                    };
+                    n += 1;
+                    on_record(Source::Hooks(&hooks.names), &item)?;
+                }
             }
         }
         Ok(n)
+    }
+
+    /// The ring buffers' wakeups, for [`DrainPacer::wait`].
+    pub fn wakeups(&self) -> Wakeups {
+        let nodes = self.nodes.iter().filter_map(|n| n.events.as_ref());
+        let fds: Vec<RawFd> = nodes
+            .chain(self.hooks.iter().filter_map(|h| h.events.as_ref()))
+            .map(|e| e.as_raw_fd())
+            .collect();
+        Wakeups::new(&fds)
     }
 
     /// Events lost so far by every ring buffer of the session (ring buffer full).
@@ -555,8 +629,9 @@ impl DrainPacer {
         }
     }
 
-    /// Sleeps until the next drain is due; false once the capture should stop.
-    pub fn wait(&mut self, stop: &StopFlag) -> bool {
+    /// Sleeps until the next drain is due or a ring buffer wakes the tracer (see [`Wakeups`]);
+    /// false once the capture should stop.
+    pub fn wait(&mut self, stop: &StopFlag, wakeups: &Wakeups) -> bool {
         loop {
             if stop.is_set() || self.deadline.is_some_and(|d| Instant::now() >= d) {
                 return false;
@@ -566,8 +641,11 @@ impl DrainPacer {
                 self.next_tick = now + DRAIN_INTERVAL;
                 return true;
             }
-            // Short naps so that a stop request is seen within a few ms.
-            std::thread::sleep((self.next_tick - now).min(Duration::from_millis(10)));
+            // Short naps so that a stop request is seen within a few ms; a ring buffer filling
+            // up (a quarter waiting: the programs force a wakeup) ends the nap and the wait.
+            if wakeups.wait((self.next_tick - now).min(Duration::from_millis(10))) {
+                self.next_tick = Instant::now();
+            }
         }
     }
 
@@ -577,6 +655,88 @@ impl DrainPacer {
         if n >= BUSY_DRAIN {
             self.next_tick = Instant::now();
         }
+    }
+}
+
+/// Kind and namespace of a raw record (its `EventHeader`), if it has one.
+fn record_origin(item: &[u8]) -> Option<(u16, u32)> {
+    let kind = u16::from_le_bytes(item.get(0..2)?.try_into().ok()?);
+    let netns = u32::from_le_bytes(item.get(16..20)?.try_into().ok()?);
+    Some((kind, netns))
+}
+
+/// Hands the heap that start-up used and freed (the kernel's BTF parsed for every load,
+/// kallsyms, the verifier's logs: tens of MB, spread over the attach threads' malloc arenas)
+/// back to the system: glibc keeps freed memory in its arenas, and a tracer runs on every
+/// node of a cluster for as long as it is asked to.
+fn release_startup_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The ring buffers' forced wakeups (see `WAKE_BYTES` in the eBPF maps): an epoll set of
+/// their descriptors, edge-triggered. A ring buffer's descriptor polls readable whenever any
+/// record waits, which would turn the timer into a drain per record; edge-triggered, epoll
+/// reports only the wakeups, which the programs send once a quarter of the ring is waiting.
+pub struct Wakeups {
+    epoll: Option<OwnedFd>,
+}
+
+impl Wakeups {
+    /// Watches `fds`; without them (or if epoll fails: the timer still drains) it just sleeps.
+    pub fn new(fds: &[RawFd]) -> Wakeups {
+        if fds.is_empty() {
+            return Wakeups { epoll: None };
+        }
+        // SAFETY: plain syscall; the result is checked before it is owned.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            log::warn!(
+                "epoll_create1: {}: draining on the timer only",
+                std::io::Error::last_os_error()
+            );
+            return Wakeups { epoll: None };
+        }
+        // SAFETY: `epfd` is a new descriptor owned by nobody else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
+        for &fd in fds {
+            let mut ev = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+                u64: fd as u64,
+            };
+            // SAFETY: both descriptors are open; `ev` is valid for the call.
+            if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+                log::warn!(
+                    "epoll_ctl: {}: draining on the timer only",
+                    std::io::Error::last_os_error()
+                );
+                return Wakeups { epoll: None };
+            }
+        }
+        Wakeups { epoll: Some(epoll) }
+    }
+
+    /// Waits up to `timeout` for a wakeup; true if one came.
+    fn wait(&self, timeout: Duration) -> bool {
+        let Some(epoll) = &self.epoll else {
+            std::thread::sleep(timeout);
+            return false;
+        };
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `events` is valid for `events.len()` entries for the whole call.
+        let n = unsafe {
+            libc::epoll_wait(
+                epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                ms,
+            )
+        };
+        n > 0
     }
 }
 

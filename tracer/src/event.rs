@@ -8,16 +8,18 @@
 //! records also carry the CPU, `skb->mark`, the TTL, the IP total length and parser flags,
 //! which no stage uses yet.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, sync::Arc};
 
 use thiserror::Error;
 use tracer_common::{
-    Drop, Event as WireEvent, EventBody, EventHeader, Fib, Func, Hop, Nat, DIR_EGRESS, DIR_INGRESS,
-    ENCAP_IPIP, ENCAP_NONE, ENCAP_VXLAN, EVENT_DROP, EVENT_FIB, EVENT_FUNC, EVENT_HOP, EVENT_NAT,
-    FUNC_IFINDEX_BASE, FUNC_IPIP_RCV, FUNC_IPTUNNEL_XMIT, FUNC_VXLAN_RCV,
+    Drop, DropBytes, Event as WireEvent, EventBody, EventHeader, Fib, Func, Hop, HopBytes, Nat,
+    Snap, DIR_EGRESS, DIR_INGRESS, ENCAP_IPIP, ENCAP_NONE, ENCAP_VXLAN, EVENT_DROP,
+    EVENT_DROP_BYTES, EVENT_FIB, EVENT_FUNC, EVENT_HOP, EVENT_HOP_BYTES, EVENT_NAT,
+    FUNC_IFINDEX_BASE, FUNC_IPIP_RCV, FUNC_IPTUNNEL_XMIT, FUNC_VXLAN_RCV, LINK_ETHERNET, LINK_IPV4,
+    SNAPLEN_MAX,
 };
 
-use crate::model::{Direction, Encap, EncapKind, PacketId};
+use crate::model::{Captured, Direction, Encap, EncapKind, LinkType, PacketId};
 
 /// Why a record could not be decoded.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -40,10 +42,18 @@ pub enum DecodeError {
     BadEncap(u8),
     #[error("function record with unknown function {0}")]
     BadFunc(u32),
+    #[error("record kind {kind} of {got} bytes cannot hold its {cap_len} packet bytes")]
+    BadSnap {
+        kind: u16,
+        got: usize,
+        cap_len: usize,
+    },
+    #[error("packet bytes with unknown link type {0}")]
+    BadLink(u8),
 }
 
 /// One packet seen by one tc program.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HopRecord {
     /// CLOCK_MONOTONIC of the producing node, ns.
     pub ts_ns: u64,
@@ -57,6 +67,8 @@ pub struct HopRecord {
     pub tcp_flags: u8,
     pub icmp_type: u8,
     pub encap: Option<Encap>,
+    /// The packet's first bytes (`record --snaplen`).
+    pub snap: Option<Arc<Captured>>,
 }
 
 /// A packet that left a device translated by conntrack (`nat_dev_queue`).
@@ -119,7 +131,7 @@ impl NatTuple {
 }
 
 /// An skb freed with a drop reason (kfree_skb).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DropRecord {
     pub ts_ns: u64,
     /// Namespace and device of `skb->dev` (0 when the skb had no device).
@@ -135,6 +147,8 @@ pub struct DropRecord {
     pub packet: PacketId,
     pub icmp_type: u8,
     pub encap: Option<Encap>,
+    /// The packet's first bytes from its network header (`record --snaplen`).
+    pub snap: Option<Arc<Captured>>,
 }
 
 /// One IPv4 FIB lookup (fib:fib_table_lookup).
@@ -217,8 +231,79 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EVENT_FIB => Ok(Event::Fib(decode_fib(&header, body(record)?))),
         EVENT_FUNC => decode_func(&header, body(record)?).map(Event::Func),
         EVENT_NAT => Ok(Event::Nat(decode_nat(&header, body(record)?))),
+        EVENT_HOP_BYTES => {
+            let (b, snap) = snap_body::<HopBytes>(record, |b| &b.snap)?;
+            let mut hop = decode_hop(&header, b.hop)?;
+            hop.snap = Some(snap);
+            Ok(Event::Hop(hop))
+        }
+        EVENT_DROP_BYTES => {
+            let (b, snap) = snap_body::<DropBytes>(record, |b| &b.snap)?;
+            let mut drop = decode_drop(&header, b.drop)?;
+            drop.snap = Some(snap);
+            Ok(Event::Drop(drop))
+        }
         other => Err(DecodeError::UnknownKind(other)),
     }
+}
+
+/// The part of `bytes` its header declares: a record with packet bytes is cut there (the
+/// ring buffer's slot is larger), which is what a recording keeps. Anything shorter than a
+/// header, or declaring more than there is, is returned whole (decoding then says why).
+pub fn declared(bytes: &[u8]) -> &[u8] {
+    match read_pod::<EventHeader>(bytes) {
+        Some(h)
+            if (h.len as usize) <= bytes.len() && h.len as usize >= size_of::<EventHeader>() =>
+        {
+            &bytes[..h.len as usize]
+        }
+        _ => bytes,
+    }
+}
+
+/// The body of a record with packet bytes: fixed up to the snap's data, then `cap_len` bytes
+/// (the header's length counts them rounded up to 8; the slot's tail is not read).
+fn snap_body<T: EventBody>(
+    record: &[u8],
+    snap: impl Fn(&T) -> &Snap,
+) -> Result<(T, Arc<Captured>), DecodeError> {
+    let full = size_of::<WireEvent<T>>();
+    let fixed = full - SNAPLEN_MAX;
+    if record.len() < fixed || record.len() > full {
+        return Err(DecodeError::BadBodyLength {
+            kind: T::KIND,
+            got: record.len(),
+            need: fixed,
+        });
+    }
+    // Zero-extended to the full record, so that the wire type can be read whole.
+    let mut buf = vec![0u8; full];
+    buf[..record.len()].copy_from_slice(record);
+    let ev = read_pod::<WireEvent<T>>(&buf).ok_or(DecodeError::BadBodyLength {
+        kind: T::KIND,
+        got: record.len(),
+        need: fixed,
+    })?;
+    let s = snap(&ev.body);
+    let cap_len = s.cap_len as usize;
+    if cap_len > SNAPLEN_MAX || fixed + cap_len > record.len() {
+        return Err(DecodeError::BadSnap {
+            kind: T::KIND,
+            got: record.len(),
+            cap_len,
+        });
+    }
+    let link = match s.link {
+        LINK_ETHERNET => LinkType::Ethernet,
+        LINK_IPV4 => LinkType::Ipv4,
+        other => return Err(DecodeError::BadLink(other)),
+    };
+    let captured = Captured {
+        link,
+        orig_len: s.orig_len,
+        data: s.data[..cap_len].into(),
+    };
+    Ok((ev.body, Arc::new(captured)))
 }
 
 /// The body of a record whose header said kind `T::KIND`: the record must be exactly an
@@ -288,6 +373,7 @@ fn decode_hop(h: &EventHeader, hop: Hop) -> Result<HopRecord, DecodeError> {
         tcp_flags: hop.pkt.tcp_flags,
         icmp_type: hop.pkt.icmp_type,
         encap: encap(&hop.encap)?,
+        snap: None,
     })
 }
 
@@ -303,6 +389,7 @@ fn decode_drop(h: &EventHeader, d: Drop) -> Result<DropRecord, DecodeError> {
         packet: packet_id(&d.pkt),
         icmp_type: d.pkt.icmp_type,
         encap: encap(&d.encap)?,
+        snap: None,
     })
 }
 
@@ -362,6 +449,7 @@ fn decode_func(h: &EventHeader, f: Func) -> Result<HopRecord, DecodeError> {
         tcp_flags: f.pkt.tcp_flags,
         icmp_type: f.pkt.icmp_type,
         encap: encap(&f.encap)?,
+        snap: None,
     })
 }
 

@@ -87,6 +87,7 @@ pub fn hop(packet: PacketId, netns: u32, ifindex: u32, dir: Direction, ts: u64) 
         tcp_flags: 0,
         icmp_type: 8,
         encap: None,
+        snap: None,
     }
 }
 
@@ -132,5 +133,6 @@ pub fn drop_of(p: PacketId, netns: u32, ifindex: u32, ts_ns: u64) -> DropRecord 
         packet: p,
         icmp_type: 8,
         encap: None,
+        snap: None,
     }
 }

@@ -38,6 +38,8 @@ pub struct HookOptions<'a> {
     pub vxlan_ports: [u16; 4],
     /// The private bpffs where `NAT_FOLLOW` is shared with the nodes' programs, if any.
     pub shared_pins: Option<&'a Path>,
+    /// Packet bytes each drop carries (`--snaplen`; 0: none).
+    pub snaplen: u32,
 }
 
 /// Which flavour of a tracepoint hook to use (`--drop-hook`, `--fib-hook`).
@@ -54,7 +56,8 @@ pub enum HookChoice {
 
 /// The attached global hooks and what user space needs to read their events.
 pub struct GlobalHooks {
-    pub events: RingBuf<MapData>,
+    /// This load's ring buffer; `None` when the ring is shared and a node's load reads it.
+    pub events: Option<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     pub names: KernelNames,
     /// One line per hook: what is attached.
@@ -102,6 +105,7 @@ pub fn skb_layout(btf: &Btf, tp_format: Option<&str>) -> Result<SkbLayout> {
         net_ns_inum: m("net", &["ns", "inum"])?,
         skb_data: m("sk_buff", &["data"])?,
         skb_inner_network_header: m("sk_buff", &["inner_network_header"])?,
+        skb_tail: m("sk_buff", &["tail"])?,
         ..SkbLayout::default()
     };
     if let Some(text) = tp_format {
@@ -273,12 +277,22 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
     if let Some(path) = &follow_pin {
         loader.map_pin_path(crate::attach::NAT_FOLLOW_MAP, path.as_path());
     }
+    let events_pin = opts.shared_pins.map(|d| d.join(crate::attach::EVENTS_MAP));
+    if let Some(path) = &events_pin {
+        loader.map_pin_path(crate::attach::EVENTS_MAP, path.as_path());
+    }
     let mut ebpf = loader
         .map_max_entries("EVENTS", opts.ringbuf_bytes)
+        .override_global(
+            "WAKE_BYTES",
+            &crate::attach::wake_bytes(opts.ringbuf_bytes),
+            true,
+        )
         .override_global("VXLAN_PORTS", &opts.vxlan_ports, true)
         .override_global("SKB_OFFSETS", &layout, true)
         .override_global("FIB_OFFSETS", &fib_offsets, true)
         .override_global("CT_OFFSETS", &ct_offsets, true)
+        .override_global("SNAPLEN", &opts.snaplen, true)
         .load(ebpf_object()?)
         .context("loading the eBPF object (global hooks)")?;
     {
@@ -313,10 +327,14 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
     let probes = probes::attach(&mut ebpf, &aya_btf, &btf);
     attached.extend(probes.line());
 
-    let events = RingBuf::try_from(
-        ebpf.take_map("EVENTS")
-            .ok_or_else(|| anyhow!("no EVENTS map"))?,
-    )?;
+    // A shared ring is read through the first node's load: not mapped here at all.
+    let events = match opts.shared_pins {
+        Some(_) => None,
+        None => Some(RingBuf::try_from(
+            ebpf.take_map(crate::attach::EVENTS_MAP)
+                .ok_or_else(|| anyhow!("no EVENTS map"))?,
+        )?),
+    };
     let counters = PerCpuArray::try_from(
         ebpf.take_map("COUNTERS")
             .ok_or_else(|| anyhow!("no COUNTERS map"))?,

@@ -8,7 +8,7 @@
 //! exchange live in `model`; the flow filter is compiled by `filter`. Commands wire capture to
 //! the pipeline (`trace`), to a file (`record`; `record::replay` feeds the file back to the
 //! pipeline), or add probes (`diagnose`); `report` writes an incident report from recordings
-//! (another consumer of the replayed pipeline), `progress` shows long commands' progress.
+//! (another consumer of the replayed pipeline), `pcap` their packet bytes as pcap-ng (another), `progress` shows long commands' progress.
 
 pub(crate) mod attach;
 pub(crate) mod audit;
@@ -37,6 +37,7 @@ pub(crate) mod names;
 pub(crate) mod nat;
 pub(crate) mod netlink;
 pub(crate) mod netns;
+pub(crate) mod pcap;
 pub(crate) mod pipeline;
 pub(crate) mod pipeline_bench;
 pub(crate) mod pods;

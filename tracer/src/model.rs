@@ -160,6 +160,26 @@ pub struct TraceHop {
     pub encap: Option<Encap>,
     /// The packet had other addresses here than the trace's (after a NAT step).
     pub translated: bool,
+    /// The packet's first bytes here (`record --snaplen`).
+    pub snap: Option<Arc<Captured>>,
+}
+
+/// What the first captured byte of a packet starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LinkType {
+    /// An Ethernet header (tc on veths, `vxlan.calico`, the uplink).
+    Ethernet,
+    /// An IPv4 header (tc on `tunl0`, and drops, read from the network header).
+    Ipv4,
+}
+
+/// The first bytes of a packet as a hook saw it (`record --snaplen`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Captured {
+    pub link: LinkType,
+    /// The packet's length from its first captured byte.
+    pub orig_len: u32,
+    pub data: Box<[u8]>,
 }
 
 /// All hops of one packet, sorted by time.
@@ -272,6 +292,8 @@ pub struct DropPoint {
     pub len: u32,
     /// The dropped skb's outer header when it was still (or already) encapsulated.
     pub encap: Option<Encap>,
+    /// The packet's first bytes from its network header (`record --snaplen`).
+    pub snap: Option<Arc<Captured>>,
 }
 
 /// One FIB lookup that concerned a traced packet.

@@ -432,7 +432,7 @@ impl<W: Write> Pipeline<W> {
     /// A decoded drop: back to its flow's identity before NAT, filter, name, drop the noise,
     /// then correlate.
     pub(crate) fn push_drop(&mut self, d: &DropRecord, names: &dyn DropNames) {
-        let mut d = *d;
+        let mut d = d.clone();
         let passes = match self.nat.translate(&d.packet, d.ts_ns) {
             Some(entered) => {
                 let now = d.packet;

@@ -66,8 +66,12 @@ impl Attached {
 
 /// Whether kernel text symbol `name` exists now (a module function only once it is loaded).
 fn has_symbol(name: &str) -> bool {
-    std::fs::read_to_string("/proc/kallsyms").is_ok_and(|t| {
-        t.lines()
+    use std::io::BufRead as _;
+    // Line by line: the file is ~10 MB of text.
+    std::fs::File::open("/proc/kallsyms").is_ok_and(|f| {
+        std::io::BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
             .any(|l| l.split_whitespace().nth(2).is_some_and(|s| s == name))
     })
 }

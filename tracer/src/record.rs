@@ -19,12 +19,12 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tracer_common::{EventHeader, EVENT_DROP};
+use tracer_common::{EventHeader, EVENT_DROP, EVENT_DROP_BYTES, SNAPLEN_MAX};
 
 use crate::recording::{native_byte_order, Header, Trailer, Writer, SOURCE_HOOKS};
 use crate::{
     capture::{CaptureArgs, DrainPacer, LossWatch, Session, Source},
-    event::{decode, Event},
+    event::{declared, decode, Event},
     latency::ClockSource,
     machine::{monotonic_ns, ClockSample, Machine},
     metrics::{Exporter, MetricsArgs, Tap},
@@ -46,6 +46,20 @@ pub struct RecordArgs {
     pub max_mib: u64,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    /// Also keep the first N bytes of each packet at each hop and drop (at most 256; 0: only
+    /// the parsed headers), for `tracer pcap`.
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = parse_snaplen)]
+    pub snaplen: u32,
+}
+
+/// `--snaplen N`: 0..=`SNAPLEN_MAX`.
+fn parse_snaplen(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n as usize <= SNAPLEN_MAX => Ok(n),
+        _ => Err(format!(
+            "invalid snaplen '{s}' (0 to {SNAPLEN_MAX} bytes per packet)"
+        )),
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -70,7 +84,10 @@ impl NamesWritten {
         names: &KernelNames,
     ) -> std::io::Result<()> {
         let is_drop = data.len() >= std::mem::size_of::<EventHeader>()
-            && u16::from_ne_bytes([data[0], data[1]]) == EVENT_DROP;
+            && matches!(
+                u16::from_ne_bytes([data[0], data[1]]),
+                EVENT_DROP | EVENT_DROP_BYTES
+            );
         if !is_drop {
             return Ok(());
         }
@@ -137,7 +154,11 @@ pub fn run(args: RecordArgs) -> Result<()> {
                 .with_context(|| format!("creating recording {}", args.write.display()))?,
         )
     };
-    let mut session = Session::start(&args.capture, false)?;
+    let capture = CaptureArgs {
+        snaplen: args.snaplen,
+        ..args.capture.clone()
+    };
+    let mut session = Session::start(&capture, false)?;
     // With metrics, the records also go through a pipeline that prints nothing.
     let mut metrics: Option<(Exporter, Tap)> = match metrics {
         Some(m) => {
@@ -159,6 +180,7 @@ pub fn run(args: RecordArgs) -> Result<()> {
         filter: session.filter_text.clone(),
         sample: args.capture.sample,
         hooks: session.hooks.is_some(),
+        snaplen: args.snaplen,
         topology: session.topology.clone(),
     };
     let mut w = Writer::new(BufWriter::with_capacity(1 << 20, sink), &header)
@@ -185,7 +207,8 @@ pub fn run(args: RecordArgs) -> Result<()> {
         LossUnit::Events,
         counters.clone(),
     ));
-    while pacer.wait(&session.stop) {
+    let wakeups = session.wakeups();
+    while pacer.wait(&session.stop, &wakeups) {
         if Instant::now() >= next_clock {
             w.clock(&ClockSample::now())
                 .context("writing the recording")?;
@@ -280,6 +303,9 @@ fn drain<W: Write>(
             if let Some(tap) = tap.as_mut() {
                 tap.record(&source, item);
             }
+            // A record with packet bytes is cut where its header says (its ring-buffer slot
+            // is larger).
+            let item = declared(item);
             match source {
                 Source::Node(i, _) => w.record(i as u16, item),
                 Source::Hooks(hook_names) => {

@@ -37,8 +37,10 @@ use crate::{
 };
 
 pub const MAGIC: [u8; 8] = *b"TRACEREC";
-/// Written by this tracer. Version 1 (no machine identity, no clock frames) is still read.
-pub const VERSION: u32 = 2;
+/// Written by this tracer. Version 3 may hold records with packet bytes (`--snaplen`), which
+/// a tracer that reads only version 2 would count as undecodable; versions 1 (no machine
+/// identity, no clock frames) and 2 are still read.
+pub const VERSION: u32 = 3;
 const OLDEST_VERSION: u32 = 1;
 
 /// A raw record from a ring buffer; `source` is a node index or `SOURCE_HOOKS`.
@@ -115,6 +117,9 @@ pub struct Header {
     pub sample: u32,
     /// Whether drops, route lookups and probes were recorded (not with `--no-drops`).
     pub hooks: bool,
+    /// Packet bytes kept per hop and drop (`--snaplen`; 0 and in older recordings: none).
+    #[serde(default)]
+    pub snaplen: u32,
     pub topology: Topology,
 }
 

@@ -103,7 +103,8 @@ fn trace_loop(
     let mut next_report = args.interval.map(|i| Instant::now() + i);
     let mut pacer = DrainPacer::new(args.capture.duration);
     let mut losses = LossWatch::new(&session)?;
-    while pacer.wait(&session.stop) {
+    let wakeups = session.wakeups();
+    while pacer.wait(&session.stop, &wakeups) {
         if let (Some(at), Some(every)) = (next_report, args.interval) {
             if Instant::now() >= at {
                 write_stats(&mut pipe, &session)?;

@@ -9,8 +9,9 @@
 //!   matches nothing (`filter-miss`), `tracer stats` (`--kernel-agg` when `tracer stats --help`
 //!   lists it, else user-space stats, and the row says so), and tcpdump on the same
 //!   interfaces; (2) per-program cost with `kernel.bpf_stats_enabled` on the same lab;
-//!   (3) `tracer pipeline-bench` when the tracer has it (`tracer pipeline-bench --help`
-//!   succeeds; it may be hidden from `tracer --help`); (4) start-up with 1/100/500 pods on a
+//!   (3) CPU per packet at a fixed load and the tracer's memory (`cpu`), same configurations
+//!   plus one node traced alone; (4) `tracer pipeline-bench` when the tracer has it (`tracer pipeline-bench --help`
+//!   succeeds; it may be hidden from `tracer --help`); (5) start-up with 1/100/500 pods on a
 //!   node (lab `tbench-up`). Module split: `throughput`, `kernel` (bpf stats), `startup`
 //!   (start-up and pipeline), `procs` (process guards), `report` (pure: medians, targets, table,
 //!   JSON; unit-tested).
@@ -32,6 +33,7 @@
 //!   compete for them, so any user-space work of the tracer shows up in throughput. That is
 //!   the point of the comparison, but absolute numbers vary a lot between machines.
 
+mod cpu;
 mod kernel;
 mod procs;
 
@@ -227,6 +229,7 @@ fn network_phases(plan: &Plan, results: &mut report::Results) -> Result<()> {
         Ok(c) => results.cost = c,
         Err(e) => results.errors.push(format!("per-program cost: {e:#}")),
     }
+    results.cpu = Some(cpu::run(plan, &env));
     drop(env);
     lab.down()
 }

@@ -3,7 +3,8 @@
 //! - Debian packages: LLVM 22 (for bpf-linker), iproute2, nftables, iptables, ping, tcpdump,
 //!   iperf3, bpftool, util-linux (taskset), prometheus (the server and `promtool` the metrics
 //!   test scrapes and checks the tracer with), chromium and bsdutils (`script`) for the incident
-//!   report's test (a headless browser opens the report; `script` gives a command a terminal);
+//!   report's test (a headless browser opens the report; `script` gives a command a terminal),
+//!   tshark for the pcap-ng test (its setuid question answered "no" through debconf first);
 //! - rust-src for the nightly toolchain (the eBPF crate builds core with -Z build-std);
 //! - bpf-linker built against LLVM 22 (`LLVM_PREFIX=/usr/lib/llvm-22`; without it, cargo finds
 //!   an older llvm-config and fails with `unable to find library -lLLVM`).
@@ -43,7 +44,15 @@ const PACKAGES: &[(&str, &str)] = &[
     // and runs commands on a terminal with `script` to see their progress line.
     ("chromium", "/usr/bin/chromium"),
     ("bsdutils", "/usr/bin/script"),
+    // The pcap-ng test (tests/tests/pcap.rs) opens the tracer's file with tshark. Its
+    // wireshark-common asks whether non-root users may capture: answered "no" beforehand
+    // (`debconf_preseed`), so the install never waits for an answer.
+    ("tshark", "/usr/bin/tshark"),
 ];
+
+/// Answers to packages' install-time questions, set before `apt-get install` (one
+/// `debconf-set-selections` line each).
+const DEBCONF: &[&str] = &["wireshark-common wireshark-common/install-setuid boolean false"];
 
 /// Debian packages of the VM lab, with a file each provides.
 const VM_PACKAGES: &[(&str, &str)] = &[
@@ -109,6 +118,7 @@ fn apt_install(list: &[(&str, &str)]) -> Result<()> {
             Command::new("apt-get").arg("update").arg("-q"),
             "apt-get update",
         )?;
+        debconf_preseed()?;
         sh(
             Command::new("apt-get")
                 .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -118,6 +128,25 @@ fn apt_install(list: &[(&str, &str)]) -> Result<()> {
         )?;
     }
 
+    Ok(())
+}
+
+/// Sets the answers of [`DEBCONF`] (`debconf-set-selections`, part of every Debian system).
+fn debconf_preseed() -> Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("debconf-set-selections")
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("running debconf-set-selections")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        for line in DEBCONF {
+            writeln!(stdin, "{line}").context("writing to debconf-set-selections")?;
+        }
+    }
+    let status = child.wait().context("running debconf-set-selections")?;
+    if !status.success() {
+        bail!("debconf-set-selections failed ({status}): the tshark install might ask a question");
+    }
     Ok(())
 }
 

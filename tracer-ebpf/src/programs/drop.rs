@@ -13,12 +13,13 @@
 //! hands over a bare address, read with `bpf_probe_read_kernel`.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, generated},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    Drop, CTR_DROP_OTHER_NETNS, CTR_DROP_READ_ERR, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4,
+    Drop, DropBytes, CTR_DROP_OTHER_NETNS, CTR_DROP_READ_ERR, CTR_FILTERED, CTR_MALFORMED,
+    CTR_NOT_IPV4, LINK_IPV4, SNAPLEN_MAX,
 };
 
 use tracer_common::parse::{filter_input, parse, Skip};
@@ -26,7 +27,9 @@ use tracer_common::parse::{filter_input, parse, Skip};
 use crate::{
     filter::wanted,
     kmem::{KernelBytes, Probed, SkbFields, Typed},
-    maps::{count, emit, skb_offset, vxlan_ports, TRACED_NETNS},
+    maps::{
+        count, emit, emit_snap, skb_offset, snaplen, verifier_bounded, vxlan_ports, TRACED_NETNS,
+    },
 };
 
 /// SKB_DROP_REASON_NOT_SPECIFIED is 2 on every kernel that has reasons; anything below is
@@ -118,21 +121,64 @@ fn report<F: SkbFields>(skb: *const u8, location: u64, reason: u32) -> Option<()
     let mark: u32 = F::get(skb, skb_offset(|l| &l.skb_mark)).unwrap_or(0);
     // SAFETY: a helper without arguments, valid in tracing programs.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit(
+    let drop = Drop {
+        location,
+        skb: skb as u64,
+        reason,
+        skb_len,
+        flags: parsed.flags,
+        _pad: [0; 3],
+        mark,
+        encap: parsed.encap,
+        pkt: parsed.pkt,
+    };
+    // A frozen global: without `--snaplen` the bytes path is dead code to the verifier.
+    let snaplen = snaplen();
+    if snaplen == 0 {
+        emit(ts_ns, netns, ifindex, drop);
+        return Some(());
+    }
+    // The linear data ends at `tail`; the packet's length from its network header is
+    // `len` counted from `data`, moved to the network header.
+    let tail: u32 = F::get(skb, skb_offset(|l| &l.skb_tail)).unwrap_or(0);
+    let data: u64 = Probed::get(skb, skb_offset(|l| &l.skb_data)).unwrap_or(head);
+    let data_off = data.wrapping_sub(head) as i64;
+    let orig_len = (i64::from(skb_len) + data_off - i64::from(nh)).clamp(0, i64::from(u32::MAX));
+    let linear = tail.saturating_sub(u32::from(nh));
+    let want = snaplen.min(linear).min(orig_len as u32);
+    let from = (head as *const u8).wrapping_add(nh as usize);
+    emit_snap::<DropBytes>(
         ts_ns,
         netns,
         ifindex,
-        Drop {
-            location,
-            skb: skb as u64,
-            reason,
-            skb_len,
-            flags: parsed.flags,
-            _pad: [0; 3],
-            mark,
-            encap: parsed.encap,
-            pkt: parsed.pkt,
+        |b| {
+            // SAFETY: `b` points into a reserved ring-buffer record (see `emit_snap`).
+            unsafe {
+                core::ptr::addr_of_mut!((*b).drop).write(drop);
+                core::ptr::addr_of_mut!((*b).snap)
+            }
         },
+        LINK_IPV4,
+        |to| (read_bytes(from, to, want), orig_len as u32),
     );
     Some(())
+}
+
+/// Copies `want` bytes (at most `SNAPLEN_MAX`) of kernel memory at `from` to `to`; returns how
+/// many (0 when the read fails).
+#[inline(always)]
+fn read_bytes(from: *const u8, to: *mut u8, want: u32) -> u32 {
+    let n = want.min(SNAPLEN_MAX as u32);
+    if n == 0 {
+        return 0;
+    }
+    let n = verifier_bounded(n);
+    // SAFETY: `to` has room for `SNAPLEN_MAX` bytes and `n` is in 1..=SNAPLEN_MAX; the helper
+    // copes with any source address.
+    let r = unsafe { generated::bpf_probe_read_kernel(to.cast(), n, from.cast()) };
+    if r < 0 {
+        0
+    } else {
+        n
+    }
 }

@@ -5,11 +5,14 @@
 //! (`*_l3` for tunl0-like devices). All return `TC_ACT_UNSPEC` (tcx "next") on every path.
 
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
+    bindings::TC_ACT_UNSPEC,
+    helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes},
+    macros::classifier,
+    programs::TcContext,
 };
 use tracer_common::{
-    Hop, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_SAMPLED_OUT, DIR_EGRESS, DIR_INGRESS,
-    MODE_AGGREGATE, MODE_EVENTS,
+    Hop, HopBytes, CTR_FILTERED, CTR_MALFORMED, CTR_NOT_IPV4, CTR_SAMPLED_OUT, DIR_EGRESS,
+    DIR_INGRESS, LINK_ETHERNET, LINK_IPV4, MODE_AGGREGATE, MODE_EVENTS, SNAPLEN_MAX,
 };
 
 use tracer_common::parse::{
@@ -19,7 +22,10 @@ use tracer_common::parse::{
 use crate::{
     aggregate,
     filter::wanted,
-    maps::{count, emit, mode, netns_ino, sample_every, vxlan_ports},
+    maps::{
+        count, emit, emit_snap, mode, netns_ino, sample_every, snaplen, verifier_bounded,
+        vxlan_ports,
+    },
 };
 
 /// Direct packet access when the bytes are in the linear area, `bpf_skb_load_bytes` otherwise.
@@ -111,20 +117,56 @@ fn hop(ctx: &TcContext, dir: u8, l2: bool) {
     if every > 1 && !aggregate::identity_hash(&aggregate::key_of(pkt)).is_multiple_of(every) {
         return count(CTR_SAMPLED_OUT);
     }
+    let hop = Hop {
+        dir,
+        flags: parsed.flags,
+        _pad: 0,
+        skb_len: skb.len,
+        mark: skb.mark,
+        gso_segs: skb.gso_segs,
+        encap: parsed.encap,
+        pkt: parsed.pkt,
+    };
     // Emitted events are not counted here (a map update per event); user space counts them.
-    emit(
+    // `SNAPLEN` is a frozen global: without `--snaplen` the verifier knows this branch is never
+    // taken and neither verifies nor keeps the bytes path.
+    let snaplen = snaplen();
+    if snaplen == 0 {
+        return emit(ts_ns, netns_ino(), skb.ifindex, hop);
+    }
+    let skb_len = skb.len;
+    emit_snap::<HopBytes>(
         ts_ns,
         netns_ino(),
         skb.ifindex,
-        Hop {
-            dir,
-            flags: parsed.flags,
-            _pad: 0,
-            skb_len: skb.len,
-            mark: skb.mark,
-            gso_segs: skb.gso_segs,
-            encap: parsed.encap,
-            pkt: parsed.pkt,
+        |b| {
+            // SAFETY: `b` points into a reserved ring-buffer record (see `emit_snap`).
+            unsafe {
+                core::ptr::addr_of_mut!((*b).hop).write(hop);
+                core::ptr::addr_of_mut!((*b).snap)
+            }
         },
+        if l2 { LINK_ETHERNET } else { LINK_IPV4 },
+        |to| (load_bytes(ctx, to, snaplen.min(skb_len)), skb_len),
     );
+}
+
+/// Copies the packet's first `want` bytes (from `skb->data`: the Ethernet header on an
+/// Ethernet device, the IPv4 header on an L3 one) to `to`, at most `SNAPLEN_MAX`; returns how
+/// many (0 when the helper fails).
+#[inline(always)]
+fn load_bytes(ctx: &TcContext, to: *mut u8, want: u32) -> u32 {
+    let n = want.min(SNAPLEN_MAX as u32);
+    if n == 0 {
+        return 0;
+    }
+    let n = verifier_bounded(n);
+    // SAFETY: `to` has room for `SNAPLEN_MAX` bytes, and `n` is in 1..=SNAPLEN_MAX, which the
+    // verifier sees; the helper checks the offsets against the skb.
+    let r = unsafe { bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, to.cast(), n) };
+    if r < 0 {
+        0
+    } else {
+        n
+    }
 }

@@ -127,6 +127,7 @@ impl Correlator {
             location: d.location,
             len: d.len,
             encap: d.encap,
+            snap: d.snap.clone(),
         };
         let key = PackedId::new(&d.packet);
         let mut best: Option<(u64, u32)> = None;

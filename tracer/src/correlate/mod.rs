@@ -48,8 +48,8 @@ use std::sync::Arc;
 
 use crate::event::HopRecord;
 use crate::model::{
-    CorrelateStats, Direction, DropPoint, Encap, LinkChange, NatStep, Outcome, PacketId, Trace,
-    TraceHop,
+    Captured, CorrelateStats, Direction, DropPoint, Encap, LinkChange, NatStep, Outcome, PacketId,
+    Trace, TraceHop,
 };
 use crate::topology::{IfaceKind, Topology};
 
@@ -154,7 +154,7 @@ struct IfaceInfo {
 }
 
 /// A hop as stored while its trace is open.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct RawHop {
     ts_ns: u64,
     len: u32,
@@ -163,6 +163,7 @@ struct RawHop {
     encap: Option<Encap>,
     /// Seen with the addresses after a NAT step (see `nat`).
     translated: bool,
+    snap: Option<Arc<Captured>>,
 }
 
 struct OpenTrace {
@@ -332,6 +333,7 @@ impl Correlator {
             dir: hop.dir,
             encap: hop.encap,
             translated,
+            snap: hop.snap.clone(),
         };
         let key = PackedId::new(&hop.packet);
         let mut best: Option<(u64, u32)> = None;
@@ -417,8 +419,15 @@ impl Correlator {
         if now_ns >= release || t.drop.is_some() {
             return None;
         }
+        // Delivered, or gone out of the machine through its uplink (seen no more): no later
+        // drop of this kernel can be this packet's, and holding every packet that leaves a
+        // node for seconds is what a one-node tracer of a busy flow cannot afford (60k
+        // packets/s held 4 s took 170 MB).
         let newest = t.hops.iter().max_by_key(|h| h.ts_ns)?;
-        if self.outcome(&t.packet, std::slice::from_ref(newest)) == Outcome::Delivered {
+        if matches!(
+            self.outcome(&t.packet, std::slice::from_ref(newest)),
+            Outcome::Delivered | Outcome::Lost
+        ) {
             return None;
         }
         let later = ((release - self.cfg.linger_ns) >> BUCKET_SHIFT).max(bucket + 1);
@@ -516,8 +525,9 @@ impl Correlator {
         let Some(t) = self.slots[slot as usize].trace.as_mut() else {
             return;
         };
+        let ts_ns = hop.ts_ns;
         t.hops.push(hop);
-        self.extend_span(slot, hop.ts_ns);
+        self.extend_span(slot, ts_ns);
     }
 
     /// Widens an open trace's time span to `ts_ns`, refiling it for expiry when needed.
@@ -538,6 +548,7 @@ impl Correlator {
     }
 
     fn open_trace(&mut self, key: PackedId, rec: &HopRecord, hop: RawHop) {
+        let ts_ns = hop.ts_ns;
         let mut hops = Vec::with_capacity(8);
         hops.push(hop);
         let head = TraceHead {
@@ -545,7 +556,7 @@ impl Correlator {
             tcp_flags: rec.tcp_flags,
             icmp_type: rec.icmp_type,
         };
-        self.open_slot(key, head, hop.ts_ns, hops, None);
+        self.open_slot(key, head, ts_ns, hops, None);
     }
 
     /// Removes an open trace and turns it into a [`Trace`] (no verdict yet: a later stage).
@@ -581,6 +592,7 @@ impl Correlator {
                     len: h.len,
                     encap: h.encap,
                     translated: h.translated,
+                    snap: h.snap.clone(),
                 }
             })
             .collect();

@@ -13,7 +13,7 @@ fn correlator() -> Correlator {
 
 fn run(hops: &[HopRecord]) -> (Vec<Trace>, CorrelateStats) {
     let mut c = correlator();
-    hops.iter().for_each(|h| c.push(*h));
+    hops.iter().for_each(|h| c.push(h.clone()));
     (c.finish(), c.stats().clone())
 }
 
@@ -63,7 +63,7 @@ fn vxlan_path_in_order_is_one_delivered_trace() {
 }
 
 /// Calls `f` with every permutation of `v` (Heap's algorithm).
-fn permutations<T: Copy>(v: &mut [T], k: usize, f: &mut impl FnMut(&[T])) {
+fn permutations<T>(v: &mut [T], k: usize, f: &mut impl FnMut(&[T])) {
     if k <= 1 {
         return f(v);
     }
@@ -91,7 +91,7 @@ fn duplicates_are_dropped_and_counted() {
     let path = vxlan_path(icmp(1), 1_000_000);
     let mut hops = path.clone();
     hops.extend_from_slice(&path[1..4]);
-    hops.push(path[0]);
+    hops.push(path[0].clone());
     let (traces, stats) = run(&hops);
     assert_eq!(traces, run(&path).0);
     assert_eq!((stats.duplicates, stats.hops_seen), (4, 10));
@@ -115,7 +115,11 @@ fn missing_hops() {
 fn interleaved_packets_are_separate_traces() {
     let a = vxlan_path(icmp(1), 1_000_000);
     let b = vxlan_path(icmp(2), 1_005_000);
-    let hops: Vec<_> = a.iter().zip(&b).flat_map(|(x, y)| [*y, *x]).collect();
+    let hops: Vec<_> = a
+        .iter()
+        .zip(&b)
+        .flat_map(|(x, y)| [y.clone(), x.clone()])
+        .collect();
     assert_eq!(shape(&run(&hops).0), [(1, 6, DELIVERED), (2, 6, DELIVERED)]);
 }
 
@@ -184,10 +188,10 @@ fn expire_honours_linger_and_orders_by_first_hop() {
     let mut a = vxlan_path(icmp(1), 90 * ms);
     a[5].ts_ns = 120 * ms;
     let b = vxlan_path(icmp(2), 100 * ms);
-    b.iter().chain(&a[..5]).for_each(|h| c.push(*h));
+    b.iter().chain(&a[..5]).for_each(|h| c.push(h.clone()));
     assert!(c.expire(390 * ms).is_empty());
     // A late hop keeps `a` open past the linger of its earlier hops.
-    c.push(a[5]);
+    c.push(a[5].clone());
     // `b`'s newest hop is exactly `linger` old: not yet older than it.
     assert!(c.expire(400 * ms + 31_250).is_empty());
     assert_eq!(c.open_traces(), 2);
@@ -308,7 +312,9 @@ fn unsettled_traces_wait_for_a_late_drop() {
     // Packet 2: same path, never dropped: incomplete once the wait is over.
     c.push(hop(icmp(2), NS1, CALI_A, Ingress, t0 + ms));
     // Packet 3: delivered, emitted after the linger as usual.
-    vxlan_path(icmp(3), t0).iter().for_each(|h| c.push(*h));
+    vxlan_path(icmp(3), t0)
+        .iter()
+        .for_each(|h| c.push(h.clone()));
     let out = c.expire(t0 + 6 * ms + linger);
     assert_eq!(shape(&out), [(3, 6, DELIVERED)]);
     assert!(c.expire(t0 + 2_000 * ms).is_empty(), "held for a late drop");
@@ -336,6 +342,27 @@ fn unsettled_traces_wait_for_a_late_drop() {
         [(2, 1, INCOMPLETE)]
     );
     assert_eq!(c.open_traces(), 0);
+}
+
+#[test]
+fn a_packet_gone_out_of_the_uplink_is_not_held_for_a_drop() {
+    let ms = 1_000_000;
+    let mut c = correlator();
+    let linger = CorrelateConfig::default().linger_ns;
+    let t0 = 1_000 * ms;
+    // Left node1 through its uplink and was seen no more (the peer is not traced): no later
+    // drop of this kernel can be its own, so it goes out after the linger, not the drop wait.
+    let path = vxlan_path(icmp(4), t0);
+    path[..3].iter().for_each(|h| c.push(h.clone()));
+    // Still before the uplink: held for a late drop as usual.
+    c.push(hop(icmp(5), NS1, CALI_A, Ingress, t0));
+    let out = c.expire(path[2].ts_ns + linger + 1);
+    assert_eq!(shape(&out), [(4, 3, Outcome::Lost)]);
+    assert_eq!(
+        c.open_traces(),
+        1,
+        "the packet before the uplink is still held"
+    );
 }
 
 /// A route lookup for the packet's destination, made in `netns` (0: unknown) via `gw`.

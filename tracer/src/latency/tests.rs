@@ -42,6 +42,7 @@ fn hops(t0: u64, skew2: i64, steps: &[Step]) -> Vec<TraceHop> {
                 len: 84,
                 encap: None,
                 translated: false,
+                snap: None,
             }
         })
         .collect()

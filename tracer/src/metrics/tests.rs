@@ -73,7 +73,7 @@ fn traced() -> (String, Vec<Trace>) {
         pipe.push_hop(h);
     }
     for h in &vxlan_path(icmp(2), 5_000_000)[..2] {
-        pipe.push_hop(*h);
+        pipe.push_hop(h.clone());
     }
     pipe.push_drop(
         &drop_of(icmp(2), NS1, VXLAN, 5_010_000),
@@ -233,6 +233,7 @@ fn drop_point(node: &str, ifname: String, reason: &str) -> DropPoint {
         location: 0,
         len: 0,
         encap: None,
+        snap: None,
     }
 }
 

@@ -57,9 +57,9 @@ fn flow_summary_counts() {
     let tcp = vxlan_path(tcp, 3_000_000);
     let hops = vxlan_path(icmp(1), 1_000)
         .into_iter()
-        .chain(lost.iter().copied());
-    hops.chain(tcp.iter().copied())
-        .chain([tcp[0]])
+        .chain(lost.iter().cloned());
+    hops.chain(tcp.iter().cloned())
+        .chain([tcp[0].clone()])
         .for_each(|h| pipe.push_hop(h));
     pipe.close_all().unwrap();
     let flows: Vec<_> = pipe.flows().iter().collect();
@@ -100,7 +100,7 @@ fn noise_drops_do_not_change_a_delivered_trace() {
     std::mem::swap(&mut reply.src, &mut reply.dst);
     vxlan_path(reply, 1_000)
         .iter()
-        .for_each(|h| pipe.push_hop(*h));
+        .for_each(|h| pipe.push_hop(h.clone()));
     let mut d = drop_of(reply, NS1, 0, 50_000);
     d.icmp_type = 0;
     pipe.push_drop(&d, &Named("NO_SOCKET"));
@@ -123,12 +123,12 @@ fn verdicts_for_dropped_and_lost_traces_only() {
     let mut pipe = pipeline(&mut out);
     vxlan_path(icmp(1), 1_000)
         .iter()
-        .for_each(|h| pipe.push_hop(*h));
+        .for_each(|h| pipe.push_hop(h.clone()));
     vxlan_path(icmp(2), 2_000_000)[..3]
         .iter()
-        .for_each(|h| pipe.push_hop(*h));
+        .for_each(|h| pipe.push_hop(h.clone()));
     let dropped = vxlan_path(icmp(3), 3_000_000);
-    pipe.push_hop(dropped[0]);
+    pipe.push_hop(dropped[0].clone());
     pipe.push_drop(
         &drop_of(icmp(3), NS1, VXLAN, 3_010_000),
         &Named("NO_TX_TARGET"),
@@ -231,23 +231,23 @@ fn a_packet_keeps_one_trace_through_dnat() {
         let ep = udp_to("10.244.4.1", 5353);
         let pre = &vxlan_path(svc, 1_000)[..1];
         let post = &vxlan_path(ep, 1_000)[1..];
-        pipe.push_hop(pre[0]);
+        pipe.push_hop(pre[0].clone());
         if hops_first {
-            post.iter().for_each(|h| pipe.push_hop(*h));
+            post.iter().for_each(|h| pipe.push_hop(h.clone()));
             pipe.push_nat(&nat_record(svc, ep, 9_000, false));
         } else {
             pipe.push_nat(&nat_record(svc, ep, 9_000, false));
-            post.iter().for_each(|h| pipe.push_hop(*h));
+            post.iter().for_each(|h| pipe.push_hop(h.clone()));
         }
         // The flow's next packet: no record, the table knows the flow.
         let mut svc2 = svc;
         svc2.ip_id = 10;
         let mut ep2 = ep;
         ep2.ip_id = 10;
-        pipe.push_hop(vxlan_path(svc2, 2_000_000)[0]);
+        pipe.push_hop(vxlan_path(svc2, 2_000_000)[0].clone());
         vxlan_path(ep2, 2_000_000)[1..]
             .iter()
-            .for_each(|h| pipe.push_hop(*h));
+            .for_each(|h| pipe.push_hop(h.clone()));
         let traces = finish(pipe);
         assert_eq!(traces.len(), 2, "hops_first={hops_first}: {traces:#?}");
         for t in &traces {
@@ -291,11 +291,11 @@ fn the_filter_matches_either_side_of_a_translation() {
         let mut pipe = Pipeline::new(topology(), cfg, &mut out);
         let svc = udp_to("10.96.0.10", 53);
         let ep = udp_to("10.244.4.1", 5353);
-        pipe.push_hop(vxlan_path(svc, 1_000)[0]);
+        pipe.push_hop(vxlan_path(svc, 1_000)[0].clone());
         pipe.push_nat(&nat_record(svc, ep, 9_000, false));
         vxlan_path(ep, 1_000)[1..]
             .iter()
-            .for_each(|h| pipe.push_hop(*h));
+            .for_each(|h| pipe.push_hop(h.clone()));
         let traces = finish(pipe);
         assert_eq!(traces.len(), 1, "{filter}");
         assert_eq!(traces[0].hops.len(), 6, "{filter}");

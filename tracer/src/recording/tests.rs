@@ -24,6 +24,7 @@ pub(crate) fn header() -> Header {
         filter: "none".into(),
         sample: 1,
         hooks: true,
+        snaplen: 0,
         topology: topology(),
     }
 }

@@ -571,7 +571,7 @@ struct FlowJson {
 
 mod clocks;
 mod connections;
-mod trace_json;
+pub(crate) mod trace_json;
 
 pub use clocks::{write_clocks_json, write_clocks_text};
 

@@ -11,7 +11,7 @@ use crate::model::Direction::{Egress, Ingress};
 
 fn traces(hops: &[HopRecord]) -> (Vec<Trace>, Correlator) {
     let mut c = Correlator::new(topology(), CorrelateConfig::default());
-    hops.iter().for_each(|h| c.push(*h));
+    hops.iter().for_each(|h| c.push(h.clone()));
     (c.finish(), c)
 }
 
@@ -122,6 +122,7 @@ fn trace_json_drop_verdict_routes_segments_and_escaping() {
         location: 0xffff_ffff_c0de_0dab,
         len: 84,
         encap: None,
+        snap: None,
     });
     t.verdict = Some(crate::model::Verdict {
         name: "no-vxlan-fdb",
@@ -207,8 +208,8 @@ impl SummaryInput {
         (udp.proto, udp.sport, udp.dport, udp.icmp_id, udp.icmp_seq) = (17, 5353, 53, 0, 0);
         let mut hops = vxlan_path(icmp(1), 1_000);
         hops.extend(vxlan_path(icmp(2), 2_000_000));
-        hops.extend(&vxlan_path(udp, 3_000_000)[..2]);
-        hops.push(hops[0]);
+        hops.extend_from_slice(&vxlan_path(udp, 3_000_000)[..2]);
+        hops.push(hops[0].clone());
         let (traces, c) = traces(&hops);
         let mut flows = BTreeMap::<FlowKey, FlowSummary>::new();
         for t in &traces {

@@ -105,6 +105,38 @@ pub fn write(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()
     w.write_all(&o.0)
 }
 
+/// One hop of `t` (or, with `hop` `None`, its drop) as one JSON object: `{"trace","packet",
+/// "hop"|"drop","outcome","verdict"}`, with the hop and drop objects of a trace line
+/// (`tracer pcap`'s custom option per packet; `trace` numbers the traces of the run).
+pub(crate) fn hop_object(t: &Trace, trace: u64, hop: Option<&TraceHop>) -> String {
+    let mut o = Out(Vec::with_capacity(1024));
+    let first = t.first_ts_ns();
+    o.raw(b"{\"trace\":");
+    o.num(trace);
+    o.raw(b",\"packet\":");
+    o.packet(&t.packet);
+    match (hop, &t.drop) {
+        (Some(h), _) => {
+            o.raw(b",\"hop\":");
+            o.hop(h, first);
+        }
+        (None, Some(d)) => {
+            o.raw(b",\"drop\":");
+            o.drop_point(d, first);
+        }
+        (None, None) => {}
+    }
+    o.raw(b",\"outcome\":\"");
+    o.raw(t.outcome.as_str().as_bytes());
+    o.raw(b"\",\"verdict\":");
+    match &t.verdict {
+        Some(v) => o.str(v.name),
+        None => o.raw(b"null"),
+    }
+    o.raw(b"}");
+    String::from_utf8(o.0).unwrap_or_default()
+}
+
 /// The line being built.
 struct Out(Vec<u8>);
 

@@ -59,13 +59,13 @@ fn fixture_report(topo: Topology, delivered: u16) -> Report {
     }
     for id in [100, 101] {
         for h in &vxlan_path(icmp(id), t)[..2] {
-            pipe.push_hop(*h);
+            pipe.push_hop(h.clone());
         }
         pipe.push_drop(&drop_of(icmp(id), NS1, VXLAN, t + 16_395), &Names);
         t += 10 * MS;
     }
     for h in &vxlan_path(icmp(200), t)[..3] {
-        pipe.push_hop(*h);
+        pipe.push_hop(h.clone());
     }
     pipe.tick(t + 10_000 * MS).expect("tick");
     pipe.close_all().expect("close");

@@ -104,6 +104,8 @@ pub enum Config {
     TraceFlow,
     TraceFlowNoDrops,
     RecordFlow,
+    /// `record-flow` with `--snaplen 128`: what keeping the packets' first bytes costs.
+    RecordFlowSnap,
     FilterMiss,
     Stats,
     Tcpdump,
@@ -116,6 +118,7 @@ impl Config {
             Config::TraceFlow => "trace-flow",
             Config::TraceFlowNoDrops => "trace-flow-nodrops",
             Config::RecordFlow => "record-flow",
+            Config::RecordFlowSnap => "record-flow-snaplen128",
             Config::FilterMiss => "filter-miss",
             Config::Stats => "stats-kernel",
             Config::Tcpdump => "tcpdump",
@@ -137,6 +140,15 @@ impl Config {
                     &["--write", &file],
                 ));
             }
+            Config::RecordFlowSnap => {
+                let file = env.scratch.join("flow-snap.trec").display().to_string();
+                return Some(tracer_cmdline(
+                    "record",
+                    env,
+                    &env.match_filter,
+                    &["--snaplen", "128", "--write", &file],
+                ));
+            }
             Config::FilterMiss => ("trace", MISS_FILTER, &[]),
             Config::Stats if plan.kernel_agg => ("stats", &env.match_filter, &["--kernel-agg"]),
             Config::Stats => ("stats", &env.match_filter, &[]),
@@ -148,6 +160,7 @@ impl Config {
         match self {
             Config::TraceFlowNoDrops => "trace-flow --no-drops".into(),
             Config::RecordFlow => "record-flow (to a file)".into(),
+            Config::RecordFlowSnap => "record-flow --snaplen 128".into(),
             Config::Stats if !plan.kernel_agg => "stats-kernel (user-space stats)".into(),
             c => c.name().into(),
         }
@@ -179,7 +192,7 @@ pub fn configs(plan: &Plan) -> Vec<Config> {
     if !plan.quick {
         c.push(Config::TraceFlowNoDrops);
     }
-    c.push(Config::RecordFlow);
+    c.extend([Config::RecordFlow, Config::RecordFlowSnap]);
     c.extend([Config::FilterMiss, Config::Stats, Config::Tcpdump]);
     c
 }
@@ -316,7 +329,7 @@ pub fn lost_events(lines: &[String]) -> Option<u64> {
     })
 }
 
-fn start_tcpdumps(env: &Env) -> Result<Vec<Proc>> {
+pub fn start_tcpdumps(env: &Env) -> Result<Vec<Proc>> {
     let mut procs = Vec::new();
     for (i, (ns, iface)) in env.capture_ifaces.iter().enumerate() {
         let file = env.scratch.join(format!("dump{i}.pcap"));
@@ -338,7 +351,7 @@ fn start_tcpdumps(env: &Env) -> Result<Vec<Proc>> {
 }
 
 /// Stops every tcpdump, sums their "dropped by kernel", removes the capture files.
-fn stop_tcpdumps(env: &Env, procs: Vec<Proc>) -> Result<u64> {
+pub fn stop_tcpdumps(env: &Env, procs: Vec<Proc>) -> Result<u64> {
     for p in &procs {
         p.interrupt()?;
     }
@@ -374,10 +387,17 @@ fn pin_to_cpu(cpu: usize) -> Vec<String> {
     vec!["taskset".into(), "-c".into(), cpu.to_string()]
 }
 
-/// One iperf3 run from the client pod to the server pod (retried once if the server is
-/// still busy with the previous test).
+/// One iperf3 run from the client pod to the server pod at full speed (retried once if the
+/// server is still busy with the previous test).
 pub fn iperf(env: &Env, proto: Proto, seconds: u64) -> Result<Sample> {
+    iperf_at(env, proto, seconds, None)
+}
+
+/// One iperf3 run at `bitrate` bits/s (`None`: as fast as it goes; UDP counts the 64-byte
+/// payloads).
+pub fn iperf_at(env: &Env, proto: Proto, seconds: u64, bitrate: Option<u64>) -> Result<Sample> {
     let secs = seconds.to_string();
+    let rate = bitrate.unwrap_or(0).to_string();
     let mut args = vec![
         "iperf3",
         "-c",
@@ -388,8 +408,10 @@ pub fn iperf(env: &Env, proto: Proto, seconds: u64) -> Result<Sample> {
         &secs,
         "-J",
     ];
-    if proto == Proto::Udp {
-        args.extend(["-u", "-b", "0", "-l", "64"]);
+    match proto {
+        Proto::Udp => args.extend(["-u", "-b", &rate, "-l", "64"]),
+        Proto::Tcp if bitrate.is_some() => args.extend(["-b", &rate]),
+        Proto::Tcp => {}
     }
     let mut last = None;
     for attempt in 0..3 {

@@ -193,6 +193,7 @@ fn dropped_in_pod(topo: &Topology) -> Trace {
         location: 0,
         len: 84,
         encap: None,
+        snap: None,
     });
     t
 }

@@ -147,6 +147,7 @@ impl TraceBuilder<'_> {
                 len: r.len,
                 encap: r.encap,
                 translated: false,
+                snap: None,
             });
         }
         self
@@ -197,6 +198,7 @@ impl TraceBuilder<'_> {
             location: 0xffff_ffff_8100_0000,
             len: 84,
             encap: None,
+            snap: None,
         });
         self
     }

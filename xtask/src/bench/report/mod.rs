@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+pub mod cpu;
+
 /// One iperf3 measurement (one configuration, one protocol, one round).
 #[derive(Clone, Debug, Default)]
 pub struct Sample {
@@ -134,6 +136,8 @@ pub struct Results {
     pub kernel_agg: bool,
     pub throughput: Vec<ConfigResult>,
     pub cost: Vec<CostRun>,
+    /// CPU per packet at a fixed load, and memory.
+    pub cpu: Option<cpu::CpuPhase>,
     pub pipeline: Option<Pipeline>,
     pub startup: Vec<StartupRow>,
     /// Phases that could not run at all.
@@ -237,6 +241,15 @@ impl Results {
                 }
             }
         }
+        for c in self.cpu.iter().flat_map(|c| &c.configs) {
+            for (p, s) in [("tcp", &c.tcp), ("udp", &c.udp)] {
+                for (round, s) in s.iter().enumerate() {
+                    if let Some(e) = &s.error {
+                        out.push(format!("cpu {} {p} round {}: {e}", c.name, round + 1));
+                    }
+                }
+            }
+        }
         out.extend(
             self.cost
                 .iter()
@@ -263,7 +276,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn new(
+    pub(crate) fn new(
         name: impl Into<String>,
         value: Option<f64>,
         fmt: impl Fn(f64) -> String,
@@ -290,6 +303,7 @@ const TRACER_CONFIGS: &[&str] = &[
     "trace-flow",
     "trace-flow-nodrops",
     "record-flow",
+    "record-flow-snaplen128",
     "filter-miss",
     "stats-kernel",
 ];
@@ -374,6 +388,9 @@ pub fn targets(r: &Results) -> Vec<Target> {
                 |x| x == 0.0,
             ));
         }
+    }
+    if let Some(c) = &r.cpu {
+        t.extend(cpu::targets(c));
     }
     let s500 = r.startup.iter().find(|s| s.pods == 500);
     t.push(Target::new(
@@ -502,6 +519,9 @@ pub fn render(r: &Results) -> String {
                 runs.join(", ")
             );
         }
+    }
+    if let Some(c) = &r.cpu {
+        cpu::render(c, &mut o);
     }
     if let Some(p) = &r.pipeline {
         let text = match p {
@@ -633,6 +653,7 @@ pub fn to_json(r: &Results) -> Value {
         "quick": r.quick, "rounds": r.rounds, "seconds": r.seconds, "kernel": r.kernel,
         "tracer": r.tracer, "elapsed_s": r.elapsed_s, "stats_kernel_agg": r.kernel_agg,
         "throughput": tput, "program_cost": cost, "pipeline": pipeline, "startup": startup,
+        "cpu_per_packet": r.cpu.as_ref().map(cpu::to_json),
         "targets": targets, "errors": r.all_errors(),
     })
 }
