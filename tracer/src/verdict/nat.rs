@@ -70,25 +70,33 @@ fn endpoint(a: Ipv4Addr, port: u16) -> String {
 fn asymmetric_snat(trace: &Trace, step: &NatStep, drop: Option<&DropPoint>) -> Verdict {
     let p = &trace.packet;
     let (cs, csp, cd, cdp) = step.from;
-    let left = trace
+    let out = trace
         .hops
         .iter()
         .rev()
-        .find(|h| h.dir == Direction::Egress && h.kind == Some(IfaceKind::Uplink))
-        .map(|h| {
-            format!(
-                " It left {} by {}, not through {}.",
-                h.node, h.ifname, step.node
-            )
-        })
-        .unwrap_or_default();
+        .find(|h| h.dir == Direction::Egress && h.kind == Some(IfaceKind::Uplink));
+    // Where it went: out of another node's uplink, then dropped or not seen again.
+    let fate = match (out, drop) {
+        (Some(h), None) => format!(
+            "it left {} by {}, not through {}, and was not seen again",
+            h.node, h.ifname, step.node
+        ),
+        (Some(h), Some(_)) => format!(
+            "it left {} by {}, not through {}; {}",
+            h.node,
+            h.ifname,
+            step.node,
+            where_died(trace, drop)
+        ),
+        (None, _) => where_died(trace, drop),
+    };
     v(
         "asymmetric-snat",
         format!(
             "this packet ({} -> {}) answers the request {} -> {}, which {} translated ({}) \
              without changing its source, so the endpoint answered the client directly with its \
              own address instead of going back through {} to be translated back: the client \
-             expects an answer from {} and drops or resets this one; {}.{left} kube-proxy \
+             expects an answer from {} and drops or resets this one; {fate}. kube-proxy \
              masquerades NodePort and external traffic (`externalTrafficPolicy: Cluster`: \
              KUBE-EXT-<hash> jumps to KUBE-MARK-MASQ, KUBE-POSTROUTING masquerades the mark) so \
              that replies return through the node that translated the request. Fix: check on \
@@ -104,7 +112,6 @@ fn asymmetric_snat(trace: &Trace, step: &NatStep, drop: Option<&DropPoint>) -> V
             step.text(),
             step.node,
             endpoint(cd, cdp),
-            where_died(trace, drop),
             step.node,
         ),
     )
@@ -316,8 +323,8 @@ fn conntrack_full(trace: &Trace, d: &DropPoint, ev: &Evidence) -> Option<Verdict
                  dropped its first packet (the kernel logs `nf_conntrack: table full, dropping \
                  packet`); no firewall rule dropped it. Established flows still pass; new ones \
                  fail until entries expire. Fix: raise net.netfilter.nf_conntrack_max (and \
-                 nf_conntrack_buckets) on {}, find what fills the table (`conntrack -L | awk \
-                 '{{print $3}}' | sort | uniq -c`, many short UDP flows such as DNS), and shorten \
+                 nf_conntrack_buckets) on {}, find what fills the table (`conntrack -L | cut -d' ' \
+                 -f1 | sort | uniq -c` by protocol: many short UDP flows such as DNS), and shorten \
                  its timeouts (nf_conntrack_udp_timeout).",
                 d.node,
                 d.ifname,
