@@ -77,7 +77,12 @@ fn traced_probe(
         .into_iter()
         .filter(|t| {
             let (src, dst) = (ip_of(&t["packet"]["src"]), ip_of(&t["packet"]["dst"]));
-            (src == from_ip && dst == probe.to) || (fault.needs_services() && dst == from_ip)
+            // Through NAT, answers come back to the sender from wherever; an ICMP error a
+            // node sends about a UDP or TCP probe (host unreachable) is no answer.
+            let answer = fault.needs_services()
+                && dst == from_ip
+                && t["packet"]["proto"].as_str() == Some(probe.proto.as_str());
+            (src == from_ip && dst == probe.to) || answer
         })
         .collect();
     (traces, out)
