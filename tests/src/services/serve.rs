@@ -132,15 +132,27 @@ pub(crate) fn spawn(prefix: &str, s: &Server<'_>) -> Result<()> {
         ]);
     }
     let out = fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-    let status = Command::new("setsid")
-        .arg("-f")
+    let mut cmd = Command::new("setsid");
+    cmd.arg("-f")
         .arg(&bin)
         .args(&args)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
-        .stderr(out)
-        .status()
-        .context("run `setsid` (util-linux)")?;
+        .stderr(out);
+    // The server outlives this process: it must hold none of its descriptors (a test's
+    // `flock` on the shared lab-test lock is inherited by everything it starts, and a
+    // server keeping it locked after the test deadlocked every other engineer's tests).
+    // SAFETY: close_range is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::close_range(3, libc::c_uint::MAX, 0) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let status = cmd.status().context("run `setsid` (util-linux)")?;
     ensure!(
         status.success(),
         "`setsid -f {}` failed: {status}",
