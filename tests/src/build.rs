@@ -61,6 +61,9 @@ impl Lab {
     /// Dropping the lab deletes the pods, undoes the node's configuration and detaches the
     /// name.
     pub fn up_node(spec: &LabSpec, index: usize) -> Result<Lab> {
+        if spec.services.is_some() {
+            bail!("Services are not available in VM labs yet (no one machine holds every node)");
+        }
         let mut topo = spec.plan()?;
         let node = topo
             .nodes
@@ -92,9 +95,15 @@ impl Lab {
         };
         let timings = std::env::var_os("TRACER_LAB_TIMINGS").is_some_and(|v| v != "0");
         let started = Instant::now();
-        let result = build(&topo, &mut guard.created, timings).and_then(|()| write_state(&topo));
+        let result = build(&topo, &mut guard.created, timings)
+            .and_then(|()| match topo.services {
+                Some(_) => crate::services::start(&topo, &mut guard.created),
+                None => Ok(()),
+            })
+            .and_then(|()| write_state(&topo));
         if let Err(e) = result {
             let created = guard.created.len();
+            let _ = crate::services::stop_prefix(prefix);
             let cleanup = guard.cleanup();
             let _ = remove_state(prefix);
             return Err(e.context(match cleanup {
@@ -163,7 +172,9 @@ pub fn down_prefix(prefix: &str) -> Result<usize> {
             }
         }
     }
+    let servers = crate::services::stop_prefix(prefix);
     delete_all(&names)?;
+    servers?;
     remove_state(prefix)?;
     Ok(names.len())
 }
@@ -180,8 +191,10 @@ fn teardown(t: &Topology) -> Result<()> {
         Some(n) => undo_local_node(t, n),
         None => Ok(()),
     };
+    let servers = crate::services::stop_prefix(&t.prefix);
     delete_all(&names)?;
     undo?;
+    servers?;
     remove_state(&t.prefix)
 }
 

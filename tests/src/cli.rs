@@ -63,6 +63,14 @@ pub enum LabCmd {
         /// becomes the node, `eth0` its uplink (one node per VM guest).
         #[arg(long)]
         node: Option<usize>,
+        /// Kubernetes Services as kube-proxy (iptables mode) and Calico program them: a DNS
+        /// Service and its responder pod, a ClusterIP and a NodePort Service, natOutgoing,
+        /// and a machine outside the cluster (`lab status` lists them).
+        #[arg(long)]
+        services: bool,
+        /// The Service CIDR (with --services).
+        #[arg(long, requires = "services", default_value_t = crate::services::DEFAULT_SERVICE_CIDR)]
+        service_cidr: crate::Cidr,
     },
     /// Remove every namespace of the lab (also after a half-finished `up`).
     Down {
@@ -91,6 +99,9 @@ pub enum LabCmd {
         #[arg(long, value_name = "DIR")]
         serve: Option<std::path::PathBuf>,
     },
+    /// Run a lab pod's servers (started by `lab up --services`; not for direct use).
+    #[command(hide = true)]
+    Serve(crate::services::ServeArgs),
     /// Print the lab's topology.
     Status {
         #[arg(long)]
@@ -133,12 +144,15 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             pods_per_node,
             prefix,
             node,
+            services,
+            service_cidr,
         } => {
             let spec = LabSpec {
                 prefix,
                 nodes,
                 pods_per_node,
                 encap: encap.into(),
+                services: services.then_some(crate::services::ServicesSpec { service_cidr }),
             };
             let started = std::time::Instant::now();
             let lab = match node {
@@ -173,15 +187,16 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             let info = crate::break_lab(&topo, fault)?;
             eprintln!("{}: {}", fault.name(), info.description);
             let p = &info.probe;
+            let from = crate::services::probe::sender_netns(&topo, &p.from_pod)?;
             eprintln!(
-                "now failing: {} from pod {} to {}{}; try `tracer diagnose --from-netns {} ...`",
+                "now failing: {} from {} to {}{}; try `tracer diagnose --from-netns {from} ...`",
                 p.proto,
-                p.from_pod,
+                match topo.pod(&p.from_pod) {
+                    Some(_) => format!("pod {}", p.from_pod),
+                    None => format!("the {} machine", p.from_pod),
+                },
                 p.to,
                 p.port.map(|p| format!(":{p}")).unwrap_or_default(),
-                topo.pod(&p.from_pod)
-                    .map(|x| x.netns.as_str())
-                    .unwrap_or("?"),
             );
             Ok(())
         }
@@ -226,6 +241,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             }
             Ok(())
         }
+        LabCmd::Serve(args) => crate::services::serve(&args),
         LabCmd::Status { json, prefix } => {
             let topo = running_lab(&prefix)?;
             if json {
@@ -248,6 +264,9 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                         "  pod  {:<8} netns {:<16} {} on {} via {}",
                         p.name, p.netns, p.ip, p.node, p.cali
                     );
+                }
+                if let Some(s) = &topo.services {
+                    print!("{}", crate::services::describe(s));
                 }
             }
             Ok(())
@@ -274,6 +293,7 @@ mod tests {
                 nodes: 3,
                 pods_per_node: 4,
                 encap,
+                services: None,
             };
             let args = std::iter::once("lab".to_owned()).chain(up_node_args(&spec, 2));
             let cli = Cli::try_parse_from(args).unwrap();
@@ -283,6 +303,8 @@ mod tests {
                 pods_per_node,
                 prefix,
                 node,
+                services,
+                ..
             } = cli.cmd
             else {
                 panic!("not up");
@@ -292,11 +314,13 @@ mod tests {
                     prefix,
                     nodes,
                     pods_per_node,
-                    encap: e.into()
+                    encap: e.into(),
+                    services: None,
                 },
                 spec
             );
             assert_eq!(node, Some(2));
+            assert!(!services);
             assert_eq!(EncapArg::from(encap), e);
         }
     }

@@ -12,6 +12,9 @@
 //! once, in [`faults::catalogue`], and applied by [`faults::engine`]. Everything is keyed by the
 //! prefix, so labs with different prefixes can coexist (parallel tests).
 //!
+//! [`services`] adds Kubernetes Services (kube-proxy's NAT, Calico's natOutgoing, a DNS
+//! responder, a machine outside the cluster) to a lab built with `LabSpec::services`.
+//!
 //! [`vm`] runs the same lab with every node a qemu guest of its own kernel: each guest builds
 //! its node with [`Lab::up_node`] through the `lab` binary ([`cli`], also behind
 //! `cargo xtask lab`).
@@ -23,6 +26,7 @@ pub mod cli;
 pub mod faults;
 pub mod netns;
 pub mod script;
+pub mod services;
 pub mod spec;
 pub mod status;
 pub mod topology;

@@ -45,7 +45,7 @@ fn os_err(what: impl FnOnce() -> String) -> anyhow::Error {
 }
 
 /// Move the current thread into the named network namespace.
-fn enter(name: &str) -> Result<()> {
+pub(crate) fn enter(name: &str) -> Result<()> {
     let path = netns_path(name);
     let file = File::open(&path)
         .with_context(|| format!("network namespace `{name}` ({}) not found", path.display()))?;

@@ -267,6 +267,7 @@ mod tests {
             nodes: 3,
             pods_per_node: pods,
             encap,
+            services: None,
         }
         .plan()
         .unwrap()

@@ -26,6 +26,7 @@ use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cidr::Cidr;
+use crate::services::{self, ServicesSpec};
 use crate::topology::{IpipTunnel, Node, Pod, Topology, Underlay, Vtep};
 
 /// Cluster pod CIDR.
@@ -136,6 +137,9 @@ pub struct LabSpec {
     pub pods_per_node: usize,
     /// Cross-node transport.
     pub encap: Encap,
+    /// Kubernetes Services, kube-proxy's and Calico's NAT, and a machine outside the cluster
+    /// (see [`crate::services`]); `None`: a plain lab.
+    pub services: Option<ServicesSpec>,
 }
 
 impl Default for LabSpec {
@@ -145,6 +149,7 @@ impl Default for LabSpec {
             nodes: 2,
             pods_per_node: 1,
             encap: Encap::Vxlan,
+            services: None,
         }
     }
 }
@@ -172,17 +177,44 @@ impl LabSpec {
              of a node's /22, minus the VTEP address), got {}",
             self.pods_per_node
         );
+        if self.services.is_some() {
+            let max = MAX_PODS_PER_NODE - services::MAX_EXTRA_PODS;
+            ensure!(
+                self.pods_per_node <= max,
+                "with Services, pods_per_node must be at most {max} (node2 also runs a web pod \
+                 and the DNS pod), got {}",
+                self.pods_per_node
+            );
+        }
         Ok(())
+    }
+
+    /// The pods node `i` (1-based) runs: the regular ones, then (with Services) its service
+    /// pods, with their roles.
+    fn pods_of_node(&self, i: usize) -> Vec<Option<&'static str>> {
+        let extra = match self.services {
+            Some(_) => services::extra_pods(i),
+            None => &[],
+        };
+        std::iter::repeat_n(None, self.pods_per_node)
+            .chain(extra.iter().map(|&r| Some(r)))
+            .collect()
     }
 
     /// The full, deterministic topology of this spec.
     pub fn plan(&self) -> Result<Topology> {
         self.validate()?;
-        let n_blocks = blocks_needed(self.pods_per_node)?;
+        let extra = match self.services {
+            Some(_) => services::MAX_EXTRA_PODS,
+            None => 0,
+        };
+        let n_blocks = blocks_needed(self.pods_per_node + extra)?;
         let vxlan = self.encap == Encap::Vxlan;
         let pod_mtu = self.encap.pod_mtu();
         let mut nodes = Vec::with_capacity(self.nodes);
         let mut pods = Vec::with_capacity(self.nodes * self.pods_per_node);
+        // (node, role, pod, address) of the service pods.
+        let mut roles = Vec::new();
         for i in 1..=self.nodes {
             let region = node_region(i)?;
             let blocks = (0..n_blocks)
@@ -201,7 +233,7 @@ impl LabSpec {
                 mtu: UPLINK_MTU - IPIP_OVERHEAD,
             });
             let mut calis = HashSet::with_capacity(self.pods_per_node);
-            for j in 0..self.pods_per_node {
+            for (j, role) in self.pods_of_node(i).into_iter().enumerate() {
                 let pod_name = format!("n{i}p{j}");
                 let netns = format!("{}-{pod_name}", self.prefix);
                 let cali = cali_name(&netns);
@@ -209,6 +241,9 @@ impl LabSpec {
                     calis.insert(cali.clone()),
                     "cali name collision on {name} ({cali}); pick another prefix"
                 );
+                if let Some(role) = role {
+                    roles.push((i, role, pod_name.clone(), addr_at(region, j + 1)));
+                }
                 pods.push(Pod {
                     name: pod_name,
                     ip: addr_at(region, j + 1),
@@ -231,6 +266,21 @@ impl LabSpec {
                 blocks,
             });
         }
+        let services = match &self.services {
+            None => None,
+            Some(spec) => Some(services::plan(
+                spec,
+                &self.prefix,
+                POD_CIDR,
+                (UNDERLAY_SUBNET, UNDERLAY_GATEWAY),
+                |node, role| {
+                    roles
+                        .iter()
+                        .find(|r| r.0 == node && r.1 == role)
+                        .map(|r| (r.2.clone(), r.3))
+                },
+            )?),
+        };
         Ok(Topology {
             prefix: self.prefix.clone(),
             encap: self.encap,
@@ -246,6 +296,7 @@ impl LabSpec {
             nodes,
             pods,
             local_node: None,
+            services,
         })
     }
 }
@@ -276,14 +327,14 @@ pub fn underlay_netns(prefix: &str) -> String {
 }
 
 /// Whether `name` is a netns that a lab with `prefix` creates: `{prefix}-underlay`,
-/// `{prefix}-node<N>` or `{prefix}-n<N>p<M>`. Stricter than `{prefix}-*` so that removing lab
-/// `a` never touches lab `a-b`.
+/// `{prefix}-outside` (with Services), `{prefix}-node<N>` or `{prefix}-n<N>p<M>`. Stricter
+/// than `{prefix}-*` so that removing lab `a` never touches lab `a-b`.
 pub fn is_lab_netns(prefix: &str, name: &str) -> bool {
     let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
         return false;
     };
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if rest == "underlay" {
+    if rest == "underlay" || rest == "outside" {
         return true;
     }
     if let Some(n) = rest.strip_prefix("node") {
@@ -349,6 +400,7 @@ mod tests {
             nodes,
             pods_per_node: pods,
             encap,
+            services: None,
         }
     }
 
@@ -535,6 +587,8 @@ mod tests {
         assert!(is_lab_netns("tlab", "tlab-underlay"));
         assert!(is_lab_netns("tlab", "tlab-node12"));
         assert!(is_lab_netns("tlab", "tlab-n2p499"));
+        assert!(is_lab_netns("tlab", "tlab-outside"));
+        assert!(!is_lab_netns("tlab", "tlab-outside2"));
         assert!(!is_lab_netns("tlab", "tlab-x-node1"));
         assert!(!is_lab_netns("tlab", "tlab2-node1"));
         assert!(!is_lab_netns("tlab", "tlab-node"));

@@ -10,6 +10,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::cidr::Cidr;
+use crate::services::Services;
 use crate::spec::Encap;
 
 /// A whole lab.
@@ -36,6 +37,10 @@ pub struct Topology {
     /// namespace of this machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_node: Option<String>,
+    /// Kubernetes Services, their NAT, and the machine outside the cluster (`lab up
+    /// --services`); absent in a plain lab.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Services>,
 }
 
 /// The underlay: a netns holding a Linux bridge that every node uplink is plugged into.
@@ -163,9 +168,11 @@ impl Topology {
             .collect()
     }
 
-    /// Every network namespace of the lab: underlay, nodes, then pods.
+    /// Every network namespace of the lab: underlay, the outside machine (with Services),
+    /// nodes, then pods.
     pub fn netns_names(&self) -> Vec<&str> {
         std::iter::once(self.underlay.netns.as_str())
+            .chain(self.services.iter().map(|s| s.outside.netns.as_str()))
             .chain(self.nodes.iter().map(|n| n.netns.as_str()))
             .chain(self.pods.iter().map(|p| p.netns.as_str()))
             .collect()

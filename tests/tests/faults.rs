@@ -36,6 +36,11 @@ fn require_root() {
 }
 
 fn up(prefix: &str, encap: Encap, pods_per_node: usize) -> Lab {
+    up_with(prefix, encap, pods_per_node, false)
+}
+
+/// A lab, with Services (kube-proxy's and Calico's NAT, the outside machine) if `services`.
+fn up_with(prefix: &str, encap: Encap, pods_per_node: usize, services: bool) -> Lab {
     require_root();
     lab::down_prefix(prefix).expect("clean leftovers of an earlier run");
     let spec = LabSpec {
@@ -43,6 +48,7 @@ fn up(prefix: &str, encap: Encap, pods_per_node: usize) -> Lab {
         nodes: 2,
         pods_per_node,
         encap,
+        services: services.then(lab::services::ServicesSpec::default),
     };
     Lab::up(&spec).expect("lab up")
 }
@@ -104,13 +110,20 @@ fn snapshot(t: &Topology) -> Vec<String> {
             &["ip", "neigh", "show", "nud", "permanent"],
         ));
         v.extend(sorted_output(ns, &["bridge", "fdb", "show"]));
-        v.extend(sorted_output(ns, &["nft", "list", "ruleset"]));
-        // iptables-nft's view: its comments (Calico's `cali:` hashes) do not show in nft's.
+        // Without the counters: kube-proxy's rules (iptables-nft) count every packet.
+        v.extend(
+            sorted_output(ns, &["nft", "list", "ruleset"])
+                .into_iter()
+                .map(|l| without_counters(&l)),
+        );
+        // iptables-nft's view (its comments do not show in nft's) and Calico's ipsets.
         v.extend(
             sorted_output(ns, &["iptables-nft-save"])
                 .into_iter()
                 .filter(|l| !l.starts_with(&format!("{ns}: #"))),
         );
+        v.extend(sorted_output(ns, &["ipset", "save"]));
+        v.extend(conntrack_state(ns));
         v.extend(sysctls(ns).into_iter().map(|l| format!("{ns}: {l}")));
     }
     for p in &t.pods {
@@ -118,6 +131,39 @@ fn snapshot(t: &Topology) -> Vec<String> {
         v.extend(sorted_output(&p.netns, &["ip", "-o", "route", "show"]));
     }
     v
+}
+
+/// `counter packets N bytes M` -> `counter`.
+fn without_counters(line: &str) -> String {
+    let mut out = Vec::new();
+    let mut words = line.split(' ').peekable();
+    while let Some(w) = words.next() {
+        out.push(w);
+        if w == "counter" && words.peek() == Some(&"packets") {
+            words.nth(3); // packets N bytes M
+        }
+    }
+    out.join(" ")
+}
+
+/// Conntrack's limit and the entries `conntrack-full` fills a table with (where conntrack is
+/// loaded: the labs with Services).
+fn conntrack_state(ns: &str) -> Vec<String> {
+    let max = in_netns(ns, || {
+        fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max").ok()
+    })
+    .unwrap();
+    let Some(max) = max else {
+        return Vec::new();
+    };
+    let mark = format!("{:#x}", faults::nat::CONNTRACK_FILL_MARK);
+    let out = exec_in(ns, &["conntrack", "-L", "--mark", &mark]).expect("conntrack");
+    assert!(out.status.success(), "conntrack -L in {ns}");
+    let filled = String::from_utf8_lossy(&out.stdout).lines().count();
+    vec![
+        format!("{ns}: nf_conntrack_max = {}", max.trim()),
+        format!("{ns}: conntrack entries marked {mark}: {filled}"),
+    ]
 }
 
 /// The sysctls a fault may change: every per-device IPv4 setting (`forwarding`, `rp_filter`,
@@ -169,7 +215,7 @@ fn assert_same(before: &[String], after: &[String], what: &str) {
 /// the state is exactly as before.
 fn cycle(prefix: &str, encap: Encap, fault: Fault, during: impl FnOnce(&Topology)) {
     let started = Instant::now();
-    let lab = up(prefix, encap, 1);
+    let lab = up_with(prefix, encap, 1, fault.needs_services());
     let t = lab.topology();
     let probe = fault.probe(t).expect("probe");
     assert_answered(t, &probe, "before the fault");
@@ -373,10 +419,18 @@ impl Drop for TraceInstance {
 #[ignore = "about 30 s; the kfree_skb tracepoint is global (run alone)"]
 fn drop_reasons() {
     let trace = TraceInstance::new("tracer-lab-faults");
-    for encap in [Encap::Vxlan, Encap::None] {
-        let lab = up("tf-drops", encap, 1);
+    for (encap, services) in [
+        (Encap::Vxlan, false),
+        (Encap::None, false),
+        (Encap::Vxlan, true),
+        (Encap::None, true),
+    ] {
+        let lab = up_with("tf-drops", encap, 1, services);
         let t = lab.topology();
-        for fault in Fault::ALL.into_iter().filter(|f| f.applies_to(encap)) {
+        let faults = Fault::ALL
+            .into_iter()
+            .filter(|f| f.applies_to(encap) && f.needs_services() == services);
+        for fault in faults {
             let info = lab::break_lab(t, fault).expect("break");
             let delayed = info.expected_drops.iter().any(|d| d.delayed);
             let text = trace.capture(|| {
@@ -386,7 +440,8 @@ fn drop_reasons() {
                 }
             });
             // An expected drop may have a noise reason (a blackhole route: NOT_SPECIFIED in
-            // ip_error), so it is looked for among all of them and shown.
+            // ip_error; NO_SOCKET of a reply at a client that does not know its source), so it
+            // is looked for among all of them and shown.
             let expected = |l: &str| {
                 info.expected_drops.iter().any(|d| {
                     l.contains(&format!("location={}+", d.function))

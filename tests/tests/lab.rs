@@ -24,6 +24,7 @@ fn spec(prefix: &str, pods_per_node: usize, encap: Encap) -> LabSpec {
         nodes: 2,
         pods_per_node,
         encap,
+        services: None,
     }
 }
 

@@ -31,6 +31,7 @@ fn spec(series: Series, prefix: &str, encap: Encap, with_lab: bool) -> VmSpec {
             nodes: 2,
             pods_per_node: 1,
             encap,
+            services: None,
         },
     );
     s.lab_bin = with_lab.then(|| PathBuf::from(env!("CARGO_BIN_EXE_lab")));

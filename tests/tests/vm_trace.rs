@@ -479,6 +479,7 @@ fn across(series: Series, prefix: &str, encaps: [Encap; 2]) {
             nodes: 2,
             pods_per_node: 1,
             encap: encaps[0],
+            services: None,
         },
     );
     spec.lab_bin = Some(PathBuf::from(env!("CARGO_BIN_EXE_lab")));

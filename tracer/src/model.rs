@@ -207,6 +207,11 @@ pub struct Trace {
     /// The pods and Services the trace's addresses belong to (`k8s`; empty without a
     /// cluster), in the order the addresses first appear: the packet's, then the NAT steps'.
     pub names: Vec<(Ipv4Addr, Arc<ObjectName>)>,
+    /// For a packet that no node translated: the translation of the flow it answers, when its
+    /// reversed tuple is a flow some node translated (a reply that did not go back through the
+    /// node that translated the request, so it still carries the endpoint's address). Set
+    /// when the trace is finished; evidence for the `asymmetric-snat` verdict.
+    pub answers: Option<NatStep>,
 }
 
 /// The Kubernetes object an address belongs to at the time a trace is emitted (`k8s`).

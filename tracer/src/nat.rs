@@ -12,7 +12,10 @@
 
 use std::collections::HashMap;
 
-use crate::{event::NatTuple, model::PacketId};
+use crate::{
+    event::NatTuple,
+    model::{NatStep, PacketId},
+};
 
 /// How long an unused translation is kept (conntrack's UDP timeout is 30-120 s).
 pub const IDLE_NS: u64 = 120_000_000_000;
@@ -23,6 +26,9 @@ pub const MAX_FLOWS: usize = 1 << 16;
 pub struct NatTable {
     /// After -> (before, last used).
     flows: HashMap<NatTuple, (NatTuple, u64)>,
+    /// The reply tuple a translated request's answer has (the request's tuple after the
+    /// translation, reversed) -> the request's step, for replies that come back untranslated.
+    replies: HashMap<NatTuple, NatStep>,
 }
 
 impl NatTable {
@@ -32,6 +38,36 @@ impl NatTable {
             self.forget_oldest();
         }
         self.flows.insert(now, (entered, ts_ns));
+    }
+
+    /// A request's translation `step` (not a reply's): a packet with the reversed tuple of its
+    /// result that no node translates back answers it untranslated ([`Self::answered`]).
+    pub fn learn_request(&mut self, step: &NatStep) {
+        if step.kind.starts_with("un-") {
+            return;
+        }
+        let (src, sport, dst, dport) = step.to;
+        let reply = NatTuple {
+            src: dst,
+            dst: src,
+            proto: step.proto,
+            sport: dport,
+            dport: sport,
+        };
+        if self.replies.len() >= MAX_FLOWS && !self.replies.contains_key(&reply) {
+            let oldest = self.replies.values().map(|s| s.ts_ns).min().unwrap_or(0);
+            self.replies.retain(|_, s| s.ts_ns > oldest);
+        }
+        self.replies.insert(reply, step.clone());
+    }
+
+    /// The request step whose reply has `p`'s tuple (ICMP: not followed, its id is not a
+    /// port the reply reverses).
+    pub fn answered(&self, p: &PacketId) -> Option<&NatStep> {
+        if p.proto == 1 {
+            return None;
+        }
+        self.replies.get(&NatTuple::of(p))
     }
 
     /// The packet under the identity it had before its flow was translated, if it was.
@@ -45,6 +81,7 @@ impl NatTable {
     pub fn expire(&mut self, now_ns: u64) {
         let cutoff = now_ns.saturating_sub(IDLE_NS);
         self.flows.retain(|_, (_, used)| *used >= cutoff);
+        self.replies.retain(|_, s| s.ts_ns >= cutoff);
     }
 
     /// Forgets the least recently used eighth (at once, so a stream of new flows costs one

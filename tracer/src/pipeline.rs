@@ -397,6 +397,7 @@ impl<W: Write> Pipeline<W> {
             from: (e.src, e.sport, e.dst, e.dport),
             to: (t.src, t.sport, t.dst, t.dport),
         };
+        self.nat.learn_request(&step);
         self.correlator
             .push_nat(&first, &n.packet, n.tcp_flags, n.icmp_type, step);
         // Hops of the packet before the translation that the filter turned away: the
@@ -547,6 +548,9 @@ impl<W: Write> Pipeline<W> {
         for mut t in traces {
             if self.limit.is_some_and(|l| self.counts.printed >= l) {
                 break;
+            }
+            if t.nat.is_empty() {
+                t.answers = self.nat.answered(&t.packet).cloned();
             }
             if matches!(t.outcome, Outcome::Dropped | Outcome::Lost) {
                 // The state at the time of the failure (live: read again, at most once a

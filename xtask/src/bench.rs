@@ -219,6 +219,7 @@ fn network_phases(plan: &Plan, results: &mut report::Results) -> Result<()> {
         nodes: 2,
         pods_per_node: 1,
         encap: Encap::Vxlan,
+        services: None,
     })?;
     let env = throughput::Env::new(lab.topology(), &plan.scratch)?;
     lab::traffic::ping(&env.client_ns, env.server_ip.parse()?, 1, true)

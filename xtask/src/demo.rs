@@ -70,6 +70,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         nodes: 2,
         pods_per_node: 2,
         encap: args.encap.into(),
+        services: None,
     };
     // A previous demo killed halfway may have left its namespaces behind.
     lab::down_prefix(&spec.prefix)?;

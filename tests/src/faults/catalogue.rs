@@ -28,8 +28,10 @@ use anyhow::{ensure, Context};
 use serde::{Deserialize, Serialize};
 
 use super::engine::{Planned, Step};
+use super::nat;
 use super::plans;
 use super::state::{fdb_entry, pod, route_of, routes, show, vtep, word_after};
+use crate::services::OUTSIDE;
 use crate::spec::Encap;
 
 mod entry;
@@ -81,6 +83,23 @@ const NO_UDP_SOCKET: DropAt = ("NO_SOCKET", "__udp4_lib_rcv");
 const NO_FORWARD: DropAt = ("IP_INADDRERRORS", "ip_error");
 
 const BOTH: &[Encap] = &[Encap::Vxlan, Encap::None];
+const NO_SOCKET: DropAt = ("NO_SOCKET", "tcp_v4_rcv");
+const NF_HOOK: DropAt = ("NETFILTER_DROP", "nf_hook_slow");
+
+/// The NAT faults' probe: a DNS query over UDP from n1p0 to the DNS Service.
+const DNS_QUERY: ProbeSpec = ProbeSpec {
+    from_pod: "n1p0",
+    to: Target::Service("kube-system/kube-dns", "dns"),
+    proto: "udp",
+    port: None,
+    size: None,
+    df: false,
+};
+
+/// Why the NAT faults have no audit finding yet.
+const NAT_RULES_UNREAD: &str = "the audit does not judge kube-proxy's and Calico's NAT \
+     (Service rules, ipsets) nor the conntrack table's fill yet: the verdicts do, from the \
+     trace and the node's state";
 const VXLAN_ONLY: &[Encap] = &[Encap::Vxlan];
 
 /// A kernel drop of `packet` on `node`.
@@ -110,6 +129,24 @@ const fn traced(
         function: d.1,
         verdict,
         audit: &[],
+        outcome: "dropped",
+        audit_exempt: None,
+    }
+}
+
+/// The tracer's report in `encap` for a probe trace that is not dropped: its `outcome`
+/// (`lost`, `incomplete`, `delivered`) and verdict (`""`: none).
+const fn seen(encap: Encap, outcome: &'static str, verdict: &'static str) -> TracerReport {
+    TracerReport {
+        encap,
+        node: "",
+        device: "",
+        reason: "",
+        function: "",
+        verdict,
+        audit: &[],
+        outcome,
+        audit_exempt: None,
     }
 }
 
@@ -718,6 +755,91 @@ catalogue![
             "vxlan-port-mismatch",
         )
         .audit(&["vxlan-port-mismatch"])],
+    },
+    // ---- A lab with Services (`lab up --services`): kube-proxy's and Calico's NAT ----
+    Entry {
+        fault: MissingServiceRule,
+        name: "missing-service-rule",
+        doc: "Node1's kube-proxy lost the DNS Service's rules: its address is not translated.",
+        encaps: BOTH,
+        probe: DNS_QUERY,
+        plan: nat::missing_service_rule,
+        kernel_drops: &[kernel("node1", NEIGH, "probe", true)],
+        tracer: &[
+            traced(Encap::Vxlan, "node1", "eth0", NEIGH, "no-service-rule")
+                .audit_exempt(NAT_RULES_UNREAD),
+            traced(Encap::None, "node1", "eth0", NEIGH, "no-service-rule")
+                .audit_exempt(NAT_RULES_UNREAD),
+        ],
+    },
+    Entry {
+        fault: ServiceNoEndpoints,
+        name: "service-no-endpoints",
+        doc: "A Service has no endpoints: kube-proxy rejects its cluster IP.",
+        encaps: BOTH,
+        probe: ProbeSpec {
+            to: Target::Service("default/web", "http"),
+            proto: "tcp",
+            ..DNS_QUERY
+        },
+        plan: nat::service_no_endpoints,
+        kernel_drops: &[kernel("node1", NFT, "probe", false)],
+        tracer: &[
+            traced(Encap::Vxlan, "node1", "cali", NFT, "no-endpoints")
+                .audit_exempt(NAT_RULES_UNREAD),
+            traced(Encap::None, "node1", "cali", NFT, "no-endpoints")
+                .audit_exempt(NAT_RULES_UNREAD),
+        ],
+    },
+    Entry {
+        fault: ConntrackFull,
+        name: "conntrack-full",
+        doc: "Node1's conntrack table is full: new flows through it are dropped.",
+        encaps: BOTH,
+        probe: DNS_QUERY,
+        plan: nat::conntrack_full,
+        kernel_drops: &[kernel("node1", NF_HOOK, "probe", false)],
+        tracer: &[
+            traced(Encap::Vxlan, "node1", "cali", NF_HOOK, "conntrack-full")
+                .audit_exempt(NAT_RULES_UNREAD),
+            traced(Encap::None, "node1", "cali", NF_HOOK, "conntrack-full")
+                .audit_exempt(NAT_RULES_UNREAD),
+        ],
+    },
+    Entry {
+        fault: NodeportNoSnat,
+        name: "nodeport-no-snat",
+        doc: "Node1 does not masquerade NodePort traffic: the reply leaves from the pod's address.",
+        encaps: BOTH,
+        probe: ProbeSpec {
+            from_pod: OUTSIDE,
+            to: Target::NodePort("node1", "default/web-np"),
+            proto: "tcp",
+            ..DNS_QUERY
+        },
+        plan: nat::nodeport_no_snat,
+        kernel_drops: &[kernel("outside", NO_SOCKET, "reply", false)],
+        tracer: &[
+            seen(Encap::Vxlan, "lost", "asymmetric-snat").audit_exempt(NAT_RULES_UNREAD),
+            seen(Encap::None, "lost", "asymmetric-snat").audit_exempt(NAT_RULES_UNREAD),
+        ],
+    },
+    Entry {
+        fault: NatOutgoingOff,
+        name: "nat-outgoing-off",
+        doc: "The IP pool's natOutgoing is off: pod traffic leaves the cluster unmasqueraded.",
+        encaps: BOTH,
+        probe: ProbeSpec {
+            to: Target::Outside,
+            proto: "tcp",
+            ..DNS_QUERY
+        },
+        plan: nat::nat_outgoing_off,
+        kernel_drops: &[kernel("outside", NEIGH, "reply", true)],
+        tracer: &[
+            seen(Encap::Vxlan, "lost", "nat-outgoing-off").audit_exempt(NAT_RULES_UNREAD),
+            seen(Encap::None, "lost", "nat-outgoing-off").audit_exempt(NAT_RULES_UNREAD),
+        ],
     },
 ];
 

@@ -117,6 +117,12 @@ pub enum Step {
         script: String,
         drop_empty_table: Option<String>,
     },
+    /// `ip netns exec NS ARGV...` (`ipset add|del`, `conntrack -D`): a change that another
+    /// command reverts.
+    Exec { netns: String, argv: Vec<String> },
+    /// Fill NS's conntrack table to `nf_conntrack_max` with assured entries marked `mark`
+    /// (see `faults::conntrack`); undone by `conntrack -D --mark`.
+    ConntrackFill { netns: String, mark: u32 },
 }
 
 impl Step {
@@ -234,6 +240,31 @@ impl Plan {
         Ok(())
     }
 
+    /// A command and the command that reverts it, in `netns`.
+    pub fn exec(&mut self, netns: &str, apply: Vec<String>, undo: Vec<String>) {
+        let step = |argv| Step::Exec {
+            netns: netns.to_owned(),
+            argv,
+        };
+        self.push(step(apply), step(undo));
+    }
+
+    /// Fill `netns`'s conntrack table with entries marked `mark`; undo deletes exactly them.
+    pub fn conntrack_fill(&mut self, netns: &str, mark: u32) {
+        self.push(
+            Step::ConntrackFill {
+                netns: netns.to_owned(),
+                mark,
+            },
+            Step::Exec {
+                netns: netns.to_owned(),
+                argv: ["conntrack", "-D", "--mark", &format!("{mark:#x}")]
+                    .map(str::to_owned)
+                    .to_vec(),
+            },
+        );
+    }
+
     /// A veth `name` (peer `name-peer`, both in `netns`), up, with an optional address.
     pub fn veth(&mut self, netns: &str, name: &str, addr: Option<String>) {
         let peer = format!("{name}-peer");
@@ -269,6 +300,10 @@ pub fn break_lab(topo: &Topology, fault: Fault) -> Result<FaultInfo> {
     ensure!(
         !records.iter().any(|r| r.info.fault == fault),
         "fault `{fault}` is already active on lab `{prefix}`; heal it first"
+    );
+    ensure!(
+        !fault.needs_services() || topo.services.is_some(),
+        "fault `{fault}` needs a lab with Services (`lab up --services`)"
     );
     ensure!(
         fault.applies_to(topo.encap),
@@ -434,6 +469,18 @@ fn run_step(step: &Step) -> Result<()> {
                 None => Ok(()),
             }
         }
+        Step::Exec { netns, argv } => {
+            let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let out = exec_in(netns, &args)?;
+            ensure!(
+                out.status.success(),
+                "`{}` in `{netns}` failed: {}",
+                argv.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            Ok(())
+        }
+        Step::ConntrackFill { netns, mark } => super::conntrack::fill(netns, *mark),
     }
 }
 

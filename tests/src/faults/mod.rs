@@ -12,10 +12,14 @@
 //! - `plans` holds the plans too long to read inline in an entry; [`felix`] writes Calico's
 //!   filter chains the way Felix does, for the firewall faults.
 //! - `state` reads the kernel state plans change; `probe` runs a fault's probe.
+//! - [`nat`] holds the plans of the faults of a lab with Services (kube-proxy's and Calico's
+//!   NAT, conntrack), `conntrack` fills a conntrack table.
 
 pub mod catalogue;
+mod conntrack;
 pub mod engine;
 pub mod felix;
+pub mod nat;
 mod plans;
 mod probe;
 mod state;

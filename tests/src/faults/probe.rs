@@ -17,14 +17,17 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::netns::{exec_in, in_netns};
+use crate::services::probe::{run as services_probe, sender_netns};
 use crate::topology::Topology;
 
 /// Traffic that a fault makes fail.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
-    /// Sending pod (`"n1p0"`).
+    /// Sending pod (`"n1p0"`), or `outside` (the machine outside the cluster of a lab with
+    /// Services).
     pub from_pod: String,
-    /// Destination: a pod or node address of the lab.
+    /// Destination: a pod or node address of the lab, or (a lab with Services) a Service's
+    /// cluster IP, a node port, the outside machine.
     pub to: Ipv4Addr,
     /// `"icmp"`, `"tcp"`, `"udp"` or `"tcp-midflow"` (see the module note).
     pub proto: String,
@@ -39,12 +42,18 @@ pub struct Probe {
 impl Probe {
     /// Send the probe once from its pod; `Ok(true)` if it was answered within `timeout`,
     /// `Ok(false)` if not (timeout, or an ICMP error such as "frag needed"). Errors only when
-    /// the probe could not be run. The destination must be a pod or node of `topo` (TCP/UDP:
-    /// a listener is opened in its namespace for the probe's duration).
+    /// the probe could not be run. TCP/UDP to a pod or node of `topo`: a listener is opened in
+    /// its namespace for the probe's duration; to a Service, a node port or the outside
+    /// machine: the lab's servers answer ([`crate::services::probe`]).
     pub fn run(&self, topo: &Topology, timeout: Duration) -> Result<bool> {
-        let from = topo
-            .pod(&self.from_pod)
-            .with_context(|| format!("no pod {} in lab `{}`", self.from_pod, topo.prefix))?;
+        let from_ns = sender_netns(topo, &self.from_pod)?;
+        if self.proto == "icmp" {
+            return self.ping(&from_ns, timeout);
+        }
+        let (to, proto, port) = (self.to, self.proto.as_str(), self.port);
+        if let Some(answered) = services_probe(topo, &from_ns, to, proto, port, timeout)? {
+            return Ok(answered);
+        }
         let dst_ns = topo
             .pod_by_ip(self.to)
             .map(|p| p.netns.clone())
@@ -58,13 +67,15 @@ impl Probe {
                 format!("{} is not a pod or node of lab `{}`", self.to, topo.prefix)
             })?;
         match self.proto.as_str() {
-            "icmp" => self.ping(&from.netns, timeout),
-            "tcp" => self.tcp(&from.netns, &dst_ns, timeout),
-            "udp" => self.udp(&from.netns, &dst_ns, timeout),
+            "tcp" => self.tcp(&from_ns, &dst_ns, timeout),
+            "udp" => self.udp(&from_ns, &dst_ns, timeout),
             "tcp-midflow" => {
                 let port = self.port.context("tcp-midflow probe without port")?;
+                let from = topo.pod(&self.from_pod).with_context(|| {
+                    format!("tcp-midflow probe from {}: not a pod", self.from_pod)
+                })?;
                 let dst = SocketAddrV4::new(self.to, port);
-                midflow(&from.netns, &dst_ns, from.ip, dst, timeout)
+                midflow(&from_ns, &dst_ns, from.ip, dst, timeout)
                     .with_context(|| format!("tcp-midflow probe to {dst}"))
             }
             other => bail!("unknown probe protocol `{other}` (icmp, tcp, udp or tcp-midflow)"),

@@ -58,6 +58,7 @@ impl VmLabArgs {
                 nodes: self.nodes,
                 pods_per_node: self.pods_per_node,
                 encap: self.encap.into(),
+                services: None,
             },
         );
         spec.lab_bin = (!self.no_lab).then(|| lab_bin.to_owned());

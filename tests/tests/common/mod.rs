@@ -38,6 +38,24 @@ pub fn lab_up(prefix: &str, pods_per_node: usize, encap: lab::Encap) -> lab::Lab
         nodes: 2,
         pods_per_node,
         encap,
+        services: None,
+    };
+    lab::down_prefix(prefix).expect("clean leftovers of an earlier run");
+    lab::Lab::up(&spec).expect("lab up")
+}
+
+/// A fresh two-node lab for `fault` (one pod per node): with Services when the fault needs
+/// them (its probe goes through kube-proxy's or Calico's NAT), else a plain lab.
+pub fn lab_up_for(prefix: &str, fault: lab::Fault, encap: lab::Encap) -> lab::Lab {
+    require_root();
+    let spec = lab::LabSpec {
+        prefix: prefix.into(),
+        nodes: 2,
+        pods_per_node: 1,
+        encap,
+        services: fault
+            .needs_services()
+            .then(lab::services::ServicesSpec::default),
     };
     lab::down_prefix(prefix).expect("clean leftovers of an earlier run");
     lab::Lab::up(&spec).expect("lab up")

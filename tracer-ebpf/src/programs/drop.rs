@@ -113,7 +113,21 @@ fn report<F: SkbFields>(skb: *const u8, location: u64, reason: u32) -> Option<()
             return Some(());
         }
     };
-    if !wanted(&filter_input(&parsed.pkt)) {
+    // A packet conntrack translated before it died (SNAT in POSTROUTING, then a failed
+    // neighbour resolution: it never reached `net_dev_queue`): the translation first, so that
+    // user space follows the drop under the identity the packet entered with, and the filter
+    // passes it as either.
+    let nfct: u64 = F::get(skb, skb_offset(|l| &l.skb_nfct)).unwrap_or(0);
+    let nat = if parsed.encap.kind == 0 {
+        super::nat::translated(nfct, &parsed.pkt).flatten()
+    } else {
+        None
+    };
+    let passes = match &nat {
+        Some(n) => super::nat::report(netns, ifindex, n),
+        None => wanted(&filter_input(&parsed.pkt)),
+    };
+    if !passes {
         count(CTR_FILTERED);
         return Some(());
     }

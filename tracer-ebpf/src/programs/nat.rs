@@ -15,12 +15,16 @@
 //! comes first, then the namespace test; only NATed packets are parsed. The outer packet of a
 //! tunnel is skipped (its inner one was reported on the tunnel device). The flow filter passes
 //! the packet when either view matches it.
+//!
+//! The drop hook asks the same question ([`translated`], [`report`]) of a packet conntrack
+//! translated that dies before it is queued to a device (Calico's natOutgoing masquerades a
+//! packet in POSTROUTING, then neighbour resolution fails): its NAT record comes first.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{
     filter::{FilterInput, FollowKey},
     parse::{filter_input, parse},
-    Nat, CTR_FILTERED, IPS_NAT_MASK, IP_CT_IS_REPLY,
+    Ipv4Packet, Nat, CTR_FILTERED, IPS_NAT_MASK, IP_CT_IS_REPLY,
 };
 
 use crate::{
@@ -47,8 +51,7 @@ fn on_queue(skb: *const u8) -> Option<()> {
     if ct == 0 {
         return Some(());
     }
-    let ct = ct as *const u8;
-    let status: u64 = probe(ct, ct_offset(|l| &l.ct_status))?;
+    let status: u64 = probe(ct as *const u8, ct_offset(|l| &l.ct_status))?;
     if status & IPS_NAT_MASK == 0 {
         return Some(());
     }
@@ -67,6 +70,41 @@ fn on_queue(skb: *const u8) -> Option<()> {
     if unsafe { TRACED_NETNS.get(netns) }.is_none() {
         return Some(());
     }
+    let head: u64 = Probed::get(skb, skb_offset(|l| &l.skb_head))?;
+    let nh: u16 = Typed::get(skb, skb_offset(|l| &l.skb_network_header))?;
+    if head == 0 || nh == u16::MAX {
+        return Some(());
+    }
+    let bytes = KernelBytes((head as *const u8).wrapping_add(nh as usize));
+    let parsed = parse(&bytes, false, vxlan_ports()).ok()?;
+    if parsed.encap.kind != 0 {
+        return Some(());
+    }
+    let pkt = parsed.pkt;
+    let Some(nat) = translated(nfct, &pkt)? else {
+        return Some(());
+    };
+    if !report(netns, ifindex, &nat) {
+        count(CTR_FILTERED);
+    }
+    Some(())
+}
+
+/// The skb's conntrack entry (`nfct`, `skb->_nfct`) says the packet `pkt` (inner, parsed at
+/// its network header) entered the node with other addresses or ports: the record to report.
+/// `Some(None)` when it did not (no entry, no NAT, the same tuple); `None` when kernel memory
+/// could not be read.
+#[inline(always)]
+pub fn translated(nfct: u64, pkt: &Ipv4Packet) -> Option<Option<Nat>> {
+    let ct = nfct & !7;
+    if ct == 0 || ct_offset(|l| &l.valid) == 0 {
+        return Some(None);
+    }
+    let ct = ct as *const u8;
+    let status: u64 = probe(ct, ct_offset(|l| &l.ct_status))?;
+    if status & IPS_NAT_MASK == 0 {
+        return Some(None);
+    }
     // How the packet entered the node: the tuple of its direction.
     let reply = nfct & 7 >= IP_CT_IS_REPLY;
     let hash = ct_offset(|l| &l.ct_tuplehash)
@@ -80,17 +118,8 @@ fn on_queue(skb: *const u8) -> Option<()> {
     let e_dst: [u8; 4] = probe(ct, hash + ct_offset(|l| &l.dst_ip))?;
     let e_dport: u16 = u16::from_be(probe(ct, hash + ct_offset(|l| &l.dst_port))?);
     let proto: u8 = probe(ct, hash + ct_offset(|l| &l.protonum))?;
-
-    let head: u64 = Probed::get(skb, skb_offset(|l| &l.skb_head))?;
-    let nh: u16 = Typed::get(skb, skb_offset(|l| &l.skb_network_header))?;
-    if head == 0 || nh == u16::MAX {
-        return Some(());
-    }
-    let bytes = KernelBytes((head as *const u8).wrapping_add(nh as usize));
-    let parsed = parse(&bytes, false, vxlan_ports()).ok()?;
-    let pkt = parsed.pkt;
-    if parsed.encap.kind != 0 || pkt.proto != proto {
-        return Some(());
+    if pkt.proto != proto {
+        return Some(None);
     }
     // ICMP's "ports" in conntrack: the echo identifier, and nothing.
     let (sport, dport, e_dport) = if proto == IPPROTO_ICMP {
@@ -99,39 +128,45 @@ fn on_queue(skb: *const u8) -> Option<()> {
         (pkt.sport, pkt.dport, e_dport)
     };
     if pkt.saddr == e_src && pkt.daddr == e_dst && sport == e_sport && dport == e_dport {
-        return Some(());
+        return Some(None);
     }
+    Some(Some(Nat {
+        pkt: *pkt,
+        entered_saddr: e_src,
+        entered_daddr: e_dst,
+        entered_sport: e_sport,
+        entered_dport: e_dport,
+        reply: u8::from(reply),
+        _pad: [0; 3],
+    }))
+}
+
+/// Reports `nat` (seen on `ifindex` of `netns`) when the flow filter wants the packet as it
+/// is or as it entered, and lets the translated flow and its replies pass every program's
+/// filter from now on; false when the filter wants neither.
+#[inline(always)]
+pub fn report(netns: u32, ifindex: u32, nat: &Nat) -> bool {
+    let proto = nat.pkt.proto;
     let entered = FilterInput {
-        saddr: u32::from_ne_bytes(e_src),
-        daddr: u32::from_ne_bytes(e_dst),
+        saddr: u32::from_ne_bytes(nat.entered_saddr),
+        daddr: u32::from_ne_bytes(nat.entered_daddr),
         proto,
-        sport: if proto == IPPROTO_ICMP { 0 } else { e_sport },
-        dport: e_dport,
+        sport: if proto == IPPROTO_ICMP {
+            0
+        } else {
+            nat.entered_sport
+        },
+        dport: nat.entered_dport,
     };
-    let now = filter_input(&pkt);
+    let now = filter_input(&nat.pkt);
     if !wanted(&now) && !wanted(&entered) {
-        count(CTR_FILTERED);
-        return Some(());
+        return false;
     }
-    // The translated flow and its replies pass every program's filter from now on.
     let key = FollowKey::of(&now);
     let _ = NAT_FOLLOW.insert(key, 1, 0);
     let _ = NAT_FOLLOW.insert(key.reverse(), 1, 0);
     // SAFETY: a helper without arguments, valid in tracing programs.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    emit(
-        ts_ns,
-        netns,
-        ifindex,
-        Nat {
-            pkt,
-            entered_saddr: e_src,
-            entered_daddr: e_dst,
-            entered_sport: e_sport,
-            entered_dport: e_dport,
-            reply: u8::from(reply),
-            _pad: [0; 3],
-        },
-    );
-    Some(())
+    emit(ts_ns, netns, ifindex, *nat);
+    true
 }

@@ -612,6 +612,7 @@ impl Correlator {
             tracer_loss,
             nat: open.nat,
             names: Vec::new(),
+            answers: None,
         }
     }
 

@@ -256,6 +256,7 @@ fn drop_series_are_capped() {
         tracer_loss: false,
         nat: Vec::new(),
         names: Vec::new(),
+        answers: None,
     };
     for i in 0..MAX_DROP_SERIES + extra {
         t.drop = Some(drop_point(
@@ -312,6 +313,7 @@ fn drops_count_by_the_senders_namespace_else_the_receivers_and_are_capped() {
         tracer_loss: false,
         nat: Vec::new(),
         names: Vec::new(),
+        answers: None,
     };
     let clock = ClockModel::shared_kernel();
     // No names (no cluster): no series.

@@ -46,6 +46,10 @@ pub struct Rule {
     pub packets: Option<u64>,
     pub bytes: Option<u64>,
     pub comment: Option<String>,
+    /// The rule as `iptables-nft-save` writes it (`-A CHAIN ...`), for a rule of a table
+    /// iptables-nft manages: nft lists its comment and xt matches (`-m set`) as opaque.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iptables: Option<String>,
 }
 
 /// One chain.
@@ -83,10 +87,32 @@ impl Chain {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Firewall {
     pub chains: Vec<Chain>,
+    /// The ipsets (`ipset save`) where the kernel has any: Felix's `cali40masq-ipam-pools`
+    /// says which pools natOutgoing covers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<IpSet>,
+}
+
+/// One ipset and its members.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpSet {
+    pub name: String,
+    pub members: Vec<String>,
 }
 
 impl Firewall {
     /// Every rule that drops or rejects, with its chain.
+    pub fn set(&self, name: &str) -> Option<&IpSet> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+
+    /// The chain `name` of `table` (family `ip`).
+    pub fn chain(&self, table: &str, name: &str) -> Option<&Chain> {
+        self.chains
+            .iter()
+            .find(|c| c.family == "ip" && c.table == table && c.name == name)
+    }
+
     pub fn discarding_rules(&self) -> impl Iterator<Item = (&Chain, &Rule)> {
         self.chains
             .iter()
@@ -111,6 +137,26 @@ pub fn read() -> (Firewall, Vec<String>) {
         Err(e) => errors.push(format!(
             "nft: {e} (install nftables to read the firewall; rules are not read)"
         )),
+    }
+    // iptables-nft's own view of its tables: the comments and xt matches nft cannot show
+    // (kube-proxy's Service names, Felix's ipset matches). Absent tool: nothing to add.
+    if fw.chains.iter().any(|c| c.family == "ip") {
+        if let Ok(out) = Command::new("iptables-nft-save").output() {
+            if out.status.success() {
+                merge_iptables_nft(
+                    &mut fw.chains,
+                    &parse_iptables_save(&String::from_utf8_lossy(&out.stdout)),
+                );
+            }
+        }
+    }
+    // ipsets, where the module is loaded (listing them must not load it).
+    if std::path::Path::new("/sys/module/ip_set").exists() {
+        if let Ok(out) = Command::new("ipset").arg("save").output() {
+            if out.status.success() {
+                fw.sets = parse_ipset_save(&String::from_utf8_lossy(&out.stdout));
+            }
+        }
     }
     // Legacy x_tables: only when its tables exist (reading them must not load modules).
     let legacy = std::fs::read_to_string("/proc/net/ip_tables_names").unwrap_or_default();
@@ -254,6 +300,7 @@ fn parse_rule(body: &str, handle: Option<u64>, position: usize) -> Rule {
         packets,
         bytes,
         comment,
+        iptables: None,
     }
 }
 
@@ -363,10 +410,55 @@ pub fn parse_iptables_save(text: &str) -> Vec<Chain> {
                 packets: count.map(|(p, _)| p),
                 bytes: count.map(|(_, b)| b),
                 comment,
+                iptables: Some(format!("-A {name} {spec}")),
             });
         }
     }
     chains
+}
+
+/// Gives the nft rules of the `ip` tables iptables-nft manages the comment and text
+/// `iptables-nft-save` shows for them (same chain, same position; a chain whose rule count
+/// differs, changed between the two reads, is left alone).
+pub fn merge_iptables_nft(nft: &mut [Chain], saved: &[Chain]) {
+    for c in nft.iter_mut().filter(|c| c.family == "ip") {
+        let Some(s) = saved
+            .iter()
+            .find(|s| s.table == c.table && s.name == c.name)
+        else {
+            continue;
+        };
+        if s.rules.len() != c.rules.len() {
+            continue;
+        }
+        for (r, x) in c.rules.iter_mut().zip(&s.rules) {
+            if r.comment.is_none() {
+                r.comment.clone_from(&x.comment);
+            }
+            r.iptables.clone_from(&x.iptables);
+        }
+    }
+}
+
+/// Parses `ipset save` (`create NAME TYPE ...`, `add NAME MEMBER`).
+pub fn parse_ipset_save(text: &str) -> Vec<IpSet> {
+    let mut sets: Vec<IpSet> = Vec::new();
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        match (w.next(), w.next(), w.next()) {
+            (Some("create"), Some(name), _) => sets.push(IpSet {
+                name: name.to_string(),
+                members: Vec::new(),
+            }),
+            (Some("add"), Some(name), Some(member)) => {
+                if let Some(s) = sets.iter_mut().find(|s| s.name == name) {
+                    s.members.push(member.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    sets
 }
 
 /// `[packets:bytes]`.

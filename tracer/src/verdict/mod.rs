@@ -13,7 +13,9 @@
 //! `firewall-drop`, `policy-drop`, `conntrack-invalid`, `rp-filter`, `mtu`, `cidr-overlap`,
 //! `vtep-mac-mismatch`, `wrong-destination-mac`, `vni-mismatch`, `vxlan-port-mismatch`,
 //! `blackhole-route`, `no-such-pod`, `no-pod-route`, `pod-veth-down`, `link-down`,
-//! `ip-forward-off`, `proxy-arp-off`, `pod-no-route`, `lost-on-node`, `no-listener`, and
+//! `ip-forward-off`, `proxy-arp-off`, `pod-no-route`, `lost-on-node`, `no-listener`, the NAT
+//! verdicts (`no-service-rule`, `no-endpoints`, `conntrack-full`, `asymmetric-snat`,
+//! `nat-outgoing-off`), and
 //! `kernel-drop` for a drop no rule explains (the reason, its meaning and location, and the
 //! audit's findings for the node still say what happened). Drops by the destination's own
 //! sockets (a full receive buffer, TCP's checks) are not verdicts: the pipeline counts them
@@ -23,6 +25,7 @@ use std::net::Ipv4Addr;
 
 mod context;
 pub mod evidence;
+mod nat;
 
 pub use evidence::{Evidence, StateSource};
 
@@ -39,11 +42,14 @@ const IPIP_OVERHEAD: u32 = 20;
 /// known of the nodes' state (empty when nothing was read).
 pub fn judge(trace: &Trace, topo: &Topology, ev: &Evidence) -> Option<Verdict> {
     let verdict = match trace.outcome {
-        Outcome::Dropped => trace.drop.as_ref().map(|d| {
-            context::judge(trace, d, topo, ev).unwrap_or_else(|| judge_drop(trace, d, topo))
-        }),
-        Outcome::Lost => Some(judge_lost(trace, topo, ev)),
         Outcome::Delivered | Outcome::Incomplete => None,
+        // NAT first: a packet nothing translated dies like any other packet.
+        _ => nat::judge(trace, topo, ev).or_else(|| match trace.outcome {
+            Outcome::Dropped => trace.drop.as_ref().map(|d| {
+                context::judge(trace, d, topo, ev).unwrap_or_else(|| judge_drop(trace, d, topo))
+            }),
+            _ => Some(judge_lost(trace, topo, ev)),
+        }),
     }?;
     // The audit's findings on the node where the packet died, as further evidence.
     let node = match (&trace.drop, trace.hops.last()) {

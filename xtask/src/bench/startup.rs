@@ -54,6 +54,7 @@ fn one_size(plan: &Plan, row: &mut StartupRow) -> Result<()> {
         nodes: 2,
         pods_per_node: row.pods,
         encap: Encap::Vxlan,
+        services: None,
     })?;
     let node = lab
         .topology()

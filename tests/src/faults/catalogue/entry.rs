@@ -5,13 +5,14 @@
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{Fault, CATALOGUE};
 use crate::faults::engine::PlanFn;
 use crate::faults::probe::Probe;
 use crate::faults::state::{node, pod};
+use crate::services::OUTSIDE;
 use crate::spec::Encap;
 use crate::topology::Topology;
 
@@ -41,7 +42,7 @@ pub struct Entry {
 /// A probe by the lab's names, resolved against a topology by [`Fault::probe`].
 #[derive(Clone, Copy, Debug)]
 pub struct ProbeSpec {
-    /// Sending pod.
+    /// Sending pod, or [`OUTSIDE`] (the machine outside the cluster of a lab with Services).
     pub from_pod: &'static str,
     /// Destination.
     pub to: Target,
@@ -62,6 +63,13 @@ pub enum Target {
     Pod(&'static str),
     /// The (underlay) address of this node.
     Node(&'static str),
+    /// The cluster IP and port of a Service (`namespace/name`, port name): a lab with
+    /// Services.
+    Service(&'static str, &'static str),
+    /// This node's address and the node port of a Service (`namespace/name`).
+    NodePort(&'static str, &'static str),
+    /// The machine outside the cluster (its server's port for TCP).
+    Outside,
 }
 
 /// A kernel drop a fault leads to, as declared ([`ExpectedDrop`] is its owned form).
@@ -96,7 +104,8 @@ pub struct ExpectedDrop {
 }
 
 /// What the tracer must report for a fault's probe in one encapsulation: the probe's trace is
-/// dropped at this node, device, reason and function, with this verdict.
+/// dropped at this node, device, reason and function, with this verdict (or, for a trace
+/// that is not dropped, has this [`outcome`](Self::outcome) and verdict, `""` for none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TracerReport {
     /// The lab's encapsulation.
@@ -116,12 +125,24 @@ pub struct TracerReport {
     /// What `tracer check` reports about the fault's state, with no traffic: the finding
     /// codes it must include (see the tracer's `audit` module).
     pub audit: &'static [&'static str],
+    /// The probe trace's outcome: `dropped` (node, device, reason and function say where),
+    /// or `lost`, `incomplete`, `delivered` (they are then empty).
+    pub outcome: &'static str,
+    /// Why `audit` may be empty: the fault is not in a node's state the audit reads (kube-
+    /// proxy's NAT rules, a full conntrack table it does not judge yet), said in one line.
+    pub audit_exempt: Option<&'static str>,
 }
 
 impl TracerReport {
     /// The audit's finding codes for this fault in this encapsulation.
     pub const fn audit(mut self, codes: &'static [&'static str]) -> TracerReport {
         self.audit = codes;
+        self
+    }
+
+    /// No audit finding, and why that is right for this fault.
+    pub const fn audit_exempt(mut self, why: &'static str) -> TracerReport {
+        self.audit_exempt = Some(why);
         self
     }
 }
@@ -146,18 +167,65 @@ impl Fault {
     /// The traffic this fault makes fail in `t` (n1p0 -> n2p0 ICMP unless said otherwise).
     pub fn probe(self, t: &Topology) -> Result<Probe> {
         let spec = self.entry().probe;
-        let to = match spec.to {
-            Target::Pod(name) => pod(t, name)?.ip,
-            Target::Node(name) => node(t, name)?.ip,
+        let services = || {
+            t.services.as_ref().with_context(|| {
+                format!("{self}'s probe needs a lab with Services (`lab up --services`)")
+            })
+        };
+        let (to, port) = match spec.to {
+            Target::Pod(name) => (pod(t, name)?.ip, spec.port),
+            Target::Node(name) => (node(t, name)?.ip, spec.port),
+            Target::Service(id, port) => {
+                let svc = services()?.service(id)?;
+                let p = svc
+                    .port(port)
+                    .with_context(|| format!("{id} has no port {port}"))?;
+                ensure!(
+                    p.protocol.to_string() == spec.proto,
+                    "{self}: {id} {port} is {}",
+                    p.protocol
+                );
+                (svc.cluster_ip, Some(p.port))
+            }
+            Target::NodePort(name, id) => {
+                let svc = services()?.service(id)?;
+                let np = svc.ports.iter().find_map(|p| p.node_port);
+                (
+                    node(t, name)?.ip,
+                    Some(np.with_context(|| format!("{id} has no node port"))?),
+                )
+            }
+            Target::Outside => {
+                let o = &services()?.outside;
+                (o.ip, (spec.proto != "icmp").then_some(o.port))
+            }
+        };
+        let from_pod = match spec.from_pod {
+            OUTSIDE => {
+                services()?;
+                OUTSIDE.to_owned()
+            }
+            name => pod(t, name)?.name.clone(),
         };
         Ok(Probe {
-            from_pod: pod(t, spec.from_pod)?.name.clone(),
+            from_pod,
             to,
             proto: spec.proto.into(),
-            port: spec.port,
+            port,
             size: spec.size,
             df: spec.df,
         })
+    }
+
+    /// Whether the fault needs a lab with Services (its probe goes to a Service, a node port
+    /// or the outside machine, or comes from there).
+    pub fn needs_services(self) -> bool {
+        let spec = self.entry().probe;
+        spec.from_pod == OUTSIDE
+            || matches!(
+                spec.to,
+                Target::Service(..) | Target::NodePort(..) | Target::Outside
+            )
     }
 
     /// The kernel drops the probe leads to, as observed with `skb:kfree_skb` on 6.18 (the

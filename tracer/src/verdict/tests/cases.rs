@@ -58,6 +58,13 @@ pub(super) fn lab_fault_case(fault: Fault, encap: LabEncap) -> Option<Case> {
         ),
         (VniMismatch, Vxlan) => vni_mismatch(),
         (VxlanPortMismatch, Vxlan) => lab_vxlan_port_mismatch(),
+        // The NAT faults (a lab with Services) take the same path in both labs, but for the
+        // node the un-DNATed reply would have come back through.
+        (MissingServiceRule, _) => lab_missing_service_rule(),
+        (ServiceNoEndpoints, _) => lab_service_no_endpoints(),
+        (ConntrackFull, _) => lab_conntrack_full(),
+        (NodeportNoSnat, e) => lab_nodeport_no_snat(e),
+        (NatOutgoingOff, _) => lab_nat_outgoing_off(),
         _ => return None,
     })
 }
