@@ -316,3 +316,63 @@ fn services_traced_through_nat() {
         .to_vec();
     common::each_case(&cases, 1, |prefix, &encap| check(prefix, encap));
 }
+
+/// `tracer diagnose --to <DNS Service> --proto udp --port 53` from a pod: the DNS query goes
+/// through DNAT to the responder and back (no verdict), and with the Service's rules gone on
+/// the asking node the request fails with `no-service-rule`.
+#[test]
+fn diagnose_dns_through_the_service() {
+    let lab = services_lab("tsd", Encap::Vxlan);
+    let topo = lab.topology().clone();
+    let s = topo.services.clone().expect("services");
+    let client = topo.pod("n1p0").unwrap().clone();
+    let dns = s.service("kube-system/kube-dns").unwrap().clone();
+    let diagnose = || {
+        let mut args = vec![
+            "diagnose".to_string(),
+            "--from".into(),
+            client.ip.to_string(),
+            "--from-netns".into(),
+            client.netns.clone(),
+            "--to".into(),
+            dns.cluster_ip.to_string(),
+            "--proto".into(),
+            "udp".into(),
+            "--port".into(),
+            "53".into(),
+            "--probes".into(),
+            "1".into(),
+            "--output".into(),
+            "json".into(),
+        ];
+        for n in &topo.nodes {
+            args.extend(["--netns".into(), n.netns.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = common::run_tracer(&args);
+        assert!(out.status.success(), "diagnose failed: {}", out.stderr);
+        out.json_lines()
+            .into_iter()
+            .find_map(|v| v.get("diagnosis").cloned())
+            .unwrap_or_else(|| panic!("no diagnosis line:\n{}", out.stdout))
+    };
+    let d = diagnose();
+    assert_eq!(d["failed"], "none", "{d}");
+    assert!(d["verdict"].is_null(), "{d}");
+    assert_eq!(d["probes"], 1, "the one DNS query, through DNAT: {d}");
+    assert_eq!(d["delivered"], 1, "{d}");
+    assert_eq!(d["replies"]["delivered"], 1, "the answer, un-DNATed: {d}");
+
+    lab::break_lab(&topo, lab::Fault::MissingServiceRule).expect("break");
+    let d = diagnose();
+    lab::heal(&topo, lab::Fault::MissingServiceRule).expect("heal");
+    assert_eq!(d["failed"], "request", "{d}");
+    assert_eq!(d["verdict"]["name"], "no-service-rule", "{d}");
+    assert!(
+        d["verdict"]["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains(&dns.cluster_ip.to_string())),
+        "{d}"
+    );
+    lab.down().expect("lab down");
+}

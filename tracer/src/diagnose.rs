@@ -44,7 +44,8 @@ pub struct DiagnoseArgs {
     /// The destination address: the only address probes are sent to.
     #[arg(long, value_name = "IP")]
     pub to: Ipv4Addr,
-    /// Probe protocol; tcp and udp need --port. ICMP echoes are always sent too.
+    /// Probe protocol; tcp and udp need --port (to port 53 the UDP probe is a DNS query). ICMP
+    /// echoes are always sent too; the verdict is about the protocol asked for.
     #[arg(long, value_enum, default_value = "icmp")]
     pub proto: ProbeProto,
     #[arg(long, value_name = "N")]
@@ -150,13 +151,21 @@ pub fn run(args: DiagnoseArgs) -> Result<()> {
 /// Probe traces (from -> to) and their answers (to -> from): the failing direction, where it
 /// fails, and the most frequent verdict there.
 fn diagnose(args: &DiagnoseArgs, traces: &[Trace]) -> Diagnosis {
+    // The probes of the protocol asked for (ICMP echoes to a Service address are never
+    // translated: kube-proxy only has rules for its ports), matched by any of the addresses
+    // they had along the path: a probe to a Service address and its answer through DNAT.
+    let proto = match args.proto {
+        ProbeProto::Icmp => 1,
+        ProbeProto::Tcp => 6,
+        ProbeProto::Udp => 17,
+    };
     let probes: Vec<&Trace> = traces
         .iter()
-        .filter(|t| t.packet.src == args.from && t.packet.dst == args.to)
+        .filter(|t| t.packet.proto == proto && carries(t, args.from, args.to))
         .collect();
     let replies: Vec<&Trace> = traces
         .iter()
-        .filter(|t| t.packet.src == args.to && t.packet.dst == args.from)
+        .filter(|t| t.packet.proto == proto && carries(t, args.to, args.from))
         .collect();
     let count = |set: &[&Trace], o: Outcome| set.iter().filter(|t| t.outcome == o).count();
     fn failing<'a>(set: &[&'a Trace]) -> Vec<&'a Trace> {
@@ -210,6 +219,15 @@ fn diagnose(args: &DiagnoseArgs, traces: &[Trace]) -> Diagnosis {
                 evidence: v.evidence.clone(),
             }),
     }
+}
+
+/// Whether `t` is a packet from `src` to `dst` under any of the addresses it had: as it was
+/// first seen, or before or after one of its NAT steps.
+fn carries(t: &Trace, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    (t.packet.src == src && t.packet.dst == dst)
+        || t.nat
+            .iter()
+            .any(|n| (n.from.0 == src && n.from.2 == dst) || (n.to.0 == src && n.to.2 == dst))
 }
 
 fn print_text(d: &Diagnosis) {
@@ -313,12 +331,38 @@ fn send_probes(
         }
         (ProbeProto::Udp, Some(port)) => {
             let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("UDP probe socket")?;
-            s.send_to(b"tracer diagnose probe", (to, port))
-                .context("UDP probe")?;
+            // To port 53 a real DNS query (a resolver drops what it cannot parse), else a
+            // plain datagram.
+            let payload = if port == 53 {
+                dns_query(id)
+            } else {
+                b"tracer diagnose probe".to_vec()
+            };
+            s.send_to(&payload, (to, port)).context("UDP probe")?;
+            // The socket stays open for the answer: closed, it would turn the answer into a
+            // NO_SOCKET drop of our own making.
+            s.set_read_timeout(Some(Duration::from_secs(1)))
+                .context("UDP probe socket")?;
+            let mut buf = [0u8; 512];
+            let _ = s.recv_from(&mut buf);
         }
         _ => {}
     }
     Ok(())
+}
+
+/// A DNS query for the A record of `kubernetes.default.svc.cluster.local` (the name every
+/// cluster's DNS answers), recursion desired.
+fn dns_query(id: u16) -> Vec<u8> {
+    let mut q = Vec::with_capacity(64);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in "kubernetes.default.svc.cluster.local".split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
 }
 
 /// An ICMP echo request with `size` bytes of payload.
@@ -346,6 +390,17 @@ fn checksum(bytes: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_query_is_well_formed() {
+        let q = dns_query(0xbeef);
+        assert_eq!(&q[..4], &[0xbe, 0xef, 0x01, 0x00]);
+        // One question, no other records; the name's labels, then type A class IN.
+        assert_eq!(&q[4..12], &[0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(q[12], 10);
+        assert_eq!(&q[13..23], b"kubernetes");
+        assert_eq!(&q[q.len() - 5..], &[0, 0, 1, 0, 1]);
+    }
 
     #[test]
     fn echo_request_checksums_to_zero() {

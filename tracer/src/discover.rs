@@ -63,6 +63,26 @@ impl NodePlan {
     /// the attach time and of the per-packet cost for everyone else's traffic.
     pub fn leave_out_unconcerned_pods(&mut self, filter: &FilterProgram, named: &[String]) {
         let routes = &self.node.routes;
+        // An address the filter names that is no pod's (a Service's cluster IP, a machine
+        // outside the cluster) may be translated to any pod's on the way (DNAT, or the reply
+        // of an SNATed flow): then every pod can carry a matching packet.
+        let is_pod = |a: Ipv4Addr| {
+            routes.iter().any(|r| {
+                r.contains(a)
+                    && r.prefix_len >= 16
+                    && matches!(
+                        IfaceKind::from_name(&r.dev),
+                        IfaceKind::PodVeth | IfaceKind::Vxlan | IfaceKind::Ipip
+                    )
+            })
+        };
+        if crate::filter::named_addresses(filter)
+            .into_iter()
+            .any(|a| !is_pod(a) && may_involve(filter, a))
+        {
+            self.pods_left_out = 0;
+            return;
+        }
         let concerned = |name: &str| {
             let mut addrs = routes
                 .iter()
@@ -337,6 +357,11 @@ mod tests {
                 routes: vec![
                     route("10.244.0.1", "caliaaaaaaaaaaa"),
                     route("10.244.0.2", "calibbbbbbbbbbb"),
+                    // The remote node's block, through the tunnel.
+                    Route {
+                        prefix_len: 26,
+                        ..route("10.244.4.0", "vxlan.calico")
+                    },
                 ],
                 uplink_addrs: Vec::new(),
                 pod_of: None,
@@ -379,6 +404,14 @@ mod tests {
         let named = ["calibbbbbbbbbbb".to_string()];
         p.leave_out_unconcerned_pods(&program("host 10.244.0.1 and host 10.244.4.1"), &named);
         assert_eq!(p.pods_left_out, 0);
+
+        // A Service address (or anything that is no pod's): DNAT may turn it into any pod's,
+        // so every pod veth stays; the same with it beside a pod's address.
+        for expr in ["host 10.96.0.10", "host 10.244.0.1 and host 10.96.0.10"] {
+            let mut p = plan();
+            p.leave_out_unconcerned_pods(&program(expr), &[]);
+            assert_eq!(p.pods_left_out, 0, "{expr:?}");
+        }
 
         // One host, or no filter: any pod may talk to it, nothing is left out.
         for expr in ["host 10.244.4.1", ""] {

@@ -54,6 +54,24 @@ impl Net {
     }
 }
 
+/// The addresses `program`'s address terms name (each prefix's first address).
+pub fn named_addresses(program: &FilterProgram) -> Vec<Ipv4Addr> {
+    if program.mode == MODE_MATCH_ALL {
+        return Vec::new();
+    }
+    let mut out: Vec<Ipv4Addr> = program
+        .clauses
+        .iter()
+        .take(program.n_clauses as usize)
+        .flat_map(|c| c.terms.iter().take(c.n_terms as usize))
+        .filter(|t| matches!(t.kind, TERM_SRC_NET | TERM_DST_NET | TERM_ANY_NET))
+        .map(|t| Ipv4Addr::from(Net::of(t).addr))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Whether some packet with `addr` as its source or its destination can match `program`.
 pub fn may_involve(program: &FilterProgram, addr: Ipv4Addr) -> bool {
     if program.mode == MODE_MATCH_ALL {

@@ -621,6 +621,6 @@ mod endpoint;
 #[cfg(test)]
 mod eval;
 
-pub use endpoint::may_involve;
+pub use endpoint::{may_involve, named_addresses};
 #[cfg(test)]
 mod tests;

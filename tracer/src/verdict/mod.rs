@@ -14,8 +14,8 @@
 //! `vtep-mac-mismatch`, `wrong-destination-mac`, `vni-mismatch`, `vxlan-port-mismatch`,
 //! `blackhole-route`, `no-such-pod`, `no-pod-route`, `pod-veth-down`, `link-down`,
 //! `ip-forward-off`, `proxy-arp-off`, `pod-no-route`, `lost-on-node`, `no-listener`, the NAT
-//! verdicts (`no-service-rule`, `no-endpoints`, `conntrack-full`, `asymmetric-snat`,
-//! `nat-outgoing-off`), and
+//! verdicts (`no-service-rule`, `service-port-not-served`, `no-endpoints`, `conntrack-full`,
+//! `asymmetric-snat`, `nat-outgoing-off`), and
 //! `kernel-drop` for a drop no rule explains (the reason, its meaning and location, and the
 //! audit's findings for the node still say what happened). Drops by the destination's own
 //! sockets (a full receive buffer, TCP's checks) are not verdicts: the pipeline counts them

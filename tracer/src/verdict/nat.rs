@@ -10,6 +10,8 @@
 //! - `no-service-rule`: nothing translated a packet to an address among the node's cluster IPs
 //!   (the /16 of a `KUBE-SERVICES` rule's destination, or an address a `KUBE-SVC-*` chain still
 //!   matches) that no traced node or pod owns;
+//! - `service-port-not-served`: the same, but the node has rules for the address, none for the
+//!   packet's protocol and port (a ping to a Service address, a port the Service lacks);
 //! - `no-endpoints`: a REJECT of kube-proxy's filter chains (`KUBE-SERVICES`,
 //!   `KUBE-EXTERNAL-SERVICES`, `... has no endpoints`) dropped it;
 //! - `conntrack-full`: a netfilter drop with no discarding rule hit, on a node whose conntrack
@@ -159,7 +161,9 @@ fn no_service_rule(
         .filter_map(|r| daddr(&r.text))
         .collect();
     if cluster_ips.contains(&p.dst) {
-        return None; // a rule exists: not this verdict
+        // Rules exist for the address: not this verdict, unless none is for this protocol
+        // and port (a ping to a Service address, a port the Service does not have).
+        return port_not_served(trace, st, services, drop);
     }
     // A KUBE-SVC chain that still matches the address: kube-proxy's rules are half there.
     let orphan = st.firewall.chains.iter().find_map(|c| {
@@ -234,6 +238,100 @@ fn no_service_rule(
                 st.node,
                 st.node,
                 p.dst
+            ),
+        )
+        .with_evidence(evidence),
+    )
+}
+
+/// `(protocol, destination port)` of a kube-proxy `KUBE-SERVICES` rule in nft's text
+/// (`meta l4proto udp ip daddr 10.96.0.10 udp dport 53 ...`).
+fn rule_port(text: &str) -> Option<(u8, u16)> {
+    let w: Vec<&str> = text.split_whitespace().collect();
+    w.windows(3).find_map(|x| {
+        let proto = match x[0] {
+            "tcp" => 6,
+            "udp" => 17,
+            "sctp" => 132,
+            _ => return None,
+        };
+        (x[1] == "dport").then(|| Some((proto, x[2].parse().ok()?)))?
+    })
+}
+
+/// A packet to a cluster IP whose Service has rules, none of them for this protocol and port:
+/// kube-proxy translates only the Service's ports, so the packet kept the Service address.
+fn port_not_served(
+    trace: &Trace,
+    st: &NodeState,
+    services: &crate::state::firewall::Chain,
+    drop: Option<&DropPoint>,
+) -> Option<Verdict> {
+    let p = &trace.packet;
+    let rules: Vec<_> = services
+        .rules
+        .iter()
+        .filter(|r| daddr(&r.text) == Some(p.dst))
+        .collect();
+    let served: Vec<(u8, u16)> = rules.iter().filter_map(|r| rule_port(&r.text)).collect();
+    if served.is_empty() || served.contains(&(p.proto, p.dport)) {
+        return None;
+    }
+    let name = |pr: u8| match pr {
+        1 => "ICMP".to_string(),
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        132 => "SCTP".into(),
+        n => format!("protocol {n}"),
+    };
+    let ports: Vec<String> = served
+        .iter()
+        .map(|(pr, port)| format!("{}/{port}", name(*pr).to_lowercase()))
+        .collect();
+    let service = rules
+        .iter()
+        .find_map(|r| r.comment.as_deref())
+        .map(|c| c.trim_end_matches(" cluster IP").to_string());
+    let what = match p.proto {
+        1 => "ICMP (a ping)".to_string(),
+        pr => format!("{} port {}", name(pr), p.dport),
+    };
+    let probe = served
+        .first()
+        .map(|(pr, port)| {
+            format!(
+                "`tracer diagnose --to {} --proto {} --port {port}`",
+                p.dst,
+                name(*pr).to_lowercase()
+            )
+        })
+        .unwrap_or_default();
+    let mut evidence = vec![format!(
+        "{}: table ip nat chain KUBE-SERVICES translates {} only for {}",
+        st.node,
+        p.dst,
+        ports.join(", ")
+    )];
+    evidence.extend(
+        rules
+            .iter()
+            .map(|r| format!("{}: {}", st.node, r.text.trim())),
+    );
+    Some(
+        v(
+            "service-port-not-served",
+            format!(
+                "{} is the cluster IP of {}, which kube-proxy translates only for {}; {what} to \
+                 a Service address is never translated, so the packet kept the Service address \
+                 and was routed by the default route where nothing owns it; {}. Nothing is \
+                 broken if the Service is meant to serve only those ports: probe one of them \
+                 ({probe}); else add the port to the Service's spec.",
+                p.dst,
+                service
+                    .map(|s| format!("Service port {s}"))
+                    .unwrap_or_else(|| "a Service".into()),
+                ports.join(", "),
+                where_died(trace, drop),
             ),
         )
         .with_evidence(evidence),

@@ -387,6 +387,7 @@ fn all_cases() -> Vec<(&'static str, Case)> {
         lab_pod_veth_down_native,
         lab_vxlan_port_mismatch,
         lab_missing_service_rule,
+        ping_to_a_service_address,
         lab_service_no_endpoints,
         lab_conntrack_full,
         lab_nodeport_no_snat_vxlan,
@@ -700,7 +701,7 @@ fn documented_names() -> BTreeSet<String> {
 #[test]
 fn every_verdict_name_is_documented_and_every_documented_name_is_produced() {
     let documented = documented_names();
-    assert_eq!(documented.len(), 31, "{documented:?}");
+    assert_eq!(documented.len(), 32, "{documented:?}");
     let mut produced = BTreeSet::new();
     for (case, c) in all_cases() {
         let v = c.verdict();

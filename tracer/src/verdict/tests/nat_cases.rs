@@ -204,6 +204,35 @@ pub(super) fn lab_missing_service_rule() -> Case {
     )
 }
 
+/// A ping to the DNS Service's cluster IP, whose rules serve only udp/53 and tcp/53: not
+/// translated (kube-proxy has no rule for ICMP), it follows the default route and dies in
+/// neighbour resolution. Not a fault: the verdict says so and names the ports to probe.
+pub(super) fn ping_to_a_service_address() -> Case {
+    Case::new(topo(), |t| {
+        trace(
+            t,
+            PacketId {
+                dst: DNS_IP,
+                ..icmp(3)
+            },
+        )
+        .hop(NS1, CALI_A, Ingress)
+        .route_in(NS1, "eth0", Some("10.10.0.254"))
+        .dropped(NS1, ETH0, "NEIGH_FAILED", "neigh_invalidate+0x8c")
+        .build()
+    })
+    .with(services_evidence(true, |_| {}, |_| {}))
+    .expect(
+        "service-port-not-served",
+        &[
+            "10.96.0.10 is the cluster IP of Service port kube-system/kube-dns:dns",
+            "translates only for udp/53, tcp/53",
+            "ICMP (a ping) to a Service address is never translated",
+            "tracer diagnose --to 10.96.0.10 --proto udp --port 53",
+        ],
+    )
+}
+
 /// `service-no-endpoints`: kube-proxy's filter KUBE-SERVICES rejects the connection to
 /// `default/web` on node1, in the forward hook, as the pod's SYN comes in.
 pub(super) fn lab_service_no_endpoints() -> Case {
