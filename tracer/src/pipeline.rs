@@ -7,7 +7,9 @@
 //! 3. **name** (`names`): a drop's reason and location in the kernel's words; noise (a consumed
 //!    skb, an echo reply nobody wanted) is counted and stops here.
 //! 4. **correlate** (`correlate`): hops, drops and route lookups grouped into one [`Trace`] per
-//!    packet with its outcome and evidence, emitted when settled (`tick`).
+//!    packet with its outcome and evidence, emitted when settled (`tick`). A packet lost after
+//!    leaving toward a machine no traced node is waits a second for an answer (`answered`):
+//!    answered, it arrived (`incomplete`, no verdict).
 //! 5. **verdict** (`verdict`): why a dropped or lost packet died; then the trace's addresses
 //!    are named after their pods and Services where a cluster is watched (`k8s`).
 //! 6. **flows**: per 5-tuple totals of the emitted traces.
@@ -205,6 +207,8 @@ pub struct Pipeline<W: Write> {
     /// What the verdict stage judges against (the correlator has its own copy for naming).
     topology: Topology,
     flows: BTreeMap<FlowKey, FlowSummary>,
+    /// Traces that left the traced nodes, waiting for an answer (`answered`).
+    answered: answered::Answered,
     counts: Counts,
     out: W,
     output: Output,
@@ -232,6 +236,7 @@ impl<W: Write> Pipeline<W> {
             correlator: Correlator::new(topology.clone(), cfg.correlate),
             topology,
             flows: BTreeMap::new(),
+            answered: answered::Answered::default(),
             counts: Counts::default(),
             out,
             output: cfg.output,
@@ -534,17 +539,29 @@ impl<W: Write> Pipeline<W> {
     pub fn tick(&mut self, now_ns: u64) -> Result<bool> {
         self.nat.expire(now_ns);
         let traces = self.correlator.expire(now_ns);
-        self.emit(traces)
+        self.emit(traces, now_ns)
     }
 
     /// Closes every open trace (end of the session) and prints it.
     pub fn close_all(&mut self) -> Result<()> {
         let rest = self.correlator.finish();
-        self.emit(rest).map(|_| ())
+        self.emit(rest, u64::MAX).map(|_| ())
     }
 
-    /// The stages after correlation, trace by trace: verdict, flows, latency, render.
-    fn emit(&mut self, traces: Vec<Trace>) -> Result<bool> {
+    /// The stages after correlation: traces that left the traced nodes wait for an answer
+    /// (`answered`), the others go on at once; then those whose wait is over at `now_ns`.
+    fn emit(&mut self, traces: Vec<Trace>, now_ns: u64) -> Result<bool> {
+        let mut ready = Vec::with_capacity(traces.len());
+        for t in traces {
+            self.answered.saw(&t);
+            ready.extend(self.answered.hold(t, &self.topology));
+        }
+        ready.extend(self.answered.release(now_ns));
+        self.stages(ready)
+    }
+
+    /// Verdict, names, flows, latency, render, trace by trace.
+    fn stages(&mut self, traces: Vec<Trace>) -> Result<bool> {
         for mut t in traces {
             if self.limit.is_some_and(|l| self.counts.printed >= l) {
                 break;
@@ -691,5 +708,6 @@ pub(crate) fn segment_name(seg: u32) -> Option<SegmentName> {
     })
 }
 
+mod answered;
 #[cfg(test)]
 mod tests;
