@@ -81,7 +81,7 @@ fn every_fault_is_found_without_traffic() {
     require_root();
     let cases = common::fault_cases("tck");
     common::each_case(&cases, common::test_threads(), |prefix, &(fault, encap)| {
-        let lab = lab_up(prefix, 1, encap);
+        let lab = common::lab_up_for(prefix, fault, encap);
         let t = lab.topology();
         let want = fault
             .tracer_report(encap)

@@ -120,7 +120,8 @@ fn snapshot(t: &Topology) -> Vec<String> {
         v.extend(
             sorted_output(ns, &["iptables-nft-save"])
                 .into_iter()
-                .filter(|l| !l.starts_with(&format!("{ns}: #"))),
+                .filter(|l| !l.starts_with(&format!("{ns}: #")))
+                .map(|l| without_save_counters(&l)),
         );
         v.extend(sorted_output(ns, &["ipset", "save"]));
         v.extend(conntrack_state(ns));
@@ -133,13 +134,33 @@ fn snapshot(t: &Topology) -> Vec<String> {
     v
 }
 
+/// iptables-save's `[packets:bytes]` (a chain's policy counters) -> `[]`.
+fn without_save_counters(line: &str) -> String {
+    line.split(' ')
+        .map(|w| {
+            let counters = w.strip_prefix('[').and_then(|w| w.strip_suffix(']'));
+            match counters.and_then(|c| c.split_once(':')) {
+                Some((p, b))
+                    if !p.is_empty()
+                        && p.bytes().all(|c| c.is_ascii_digit())
+                        && b.bytes().all(|c| c.is_ascii_digit()) =>
+                {
+                    "[]"
+                }
+                _ => w,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `counter packets N bytes M` -> `counter`.
 fn without_counters(line: &str) -> String {
     let mut out = Vec::new();
     let mut words = line.split(' ').peekable();
     while let Some(w) = words.next() {
         out.push(w);
-        if w == "counter" && words.peek() == Some(&"packets") {
+        if w.trim_start() == "counter" && words.peek() == Some(&"packets") {
             words.nth(3); // packets N bytes M
         }
     }
