@@ -44,6 +44,7 @@ pub const TRACER_PROGRAMS: &[&str] = &[
     "kfree_skb_tp",
     "fib_lookup",
     "fib_lookup_btf",
+    "nat_dev_queue",
 ];
 
 /// Turns BPF run-time statistics on; restores the previous value on drop.
