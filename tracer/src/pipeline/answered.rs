@@ -25,6 +25,10 @@ use crate::{
 
 /// How long a trace that left the traced nodes waits for an answer.
 pub const HOLD_NS: u64 = 1_000_000_000;
+/// At most this many traces wait; beyond, the oldest is released early (a one-way flood leaving
+/// a one-node tracer would otherwise hold a second of packets: at 30 kpps, 30 MB). An established
+/// flow's answers are mostly seen before its packets are held (the 10 s before count).
+pub const MAX_HELD: usize = 4096;
 /// How recent an earlier packet of the reverse flow may be to count as an answer: the last
 /// packet of a connection (its final ACK) has none after it, but its peer answered the ones
 /// before.
@@ -75,12 +79,12 @@ impl Answered {
         Some(t)
     }
 
-    /// The held traces whose wait is over at `now_ns` (all of them with `u64::MAX`), each
-    /// made `incomplete` without a verdict if it was answered.
+    /// The held traces whose wait is over at `now_ns` (all of them with `u64::MAX`; the
+    /// oldest beyond `MAX_HELD`), each made `incomplete` without a verdict if it was answered.
     pub fn release(&mut self, now_ns: u64) -> Vec<Trace> {
         let mut out = Vec::new();
         while let Some(t) = self.held.front() {
-            if t.last_ts_ns().saturating_add(HOLD_NS) > now_ns {
+            if t.last_ts_ns().saturating_add(HOLD_NS) > now_ns && self.held.len() <= MAX_HELD {
                 break;
             }
             let mut t = self.held.pop_front().expect("front");
@@ -197,6 +201,14 @@ mod tests {
         assert!(a.hold(t.clone(), &topo).is_none());
         let out = a.release(u64::MAX);
         assert_eq!(out[0].outcome, Outcome::Lost);
+
+        // A flood of them: at most MAX_HELD wait, the oldest go on early.
+        let mut a = Answered::default();
+        for _ in 0..MAX_HELD + 3 {
+            assert!(a.hold(t.clone(), &topo).is_none());
+        }
+        assert_eq!(a.release(0).len(), 3);
+        assert_eq!(a.held(), MAX_HELD);
 
         // Towards a traced node: a real loss, never held.
         let to_node2 = left_towards(topo.nodes[1].addrs[0]);
