@@ -467,11 +467,11 @@ impl<W: Write> Pipeline<W> {
             self.counts.noise_drops += 1;
             return;
         }
-        if is_receiver_drop(&reason) {
+        let function = names.location(d.location);
+        if is_receiver_drop(&reason, &function) {
             self.counts.receiver_drops += 1;
             return;
         }
-        let function = names.location(d.location);
         self.correlator.push_drop(d, &reason, function);
     }
 

@@ -130,12 +130,19 @@ pub fn is_noise(reason: &str, packet: &PacketId, icmp_type: u8) -> bool {
 /// state checks. Not faults of the dataplane (they are counted apart in the summary);
 /// `NO_SOCKET` is not one of them: nothing listening, or a tunnel packet on the wrong port,
 /// is a fault to explain.
-pub fn is_receiver_drop(reason: &str) -> bool {
+///
+/// `function` is where it happened (`tcp_v4_rcv+0x99`): TCP's receive path discards without a
+/// specific reason what a socket in TIME_WAIT or a closing one no longer wants (a late ACK).
+pub fn is_receiver_drop(reason: &str, function: &str) -> bool {
+    let in_tcp_rcv = ["tcp_v4_rcv+", "tcp_v6_rcv+"]
+        .iter()
+        .any(|f| function.starts_with(f));
     matches!(
         reason,
         "SOCKET_RCVBUFF" | "SOCKET_BACKLOG" | "SOCKET_CLOSE" | "SOCKET_FILTER" | "PROTO_MEM"
     ) || reason.starts_with("TCP_")
         || reason.starts_with("UNIX_")
+        || (reason == "NOT_SPECIFIED" && in_tcp_rcv)
 }
 
 #[cfg(test)]
@@ -150,7 +157,7 @@ mod tests {
             "TCP_ZEROWINDOW",
             "PROTO_MEM",
         ] {
-            assert!(is_receiver_drop(r), "{r}");
+            assert!(is_receiver_drop(r, "tcp_v4_rcv+0x99"), "{r}");
         }
         for r in [
             "NO_SOCKET",
@@ -159,8 +166,16 @@ mod tests {
             "NEIGH_FAILED",
             "SKB_CSUM",
         ] {
-            assert!(!is_receiver_drop(r), "{r}");
+            assert!(!is_receiver_drop(r, "tcp_v4_rcv+0x99"), "{r}");
         }
+        // Unspecified: TCP's receive path discarding for a TIME_WAIT socket is the receiver's;
+        // anywhere else (a blackhole route in ip_error, a veth down) it is the network's.
+        assert!(is_receiver_drop("NOT_SPECIFIED", "tcp_v4_rcv+0x99"));
+        assert!(!is_receiver_drop("NOT_SPECIFIED", "ip_error+0x4f"));
+        assert!(!is_receiver_drop(
+            "NOT_SPECIFIED",
+            "__dev_forward_skb2+0x30"
+        ));
     }
 
     #[test]
