@@ -32,7 +32,7 @@ const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// Runs per synthetic frame and program: with the matching filter each emits a 96-byte record,
 /// and 5,000 of them (480 KB) stay below the quarter of the default 4 MiB ring from which the
 /// programs force a wakeup (20,000 crossed it, and each run then paid for the wakeup: the
-/// figure tripled).
+/// figure grew four- to tenfold).
 pub const TEST_RUN_REPEAT: u32 = 5_000;
 /// `TC_ACT_UNSPEC` (-1) as bpftool prints the return value.
 const TC_ACT_UNSPEC: &str = "4294967295";
