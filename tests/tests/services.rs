@@ -328,33 +328,8 @@ fn diagnose_dns_through_the_service() {
     let client = topo.pod("n1p0").unwrap().clone();
     let dns = s.service("kube-system/kube-dns").unwrap().clone();
     let diagnose = || {
-        let mut args = vec![
-            "diagnose".to_string(),
-            "--from".into(),
-            client.ip.to_string(),
-            "--from-netns".into(),
-            client.netns.clone(),
-            "--to".into(),
-            dns.cluster_ip.to_string(),
-            "--proto".into(),
-            "udp".into(),
-            "--port".into(),
-            "53".into(),
-            "--probes".into(),
-            "1".into(),
-            "--output".into(),
-            "json".into(),
-        ];
-        for n in &topo.nodes {
-            args.extend(["--netns".into(), n.netns.clone()]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = common::run_tracer(&args);
-        assert!(out.status.success(), "diagnose failed: {}", out.stderr);
-        out.json_lines()
-            .into_iter()
-            .find_map(|v| v.get("diagnosis").cloned())
-            .unwrap_or_else(|| panic!("no diagnosis line:\n{}", out.stdout))
+        let extra = ["--proto", "udp", "--port", "53", "--probes", "1"];
+        common::diagnose(&topo, &client, dns.cluster_ip, &extra)
     };
     let d = diagnose();
     assert_eq!(d["failed"], "none", "{d}");

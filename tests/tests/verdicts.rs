@@ -390,29 +390,7 @@ fn diagnose_names_the_fault_and_then_its_absence() {
     let topo = lab.topology().clone();
     let a = topo.pod("n1p0").expect("n1p0").clone();
     let c = topo.pod("n2p0").expect("n2p0").clone();
-    let diagnose = || {
-        let mut args = vec![
-            "diagnose".to_string(),
-            "--from".into(),
-            a.ip.to_string(),
-            "--from-netns".into(),
-            a.netns.clone(),
-            "--to".into(),
-            c.ip.to_string(),
-            "--output".into(),
-            "json".into(),
-        ];
-        for n in &topo.nodes {
-            args.extend(["--netns".into(), n.netns.clone()]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = common::run_tracer(&args);
-        assert!(out.status.success(), "diagnose failed: {}", out.stderr);
-        out.json_lines()
-            .into_iter()
-            .find_map(|v| v.get("diagnosis").cloned())
-            .unwrap_or_else(|| panic!("no diagnosis line:\n{}", out.stdout))
-    };
+    let diagnose = || common::diagnose(&topo, &a, c.ip, &[]);
     lab::break_lab(&topo, MissingFdb).expect("break");
     let d = diagnose();
     assert_eq!(d["verdict"]["name"], "no-vxlan-fdb", "{d}");

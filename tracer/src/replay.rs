@@ -107,6 +107,34 @@ pub(crate) fn input_bytes(inputs: &[Input]) -> Option<u64> {
         .sum()
 }
 
+/// How a command that reads recordings to their end and writes one file (`report`, `pcap`)
+/// replays them: stopped by Ctrl-C when an input is a stream, the progress line on a terminal
+/// (dropping the display ends it), and the pods' names.
+pub(crate) fn read_to_end(
+    inputs: &[Input],
+    names: Option<crate::k8s::PodNames>,
+) -> Result<(ReplayOptions, progress::Display)> {
+    let stop = if inputs.iter().any(|i| !i.rereadable()) {
+        Some(signals::install()?)
+    } else {
+        None
+    };
+    let counters = Arc::new(Counters::default());
+    let display = progress::Display::start(
+        "reading",
+        input_bytes(inputs),
+        LossUnit::Windows,
+        counters.clone(),
+    );
+    let opts = ReplayOptions {
+        stop,
+        progress: Some(counters),
+        names,
+        ..ReplayOptions::default()
+    };
+    Ok((opts, display))
+}
+
 pub fn replay(args: ReplayArgs) -> Result<()> {
     let filter = compile_filter(args.filter.as_deref())?;
     let (inputs, clock) = open_inputs(&args.files)?;

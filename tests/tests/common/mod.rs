@@ -401,3 +401,35 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `tracer diagnose --from <pod> --from-netns <its netns> --to <to> EXTRA... --output json`
+/// on every node of `topo`: the `diagnosis` object it ends with.
+pub fn diagnose(
+    topo: &lab::Topology,
+    from: &lab::Pod,
+    to: std::net::Ipv4Addr,
+    extra: &[&str],
+) -> Value {
+    let mut args = vec![
+        "diagnose".to_string(),
+        "--from".into(),
+        from.ip.to_string(),
+        "--from-netns".into(),
+        from.netns.clone(),
+        "--to".into(),
+        to.to_string(),
+        "--output".into(),
+        "json".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    for n in &topo.nodes {
+        args.extend(["--netns".into(), n.netns.clone()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_tracer(&args);
+    assert!(out.status.success(), "diagnose failed: {}", out.stderr);
+    out.json_lines()
+        .into_iter()
+        .find_map(|v| v.get("diagnosis").cloned())
+        .unwrap_or_else(|| panic!("no diagnosis line:\n{}", out.stdout))
+}

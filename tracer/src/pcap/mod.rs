@@ -38,9 +38,8 @@ use crate::{
     merge::{self, end_text, ReplayEnd, ReplayOptions},
     model::{Captured, DropPoint, Outcome, Trace, TraceHop},
     pipeline::{Observer, PipelineConfig, SharedObserver},
-    progress::{Counters, Display, LossUnit},
     render::{encap_text, packet_text, trace_json::hop_object, Output},
-    replay, signals,
+    replay,
 };
 use writer::{Hook, Iface, Packet};
 
@@ -212,25 +211,8 @@ pub fn run(args: PcapArgs) -> Result<()> {
         let _ = std::fs::remove_file(&args.output);
         e
     };
-    let stop = if inputs.iter().any(|i| !i.rereadable()) {
-        Some(signals::install().map_err(remove)?)
-    } else {
-        None
-    };
     let names = args.names.start_synced().map_err(remove)?;
-    let counters = Arc::new(Counters::default());
-    let display = Display::start(
-        "reading",
-        replay::input_bytes(&inputs),
-        LossUnit::Windows,
-        counters.clone(),
-    );
-    let opts = ReplayOptions {
-        stop,
-        progress: Some(counters),
-        names,
-        ..ReplayOptions::default()
-    };
+    let (opts, display) = replay::read_to_end(&inputs, names).map_err(remove)?;
     let cfg = pipeline_config(clock, filter, args.linger_ms);
     let name = args.output.display().to_string();
     let done = convert(inputs, cfg, opts, BufWriter::new(out), &name);

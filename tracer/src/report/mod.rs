@@ -47,9 +47,8 @@ use crate::{
     latency::ClockModel,
     merge::{self, Input, ReplayOptions},
     pipeline::{PipelineConfig, SharedObserver},
-    progress::{Counters, Display, LossUnit},
     render::Output,
-    replay, signals,
+    replay,
 };
 use collect::Collector;
 
@@ -108,25 +107,8 @@ pub fn run(args: ReportArgs) -> Result<()> {
             || format!("creating report {}", args.output.display()),
         )?))
     };
-    let stop = if inputs.iter().any(|i| !i.rereadable()) {
-        Some(signals::install()?)
-    } else {
-        None
-    };
     let names = args.names.start_synced()?;
-    let counters = Arc::new(Counters::default());
-    let display = Display::start(
-        "reading",
-        replay::input_bytes(&inputs),
-        LossUnit::Windows,
-        counters.clone(),
-    );
-    let opts = ReplayOptions {
-        stop,
-        progress: Some(counters),
-        names,
-        ..ReplayOptions::default()
-    };
+    let (opts, display) = replay::read_to_end(&inputs, names)?;
     let cfg = pipeline_config(clock, filter, args.linger_ms);
     let done = report_of(inputs, cfg, opts, args.title.clone());
     drop(display);
