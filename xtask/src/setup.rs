@@ -5,6 +5,7 @@
 //!   test scrapes and checks the tracer with), chromium and bsdutils (`script`) for the incident
 //!   report's test (a headless browser opens the report; `script` gives a command a terminal),
 //!   tshark for the pcap-ng test (its setuid question answered "no" through debconf first);
+//!   ipset and conntrack for the lab with Services;
 //! - rust-src for the nightly toolchain (the eBPF crate builds core with -Z build-std);
 //! - bpf-linker built against LLVM 22 (`LLVM_PREFIX=/usr/lib/llvm-22`; without it, cargo finds
 //!   an older llvm-config and fails with `unable to find library -lLLVM`).
@@ -48,6 +49,10 @@ const PACKAGES: &[(&str, &str)] = &[
     // wireshark-common asks whether non-root users may capture: answered "no" beforehand
     // (`debconf_preseed`), so the install never waits for an answer.
     ("tshark", "/usr/bin/tshark"),
+    // The lab with Services (tests/src/services, the NAT faults): Felix's natOutgoing ipset,
+    // and conntrack to forget or fill connections.
+    ("ipset", "/usr/sbin/ipset"),
+    ("conntrack", "/usr/sbin/conntrack"),
 ];
 
 /// Answers to packages' install-time questions, set before `apt-get install` (one
