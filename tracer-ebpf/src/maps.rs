@@ -38,6 +38,12 @@ pub static FILTER: Array<FilterProgram> = Array::with_max_entries(1, 0);
 #[map]
 pub static NAT_FOLLOW: LruHashMap<FollowKey, u8> = LruHashMap::with_max_entries(16384, 0);
 
+/// Non-zero once the NAT hook has put a flow in `NAT_FOLLOW` (shared the same way): until
+/// then a packet the filter rejects costs an array load instead of a hash lookup (28 ns of the
+/// 42 ns a rejecting tc program spent on its own, `BPF_PROG_TEST_RUN`, 6.18).
+#[map]
+pub static NAT_FOLLOWING: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Network namespaces (inodes) whose drops are reported by the global hooks.
 #[map]
 pub static TRACED_NETNS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);

@@ -366,6 +366,8 @@ pub enum TcAttach {
 const SHARED_MAPS: [&str; 2] = ["PKT_STATE", "LAT_HIST"];
 /// The flows the filter follows through NAT, shared by the hooks' and the nodes' programs.
 pub const NAT_FOLLOW_MAP: &str = "NAT_FOLLOW";
+/// Whether the hooks have put a flow in `NAT_FOLLOW` yet (shared with it).
+pub const NAT_FOLLOWING_MAP: &str = "NAT_FOLLOWING";
 /// The ring buffer, shared by every load when the private bpffs exists: one ring per tracer,
 /// whatever the number of nodes (each ring is mapped twice, so it is resident twice over once
 /// the producer has gone round it).
@@ -462,10 +464,10 @@ pub fn open_node(netns: &Netns, plan: NodePlan, opts: &AttachOptions<'_>) -> Res
     let pins: Vec<(&str, PathBuf)> = match opts.shared_pins {
         Some(dir) if opts.mode & MODE_AGGREGATE != 0 => SHARED_MAPS
             .iter()
-            .chain([&NAT_FOLLOW_MAP, &EVENTS_MAP])
+            .chain([&NAT_FOLLOW_MAP, &NAT_FOLLOWING_MAP, &EVENTS_MAP])
             .map(|m| (*m, dir.join(m)))
             .collect(),
-        Some(dir) => [NAT_FOLLOW_MAP, EVENTS_MAP]
+        Some(dir) => [NAT_FOLLOW_MAP, NAT_FOLLOWING_MAP, EVENTS_MAP]
             .iter()
             .map(|m| (*m, dir.join(m)))
             .collect(),

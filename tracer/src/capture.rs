@@ -726,7 +726,7 @@ impl Wakeups {
             return false;
         };
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        let ms = epoll_timeout_ms(timeout);
         // SAFETY: `events` is valid for `events.len()` entries for the whole call.
         let n = unsafe {
             libc::epoll_wait(
@@ -738,6 +738,14 @@ impl Wakeups {
         };
         n > 0
     }
+}
+
+/// `timeout` in whole ms for epoll_wait, rounded up: rounded down, the last fraction of a ms
+/// before every drain became a 0 ms timeout, and the pacer spun on epoll_wait until the drain
+/// was due (13 ms of CPU per second for an idle tracer).
+fn epoll_timeout_ms(timeout: Duration) -> i32 {
+    let ms = timeout.as_nanos().div_ceil(1_000_000);
+    i32::try_from(ms).unwrap_or(i32::MAX)
 }
 
 /// Notices, drain by drain, when the ring buffers' lost-event counter grew.
@@ -798,5 +806,16 @@ mod tests {
         assert!(parse_duration("3x").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn epoll_timeouts_round_up_so_the_pacer_never_spins() {
+        // A fraction of a ms before the drain is due must sleep, not poll.
+        assert_eq!(epoll_timeout_ms(Duration::from_micros(700)), 1);
+        assert_eq!(epoll_timeout_ms(Duration::from_nanos(1)), 1);
+        assert_eq!(epoll_timeout_ms(Duration::from_micros(10_200)), 11);
+        assert_eq!(epoll_timeout_ms(Duration::from_millis(10)), 10);
+        assert_eq!(epoll_timeout_ms(Duration::ZERO), 0);
+        assert_eq!(epoll_timeout_ms(Duration::from_secs(u64::MAX)), i32::MAX);
     }
 }

@@ -7,7 +7,10 @@
 //! and locations (`names`). Each hook that cannot attach is a one-line warning naming the
 //! fallback; only "no drop hook at all" is fatal when drops were asked for.
 
-use std::{path::Path, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
@@ -271,11 +274,15 @@ pub fn attach_global(opts: &HookOptions<'_>) -> Result<GlobalHooks> {
     let fib = fib_layout(&btf);
     let fib_offsets = fib.as_ref().copied().unwrap_or_default();
     let mut loader = EbpfLoader::new();
-    let follow_pin = opts
-        .shared_pins
-        .map(|d| d.join(crate::attach::NAT_FOLLOW_MAP));
-    if let Some(path) = &follow_pin {
-        loader.map_pin_path(crate::attach::NAT_FOLLOW_MAP, path.as_path());
+    let follow_pins: Vec<(&str, PathBuf)> = [
+        crate::attach::NAT_FOLLOW_MAP,
+        crate::attach::NAT_FOLLOWING_MAP,
+    ]
+    .into_iter()
+    .filter_map(|m| Some((m, opts.shared_pins?.join(m))))
+    .collect();
+    for (name, path) in &follow_pins {
+        loader.map_pin_path(name, path.as_path());
     }
     let events_pin = opts.shared_pins.map(|d| d.join(crate::attach::EVENTS_MAP));
     if let Some(path) = &events_pin {

@@ -34,6 +34,7 @@
 //!   the point of the comparison, but absolute numbers vary a lot between machines.
 
 mod cpu;
+mod floor;
 mod kernel;
 mod procs;
 

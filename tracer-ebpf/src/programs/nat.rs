@@ -30,7 +30,9 @@ use tracer_common::{
 use crate::{
     filter::wanted,
     kmem::{probe, KernelBytes, Probed, SkbFields, Typed},
-    maps::{count, ct_offset, emit, skb_offset, vxlan_ports, NAT_FOLLOW, TRACED_NETNS},
+    maps::{
+        count, ct_offset, emit, skb_offset, vxlan_ports, NAT_FOLLOW, NAT_FOLLOWING, TRACED_NETNS,
+    },
 };
 
 const IPPROTO_ICMP: u8 = 1;
@@ -165,6 +167,15 @@ pub fn report(netns: u32, ifindex: u32, nat: &Nat) -> bool {
     let key = FollowKey::of(&now);
     let _ = NAT_FOLLOW.insert(key, 1, 0);
     let _ = NAT_FOLLOW.insert(key.reverse(), 1, 0);
+    if let Some(following) = NAT_FOLLOWING.get_ptr_mut(0) {
+        // SAFETY: the one slot of an array map; written once, when still 0 (no store, and no
+        // cache line taken from the other CPUs, for every later translated packet).
+        unsafe {
+            if *following == 0 {
+                *following = 1;
+            }
+        }
+    }
     // SAFETY: a helper without arguments, valid in tracing programs.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
     emit(ts_ns, netns, ifindex, *nat);

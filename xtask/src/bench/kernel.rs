@@ -11,8 +11,10 @@
 //!
 //! Next to them, each tc program of the running tracer is run [`TEST_RUN_REPEAT`] times with
 //! `BPF_PROG_TEST_RUN` (`bpftool prog run`) on two synthetic frames carrying the benchmark
-//! pods' TCP packet, alone and inside VXLAN, with statistics switched off meanwhile: the
-//! program's own cost, free of the traffic's noise and of bpf_stats' clock reads. With the matching filter each run emits an event; the repeat count
+//! pods' TCP packet, alone and inside VXLAN, with statistics switched off meanwhile, and an
+//! empty program just before on the same frame (`floor`): the program's own cost is the
+//! difference, free of the traffic's noise, of bpf_stats' clock reads and of the test run's
+//! own loop. With the matching filter each run emits an event; the repeat count
 //! keeps them well inside the ring buffer. A verdict other than `TC_ACT_UNSPEC` is an error.
 
 use std::{collections::HashSet, process::Command, time::Duration};
@@ -21,6 +23,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::{
+    floor::EmptyProgram,
     procs::run_capture,
     report::{CostRun, ProgCost, Proto, TestRunCost},
     throughput::{self, Env, MISS_FILTER},
@@ -303,9 +306,13 @@ fn test_run_costs(
     let mut files = Vec::new();
     for (kind, frame) in synthetic_frames(ip(&env.client_ip)?, ip(&env.server_ip)?) {
         let path = env.scratch.join(format!("frame-{kind}.bin"));
-        std::fs::write(&path, frame).with_context(|| format!("writing {}", path.display()))?;
-        files.push((kind, path));
+        std::fs::write(&path, &frame).with_context(|| format!("writing {}", path.display()))?;
+        files.push((kind, path, frame));
     }
+    // Without the floor the figures stand as they are (the program's cost plus the loop's).
+    let empty = EmptyProgram::load()
+        .map_err(|e| eprintln!("bench: no test-run floor: {e:#}"))
+        .ok();
     let mut out = Vec::new();
     for name in ["hop_ingress", "hop_egress"] {
         let Some(p) = progs
@@ -314,7 +321,12 @@ fn test_run_costs(
         else {
             continue;
         };
-        for (kind, path) in &files {
+        for (kind, path, frame) in &files {
+            let floor_ns = empty.as_ref().and_then(|e| {
+                e.test_run(frame, TEST_RUN_REPEAT)
+                    .map_err(|e| eprintln!("bench: no test-run floor: {e:#}"))
+                    .ok()
+            });
             let id = p.id.to_string();
             let repeat = TEST_RUN_REPEAT.to_string();
             let run = run_capture(
@@ -334,6 +346,7 @@ fn test_run_costs(
                 frame: kind,
                 repeat: TEST_RUN_REPEAT,
                 ns: parse_prog_run(&text).with_context(|| format!("{name} on the {kind} frame"))?,
+                floor_ns,
             });
         }
     }

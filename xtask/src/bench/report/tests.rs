@@ -63,6 +63,7 @@ fn results() -> Results {
                 frame: "vxlan",
                 repeat: 20000,
                 ns: 46.0,
+                floor_ns: Some(33.0),
             }],
             bps: Some(1e10),
             error: None,
@@ -117,6 +118,9 @@ fn targets_pass_miss_and_na() {
     assert_eq!(get("stats-kernel TCP").verdict(), "n/a");
     assert_eq!(get("tracer faster than tcpdump, TCP").pass, Some(true));
     assert_eq!(get("tc programs").pass, Some(true));
+    // The own cost (46 - 33 ns) against the reporting program's limit.
+    let own = get("tc programs' own cost <= 100 ns");
+    assert_eq!((own.value.as_str(), own.pass), ("13 ns", Some(true)));
     assert_eq!(get("user-space").verdict(), "n/a");
     assert_eq!(
         get("zero lost events at TCP load (trace-flow)").pass,
@@ -143,7 +147,8 @@ fn table_has_every_section_and_aligned_rows() {
         "hop_ingress",
         "300.0",
         "tc average",
-        "BPF_PROG_TEST_RUN, match filter, 20000 runs of one frame each: hop_egress vxlan 46 ns",
+        "BPF_PROG_TEST_RUN, match filter, 20000 runs of one frame each: hop_egress vxlan 46 ns \
+         (own 13: empty program 33)",
         "n/a (tracer has no pipeline-bench)",
         "Start-up",
         "Targets",
@@ -173,6 +178,11 @@ fn json_carries_medians_samples_and_targets() {
     );
     assert_eq!(v["program_cost"][0]["tc_average_ns"], 100.0);
     assert_eq!(v["program_cost"][0]["test_runs"][0]["ns"], 46.0);
+    assert_eq!(v["program_cost"][0]["test_runs"][0]["own_ns"], 13.0);
+    assert_eq!(
+        v["program_cost"][0]["test_runs"][0]["empty_program_ns"],
+        33.0
+    );
     assert_eq!(v["pipeline"]["available"], false);
     assert!(v["targets"].as_array().unwrap().len() > 10);
     assert_eq!(v["errors"][0], "trace-flow udp round 1: boom");
