@@ -13,6 +13,17 @@ use tracer_common::{
 };
 use tracer_common::{filter::FollowKey, parse::VxlanPorts};
 
+/// Slots of [`FIB_SEEN`] (a power of two).
+pub const FIB_SEEN_SLOTS: u32 = 4096;
+
+/// One slot of [`FIB_SEEN`]: the pair last reported there and when (coarse clock).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct FibSeen {
+    pub pair: u64,
+    pub at: u64,
+}
+
 /// Default ring buffer size; user space may resize it before loading.
 const RINGBUF_BYTES: u32 = 4 << 20;
 
@@ -48,10 +59,13 @@ pub static NAT_FOLLOWING: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static TRACED_NETNS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
-/// Last time a route lookup was reported per (source, destination): lookups repeat for every
-/// forwarded packet, so a successful one is reported at most every `FIB_EVERY_NS` per pair.
+/// Last time a route lookup was reported per (source, destination, input interface): lookups
+/// repeat for every forwarded packet, so a successful one is reported at most every
+/// `FIB_EVERY_NS` per pair. A direct-mapped table indexed by a hash of the pair (an array
+/// lookup, which the verifier inlines, instead of a hash map's): two pairs on one slot only
+/// report their lookups more often.
 #[map]
-pub static FIB_SEEN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+pub static FIB_SEEN: Array<FibSeen> = Array::with_max_entries(FIB_SEEN_SLOTS, 0);
 
 /// Role (`ROLE_*`, 0: none) of each attached interface of this namespace whose ifindex is
 /// below `ROLE_ARRAY_LEN` (aggregation): an array lookup, which the verifier inlines.

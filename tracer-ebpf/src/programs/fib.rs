@@ -20,7 +20,7 @@ use tracer_common::{filter::FilterInput, Fib, CTR_FILTERED};
 
 use crate::{
     kmem::{load, probe},
-    maps::{count, emit, fib_offset, FIB_SEEN},
+    maps::{count, emit, fib_offset, FIB_SEEN, FIB_SEEN_SLOTS},
 };
 
 /// Report a successful lookup of the same (source, destination) at most this often.
@@ -85,18 +85,25 @@ fn wanted(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> bool
 }
 
 /// A successful lookup reported recently for this pair says nothing new. Keyed by input
-/// interface too, so that each node's lookup of a forwarded pair counts.
+/// interface too, so that each node's lookup of a forwarded pair counts. (The coarse clock
+/// would do for the limit and cost less, but tracing programs may not call it.)
 #[inline(always)]
 fn seen_recently(src: [u8; 4], dst: [u8; 4], iif: u32, now: u64) -> bool {
     let pair = ((u64::from(u32::from_ne_bytes(src)) << 32) | u64::from(u32::from_ne_bytes(dst)))
         ^ (u64::from(iif) << 48);
-    // SAFETY: map lookup with a key on the stack.
-    if let Some(&last) = unsafe { FIB_SEEN.get(pair) } {
-        if now.wrapping_sub(last) < FIB_EVERY_NS {
-            return true;
-        }
+    // Fibonacci hashing of the pair to a slot.
+    let slot = (pair.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as u32 & (FIB_SEEN_SLOTS - 1);
+    let Some(seen) = FIB_SEEN.get_ptr_mut(slot) else {
+        return false;
+    };
+    // SAFETY: a slot of an array map, index below its size; a concurrent update of the same
+    // slot at worst reports one lookup more.
+    let seen = unsafe { &mut *seen };
+    if seen.pair == pair && now.wrapping_sub(seen.at) < FIB_EVERY_NS {
+        return true;
     }
-    let _ = FIB_SEEN.insert(pair, now, 0);
+    seen.pair = pair;
+    seen.at = now;
     false
 }
 
