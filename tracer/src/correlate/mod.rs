@@ -86,6 +86,8 @@ impl Default for CorrelateConfig {
 const NIL: u32 = u32::MAX;
 /// Expiry buckets are `ts >> BUCKET_SHIFT` (about 1 ms).
 const BUCKET_SHIFT: u32 = 20;
+/// The "bucket" of a trace found due, being handed out (`drain`): filed nowhere.
+const DUE: u64 = u64::MAX;
 
 /// Multiply-rotate hash with a final avalanche; fast on the few `u64` words of our keys.
 #[derive(Clone, Copy, Default)]
@@ -246,6 +248,10 @@ pub struct Correlator {
     buckets: BTreeMap<u64, Vec<Entry>>,
     /// Traces evicted early, handed out by the next `expire`/`finish`.
     ready: Vec<Trace>,
+    /// The traces of the current `expire`/`finish`, being handed out.
+    drain: drain::Drain,
+    /// Traces opened and removed so far (see `drain`).
+    slab_changes: u64,
     stats: CorrelateStats,
     /// Recent FIB lookups, attached to traces when they are emitted.
     fibs: evidence::RecentFibs,
@@ -283,6 +289,8 @@ impl Correlator {
             open: 0,
             buckets: BTreeMap::new(),
             ready: Vec::new(),
+            drain: drain::Drain::default(),
+            slab_changes: 0,
             stats: CorrelateStats::default(),
             fibs: evidence::RecentFibs::default(),
             loss_windows: std::collections::VecDeque::new(),
@@ -360,10 +368,17 @@ impl Correlator {
 
     /// Emits the traces whose newest hop is older than `now_ns - linger_ns`, plus any evicted
     /// early, ordered by first-hop time.
+    #[cfg(test)]
     pub fn expire(&mut self, now_ns: u64) -> Vec<Trace> {
+        self.start_expire(now_ns);
+        std::iter::from_fn(|| self.next_due()).collect()
+    }
+
+    /// [`Correlator::expire`], the traces handed out one by one by [`Correlator::next_due`].
+    pub fn start_expire(&mut self, now_ns: u64) {
         let cutoff = now_ns.saturating_sub(self.cfg.linger_ns);
         let cutoff_bucket = cutoff >> BUCKET_SHIFT;
-        let mut out = std::mem::take(&mut self.ready);
+        self.start_drain();
         while let Some(first) = self.buckets.first_entry() {
             let bucket = *first.key();
             if bucket > cutoff_bucket {
@@ -392,7 +407,11 @@ impl Correlator {
                         );
                         continue;
                     }
-                    out.push(self.emit(e.slot));
+                    // Due: no longer filed anywhere (its entries are gone or stale).
+                    if let Some(t) = self.slots[e.slot as usize].trace.as_mut() {
+                        t.bucket = DUE;
+                    }
+                    self.add_due(e.slot);
                 } else {
                     keep.push(e);
                 }
@@ -403,8 +422,7 @@ impl Correlator {
                 break;
             }
         }
-        sort_traces(&mut out);
-        out
+        self.sort_drain();
     }
 
     /// For a trace that is neither delivered nor dropped and whose newest hop is younger than
@@ -438,16 +456,23 @@ impl Correlator {
     }
 
     /// Emits every trace still open (and any evicted early), ordered by first-hop time.
+    #[cfg(test)]
     pub fn finish(&mut self) -> Vec<Trace> {
-        let mut out = std::mem::take(&mut self.ready);
+        self.start_finish();
+        std::iter::from_fn(|| self.next_due()).collect()
+    }
+
+    /// [`Correlator::finish`], the traces handed out one by one by [`Correlator::next_due`].
+    pub fn start_finish(&mut self) {
+        self.start_drain();
         for slot in 0..self.slots.len() as u32 {
-            if self.slots[slot as usize].trace.is_some() {
-                out.push(self.emit(slot));
+            if let Some(t) = self.slots[slot as usize].trace.as_mut() {
+                t.bucket = DUE;
+                self.add_due(slot);
             }
         }
         self.buckets.clear();
-        sort_traces(&mut out);
-        out
+        self.sort_drain();
     }
 
     /// The longest span of one packet's hops.
@@ -644,10 +669,7 @@ fn is_current(slots: &[Slot], e: Entry, bucket: u64) -> bool {
     s.gen == e.gen && s.trace.as_ref().is_some_and(|t| t.bucket == bucket)
 }
 
-fn sort_traces(traces: &mut [Trace]) {
-    traces.sort_by_key(|t| (t.first_ts_ns(), t.packet));
-}
-
+mod drain;
 mod evidence;
 mod nat;
 mod slots;

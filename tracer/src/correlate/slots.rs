@@ -53,6 +53,7 @@ impl Correlator {
         let gen = s.gen;
         self.file(bucket, Entry { slot, gen });
         self.open += 1;
+        self.slab_changes += 1;
     }
 
     /// Files an expiry entry under `bucket`.
@@ -109,6 +110,7 @@ impl Correlator {
         s.gen = s.gen.wrapping_add(1);
         self.free.push(slot);
         self.open -= 1;
+        self.slab_changes += 1;
         if let Some(head) = self.by_id.get_mut(&t.key) {
             if *head == slot {
                 if t.next == NIL {

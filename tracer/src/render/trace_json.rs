@@ -16,9 +16,25 @@ use super::proto_json;
 use crate::latency::{segments_with_clock, ClockModel, SegmentClock};
 use crate::model::{DropPoint, Encap, NatStep, ObjectName, PacketId, RouteLookup, Trace, TraceHop};
 
-/// Writes `t` as one JSON object followed by a newline.
-pub fn write(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()> {
-    let mut o = Out(Vec::with_capacity(2048 + 512 * t.hops.len()));
+/// Writes `t` as one JSON object followed by a newline, built in `buf` (cleared first; a
+/// caller that writes many traces passes the same buffer each time, so that a line costs no
+/// allocation).
+pub fn write(
+    w: &mut impl Write,
+    buf: &mut Vec<u8>,
+    t: &Trace,
+    clock: &ClockModel,
+) -> io::Result<()> {
+    buf.clear();
+    let mut o = Out(std::mem::take(buf));
+    write_line(&mut o, t, clock);
+    let res = w.write_all(&o.0);
+    *buf = o.0;
+    res
+}
+
+/// The line of `t`, newline included, appended to `o`.
+fn write_line(o: &mut Out, t: &Trace, clock: &ClockModel) {
     let first = t.first_ts_ns();
     o.raw(b"{\"packet\":");
     o.packet(&t.packet);
@@ -105,7 +121,6 @@ pub fn write(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()
         o.raw(b"}");
     }
     o.raw(b"]}\n");
-    w.write_all(&o.0)
 }
 
 /// One hop of `t` (or, with `hop` `None`, its drop) as one JSON object: `{"trace","packet",
