@@ -43,7 +43,7 @@ use crate::{
     correlate::{CorrelateConfig, Correlator},
     event::{decode, DecodeError, DropRecord, Event, HopRecord, NatRecord, NatTuple},
     k8s::PodNames,
-    latency::{self, ClockModel, LatencyStats, SegmentName},
+    latency::{self, ClockModel, LatencyStats, Measurements, SegmentName},
     model::{
         ClockReport, FlowKey, FlowSummary, LinkChange, LossCounters, NatStep, Outcome, PacketId,
         Trace,
@@ -613,8 +613,12 @@ impl<W: Write> Pipeline<W> {
             t.names = names.name_trace(&t);
         }
         self.flows.entry(t.packet.flow()).or_default().record(&t);
-        if let Some(stats) = self.latency.as_mut() {
-            stats.record(&t);
+        let json = !self.quiet && self.output == Output::Json;
+        // Measured once for the statistics and the line (the statistics' clock model is
+        // `self.clock`: `set_clock` sets both).
+        let measured = (self.latency.is_some() || json).then(|| Measurements::of(&t, &self.clock));
+        if let (Some(stats), Some(m)) = (self.latency.as_mut(), &measured) {
+            stats.record_measured(&t, m);
         }
         if let Some(o) = self.observer.as_mut() {
             o.trace(&t, &self.clock);
@@ -623,7 +627,8 @@ impl<W: Write> Pipeline<W> {
             match self.output {
                 Output::Text => render::write_trace_text(&mut self.out, &t, &self.clock)?,
                 Output::Json => {
-                    render::write_trace_json_in(&mut self.out, &mut self.line, &t, &self.clock)?;
+                    let m = measured.unwrap_or_else(|| Measurements::of(&t, &self.clock));
+                    render::write_trace_json_in(&mut self.out, &mut self.line, &t, &m)?;
                     if self.line.capacity() > LINE_KEPT {
                         self.line = Vec::new();
                     }

@@ -13,28 +13,23 @@ use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
 use super::proto_json;
-use crate::latency::{segments_with_clock, ClockModel, SegmentClock};
+use crate::latency::{Measurements, SegmentClock};
 use crate::model::{DropPoint, Encap, NatStep, ObjectName, PacketId, RouteLookup, Trace, TraceHop};
 
-/// Writes `t` as one JSON object followed by a newline, built in `buf` (cleared first; a
-/// caller that writes many traces passes the same buffer each time, so that a line costs no
-/// allocation).
-pub fn write(
-    w: &mut impl Write,
-    buf: &mut Vec<u8>,
-    t: &Trace,
-    clock: &ClockModel,
-) -> io::Result<()> {
+/// Writes `t` as one JSON object followed by a newline, with its segments as measured (`m`),
+/// built in `buf` (cleared first; a caller that writes many traces passes the same buffer each
+/// time, so that a line costs no allocation).
+pub fn write(w: &mut impl Write, buf: &mut Vec<u8>, t: &Trace, m: &Measurements) -> io::Result<()> {
     buf.clear();
     let mut o = Out(std::mem::take(buf));
-    write_line(&mut o, t, clock);
+    write_line(&mut o, t, m);
     let res = w.write_all(&o.0);
     *buf = o.0;
     res
 }
 
 /// The line of `t`, newline included, appended to `o`.
-fn write_line(o: &mut Out, t: &Trace, clock: &ClockModel) {
+fn write_line(o: &mut Out, t: &Trace, m: &Measurements) {
     let first = t.first_ts_ns();
     o.raw(b"{\"packet\":");
     o.packet(&t.packet);
@@ -93,7 +88,7 @@ fn write_line(o: &mut Out, t: &Trace, clock: &ClockModel) {
         o.route(t, r);
     }
     o.raw(b"],\"segments\":[");
-    for (i, s) in segments_with_clock(t, clock).iter().enumerate() {
+    for (i, s) in m.segments().enumerate() {
         if i > 0 {
             o.raw(b",");
         }
