@@ -42,11 +42,12 @@
 //! - The identity hash is a fast multiplicative hash, not a keyed one: the tracer trades hash
 //!   flooding resistance (an identity-crafting pod can only slow its own chain) for speed.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::event::HopRecord;
+use crate::fast_hash::FastMap;
 use crate::model::{
     Captured, CorrelateStats, Direction, DropPoint, Encap, LinkChange, NatStep, Outcome, PacketId,
     Trace, TraceHop,
@@ -88,39 +89,6 @@ const NIL: u32 = u32::MAX;
 const BUCKET_SHIFT: u32 = 20;
 /// The "bucket" of a trace found due, being handed out (`drain`): filed nowhere.
 const DUE: u64 = u64::MAX;
-
-/// Multiply-rotate hash with a final avalanche; fast on the few `u64` words of our keys.
-#[derive(Clone, Copy, Default)]
-struct FastHasher(u64);
-
-impl FastHasher {
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-
-    fn add(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(26) ^ v).wrapping_mul(Self::K);
-    }
-}
-
-impl Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.add(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.add(v);
-    }
-
-    fn finish(&self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^ (h >> 33)
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// A [`PacketId`] packed losslessly into three words (32+32 | 8+16+16+16 | 32+16+16 bits).
 #[derive(Clone, Copy, PartialEq, Eq)]

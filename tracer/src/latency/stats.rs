@@ -1,12 +1,13 @@
 //! Histograms per segment, per flow and in total.
 
-use std::collections::hash_map::{Entry, HashMap};
+use std::collections::hash_map::Entry;
 
 use hdrhistogram::Histogram;
 
 use super::clock::{ClockModel, ClockSource};
 use super::segment::{Measured, Measurements};
 use super::SegmentName;
+use crate::fast_hash::FastMap;
 use crate::model::{FlowKey, Trace};
 
 /// Largest value a histogram holds (60 s); larger values are recorded as this.
@@ -125,7 +126,7 @@ pub struct LatencyStats {
     clock: ClockModel,
     max_flows: usize,
     pub(super) total: SegmentSet,
-    pub(super) flows: HashMap<FlowKey, SegmentSet>,
+    pub(super) flows: FastMap<FlowKey, SegmentSet>,
     traces: u64,
     skipped_unsynchronized: u64,
     skipped_negative: u64,
@@ -145,7 +146,7 @@ impl LatencyStats {
             clock,
             max_flows,
             total: SegmentSet::default(),
-            flows: HashMap::new(),
+            flows: FastMap::default(),
             traces: 0,
             skipped_unsynchronized: 0,
             skipped_negative: 0,
