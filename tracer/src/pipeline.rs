@@ -627,8 +627,11 @@ impl<W: Write> Pipeline<W> {
             match self.output {
                 Output::Text => render::write_trace_text(&mut self.out, &t, &self.clock)?,
                 Output::Json => {
-                    let m = measured.unwrap_or_else(|| Measurements::of(&t, &self.clock));
-                    render::write_trace_json_in(&mut self.out, &mut self.line, &t, &m)?;
+                    let m = match &measured {
+                        Some(m) => m,
+                        None => &Measurements::of(&t, &self.clock),
+                    };
+                    render::write_trace_json_in(&mut self.out, &mut self.line, &t, m)?;
                     if self.line.capacity() > LINE_KEPT {
                         self.line = Vec::new();
                     }
