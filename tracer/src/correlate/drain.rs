@@ -46,8 +46,9 @@ pub(super) struct Drain {
     removed: usize,
 }
 
-/// Most entries a drain keeps room for between drains (a drain of more allocates again).
-const DUE_KEPT: usize = 64 * 1024;
+/// Most entries a drain keeps room for between drains (~770 KB; a drain of more allocates
+/// again, and lets go of it at its end).
+const DUE_KEPT: usize = 16 * 1024;
 
 impl Correlator {
     /// Starts a drain: the evicted traces (`ready`) come first. Traces still due from a drain
