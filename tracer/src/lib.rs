@@ -22,6 +22,7 @@ pub(crate) mod correlate;
 pub(crate) mod diagnose;
 pub(crate) mod discover;
 pub(crate) mod event;
+pub(crate) mod fast_hash;
 pub(crate) mod filter;
 #[cfg(test)]
 mod fixtures;

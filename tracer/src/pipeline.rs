@@ -43,7 +43,7 @@ use crate::{
     correlate::{CorrelateConfig, Correlator},
     event::{decode, DecodeError, DropRecord, Event, HopRecord, NatRecord, NatTuple},
     k8s::PodNames,
-    latency::{self, ClockModel, LatencyStats, SegmentName},
+    latency::{self, ClockModel, LatencyStats, Measurements, SegmentName},
     model::{
         ClockReport, FlowKey, FlowSummary, LinkChange, LossCounters, NatStep, Outcome, PacketId,
         Trace,
@@ -59,6 +59,8 @@ use crate::{
 /// How many turned-away hops are kept for a NAT record that may show they belong to a
 /// followed packet.
 const REJECTED_KEPT: usize = 4096;
+/// The largest buffer kept from one JSON line to the next (a usual line takes ~3 KiB).
+const LINE_KEPT: usize = 64 * 1024;
 
 /// How traces are assembled and printed: shared by `tracer trace` and `tracer replay`.
 #[derive(Args, Clone, Debug)]
@@ -211,6 +213,8 @@ pub struct Pipeline<W: Write> {
     answered: answered::Answered,
     counts: Counts,
     out: W,
+    /// The JSON line being built, kept from one trace to the next.
+    line: Vec<u8>,
     output: Output,
     limit: Option<u64>,
     latency: Option<LatencyStats>,
@@ -239,6 +243,7 @@ impl<W: Write> Pipeline<W> {
             answered: answered::Answered::default(),
             counts: Counts::default(),
             out,
+            line: Vec::new(),
             output: cfg.output,
             limit: cfg.limit,
             latency: cfg.stats.then(|| LatencyStats::new(cfg.clock.clone())),
@@ -538,79 +543,106 @@ impl<W: Write> Pipeline<W> {
     /// true once `--count` is reached.
     pub fn tick(&mut self, now_ns: u64) -> Result<bool> {
         self.nat.expire(now_ns);
-        let traces = self.correlator.expire(now_ns);
-        self.emit(traces, now_ns)
+        self.correlator.start_expire(now_ns);
+        self.emit(now_ns)
     }
 
     /// Closes every open trace (end of the session) and prints it.
     pub fn close_all(&mut self) -> Result<()> {
-        let rest = self.correlator.finish();
-        self.emit(rest, u64::MAX).map(|_| ())
+        self.correlator.start_finish();
+        self.emit(u64::MAX).map(|_| ())
     }
 
-    /// The stages after correlation: traces that left the traced nodes wait for an answer
-    /// (`answered`), the others go on at once; then those whose wait is over at `now_ns`.
-    fn emit(&mut self, traces: Vec<Trace>, now_ns: u64) -> Result<bool> {
-        let mut ready = Vec::with_capacity(traces.len());
-        for t in traces {
+    /// The stages after correlation, for the traces the correlator hands out: traces that left
+    /// the traced nodes wait for an answer (`answered`), the others go on at once; then those
+    /// whose wait is over at `now_ns`. Each trace goes through every stage before the next is
+    /// taken: no batch of traces is built.
+    fn emit(&mut self, now_ns: u64) -> Result<bool> {
+        let mut res = Ok(());
+        while let Some(t) = self.correlator.next_due() {
             self.answered.saw(&t);
-            ready.extend(self.answered.hold(t, &self.topology));
+            if let Some(t) = self.answered.hold(t, &self.topology) {
+                // After a failed write, the rest are still taken from the correlator (and
+                // noted as seen), as they would have been in one batch.
+                if res.is_ok() {
+                    res = self.stages(t);
+                }
+            }
         }
-        ready.extend(self.answered.release(now_ns));
-        self.stages(ready)
-    }
-
-    /// Verdict, names, flows, latency, render, trace by trace.
-    fn stages(&mut self, traces: Vec<Trace>) -> Result<bool> {
-        for mut t in traces {
-            if self.limit.is_some_and(|l| self.counts.printed >= l) {
-                break;
-            }
-            if t.nat.is_empty() {
-                t.answers = self.nat.answered(&t.packet).cloned();
-            }
-            if matches!(t.outcome, Outcome::Dropped | Outcome::Lost) {
-                // The state at the time of the failure (live: read again, at most once a
-                // second per node) of the node where the packet died.
-                let node = match &t.drop {
-                    Some(d) => self.topology.pod(d.netns).map_or(Some(d.netns), |p| {
-                        let host = &p.pod_of.as_ref()?.node;
-                        self.topology
-                            .nodes
-                            .iter()
-                            .find(|n| &n.name == host)
-                            .map(|n| n.netns)
-                    }),
-                    None => t.hops.last().map(|h| h.netns),
-                };
-                if let Some(netns) = node {
-                    self.evidence.refresh(netns);
-                }
-                t.verdict = verdict::judge(&t, &self.topology, &self.evidence);
-            }
-            if let Some(names) = &self.names {
-                t.names = names.name_trace(&t);
-            }
-            self.flows.entry(t.packet.flow()).or_default().record(&t);
-            if let Some(stats) = self.latency.as_mut() {
-                stats.record(&t);
-            }
-            if let Some(o) = self.observer.as_mut() {
-                o.trace(&t, &self.clock);
-            }
-            if !self.quiet {
-                match self.output {
-                    Output::Text => render::write_trace_text(&mut self.out, &t, &self.clock)?,
-                    Output::Json => render::write_trace_json(&mut self.out, &t, &self.clock)?,
-                }
-            }
-            self.counts.printed += 1;
-            if let Some(all) = self.collected.as_mut() {
-                all.push(t);
-            }
+        res?;
+        for t in self.answered.release(now_ns) {
+            self.stages(t)?;
         }
         self.out.flush()?;
-        Ok(self.limit.is_some_and(|l| self.counts.printed >= l))
+        Ok(self.limit_reached())
+    }
+
+    /// Whether `--count` traces were printed.
+    fn limit_reached(&self) -> bool {
+        self.limit.is_some_and(|l| self.counts.printed >= l)
+    }
+
+    /// Verdict, names, flows, latency, render, for one trace (none once `--count` is reached).
+    fn stages(&mut self, mut t: Trace) -> Result<()> {
+        if self.limit_reached() {
+            return Ok(());
+        }
+        if t.nat.is_empty() {
+            t.answers = self.nat.answered(&t.packet).cloned();
+        }
+        if matches!(t.outcome, Outcome::Dropped | Outcome::Lost) {
+            // The state at the time of the failure (live: read again, at most once a
+            // second per node) of the node where the packet died.
+            let node = match &t.drop {
+                Some(d) => self.topology.pod(d.netns).map_or(Some(d.netns), |p| {
+                    let host = &p.pod_of.as_ref()?.node;
+                    self.topology
+                        .nodes
+                        .iter()
+                        .find(|n| &n.name == host)
+                        .map(|n| n.netns)
+                }),
+                None => t.hops.last().map(|h| h.netns),
+            };
+            if let Some(netns) = node {
+                self.evidence.refresh(netns);
+            }
+            t.verdict = verdict::judge(&t, &self.topology, &self.evidence);
+        }
+        if let Some(names) = &self.names {
+            t.names = names.name_trace(&t);
+        }
+        self.flows.entry(t.packet.flow()).or_default().record(&t);
+        let json = !self.quiet && self.output == Output::Json;
+        // Measured once for the statistics and the line (the statistics' clock model is
+        // `self.clock`: `set_clock` sets both).
+        let measured = (self.latency.is_some() || json).then(|| Measurements::of(&t, &self.clock));
+        if let (Some(stats), Some(m)) = (self.latency.as_mut(), &measured) {
+            stats.record_measured(&t, m);
+        }
+        if let Some(o) = self.observer.as_mut() {
+            o.trace(&t, &self.clock);
+        }
+        if !self.quiet {
+            match self.output {
+                Output::Text => render::write_trace_text(&mut self.out, &t, &self.clock)?,
+                Output::Json => {
+                    let m = match &measured {
+                        Some(m) => m,
+                        None => &Measurements::of(&t, &self.clock),
+                    };
+                    render::write_trace_json_in(&mut self.out, &mut self.line, &t, m)?;
+                    if self.line.capacity() > LINE_KEPT {
+                        self.line = Vec::new();
+                    }
+                }
+            }
+        }
+        self.counts.printed += 1;
+        if let Some(all) = self.collected.as_mut() {
+            all.push(t);
+        }
+        Ok(())
     }
 
     /// A new clock model (a merge refined its estimate): later traces are measured with it.

@@ -139,7 +139,7 @@ impl Correlator {
             let first = t.first_ts.min(d.ts_ns);
             let last = t.last_ts.max(d.ts_ns);
             let window = self.cfg.window_ns.max(self.cfg.drop_wait_ns);
-            if t.drop.is_none() && last - first <= window {
+            if t.drop().is_none() && last - first <= window {
                 let dist = t
                     .first_ts
                     .saturating_sub(d.ts_ns)
@@ -157,7 +157,7 @@ impl Correlator {
                 // for a late drop), so that it is emitted one linger after the drop.
                 let gen = self.slots[slot as usize].gen;
                 if let Some(t) = self.slots[slot as usize].trace.as_mut() {
-                    t.drop = Some(point);
+                    t.extra_mut().drop = Some(point);
                     t.bucket = t.last_ts >> BUCKET_SHIFT;
                     let bucket = t.bucket;
                     self.file(bucket, Entry { slot, gen });

@@ -51,12 +51,12 @@ impl Correlator {
         }
         self.extend_span(slot, ts);
         if let Some(t) = self.slots[slot as usize].trace.as_mut() {
-            let dup = t
-                .nat
+            let nat = &mut t.extra_mut().nat;
+            let dup = nat
                 .iter()
                 .any(|s| s.netns == step.netns && s.from == step.from && s.to == step.to);
             if !dup {
-                t.nat.push(step);
+                nat.push(step);
             }
         }
     }
@@ -85,7 +85,8 @@ impl Correlator {
     }
 
     /// Moves an open trace's hops (as translated), drop and steps into `slot`'s trace.
-    fn merge_into(&mut self, slot: u32, from: OpenTrace) {
+    fn merge_into(&mut self, slot: u32, mut from: OpenTrace) {
+        let (drop, nat) = from.take_extra();
         for mut h in from.hops {
             h.translated = true;
             let ts = h.ts_ns;
@@ -95,10 +96,13 @@ impl Correlator {
             self.extend_span(slot, ts);
         }
         if let Some(t) = self.slots[slot as usize].trace.as_mut() {
-            if t.drop.is_none() {
-                t.drop = from.drop;
+            if drop.is_some() || !nat.is_empty() {
+                let e = t.extra_mut();
+                if e.drop.is_none() {
+                    e.drop = drop;
+                }
+                e.nat.extend(nat);
             }
-            t.nat.extend(from.nat);
         }
     }
 }

@@ -5,9 +5,11 @@
 //! deciding which trace a hop joins and what an emitted trace says live in the parent.
 
 use super::{
-    is_current, Correlator, Entry, OpenTrace, PackedId, RawHop, Slot, TraceHead, BUCKET_SHIFT,
-    MAX_SAME_IDENTITY, NIL,
+    is_current, Correlator, Entry, Extra, OpenTrace, PackedId, RawHop, Slot, TraceHead,
+    BUCKET_SHIFT, MAX_SAME_IDENTITY, NIL,
 };
+use std::collections::hash_map::Entry as IdEntry;
+
 use crate::model::DropPoint;
 
 impl Correlator {
@@ -39,7 +41,6 @@ impl Correlator {
         let s = &mut self.slots[slot as usize];
         s.trace = Some(OpenTrace {
             packet: head.packet,
-            key,
             tcp_flags: head.tcp_flags,
             icmp_type: head.icmp_type,
             first_ts: ts_ns,
@@ -47,12 +48,17 @@ impl Correlator {
             bucket,
             next,
             hops,
-            drop,
-            nat: Vec::new(),
+            extra: drop.map(|drop| {
+                Box::new(Extra {
+                    drop: Some(drop),
+                    nat: Vec::new(),
+                })
+            }),
         });
         let gen = s.gen;
         self.file(bucket, Entry { slot, gen });
         self.open += 1;
+        self.slab_changes += 1;
     }
 
     /// Files an expiry entry under `bucket`.
@@ -109,15 +115,17 @@ impl Correlator {
         s.gen = s.gen.wrapping_add(1);
         self.free.push(slot);
         self.open -= 1;
-        if let Some(head) = self.by_id.get_mut(&t.key) {
-            if *head == slot {
+        self.slab_changes += 1;
+        // One probe of the index: the common case is a trace alone with its identity.
+        if let IdEntry::Occupied(mut head) = self.by_id.entry(PackedId::new(&t.packet)) {
+            if *head.get() == slot {
                 if t.next == NIL {
-                    self.by_id.remove(&t.key);
+                    head.remove();
                 } else {
-                    *head = t.next;
+                    *head.get_mut() = t.next;
                 }
             } else {
-                let mut cur = *head;
+                let mut cur = *head.get();
                 while let Some(c) = self.slots[cur as usize].trace.as_mut() {
                     if c.next == slot {
                         c.next = t.next;

@@ -486,3 +486,27 @@ fn no_lost_verdict_while_the_tracer_was_losing_events() {
     let (t, _) = run_with(Some((t0 - 20_000_000_000, t0 - 19_000_000_000)));
     assert_eq!((t.outcome, t.tracer_loss), (Outcome::Lost, false));
 }
+
+/// Traces are handed out in first-hop order, but their slots are freed in the order `expire`
+/// found them (by newest hop), as when each was emitted on the spot: which slot a later trace
+/// gets does not depend on the hand-out order.
+#[test]
+fn expire_frees_slots_in_the_order_it_found_the_traces() {
+    let ms = 1_000_000;
+    let mut c = correlator();
+    // `early` starts first but ends last; `late` starts and ends in between.
+    c.push(hop(icmp(1), NS1, CALI_A, Ingress, 10 * ms));
+    c.push(hop(icmp(1), NS1, VXLAN, Egress, 30 * ms));
+    c.push(hop(icmp(2), NS1, CALI_A, Ingress, 20 * ms));
+    let (early, late) = (
+        c.by_id[&PackedId::new(&icmp(1))],
+        c.by_id[&PackedId::new(&icmp(2))],
+    );
+    c.start_expire(10_000 * ms);
+    let handed: Vec<u16> = std::iter::from_fn(|| c.next_due())
+        .map(|t| t.packet.ip_id)
+        .collect();
+    assert_eq!(handed, [1, 2], "by first hop");
+    assert_eq!(c.free, [late, early], "in the order found");
+    assert_eq!(c.open_traces(), 0);
+}

@@ -27,8 +27,9 @@
 //!   per-netns offset. Cross-node segments (`wire`, and `total` when the trace spans nodes) are
 //!   recorded only when both clocks are known on one timeline; otherwise they are counted in
 //!   `skipped_unsynchronized`, and the JSON carries `"clock":"per-node"`.
-//! - **Hot path.** [`LatencyStats::record`] finds segments into a fixed array on the stack (a
-//!   trace has a handful of hops: the quadratic search is a few dozen comparisons), looks the
+//! - **Hot path.** [`Measurements::of`] finds segments into a fixed array on the stack (a
+//!   trace has a handful of hops: the quadratic search is a few dozen comparisons), once per
+//!   trace for the statistics and the JSON line; [`LatencyStats::record_measured`] looks the
 //!   flow up once, and records into histograms. It allocates only when a flow is first seen,
 //!   when a segment is first seen for a flow, and when a histogram grows to a larger range
 //!   (auto-resize, a few times in a histogram's life).
@@ -58,7 +59,7 @@ pub use clock::{ClockModel, ClockSource, MachineClock, SegmentClock};
 pub use output::{write_stats_json, write_stats_text};
 #[cfg(test)]
 pub use segment::segments;
-pub use segment::segments_with_clock;
+pub use segment::{segments_with_clock, Measurements};
 pub use stats::{LatencyStats, Summary};
 #[cfg(test)]
 pub use stats::{DEFAULT_MAX_FLOWS, MAX_NS};

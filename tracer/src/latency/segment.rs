@@ -29,13 +29,48 @@ pub fn segments(trace: &Trace) -> Vec<Segment> {
 /// The segments of a trace, in path order, under a clock model: cross-node segments are
 /// clock-corrected, and left out when the two clocks are not synchronized.
 pub fn segments_with_clock(trace: &Trace, clock: &ClockModel) -> Vec<Segment> {
-    let mut out = Vec::new();
-    measure(trace, clock, |m| {
-        if let Measured::Segment(s) = m {
-            out.push(s);
-        }
-    });
-    out
+    Measurements::of(trace, clock).segments().copied().collect()
+}
+
+/// What measuring one trace under one clock model gave, in path order (at most one entry per
+/// segment name), without allocating: measured once per trace and shared by the statistics
+/// ([`LatencyStats::record_measured`](super::LatencyStats::record_measured)) and the JSON line.
+#[derive(Clone, Copy, Debug)]
+pub struct Measurements {
+    items: [Option<Measured>; SegmentName::COUNT],
+}
+
+impl Measurements {
+    pub fn of(trace: &Trace, clock: &ClockModel) -> Self {
+        let mut m = Measurements {
+            items: [None; SegmentName::COUNT],
+        };
+        let mut n = 0;
+        measure(trace, clock, |x| {
+            // `measure` gives each segment name at most once.
+            if let Some(slot) = m.items.get_mut(n) {
+                *slot = Some(x);
+                n += 1;
+            }
+        });
+        m
+    }
+
+    /// Everything measured, in path order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = Measured> + '_ {
+        self.items.iter().map_while(|m| *m)
+    }
+
+    /// The segments (those whose clocks are on one timeline), in path order.
+    pub fn segments(&self) -> impl Iterator<Item = &Segment> + '_ {
+        self.items
+            .iter()
+            .map_while(Option::as_ref)
+            .filter_map(|m| match m {
+                Measured::Segment(s) => Some(s),
+                Measured::Unsynchronized(_) => None,
+            })
+    }
 }
 
 /// Calls `f` for each segment of the trace, in path order, without allocating.

@@ -1,12 +1,13 @@
 //! Histograms per segment, per flow and in total.
 
-use std::collections::hash_map::{Entry, HashMap};
+use std::collections::hash_map::Entry;
 
 use hdrhistogram::Histogram;
 
 use super::clock::{ClockModel, ClockSource};
-use super::segment::{measure, Measured};
+use super::segment::{Measured, Measurements};
 use super::SegmentName;
+use crate::fast_hash::FastMap;
 use crate::model::{FlowKey, Trace};
 
 /// Largest value a histogram holds (60 s); larger values are recorded as this.
@@ -125,7 +126,7 @@ pub struct LatencyStats {
     clock: ClockModel,
     max_flows: usize,
     pub(super) total: SegmentSet,
-    pub(super) flows: HashMap<FlowKey, SegmentSet>,
+    pub(super) flows: FastMap<FlowKey, SegmentSet>,
     traces: u64,
     skipped_unsynchronized: u64,
     skipped_negative: u64,
@@ -145,7 +146,7 @@ impl LatencyStats {
             clock,
             max_flows,
             total: SegmentSet::default(),
-            flows: HashMap::new(),
+            flows: FastMap::default(),
             traces: 0,
             skipped_unsynchronized: 0,
             skipped_negative: 0,
@@ -162,23 +163,32 @@ impl LatencyStats {
         &mut self.clock
     }
 
-    /// Records the segments of one trace, in the total and in its flow. Cross-node segments
-    /// whose clocks are not synchronized are counted in `skipped_unsynchronized`, negative
-    /// deltas in `skipped_negative`.
+    /// Measures one trace under this statistics' clock model and records it.
+    #[cfg(test)]
     pub fn record(&mut self, trace: &Trace) {
+        let m = Measurements::of(trace, &self.clock);
+        self.record_measured(trace, &m);
+    }
+
+    /// Records the segments of one trace measured under this statistics' clock model (`m`), in
+    /// the total and in its flow. Cross-node segments whose clocks are not synchronized are
+    /// counted in `skipped_unsynchronized`, negative deltas in `skipped_negative`.
+    pub fn record_measured(&mut self, trace: &Trace, m: &Measurements) {
         self.traces += 1;
         let mut values = [None; SegmentName::COUNT];
         let (mut any, mut unsynchronized, mut negative) = (false, 0, 0);
-        measure(trace, &self.clock, |m| match m {
-            Measured::Segment(s) => match u64::try_from(s.ns) {
-                Ok(ns) => {
-                    values[s.name.index()] = Some(ns);
-                    any = true;
-                }
-                Err(_) => negative += 1,
-            },
-            Measured::Unsynchronized(_) => unsynchronized += 1,
-        });
+        for m in m.iter() {
+            match m {
+                Measured::Segment(s) => match u64::try_from(s.ns) {
+                    Ok(ns) => {
+                        values[s.name.index()] = Some(ns);
+                        any = true;
+                    }
+                    Err(_) => negative += 1,
+                },
+                Measured::Unsynchronized(_) => unsynchronized += 1,
+            }
+        }
         self.skipped_unsynchronized += unsynchronized;
         self.skipped_negative += negative;
         if !any {
@@ -266,7 +276,7 @@ impl LatencyStats {
         keys
     }
 
-    /// Traces passed to [`LatencyStats::record`] (and merged in), with or without segments.
+    /// Traces recorded (and merged in), with or without segments.
     pub fn traces(&self) -> u64 {
         self.traces
     }

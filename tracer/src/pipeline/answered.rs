@@ -15,10 +15,11 @@
 //! `lost` and is judged like any other: a wrong tunnel endpoint, natOutgoing off, a real
 //! underlay loss all have no answer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
 use crate::{
+    fast_hash::FastMap,
     model::{Direction, FlowKey, Outcome, Trace},
     topology::{IfaceKind, Topology},
 };
@@ -41,7 +42,7 @@ const TCP_ACK: u8 = 0x10;
 pub struct Answered {
     held: VecDeque<Trace>,
     /// Newest first-hop time of a trace per flow (its own addresses and its NAT steps').
-    last_seen: HashMap<FlowKey, u64>,
+    last_seen: FastMap<FlowKey, u64>,
 }
 
 impl Answered {

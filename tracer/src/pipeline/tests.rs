@@ -301,3 +301,55 @@ fn the_filter_matches_either_side_of_a_translation() {
         assert_eq!(traces[0].hops.len(), 6, "{filter}");
     }
 }
+
+/// With `--stats`, a trace is measured once for the statistics and its JSON line: the lines
+/// are those the trace renders to on its own, segments included, in the order traced, and the
+/// statistics count the same segments.
+#[test]
+fn json_lines_with_stats_are_the_traces_as_rendered_alone() {
+    let mut out = Vec::new();
+    let print = PrintArgs {
+        count: None,
+        output: Output::Json,
+        linger_ms: 300,
+    };
+    let cfg = PipelineConfig {
+        collect: true,
+        stats: true,
+        ..print.pipeline_config(ClockModel::shared_kernel())
+    };
+    let mut pipe = Pipeline::new(topology(), cfg, &mut out);
+    // A delivered packet, one lost after its uplink, and one seen on node2 only; the later
+    // ones start first, so the lines come out in another order than pushed.
+    let mut lost = vxlan_path(icmp(2), 1_000_000);
+    lost.truncate(3);
+    let late = vxlan_path(icmp(3), 500_000).split_off(3);
+    vxlan_path(icmp(1), 2_000_000)
+        .into_iter()
+        .chain(lost)
+        .chain(late)
+        .for_each(|h| pipe.push_hop(h));
+    pipe.tick(2_000_000 + 400_000_000).unwrap();
+    pipe.close_all().unwrap();
+    let stats = pipe.latency.as_ref().expect("--stats");
+    assert_eq!(stats.traces(), 3);
+    let wire = stats
+        .summary(None, SegmentName::Wire)
+        .expect("a wire segment");
+    assert_eq!(wire.count, 1);
+    let traces = finish(pipe);
+    let mut alone = Vec::new();
+    for t in &traces {
+        render::write_trace_json(&mut alone, t, &ClockModel::shared_kernel()).unwrap();
+    }
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().take(traces.len()).collect();
+    assert_eq!(lines.join("\n") + "\n", String::from_utf8(alone).unwrap());
+    let ids: Vec<u16> = traces.iter().map(|t| t.packet.ip_id).collect();
+    assert_eq!(ids, [3, 2, 1], "by first hop");
+    let with_segments = lines
+        .iter()
+        .filter(|l| l.contains("\"name\":\"wire\""))
+        .count();
+    assert_eq!(with_segments, 1, "{text}");
+}

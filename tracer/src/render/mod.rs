@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::latency::{ClockModel, SegmentClock};
+use crate::latency::{ClockModel, Measurements, SegmentClock};
 use crate::model::{
     proto_name, CorrelateStats, Encap, EncapKind, FlowKey, FlowSummary, LossCounters, Outcome,
     RouteLookup, Trace,
@@ -211,8 +211,21 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 /// Writes one trace as a JSON object on its own line (see `trace_json`).
+#[cfg(test)]
 pub fn write_trace_json(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()> {
-    trace_json::write(w, t, clock)
+    trace_json::write(w, &mut Vec::new(), t, &Measurements::of(t, clock))
+}
+
+/// [`write_trace_json`] with the trace's segments already measured (`m`), building the line in
+/// `buf`, a buffer the caller keeps from one trace to the next (no allocation per line once it
+/// has grown to the longest line).
+pub fn write_trace_json_in(
+    w: &mut impl Write,
+    buf: &mut Vec<u8>,
+    t: &Trace,
+    m: &Measurements,
+) -> io::Result<()> {
+    trace_json::write(w, buf, t, m)
 }
 
 /// Writes the per-flow table, the totals and the tracer's own counters as text.

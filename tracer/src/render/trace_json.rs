@@ -13,12 +13,23 @@ use std::io::{self, Write};
 use std::net::Ipv4Addr;
 
 use super::proto_json;
-use crate::latency::{segments_with_clock, ClockModel, SegmentClock};
+use crate::latency::{Measurements, SegmentClock};
 use crate::model::{DropPoint, Encap, NatStep, ObjectName, PacketId, RouteLookup, Trace, TraceHop};
 
-/// Writes `t` as one JSON object followed by a newline.
-pub fn write(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()> {
-    let mut o = Out(Vec::with_capacity(2048 + 512 * t.hops.len()));
+/// Writes `t` as one JSON object followed by a newline, with its segments as measured (`m`),
+/// built in `buf` (cleared first; a caller that writes many traces passes the same buffer each
+/// time, so that a line costs no allocation).
+pub fn write(w: &mut impl Write, buf: &mut Vec<u8>, t: &Trace, m: &Measurements) -> io::Result<()> {
+    buf.clear();
+    let mut o = Out(std::mem::take(buf));
+    write_line(&mut o, t, m);
+    let res = w.write_all(&o.0);
+    *buf = o.0;
+    res
+}
+
+/// The line of `t`, newline included, appended to `o`.
+fn write_line(o: &mut Out, t: &Trace, m: &Measurements) {
     let first = t.first_ts_ns();
     o.raw(b"{\"packet\":");
     o.packet(&t.packet);
@@ -77,7 +88,7 @@ pub fn write(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()
         o.route(t, r);
     }
     o.raw(b"],\"segments\":[");
-    for (i, s) in segments_with_clock(t, clock).iter().enumerate() {
+    for (i, s) in m.segments().enumerate() {
         if i > 0 {
             o.raw(b",");
         }
@@ -105,7 +116,6 @@ pub fn write(w: &mut impl Write, t: &Trace, clock: &ClockModel) -> io::Result<()
         o.raw(b"}");
     }
     o.raw(b"]}\n");
-    w.write_all(&o.0)
 }
 
 /// One hop of `t` (or, with `hop` `None`, its drop) as one JSON object: `{"trace","packet",
@@ -160,14 +170,31 @@ impl Out {
         self.0.push(b'"');
     }
 
-    /// A dotted quad, unquoted (inside a string being written).
+    /// A dotted quad, unquoted (inside a string being written). A line has some eight: the
+    /// digits are built in a fixed-size array and appended whole, then the line is cut to
+    /// their length (one fixed-size copy, not four calls to `memcpy`).
     fn ip_bare(&mut self, a: Ipv4Addr) {
-        for (i, octet) in a.octets().into_iter().enumerate() {
+        let mut quad = [0u8; 16];
+        let mut n = 0;
+        for (i, o) in a.octets().into_iter().enumerate() {
             if i > 0 {
-                self.0.push(b'.');
+                quad[n] = b'.';
+                n += 1;
             }
-            self.num(octet);
+            if o >= 100 {
+                quad[n] = b'0' + o / 100;
+                n += 1;
+            }
+            if o >= 10 {
+                quad[n] = b'0' + o / 10 % 10;
+                n += 1;
+            }
+            quad[n] = b'0' + o % 10;
+            n += 1;
         }
+        let at = self.0.len();
+        self.0.extend_from_slice(&quad);
+        self.0.truncate(at + n);
     }
 
     /// A JSON string, escaped (RFC 8259: quote, backslash and control characters).
@@ -396,5 +423,25 @@ impl Out {
             None => self.raw(b"null"),
         }
         self.raw(b"}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::Out;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let octets = [0u8, 1, 9, 10, 42, 99, 100, 101, 199, 200, 249, 250, 255];
+        for a in octets {
+            for b in octets {
+                let ip = Ipv4Addr::new(a, b, 255 - a, 7);
+                let mut o = Out(b"x".to_vec());
+                o.ip_bare(ip);
+                assert_eq!(o.0, format!("x{ip}").into_bytes());
+            }
+        }
     }
 }
