@@ -16,7 +16,7 @@ use tracer_common::{filter::FollowKey, parse::VxlanPorts};
 /// Slots of [`FIB_SEEN`] (a power of two).
 pub const FIB_SEEN_SLOTS: u32 = 4096;
 
-/// One slot of [`FIB_SEEN`]: the pair last reported there and when (coarse clock).
+/// One slot of [`FIB_SEEN`]: the pair last reported there and when (`bpf_ktime_get_ns`).
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct FibSeen {

@@ -92,7 +92,7 @@ fn seen_recently(src: [u8; 4], dst: [u8; 4], iif: u32, now: u64) -> bool {
     let pair = ((u64::from(u32::from_ne_bytes(src)) << 32) | u64::from(u32::from_ne_bytes(dst)))
         ^ (u64::from(iif) << 48);
     // Fibonacci hashing of the pair to a slot.
-    let slot = (pair.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as u32 & (FIB_SEEN_SLOTS - 1);
+    let slot = (pair.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FIB_SEEN_SLOTS.ilog2())) as u32;
     let Some(seen) = FIB_SEEN.get_ptr_mut(slot) else {
         return false;
     };

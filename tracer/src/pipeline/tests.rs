@@ -20,17 +20,21 @@ impl DropNames for Named {
     }
 }
 
-fn pipeline(out: &mut Vec<u8>) -> Pipeline<&mut Vec<u8>> {
+/// JSON output, a 300 ms linger, traces collected for the test to read.
+fn json_config() -> PipelineConfig {
     let print = PrintArgs {
         count: None,
         output: Output::Json,
         linger_ms: 300,
     };
-    let cfg = PipelineConfig {
+    PipelineConfig {
         collect: true,
         ..print.pipeline_config(ClockModel::shared_kernel())
-    };
-    Pipeline::new(topology(), cfg, out)
+    }
+}
+
+fn pipeline(out: &mut Vec<u8>) -> Pipeline<&mut Vec<u8>> {
+    Pipeline::new(topology(), json_config(), out)
 }
 
 /// Closes the pipeline and writes its summary: its traces.
@@ -308,15 +312,9 @@ fn the_filter_matches_either_side_of_a_translation() {
 #[test]
 fn json_lines_with_stats_are_the_traces_as_rendered_alone() {
     let mut out = Vec::new();
-    let print = PrintArgs {
-        count: None,
-        output: Output::Json,
-        linger_ms: 300,
-    };
     let cfg = PipelineConfig {
-        collect: true,
         stats: true,
-        ..print.pipeline_config(ClockModel::shared_kernel())
+        ..json_config()
     };
     let mut pipe = Pipeline::new(topology(), cfg, &mut out);
     // A delivered packet, one lost after its uplink, and one seen on node2 only; the later
